@@ -1,0 +1,229 @@
+"""Data sets: binarized MNIST, FashionMNIST, Frey Face and a synthetic set.
+
+Where data come from:
+
+* ``data_dir`` (the CLI's ``--data-dir``), else the environment variable
+  ``PYRO_VAE_DATA``, names a folder in torchvision's layout
+  (``MNIST/raw/*.gz``, ``FashionMNIST/raw/*.gz``) plus ``frey/frey_rawface.mat``.
+  It may be read-only: the raw files are copied into a writable cache
+  (``PYRO_VAE_CACHE``, default ``~/.cache/pyro_vae``) where torchvision checks
+  their md5 and unpacks them without the network.
+* Otherwise torchvision downloads into the cache.
+
+MNIST and FashionMNIST are binarized as in the AEVB/IWAE literature: each
+training image is re-binarized with a fresh Bernoulli draw every time it is
+used (dynamic binarization); the test set is binarized once, with a fixed seed,
+so that every evaluation sees the same binary test images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ENV_DATA = "PYRO_VAE_DATA"
+ENV_CACHE = "PYRO_VAE_CACHE"
+TEST_BINARIZATION_SEED = 0
+FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
+FREY_MD5 = "5aeb024d42b8a6091f30e5eb18c8a48d"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A data set is neither on disk nor downloadable."""
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors of shape ``(N, *x_shape)`` with values in [0, 1].
+
+    ``binarize`` marks data to be binarized by Bernoulli draws (dynamically for
+    the training set); ``likelihood`` is the decoder the data set calls for;
+    ``image_shape`` is ``(channels, height, width)`` for plotting.
+    """
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None
+    test_labels: torch.Tensor | None
+    image_shape: tuple[int, int, int]
+    likelihood: str
+    binarize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.binarize:
+            generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
+            self.test = torch.bernoulli(self.test, generator=generator)
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, device: str | torch.device = "cpu"
+    ) -> Batches:
+        """Shuffled training minibatches (short last batch dropped), binarized afresh."""
+        return Batches(self.train, batch_size, device, generator=generator, binarize=self.binarize)
+
+    def test_batches(self, batch_size: int, device: str | torch.device = "cpu") -> Batches:
+        """Test minibatches in a fixed order."""
+        return Batches(self.test, batch_size, device)
+
+
+class Batches:
+    """Iterates over minibatches of an in-memory tensor.
+
+    With a ``generator`` the order is shuffled each pass and the short last
+    batch is dropped (so every SVI step sees the same plate size); with
+    ``binarize`` every batch is a fresh Bernoulli draw from the grey levels.
+    """
+
+    def __init__(
+        self,
+        data: torch.Tensor,
+        batch_size: int,
+        device: str | torch.device = "cpu",
+        generator: torch.Generator | None = None,
+        binarize: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if generator is not None and batch_size > len(data):
+            raise ValueError(f"batch_size={batch_size} exceeds the {len(data)} training points")
+        self.data, self.batch_size, self.device = data, batch_size, device
+        self.generator, self.binarize = generator, binarize
+
+    def __len__(self) -> int:
+        if self.generator is None:
+            return math.ceil(len(self.data) / self.batch_size)
+        return len(self.data) // self.batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        n = len(self.data)
+        order = None if self.generator is None else torch.randperm(n, generator=self.generator)
+        for i in range(len(self)):
+            index = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            x = self.data[index] if order is None else self.data[order[index]]
+            if self.binarize:
+                x = torch.bernoulli(x, generator=self.generator)
+            yield x.to(self.device, non_blocking=True)
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path | None:
+    """The folder given, else ``$PYRO_VAE_DATA``, else ``None`` (download)."""
+    path = path or os.environ.get(ENV_DATA)
+    return Path(path) if path else None
+
+
+def cache_dir() -> Path:
+    """Writable folder for unpacked and downloaded data."""
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "pyro_vae")
+
+
+def _torchvision_images(name: str, root: Path | None) -> Dataset:
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+    folder = cls.__name__
+    cache = cache_dir()
+    if root is not None and (root / folder / "raw").is_dir():
+        target = cache / folder / "raw"
+        target.mkdir(parents=True, exist_ok=True)
+        for source in (root / folder / "raw").glob("*.gz"):
+            if not (target / source.name).exists():
+                shutil.copyfile(source, target / source.name)
+    try:
+        splits = [cls(str(cache), train=train, download=True) for train in (True, False)]
+    except Exception as err:  # torchvision raises URLError, RuntimeError, ...
+        expected = ", ".join(f for f, _ in cls.resources) if hasattr(cls, "resources") else ""
+        where = root / folder / "raw" if root is not None else cache / folder / "raw"
+        raise DatasetNotFoundError(
+            f"{cls.__name__} is not on disk and could not be downloaded ({err}). "
+            f"Expected the files {expected} in {where}; point --data-dir or ${ENV_DATA} "
+            f"at a folder holding {folder}/raw/."
+        ) from None
+    (train, test) = splits
+    return Dataset(
+        name=name,
+        train=train.data.reshape(len(train.data), -1).float() / 255.0,
+        test=test.data.reshape(len(test.data), -1).float() / 255.0,
+        train_labels=train.targets.clone(),
+        test_labels=test.targets.clone(),
+        image_shape=(1, 28, 28),
+        likelihood="bernoulli",
+        binarize=True,
+    )
+
+
+def load_frey_face(root: Path | None = None, num_test: int = 200, seed: int = 0) -> Dataset:
+    """Frey Face: 1965 grey 28x20 frames scaled to [0, 1]; a fixed random test split."""
+    import scipy.io
+    from torchvision.datasets.utils import download_url
+
+    path = root / "frey" / "frey_rawface.mat" if root is not None else None
+    if path is None or not path.exists():
+        path = cache_dir() / "frey" / "frey_rawface.mat"
+        try:
+            download_url(FREY_URL, str(path.parent), path.name, FREY_MD5)
+        except Exception as err:
+            where = root / "frey" / "frey_rawface.mat" if root is not None else path
+            raise DatasetNotFoundError(
+                f"Frey Face is not on disk and could not be downloaded ({err}). "
+                f"Expected the file {where} (MATLAB variable 'ff', uint8, 560 x 1965)."
+            ) from None
+    faces = torch.from_numpy(scipy.io.loadmat(path)["ff"].T.copy()).float() / 255.0
+    order = torch.randperm(len(faces), generator=torch.Generator().manual_seed(seed))
+    return Dataset(
+        name="frey",
+        train=faces[order[num_test:]],
+        test=faces[order[:num_test]],
+        train_labels=None,
+        test_labels=None,
+        image_shape=(1, 28, 20),
+        likelihood="gaussian",
+    )
+
+
+def make_synthetic(num_train: int = 2000, num_test: int = 500, seed: int = 0) -> Dataset:
+    """Binary 8x8 images from a fixed random non-linear decoder of a 2-D latent.
+
+    ``z ~ N(0, I_2)``, ``x ~ Bernoulli(sigmoid(W2 tanh(W1 z)))``; labels are the
+    quadrant of z. Deterministic given ``seed``; needs no files.
+    """
+    g = torch.Generator().manual_seed(seed)
+    w1 = 2.0 * torch.randn(2, 16, generator=g)
+    w2 = 2.0 * torch.randn(16, 64, generator=g)
+    z = torch.randn(num_train + num_test, 2, generator=g)
+    probs = torch.sigmoid(torch.tanh(z @ w1) @ w2)
+    x = torch.bernoulli(probs, generator=g)
+    labels = (z[:, 0] > 0).long() * 2 + (z[:, 1] > 0).long()
+    return Dataset(
+        name="synthetic",
+        train=x[:num_train],
+        test=x[num_train:],
+        train_labels=labels[:num_train],
+        test_labels=labels[num_train:],
+        image_shape=(1, 8, 8),
+        likelihood="bernoulli",
+    )
+
+
+DATASETS = ("mnist", "fashion-mnist", "frey", "synthetic")
+
+
+def load_dataset(name: str, data_dir_: str | os.PathLike | None = None) -> Dataset:
+    """Load one of :data:`DATASETS` (see the module docstring for where files come from)."""
+    root = data_dir(data_dir_)
+    if name in ("mnist", "fashion-mnist"):
+        return _torchvision_images(name, root)
+    if name == "frey":
+        return load_frey_face(root)
+    if name == "synthetic":
+        return make_synthetic()
+    raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")

@@ -1,0 +1,121 @@
+"""Observation models p(x|z) parameterized by a decoder's output.
+
+A likelihood is an ``nn.Module`` that turns the decoder's flat output of
+width :attr:`Likelihood.num_params` into a distribution whose event shape is
+the data's shape, and checks that data lie in its support. Likelihoods are
+chosen by name with :func:`make_likelihood`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+
+class Likelihood(nn.Module):
+    """Base class: ``forward(params)`` returns p(x|z) with ``event_shape == x_shape``."""
+
+    def __init__(self, x_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        self.x_dim = math.prod(self.x_shape)
+
+    @property
+    def num_params(self) -> int:
+        """Number of decoder outputs this likelihood consumes."""
+        raise NotImplementedError
+
+    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
+        raise NotImplementedError
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` if ``x`` is outside the likelihood's support."""
+
+    def _unflatten(self, h: torch.Tensor) -> torch.Tensor:
+        return h.reshape(h.shape[:-1] + self.x_shape)
+
+
+class Bernoulli(Likelihood):
+    """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i(z))), the paper's Bernoulli MLP decoder.
+
+    Accepts any x in [0, 1] (the log-likelihood is then the cross-entropy), so
+    grey-level data can be used as well as binarized data.
+    """
+
+    @property
+    def num_params(self) -> int:
+        return self.x_dim
+
+    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
+        logits = self._unflatten(params)
+        return dist.Bernoulli(logits=logits, validate_args=False).to_event(len(self.x_shape))
+
+    def check(self, x: torch.Tensor) -> None:
+        lo, hi = x.min().item(), x.max().item()
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"Bernoulli likelihood expects data in [0, 1], got values in [{lo:g}, {hi:g}]; "
+                "rescale the data (e.g. divide 8-bit pixels by 255) or use likelihood='gaussian'"
+            )
+
+
+class Gaussian(Likelihood):
+    """p(x|z) = prod_i N(x_i; mu_i(z), sigma_i^2), the paper's Gaussian MLP decoder.
+
+    ``squash_mean`` passes the mean through a sigmoid (the paper's Frey Face
+    decoder keeps means in (0, 1)). With ``heteroscedastic=True`` the decoder
+    also outputs ``log sigma^2(z)`` per pixel; otherwise ``log sigma^2`` is a
+    free parameter per pixel shared by all z (a linear decoder then gives the
+    linear-Gaussian model of probabilistic PCA). ``min_scale`` is added to
+    sigma to keep the density bounded.
+    """
+
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        squash_mean: bool = False,
+        heteroscedastic: bool = True,
+        min_scale: float = 1e-3,
+    ) -> None:
+        super().__init__(x_shape)
+        self.squash_mean = squash_mean
+        self.heteroscedastic = heteroscedastic
+        self.min_scale = min_scale
+        if not heteroscedastic:
+            self.log_var = nn.Parameter(torch.zeros(self.x_dim))
+
+    @property
+    def num_params(self) -> int:
+        return 2 * self.x_dim if self.heteroscedastic else self.x_dim
+
+    def scale(self, log_var: torch.Tensor) -> torch.Tensor:
+        """sigma = min_scale + exp(log_var / 2)."""
+        return self.min_scale + torch.exp(0.5 * log_var)
+
+    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
+        if self.heteroscedastic:
+            mean, log_var = params.split(self.x_dim, dim=-1)
+        else:
+            mean, log_var = params, self.log_var
+        if self.squash_mean:
+            mean = torch.sigmoid(mean)
+        loc = self._unflatten(mean)
+        scale = self._unflatten(self.scale(log_var)).expand_as(loc)
+        return dist.Normal(loc, scale).to_event(len(self.x_shape))
+
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {"bernoulli": Bernoulli, "gaussian": Gaussian}
+
+
+def make_likelihood(name: str, x_shape: tuple[int, ...], **kwargs) -> Likelihood:
+    """Build a likelihood by name (one of :data:`LIKELIHOODS`)."""
+    try:
+        cls = LIKELIHOODS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown likelihood {name!r}; expected one of {sorted(LIKELIHOODS)}"
+        ) from None
+    return cls(x_shape, **kwargs)

@@ -1,0 +1,65 @@
+"""The linear-Gaussian VAE, whose log p(x), posterior and ELBO have closed forms.
+
+Model: z ~ N(0, I_k), x | z ~ N(W z + b, diag sigma^2) (probabilistic PCA), so
+p(x) = N(x; b, W W^T + diag sigma^2) and p(z|x) = N(S W^T D^-1 (x - b), S)
+with D = diag sigma^2 and S = (I + W^T D^-1 W)^-1. For a Gaussian guide
+q(z|x) = N(m, diag s^2) the ELBO is, exactly::
+
+    E_q[log p(x|z)] = -1/2 sum_i [log(2 pi sigma_i^2)
+                                  + ((x - W m - b)_i^2 + (W diag(s^2) W^T)_ii) / sigma_i^2]
+    KL(q || p)     = 1/2 sum_j (s_j^2 + m_j^2 - 1 - log s_j^2)
+
+These functions are differentiable, so ``torch.autograd`` on :func:`exact_elbo`
+gives the exact ELBO gradient that any unbiased estimator must match.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import MultivariateNormal
+
+from pyro_vae.likelihoods import Gaussian
+from pyro_vae.vae import VAE
+
+
+def linear_gaussian_vae(x_dim: int, z_dim: int, prefix: str = "") -> VAE:
+    """A :class:`VAE` with linear encoder and decoder and a per-pixel, z-independent sigma."""
+    likelihood = Gaussian((x_dim,), heteroscedastic=False, min_scale=0.0)
+    return VAE(x_dim, z_dim, hidden=(), likelihood=likelihood, prefix=prefix)
+
+
+def decoder_parameters(vae: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(W, b, sigma)`` of a VAE built by :func:`linear_gaussian_vae`."""
+    (linear,) = vae.decoder
+    return linear.weight, linear.bias, vae.likelihood.scale(vae.likelihood.log_var)
+
+
+def exact_log_marginal(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log N(x; b, W W^T + diag sigma^2), one value per row of ``x``."""
+    w, b, sigma = decoder_parameters(vae)
+    cov = w @ w.T + torch.diag(sigma**2)
+    return MultivariateNormal(b, covariance_matrix=cov).log_prob(x)
+
+
+def exact_posterior(vae: VAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(batch, k)`` and covariance ``(k, k)`` of the true posterior p(z|x)."""
+    w, b, sigma = decoder_parameters(vae)
+    wt_dinv = w.T / sigma**2
+    cov = torch.linalg.inv(torch.eye(w.shape[1], dtype=w.dtype) + wt_dinv @ w)
+    return (x - b) @ wt_dinv.T @ cov.T, cov
+
+
+def exact_elbo(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """The ELBO of the VAE's own guide q(z|x), in closed form, one value per row of ``x``."""
+    w, b, sigma = decoder_parameters(vae)
+    m, s = vae.encode(x)
+    var = sigma**2
+    resid = x - m @ w.T - b
+    trace_term = (s**2) @ (w**2).T  # (W diag(s^2) W^T)_ii for each datum
+    expected_ll = -0.5 * (
+        torch.log(2 * math.pi * var) + (resid**2 + trace_term) / var
+    ).sum(-1)
+    kl = 0.5 * (s**2 + m**2 - 1 - torch.log(s**2)).sum(-1)
+    return expected_ll - kl

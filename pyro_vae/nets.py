@@ -1,0 +1,85 @@
+"""Neural networks of the AEVB paper, as plain ``torch.nn`` modules.
+
+Nothing here knows about Pyro: the encoder and decoder can be reused in any
+PyTorch program. :mod:`pyro_vae.vae` wraps them into a Pyro model/guide pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """Return a fresh activation module by name (one of :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+class MLP(nn.Sequential):
+    """Multi-layer perceptron ``in_dim -> hidden... -> out_dim``.
+
+    The hidden layers use ``activation``; the output layer is affine. With
+    ``hidden=()`` it is a single linear map. ``init_std`` draws every weight
+    from N(0, init_std^2) and sets biases to zero (the paper uses 0.01);
+    ``None`` keeps PyTorch's default initialisation.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        activation_name: str = "tanh",
+        init_std: float | None = None,
+    ) -> None:
+        sizes = [in_dim, *hidden, out_dim]
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if i > 0:
+                layers.append(activation(activation_name))
+            layers.append(nn.Linear(n_in, n_out))
+        super().__init__(*layers)
+        if init_std is not None:
+            for layer in self:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, 0.0, init_std)
+                    nn.init.zeros_(layer.bias)
+
+
+class GaussianEncoder(nn.Module):
+    """The paper's Gaussian MLP recognition network q(z|x) = N(mu(x), diag sigma^2(x)).
+
+    ``x`` of shape ``(..., x_dim)`` goes through an MLP whose output is split
+    into ``mu`` and ``log sigma^2`` (Appendix C.2); returns ``(loc, scale)``,
+    each of shape ``(..., z_dim)``, with ``scale = exp(log sigma^2 / 2)``.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden: Sequence[int] = (500,),
+        activation_name: str = "tanh",
+        init_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.net = MLP(x_dim, hidden, 2 * z_dim, activation_name, init_std)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_var = self.net(x).split(self.z_dim, dim=-1)
+        return loc, torch.exp(0.5 * log_var)

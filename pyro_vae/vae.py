@@ -1,0 +1,183 @@
+"""The AEVB variational autoencoder as a Pyro model/guide pair.
+
+Generative model (Kingma & Welling 2013, Section 3)::
+
+    z ~ p(z) = N(0, I)
+    x ~ p(x|z) = likelihood(decoder(z))
+
+Recognition model (the guide)::
+
+    z ~ q(z|x) = N(mu(x), diag sigma^2(x))     (Gaussian MLP encoder)
+
+Both are methods of one :class:`~pyro.nn.PyroModule`, so ``SVI(vae.model,
+vae.guide, optim, Trace_ELBO())`` trains it with the paper's SGVB estimator.
+Sites are named ``z`` and ``x`` inside a plate ``data`` over the leftmost
+batch dimension; with ``prefix="a"`` they are ``a.z``, ``a.x`` and ``a.data``,
+so several VAEs can live in one Pyro program. The encoder and decoder are
+plain ``nn.Module`` s that the module registers with ``pyro.module`` when its
+methods run. New latent structures subclass :class:`VAE` and override
+:meth:`VAE.model` / :meth:`VAE.guide` (or just :meth:`VAE.prior`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule, pyro_method
+from torch import nn
+
+from pyro_vae.likelihoods import Likelihood, make_likelihood
+from pyro_vae.nets import MLP, GaussianEncoder
+
+
+class VAE(PyroModule):
+    """Variational autoencoder with a N(0, I) prior and a diagonal Gaussian guide.
+
+    :param x_shape: shape of one datum, e.g. ``(784,)`` or ``(1, 28, 28)``.
+    :param z_dim: latent dimension.
+    :param hidden: hidden layer sizes of the encoder; the decoder mirrors them.
+    :param activation: hidden activation, ``"tanh"`` as in the paper.
+    :param likelihood: ``"bernoulli"``, ``"gaussian"`` or a :class:`Likelihood`.
+    :param init_std: draw weights from N(0, init_std^2) (paper: 0.01); ``None``
+        keeps PyTorch's default.
+    :param prefix: prefix of every site and parameter name.
+    :param encoder: replaces the default :class:`GaussianEncoder`; any module
+        mapping ``(..., x_dim)`` to ``(loc, scale)`` of shape ``(..., z_dim)``.
+    :param decoder: replaces the default MLP; any module mapping
+        ``(..., z_dim)`` to ``(..., likelihood.num_params)``.
+    """
+
+    max_plate_nesting = 1
+
+    def __init__(
+        self,
+        x_shape: int | Sequence[int],
+        z_dim: int = 20,
+        hidden: Sequence[int] = (500,),
+        activation: str = "tanh",
+        likelihood: str | Likelihood = "bernoulli",
+        init_std: float | None = None,
+        prefix: str = "",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__(name=prefix)
+        self.x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
+        self.x_dim = math.prod(self.x_shape)
+        self.z_dim = z_dim
+        if isinstance(likelihood, str):
+            likelihood = make_likelihood(likelihood, self.x_shape)
+        self.likelihood = likelihood
+        self.encoder = encoder or GaussianEncoder(
+            self.x_dim, z_dim, hidden, activation, init_std
+        )
+        self.decoder = decoder or MLP(
+            z_dim, tuple(reversed(hidden)), likelihood.num_params, activation, init_std
+        )
+        self.register_buffer("prior_loc", torch.zeros(z_dim))
+        self.register_buffer("prior_scale", torch.ones(z_dim))
+
+    # --- names and plates -------------------------------------------------
+    def site(self, name: str) -> str:
+        """Full name of a sample site or plate, with this module's prefix."""
+        return f"{self._pyro_name}.{name}" if self._pyro_name else name
+
+    def data_plate(
+        self, batch_size: int, total_size: int | None = None
+    ) -> pyro.plate:
+        """The plate over data points; ``total_size`` scales the log density by N/M."""
+        if total_size is None:
+            return pyro.plate(self.site("data"), batch_size, dim=-1)
+        if total_size < batch_size:
+            raise ValueError(f"total_size={total_size} is smaller than the batch ({batch_size})")
+        subsample = torch.arange(batch_size, device=self.prior_loc.device)
+        return pyro.plate(self.site("data"), total_size, subsample=subsample, dim=-1)
+
+    # --- distributions ----------------------------------------------------
+    def prior(self) -> dist.TorchDistribution:
+        """p(z) = N(0, I)."""
+        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameters ``(loc, scale)`` of q(z|x) for ``x`` of shape ``batch + x_shape``."""
+        return self.encoder(x.flatten(start_dim=x.dim() - len(self.x_shape)))
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """q(z|x) = N(mu(x), diag sigma^2(x))."""
+        loc, scale = self.encode(x)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """p(x|z), with event shape ``x_shape``."""
+        return self.likelihood(self.decoder(z))
+
+    # --- the probabilistic program ---------------------------------------
+    @pyro_method
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        total_size: int | None = None,
+    ) -> torch.Tensor:
+        """p(z) p(x|z). With ``x=None`` draws ``num_samples`` (default 1) new data."""
+        if x is None:
+            batch_size = 1 if num_samples is None else num_samples
+        else:
+            self.check_data(x)
+            batch_size = x.shape[0]
+        with self.data_plate(batch_size, total_size):
+            z = pyro.sample(self.site("z"), self.prior())
+            return pyro.sample(self.site("x"), self.decode(z), obs=x)
+
+    @pyro_method
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        total_size: int | None = None,
+    ) -> torch.Tensor:
+        """q(z|x), amortized by the encoder."""
+        if x is None:
+            raise ValueError("the guide q(z|x) needs data: call guide(x) with a batch x")
+        self.check_data(x)
+        with self.data_plate(x.shape[0], total_size):
+            return pyro.sample(self.site("z"), self.posterior(x))
+
+    # --- helpers ----------------------------------------------------------
+    def check_data(self, x: torch.Tensor) -> None:
+        """Raise a clear error unless ``x`` is a finite float batch of shape ``(batch, *x_shape)``."""
+        if not torch.is_tensor(x):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"x must be a floating-point tensor, got dtype {x.dtype}; convert it with x.float()"
+            )
+        if x.dim() != len(self.x_shape) + 1 or tuple(x.shape[1:]) != self.x_shape:
+            raise ValueError(
+                f"x must have shape (batch, {', '.join(map(str, self.x_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        if not is_validation_enabled():
+            return
+        finite = torch.isfinite(x)
+        if not finite.all():
+            raise ValueError(f"x contains {int((~finite).sum())} NaN or infinite values")
+        self.likelihood.check(x)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x|z) at z = the mean of q(z|x)."""
+        return self.decode(self.encode(x)[0]).mean
+
+    @torch.no_grad()
+    def generate(self, num_samples: int) -> torch.Tensor:
+        """Means of p(x|z) for ``num_samples`` draws z ~ p(z)."""
+        z = self.prior().sample((num_samples,))
+        return self.decode(z).mean
