@@ -1,0 +1,182 @@
+"""The ``pyro-vae`` command line: train, evaluate, plot, variance, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from pyro_vae.checkpoint import CheckpointError
+from pyro_vae.data import DATASETS, DatasetNotFoundError
+from pyro_vae.estimators import ESTIMATORS
+from pyro_vae.evaluate import evaluate
+from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.train import CONFIG, OPTIMIZERS, TrainConfig, TrainingDiverged, load_run, train
+
+PRESETS: dict[str, dict] = {
+    # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
+    "paper": dict(
+        hidden=(500,), z_dim=20, optimizer="adagrad", lr=0.02, init_std=0.01,
+        weight_decay=1.0, batch_size=100, num_particles=1,
+    ),
+    # Burda et al. (2016), single stochastic layer: 784-200-200-50, Adam.
+    "iwae": dict(hidden=(200, 200), z_dim=50, optimizer="adam", lr=1e-3, batch_size=100),
+}
+USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, TrainingDiverged, FileExistsError)
+
+
+def machine() -> str:
+    """One line naming the machine, for reports."""
+    cpu = platform.processor() or platform.machine()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {torch.get_num_threads()} torch threads{gpu}, torch {torch.__version__}"
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return name
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with MNIST/raw, FashionMNIST/raw, frey/ (default: $PYRO_VAE_DATA, else download)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a VAE with SVI, evaluate it and write its figures")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50")
+    p.add_argument("--dataset", choices=DATASETS)
+    p.add_argument("--z-dim", type=int)
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. --hidden 200 200")
+    p.add_argument("--activation")
+    p.add_argument("--likelihood", choices=sorted(LIKELIHOODS))
+    p.add_argument("--init-std", type=float, help="weights ~ N(0, std^2) (paper: 0.01)")
+    p.add_argument("--estimator", choices=ESTIMATORS, help="reparam = Trace_ELBO (estimator A), reparam-analytic-kl = TraceMeanField_ELBO (B)")
+    p.add_argument("--num-particles", type=int, help="samples L per datum")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float, help="1.0 is a N(0, I) prior on the weights")
+    p.add_argument("--batch-size", type=int, help="minibatch size M")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--eval-k", type=int, default=1000, help="importance samples for the final log p(x) (default 1000)")
+    p.add_argument("--keep-every", type=int, default=0, help="keep a copy of every N-th epoch's checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    _add_common(p)
+
+
+def _config_from_args(args) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    if args.resume:
+        if args.run_dir is None:
+            raise ValueError("--resume needs --run-dir")
+        path = args.run_dir / CONFIG
+        if not path.is_file():
+            raise CheckpointError(f"no {CONFIG} in {args.run_dir}: nothing to resume")
+        values = json.loads(path.read_text())
+    else:
+        values = dict(PRESETS.get(args.preset, {}))
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    return TrainConfig.from_dict(values)
+
+
+def _evaluate_report(run, run_dir: Path, k: int, device: str, num_test: int | None) -> dict:
+    test = run.dataset.test[:num_test] if num_test else run.dataset.test
+    batches = [x.to(device) for x in test.split(100)]
+    start = time.perf_counter()
+    result = evaluate(run.vae, batches, num_samples=k)
+    report = {
+        "k": k,
+        "num_test": len(test),
+        "test_elbo": result["elbo"],
+        "test_log_px": result["log_px"],
+        "epoch": run.metrics[-1]["epoch"] if run.metrics else 0,
+        "train_wall_seconds": run.metrics[-1]["wall_seconds"] if run.metrics else 0.0,
+        "eval_seconds": time.perf_counter() - start,
+        "machine": machine(),
+    }
+    path = run_dir / f"eval-k{k}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
+        f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {len(test)} test images -> {path}"
+    )
+    return report
+
+
+def cmd_train(args) -> None:
+    from pyro_vae.plots import write_figures
+
+    config = _config_from_args(args)
+    device = resolve_device(args.device)
+    run_dir = args.run_dir or Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"run directory: {run_dir}\nconfig: {asdict(config)}\nmachine: {machine()}")
+    run = train(
+        config, run_dir, data_dir=args.data_dir, device=device, resume=args.resume,
+        progress=not args.no_progress, keep_every=args.keep_every,
+    )
+    _evaluate_report(run, run_dir, args.eval_k, device, None)
+    for path in write_figures(run, run_dir / "figures"):
+        print(f"wrote {path}")
+
+
+def cmd_evaluate(args) -> None:
+    device = resolve_device(args.device)
+    run = load_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
+    _evaluate_report(run, args.run_dir, args.k, device, args.num_test)
+
+
+def cmd_plot(args) -> None:
+    from pyro_vae.plots import write_figures
+
+    run = load_run(args.run_dir, args.data_dir, resolve_device(args.device))
+    for path in write_figures(run, args.out or args.run_dir / "figures"):
+        print(f"wrote {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyro-vae", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+
+    p = sub.add_parser("evaluate", help="test ELBO and importance-sampled log p(x) of a trained run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("-k", type=int, default=5000, help="importance samples per test image (default 5000)")
+    p.add_argument("--num-test", type=int, help="evaluate on the first N test images only")
+    p.add_argument("--checkpoint", type=Path, help="a kept checkpoint instead of the run's last one")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="samples, reconstructions, curves, latents, manifold of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="default: RUN_DIR/figures")
+    _add_common(p)
+    p.set_defaults(func=cmd_plot)
+
+    sub.choices["train"].set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as err:
+        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

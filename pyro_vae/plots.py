@@ -1,0 +1,131 @@
+"""Figures: samples, reconstructions, training curves, latent scatter, 2-D manifold.
+
+Image grids are built with ``torchvision.utils.make_grid`` and drawn with
+matplotlib (Agg backend, files only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from pyro_vae.vae import VAE  # noqa: E402
+
+
+def save_image_grid(
+    images: torch.Tensor,
+    image_shape: Sequence[int],
+    path: str | Path,
+    nrow: int = 10,
+    title: str | None = None,
+) -> Path:
+    """Tile ``images`` (``(N, *x_shape)``, values in [0, 1]) into one PNG."""
+    images = images.detach().cpu().reshape(-1, *image_shape).clamp(0, 1)
+    grid = make_grid(images, nrow=nrow, padding=1, pad_value=1.0)
+    fig, ax = plt.subplots(figsize=(grid.shape[2] / 40, grid.shape[1] / 40 + (0.4 if title else 0)))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_samples(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 100) -> Path:
+    """Means of p(x|z) for z drawn from the prior (paper Fig. 5)."""
+    return save_image_grid(vae.generate(n), image_shape, path, title=f"samples, z_dim={vae.z_dim}")
+
+
+def plot_reconstructions(
+    vae: VAE, x: torch.Tensor, image_shape: Sequence[int], path: str | Path, n: int = 50
+) -> Path:
+    """Rows alternate data and reconstructions (mean of p(x|z) at z = mean of q(z|x))."""
+    x = x[:n]
+    recon = vae.reconstruct(x)
+    pairs = torch.stack([x.reshape(len(x), -1), recon.reshape(len(x), -1)], 1)
+    pairs = pairs.reshape(-1, 10, 2, pairs.shape[-1]).transpose(1, 2).reshape(-1, pairs.shape[-1])
+    return save_image_grid(pairs, image_shape, path, title="data (odd rows), reconstructions (even rows)")
+
+
+def plot_curves(metrics: list[dict], path: str | Path) -> Path:
+    """Train and test ELBO per datum against training samples seen (log scale, as paper Fig. 2)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    seen = [m["samples_seen"] for m in metrics]
+    ax.plot(seen, [m["train_elbo"] for m in metrics], label="train ELBO")
+    ax.plot(seen, [m["test_elbo"] for m in metrics], label="test ELBO")
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples evaluated")
+    ax.set_ylabel("ELBO (nats per datum)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def plot_latents(
+    vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path
+) -> Path:
+    """Means of q(z|x) coloured by label; projected on 2 principal axes when z_dim > 2."""
+    loc = vae.encode(x)[0].cpu()
+    axes = ("z[0]", "z[1]")
+    if loc.shape[1] > 2:
+        centred = loc - loc.mean(0)
+        _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+        loc, axes = centred @ v, ("principal axis 1", "principal axis 2")
+    elif loc.shape[1] == 1:
+        loc, axes = torch.cat([loc, torch.zeros_like(loc)], 1), ("z[0]", "")
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    colours = None if labels is None else labels[: len(loc)].cpu()
+    scatter = ax.scatter(loc[:, 0], loc[:, 1], c=colours, s=3, cmap="tab10", alpha=0.7)
+    if labels is not None:
+        fig.colorbar(scatter, ax=ax, label="label")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title("means of q(z|x) on test data")
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def plot_manifold(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 20) -> Path:
+    """Decoder means over z = Phi^-1(u) for u on an n x n grid of the unit square (paper Fig. 4)."""
+    if vae.z_dim != 2:
+        raise ValueError(f"the latent manifold needs z_dim = 2, this VAE has z_dim = {vae.z_dim}")
+    u = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device=vae.prior_loc.device)
+    z1 = torch.distributions.Normal(0.0, 1.0).icdf(u)
+    grid = torch.stack(torch.meshgrid(z1.flip(0), z1, indexing="ij"), -1).reshape(-1, 2)
+    z = grid.flip(-1)  # rows: z[1] from top to bottom, columns: z[0] left to right
+    return save_image_grid(vae.decode(z).mean, image_shape, path, nrow=n, title="learned 2-D manifold")
+
+
+def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path]:
+    """All figures for a :class:`~pyro_vae.train.Run` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    vae, data = run.vae, run.dataset
+    vae.eval()
+    device = vae.prior_loc.device
+    x = data.test[:num_points].to(device)
+    paths = [
+        plot_samples(vae, data.image_shape, out_dir / "samples.png"),
+        plot_reconstructions(vae, x, data.image_shape, out_dir / "reconstructions.png"),
+        plot_latents(vae, x, data.test_labels, out_dir / "latents.png"),
+    ]
+    if run.metrics:
+        paths.append(plot_curves(run.metrics, out_dir / "curves.png"))
+    if vae.z_dim == 2:
+        paths.append(plot_manifold(vae, data.image_shape, out_dir / "manifold.png"))
+    return paths
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

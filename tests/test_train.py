@@ -1,0 +1,113 @@
+import math
+
+import pytest
+import torch
+
+import pyro_vae.train as train_module
+from pyro_vae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyro_vae.train import TrainConfig, TrainingDiverged, load_run, train
+
+SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    run = train(TrainConfig(**SMALL, epochs=4), tmp_path / "run", progress=False)
+    elbos = [m["test_elbo"] for m in run.metrics]
+    assert elbos[-1] > elbos[0] + 3.0  # nats per datum
+    assert [m["samples_seen"] for m in run.metrics] == [2000, 4000, 6000, 8000]
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert header == "epoch,samples_seen,train_elbo,test_elbo,train_seconds,wall_seconds"
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "reparam-analytic-kl", "score-baseline", "score-nvil"])
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
+def test_resume_continues_the_same_run(tmp_path, estimator, optimizer):
+    config = dict(SMALL, estimator=estimator, optimizer=optimizer, num_particles=2)
+    straight = train(TrainConfig(**config, epochs=2), tmp_path / "a", progress=False)
+    train(TrainConfig(**config, epochs=1), tmp_path / "b", progress=False)
+    resumed = train(TrainConfig(**config, epochs=2), tmp_path / "b", resume=True, progress=False)
+    for (name, p), q in zip(straight.vae.state_dict().items(), resumed.vae.state_dict().values()):
+        assert torch.equal(p, q), name
+    for p, q in zip(straight.estimator.modules.parameters(), resumed.estimator.modules.parameters()):
+        assert torch.equal(p, q)
+    strip = lambda ms: [{k: v for k, v in m.items() if "seconds" not in k} for m in ms]  # noqa: E731
+    assert strip(straight.metrics) == strip(resumed.metrics)
+    loaded = load_run(tmp_path / "b")
+    assert all(torch.equal(p, q) for p, q in zip(loaded.vae.parameters(), resumed.vae.parameters()))
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"config differs.*'lr': \(0.01, 0.5\)"):
+        train(TrainConfig(**{**SMALL, "lr": 0.5}, epochs=2), tmp_path, resume=True, progress=False)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    monkeypatch.setattr(train_module.SVI, "step", lambda self, *a, **k: math.nan)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*epoch 1.*intact"):
+        train(TrainConfig(**SMALL, epochs=2), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        load_checkpoint(tmp_path / "corrupt.pt")
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a pyro_vae checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    save_checkpoint({"config": {}}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match=r"lacks the entries \['epoch'"):
+        load_checkpoint(tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        train(TrainConfig(**SMALL), tmp_path / "none", resume=True, progress=False)
+
+
+def test_truncated_checkpoint_is_reported(tmp_path):
+    train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
+    data = (tmp_path / "checkpoint.pt").read_bytes()
+    (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        load_run(tmp_path)
+
+
+def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
+    save_checkpoint({"config": {}, "epoch": 1}, tmp_path / "c.pt")
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"config": {}, "epoch": 2}, tmp_path / "c.pt")
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "c.pt")["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(estimator="magic"), "unknown estimator 'magic'; expected one of"),
+        (dict(optimizer="sgd"), "unknown optimizer 'sgd'"),
+        (dict(likelihood="poisson"), "unknown likelihood 'poisson'"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(lr=-1.0), "lr must be > 0"),
+    ],
+)
+def test_bad_config_is_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_unknown_config_entry():
+    with pytest.raises(ValueError, match=r"unknown config entries \['zdim'\]"):
+        TrainConfig.from_dict({"zdim": 3})

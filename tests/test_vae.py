@@ -1,0 +1,122 @@
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Predictive, Trace_ELBO
+
+from pyro_vae.likelihoods import Gaussian
+from pyro_vae.vae import VAE
+
+
+@pytest.mark.parametrize("prefix", ["", "vae1"])
+@pytest.mark.parametrize("x_shape", [(6,), (1, 3, 2)])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_site_names_and_shapes(prefix, x_shape, likelihood):
+    vae = VAE(x_shape, z_dim=3, hidden=(5,), likelihood=likelihood, prefix=prefix)
+    x = torch.rand(4, *x_shape).round()
+    guide_tr = poutine.trace(vae.guide).get_trace(x)
+    model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
+    name = (lambda s: f"{prefix}.{s}" if prefix else s)
+    # the plate's subsample site is named like the plate
+    assert set(guide_tr.stochastic_nodes) == {name("data"), name("z")}
+    assert set(model_tr.stochastic_nodes) == {name("data"), name("z")}
+    assert model_tr.observation_nodes == [name("x")]
+    z_site, x_site = model_tr.nodes[name("z")], model_tr.nodes[name("x")]
+    assert z_site["value"].shape == (4, 3)
+    assert z_site["fn"].event_shape == (3,)
+    assert x_site["fn"].event_shape == x_shape and x_site["fn"].batch_shape == (4,)
+    assert [f.name for f in x_site["cond_indep_stack"]] == [name("data")]
+    params = [n for n in model_tr.nodes if model_tr.nodes[n]["type"] == "param"]
+    assert params and all(p.startswith(name("decoder")) or p.startswith(name("likelihood")) for p in params)
+
+
+@pytest.mark.parametrize("num_samples", [None, 1, 7])
+def test_model_generates(num_samples):
+    vae = VAE((2, 3), z_dim=2, hidden=(4,))
+    x = vae.model(None, num_samples=num_samples)
+    assert x.shape == (num_samples or 1, 2, 3)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_predictive_and_condition():
+    vae = VAE(5, z_dim=2, hidden=(4,))
+    samples = Predictive(vae.model, num_samples=3)(None, num_samples=6)
+    assert samples["z"].shape == (3, 6, 2) and samples["x"].shape == (3, 6, 5)
+    x = torch.rand(6, 5).round()
+    posterior = Predictive(vae.model, guide=vae.guide, num_samples=2, return_sites=["z"])(x)
+    assert posterior["z"].shape == (2, 6, 2)
+    z = torch.zeros(6, 2)
+    tr = poutine.trace(poutine.condition(vae.model, data={"z": z})).get_trace(None, num_samples=6)
+    assert torch.equal(tr.nodes["z"]["value"], z)
+    assert torch.allclose(tr.nodes["x"]["fn"].base_dist.logits, vae.decoder(z))
+
+
+def test_total_size_scales_log_density():
+    vae = VAE(5, z_dim=2, hidden=(4,))
+    x = torch.rand(10, 5).round()
+    guide_tr = poutine.trace(vae.guide).get_trace(x)
+    lp = [
+        poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x, total_size=n).log_prob_sum()
+        for n in (None, 1000)
+    ]
+    assert torch.allclose(lp[1], 100.0 * lp[0])
+
+
+def test_two_vaes_in_one_program():
+    a = VAE(4, z_dim=2, hidden=(3,), prefix="a")
+    b = VAE(6, z_dim=1, hidden=(3,), prefix="b")
+
+    def model(xa, xb):
+        a.model(xa)
+        b.model(xb)
+
+    def guide(xa, xb):
+        a.guide(xa)
+        b.guide(xb)
+
+    xa, xb = torch.rand(3, 4).round(), torch.rand(5, 6).round()
+    loss = Trace_ELBO().loss(model, guide, xa, xb)
+    assert torch.isfinite(torch.tensor(loss))
+    names = set(pyro.get_param_store().keys())
+    assert any(n.startswith("a.encoder") for n in names) and any(n.startswith("b.decoder") for n in names)
+    assert len(names) == len(list(a.parameters())) + len(list(b.parameters()))
+
+
+def test_homoscedastic_gaussian_registers_its_parameter():
+    vae = VAE(4, z_dim=2, hidden=(), likelihood=Gaussian((4,), heteroscedastic=False))
+    Trace_ELBO().loss(vae.model, vae.guide, torch.randn(3, 4))
+    assert "likelihood$$$log_var" in pyro.get_param_store().keys()
+
+
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        (torch.rand(3, 7), ValueError, r"shape \(batch, 6\), got \(3, 7\)"),
+        (torch.rand(6), ValueError, r"shape \(batch, 6\), got \(6,\)"),
+        (torch.ones(3, 6, dtype=torch.long), TypeError, "floating-point.*torch.int64"),
+        (torch.tensor([[float("nan")] * 6]), ValueError, "6 NaN or infinite"),
+        (torch.full((2, 6), 2.0), ValueError, r"Bernoulli likelihood expects data in \[0, 1\], got values in \[2, 2\]"),
+        ([[0.0] * 6], TypeError, "must be a torch.Tensor, got list"),
+    ],
+)
+@pytest.mark.parametrize("method", ["model", "guide"])
+def test_bad_data_is_named(x, error, match, method):
+    vae = VAE(6, z_dim=2, hidden=(3,))
+    with pytest.raises(error, match=match):
+        getattr(vae, method)(x)
+
+
+def test_bad_construction_is_named():
+    with pytest.raises(ValueError, match="unknown likelihood 'poisson'; expected one of"):
+        VAE(6, likelihood="poisson")
+    with pytest.raises(ValueError, match="unknown activation 'sigmoidal'"):
+        VAE(6, activation="sigmoidal")
+    with pytest.raises(ValueError, match="guide q\\(z\\|x\\) needs data"):
+        VAE(6).guide(None)
+    with pytest.raises(ValueError, match="total_size=5 is smaller than the batch"):
+        VAE(6).model(torch.zeros(10, 6), total_size=5)
+
+
+def test_gaussian_likelihood_accepts_any_real_data():
+    vae = VAE(3, z_dim=2, hidden=(4,), likelihood="gaussian")
+    assert torch.isfinite(torch.tensor(Trace_ELBO().loss(vae.model, vae.guide, 5 * torch.randn(4, 3))))
