@@ -145,6 +145,25 @@ def cmd_plot(args) -> None:
         print(f"wrote {path}")
 
 
+def cmd_benchmark(args) -> None:
+    from pyro_vae.benchmark import run_benchmark
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    result = run_benchmark(
+        hidden=tuple(args.hidden), z_dim=args.z_dim, batch_size=args.batch_size,
+        steps=args.steps, rounds=args.rounds, device=device,
+    )
+    result.update(machine=machine(), device=device, hidden=args.hidden, z_dim=args.z_dim, batch_size=args.batch_size)
+    print(
+        f"hand-written PyTorch step {result['handwritten_ms']:.2f} ms, pyro_vae SVI step "
+        f"{result['pyro_vae_ms']:.2f} ms: ratio {result['ratio']:.2f} ({result['machine']})"
+    )
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-vae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="default: RUN_DIR/figures")
     _add_common(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("benchmark", help="time a pyro_vae SVI step against a hand-written PyTorch step")
+    p.add_argument("--hidden", type=int, nargs="+", default=[500])
+    p.add_argument("--z-dim", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=int, default=50, help="steps per timing round")
+    p.add_argument("--rounds", type=int, default=10, help="alternating rounds; medians are reported")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, help="also write the result as JSON")
+    p.set_defaults(func=cmd_benchmark)
 
     sub.choices["train"].set_defaults(func=cmd_train)
     return parser

@@ -45,6 +45,7 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import get_plates
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
@@ -109,20 +110,44 @@ def detach_parameters(d: TorchDistribution) -> TorchDistribution:
 
 
 class _LatentSiteMessenger(Messenger):
-    """Rewrites every latent (unobserved, non-subsample) sample site it sees."""
+    """Checks, then rewrites, every latent (unobserved, non-subsample) sample site.
+
+    Raises ``ValueError`` for a latent site without a reparameterized sampler
+    (e.g. a discrete latent), and when the guide had no latent site at all.
+    """
+
+    def __enter__(self):
+        self.num_latent = 0
+        return super().__enter__()
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        result = super().__exit__(exc_type, exc_value, traceback)
+        if exc_type is None and self.num_latent == 0:
+            raise ValueError(
+                f"{type(self).__name__}: the guide has no continuous latent sample site to estimate a gradient for"
+            )
+        return result
 
     def _pyro_sample(self, msg) -> None:
         if msg["is_observed"] or site_is_subsample(msg):
             return
         if not msg["fn"].has_rsample:
             raise ValueError(
-                f"site {msg['name']!r} has no reparameterized sampler; "
+                f"site {msg['name']!r} ({type(msg['fn']).__name__}) has no reparameterized sampler; "
                 f"{type(self).__name__} needs a continuous, reparameterizable latent"
             )
+        self.num_latent += 1
         self.rewrite(msg)
 
     def rewrite(self, msg) -> None:
         raise NotImplementedError
+
+
+class Pathwise(_LatentSiteMessenger):
+    """Handler: check that every latent site is reparameterized; change nothing."""
+
+    def rewrite(self, msg) -> None:
+        pass
 
 
 class ScoreFunction(_LatentSiteMessenger):
@@ -192,7 +217,17 @@ def _nvil_guide(vae, baseline: NeuralBaseline) -> Callable:
     @functools.wraps(vae.guide)
     def nvil_guide(x, **kwargs):
         net = pyro.module(name, baseline)
-        with Baseline({"nn_baseline": net, "nn_baseline_input": x}):
+        # b(x) has one value per datum; broadcast it over enclosing plates
+        # (vectorized particles), as the downstream cost it is compared with.
+        shape = [1] * max([1] + [-f.dim for f in get_plates() if f.dim is not None])
+        for frame in get_plates():
+            shape[frame.dim] = frame.size
+        shape[-1] = x.shape[0]
+
+        def nn_baseline(x_detached: torch.Tensor) -> torch.Tensor:
+            return net(x_detached).expand(shape)
+
+        with Baseline({"nn_baseline": nn_baseline, "nn_baseline_input": x}):
             return vae.guide(x, **kwargs)
 
     return nvil_guide
@@ -221,9 +256,9 @@ def make_estimator(name: str, vae, num_particles: int = 1) -> Estimator:
     )
     guide = vae.guide
     if name == "reparam":
-        return Estimator(name, Trace_ELBO(**kwargs), guide)
+        return Estimator(name, Trace_ELBO(**kwargs), _handled(Pathwise, guide))
     if name == "reparam-analytic-kl":
-        return Estimator(name, TraceMeanField_ELBO(**kwargs), guide)
+        return Estimator(name, TraceMeanField_ELBO(**kwargs), _handled(Pathwise, guide))
     if name == "stl":
         return Estimator(name, Trace_ELBO(**kwargs), _handled(PathDerivative, guide))
     if name == "score":
@@ -237,10 +272,9 @@ def make_estimator(name: str, vae, num_particles: int = 1) -> Estimator:
         )
     if name == "score-nvil":
         baseline = NeuralBaseline(vae.x_dim).to(vae.prior_loc.device)
-        # b(x) has one value per datum, so particles are drawn one at a time.
         return Estimator(
             name,
-            TraceGraph_ELBO(**{**kwargs, "vectorize_particles": False}),
+            TraceGraph_ELBO(**kwargs),
             _nvil_guide(vae, baseline),
             nn.ModuleDict({"nvil_baseline": baseline}),
         )

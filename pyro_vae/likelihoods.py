@@ -31,8 +31,8 @@ class Likelihood(nn.Module):
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
 
-    def check(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` if ``x`` is outside the likelihood's support."""
+    def check(self, low: float, high: float) -> None:
+        """Raise ``ValueError`` if data with values in [low, high] are outside the support."""
 
     def _unflatten(self, h: torch.Tensor) -> torch.Tensor:
         return h.reshape(h.shape[:-1] + self.x_shape)
@@ -53,11 +53,10 @@ class Bernoulli(Likelihood):
         logits = self._unflatten(params)
         return dist.Bernoulli(logits=logits, validate_args=False).to_event(len(self.x_shape))
 
-    def check(self, x: torch.Tensor) -> None:
-        lo, hi = x.min().item(), x.max().item()
-        if lo < 0.0 or hi > 1.0:
+    def check(self, low: float, high: float) -> None:
+        if low < 0.0 or high > 1.0:
             raise ValueError(
-                f"Bernoulli likelihood expects data in [0, 1], got values in [{lo:g}, {hi:g}]; "
+                f"Bernoulli likelihood expects data in [0, 1], got values in [{low:g}, {high:g}]; "
                 "rescale the data (e.g. divide 8-bit pixels by 255) or use likelihood='gaussian'"
             )
 

@@ -63,3 +63,37 @@ def exact_elbo(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     ).sum(-1)
     kl = 0.5 * (s**2 + m**2 - 1 - torch.log(s**2)).sum(-1)
     return expected_ll - kl
+
+
+def loc_gradient_variances(vae: VAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Exact variances of two single-sample estimators of dELBO/dmu, for z_dim = 1.
+
+    With q(z|x) = N(mu, s^2), z = mu + s eps and g(z) = log p(x, z) = g(mu)
+    + (a - c mu)(z - mu) - c (z - mu)^2 / 2, where c = 1 + sum_i w_i^2 / sigma_i^2:
+
+    * reparameterized (``Trace_ELBO``): g'(mu + s eps), variance ``c^2 s^2``;
+    * score function (``Trace_ELBO`` with a non-reparameterized q):
+      (eps / s) h(eps), with h = log p(x, z) - log q(z|x) = a0 + a1 eps + a2 eps^2,
+      a0 = g(mu) + log s + log(2 pi)/2, a1 = s (a - c mu), a2 = (1 - c s^2)/2,
+      variance ``(a0^2 + 2 a1^2 + 15 a2^2 + 6 a0 a2) / s^2``.
+
+    Returns one value per row of ``x`` for each estimator.
+    """
+    if vae.z_dim != 1:
+        raise ValueError(f"loc_gradient_variances needs z_dim = 1, got {vae.z_dim}")
+    w, b, sigma = decoder_parameters(vae)
+    w = w[:, 0]
+    mu, s = (t[:, 0] for t in vae.encode(x))
+    c = 1 + (w**2 / sigma**2).sum()
+    a = ((x - b) * w / sigma**2).sum(-1)
+    log_joint = (
+        -0.5 * (mu**2 + math.log(2 * math.pi))
+        - 0.5 * (torch.log(2 * math.pi * sigma**2) + (x - mu[:, None] * w - b) ** 2 / sigma**2).sum(-1)
+    )
+    a0 = log_joint + torch.log(s) + 0.5 * math.log(2 * math.pi)
+    a1 = s * (a - c * mu)
+    a2 = 0.5 * (1 - c * s**2)
+    return {
+        "reparam": (c * s) ** 2,
+        "score": (a0**2 + 2 * a1**2 + 15 * a2**2 + 6 * a0 * a2) / s**2,
+    }
