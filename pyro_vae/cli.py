@@ -145,6 +145,25 @@ def cmd_plot(args) -> None:
         print(f"wrote {path}")
 
 
+def cmd_variance(args) -> None:
+    from pyro_vae.variance_study import StudyConfig, run_study
+
+    preset = dict(PRESETS.get(args.preset, {}))
+    values = {**preset, **{k: v for k, v in vars(args).items() if k in ("dataset", "z_dim", "hidden", "epochs", "batch_size", "seed") and v is not None}}
+    values.setdefault("dataset", "mnist")
+    study = StudyConfig(
+        base=TrainConfig.from_dict(values),
+        estimators=args.estimators,
+        num_draws=args.draws,
+        adapt_steps=args.adapt_steps,
+        particles=args.particles,
+        z_dims=args.z_dims,
+    )
+    print(f"variance study -> {args.out}\nmachine: {machine()}")
+    run_study(study, args.out, args.data_dir, resolve_device(args.device))
+    print((args.out / "summary.md").read_text())
+
+
 def cmd_benchmark(args) -> None:
     from pyro_vae.benchmark import run_benchmark
 
@@ -182,6 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="default: RUN_DIR/figures")
     _add_common(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("variance", help="compare the variance of ELBO gradient estimators and write table + figures")
+    p.add_argument("--out", type=Path, default=Path("runs/variance"))
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--dataset", choices=DATASETS)
+    p.add_argument("--z-dim", type=int)
+    p.add_argument("--hidden", type=int, nargs="+")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per estimator (default 5)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
+    p.add_argument("--draws", type=int, default=100, help="gradient draws R per estimator (default 100)")
+    p.add_argument("--adapt-steps", type=int, default=300, help="minibatches to adapt baselines on (default 300)")
+    p.add_argument("--particles", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--z-dims", type=int, nargs="+", default=[2, 5, 10, 20, 50])
+    _add_common(p)
+    p.set_defaults(func=cmd_variance)
 
     p = sub.add_parser("benchmark", help="time a pyro_vae SVI step against a hand-written PyTorch step")
     p.add_argument("--hidden", type=int, nargs="+", default=[500])

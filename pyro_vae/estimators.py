@@ -26,9 +26,9 @@ guide parameters phi is estimated by
 ``score-baseline``
     ``TraceGraph_ELBO`` with a decaying-average baseline per datum (beta = 0.9).
 ``score-nvil``
-    ``TraceGraph_ELBO`` with an input-dependent neural baseline b(x), an MLP
-    trained by least squares on the downstream cost (Mnih & Gregor 2014's NVIL
-    baseline, without their variance normalization).
+    ``TraceGraph_ELBO`` with NVIL's baseline c + b(x) (Mnih & Gregor 2014,
+    without their variance normalization): a decaying average c plus an
+    input-dependent MLP b(x) trained by least squares on the residual cost.
 
 The decoder (model) parameters always get the pathwise gradient.
 """
@@ -227,11 +227,14 @@ def _nvil_guide(vae, baseline: NeuralBaseline) -> Callable:
         def nn_baseline(x_detached: torch.Tensor) -> torch.Tensor:
             return net(x_detached).expand(shape)
 
-        with Baseline({"nn_baseline": nn_baseline, "nn_baseline_input": x}):
+        options = {**DECAYING_AVERAGE, "nn_baseline": nn_baseline, "nn_baseline_input": x}
+        with Baseline(options):
             return vae.guide(x, **kwargs)
 
     return nvil_guide
 
+
+DECAYING_AVERAGE = {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}
 
 ESTIMATORS: tuple[str, ...] = (
     "reparam",
@@ -266,9 +269,8 @@ def make_estimator(name: str, vae, num_particles: int = 1) -> Estimator:
     if name == "score-rb":
         return Estimator(name, TraceGraph_ELBO(**kwargs), _handled(ScoreFunction, guide))
     if name == "score-baseline":
-        options = {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}
         return Estimator(
-            name, TraceGraph_ELBO(**kwargs), _handled(lambda: Baseline(options), guide)
+            name, TraceGraph_ELBO(**kwargs), _handled(lambda: Baseline(DECAYING_AVERAGE), guide)
         )
     if name == "score-nvil":
         baseline = NeuralBaseline(vae.x_dim).to(vae.prior_loc.device)

@@ -18,7 +18,9 @@ estimator's total variance to that of ``reparam`` comes with a bootstrap
 percentile interval.
 
 Adaptive baselines (``score-baseline``, ``score-nvil``) are first adapted on
-training minibatches with the VAE frozen, as they would be during training.
+training minibatches with the VAE frozen, as they would be during training,
+then held fixed while the R draws are taken on the fixed minibatch (otherwise
+a decaying average would learn that very minibatch, which training never lets it).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def _zero_grads(params: Iterable[torch.Tensor]) -> None:
         p.grad = None
 
 
-def adapt_baseline(vae, estimator: Estimator, batches: Iterable[torch.Tensor], lr: float = 1e-3) -> None:
+def adapt_baseline(vae, estimator: Estimator, batches: Iterable[torch.Tensor], lr: float = 1e-2) -> None:
     """Run the estimator on ``batches`` with the VAE frozen: this updates a decaying
     average baseline, and trains a neural baseline's parameters with Adam."""
     params = list(estimator.modules.parameters())
@@ -102,10 +104,17 @@ def draw_gradients(
         raise ValueError(f"need at least 2 draws to estimate a variance, got num_draws={num_draws}")
     named = dict(vae.named_parameters())
     extra = list(estimator.modules.parameters())
+    store = pyro.get_param_store()
+    owned = {id(p) for p in [*named.values(), *extra]}
+    # State that estimators update as they run (TraceGraph_ELBO's decaying
+    # averages) is reset before each draw, so that the draws are independent.
+    frozen = {n: v.detach().clone() for n, v in store.named_parameters() if id(v) not in owned}
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in named}
     elapsed = 0.0
     for _ in range(num_draws):
         _zero_grads([*named.values(), *extra])
+        for name, value in frozen.items():
+            store[name] = value
         start = time.perf_counter()
         estimator.elbo.loss_and_grads(vae.model, estimator.guide, x)
         elapsed += time.perf_counter() - start

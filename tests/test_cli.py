@@ -56,3 +56,21 @@ def test_unknown_estimator_rejected_by_parser(capsys):
         build_parser().parse_args(["train", "--estimator", "magic"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'magic'" in capsys.readouterr().err
+
+
+def test_variance_study_smoke(tmp_path):
+    out = tmp_path / "variance"
+    assert main(["variance", "--dataset", "synthetic", "--hidden", "8", "--z-dim", "2", "--epochs", "1",
+                 "--estimators", "reparam", "score", "score-nvil", "--draws", "4", "--adapt-steps", "2",
+                 "--particles", "1", "2", "--z-dims", "1", "--out", str(out), "--device", "cpu"]) == 0
+    import csv
+
+    rows = list(csv.DictReader(open(out / "variance.csv")))
+    assert {r["experiment"] for r in rows} == {"training", "particles", "latent"}
+    assert {r["estimator"] for r in rows} == {"reparam", "score", "score-nvil"}
+    assert {r["epoch"] for r in rows if r["experiment"] == "training"} == {"0", "1"}
+    assert {r["num_particles"] for r in rows if r["experiment"] == "particles"} == {"1", "2"}
+    for name in ("elbo_curves.png", "variance_training.png", "snr_training.png",
+                 "variance_particles.png", "variance_latent.png", "summary.md", "training.csv"):
+        assert (out / name).exists(), name
+    assert "| score-nvil |" in (out / "summary.md").read_text()

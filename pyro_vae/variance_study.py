@@ -1,0 +1,183 @@
+"""The estimator study: gradient variance across training, particles and latent size,
+and training curves for every estimator. Driven by ``pyro-vae variance``.
+
+Steps, all written under ``out_dir``:
+
+1. Train one VAE per estimator for the same number of epochs
+   (``train-<estimator>/``, resumable); ``training.csv`` and ``elbo_curves.png``
+   give the test ELBO against steps and against wall-clock time.
+2. At the ``reparam`` run's initialization, after its first epoch and at its
+   last epoch, compare all estimators on one fixed test minibatch
+   (``experiment = training`` rows of ``variance.csv``; ``variance_training.png``,
+   ``snr_training.png``).
+3. At the last epoch, repeat with L = ``particles`` samples per datum
+   (``experiment = particles``; ``variance_particles.png``).
+4. For each latent size in ``z_dims``, train a ``reparam`` VAE for one epoch and
+   compare there (``experiment = latent``; ``variance_latent.png``).
+
+``summary.md`` holds the table at the last epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from pyro_vae.estimators import ESTIMATORS  # noqa: E402
+from pyro_vae.train import CHECKPOINT, TrainConfig, build_run, load_run, train  # noqa: E402
+from pyro_vae.variance import compare_estimators  # noqa: E402
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """Budget of the study; ``base`` fixes the data set and architecture."""
+
+    base: TrainConfig
+    estimators: Sequence[str] = ESTIMATORS
+    num_draws: int = 100
+    adapt_steps: int = 300
+    particles: Sequence[int] = (1, 4, 16)
+    z_dims: Sequence[int] = (2, 5, 10, 20, 50)
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _train(config: TrainConfig, run_dir: Path, data_dir, device, keep_every: int = 0):
+    resume = (run_dir / CHECKPOINT).exists()
+    return train(config, run_dir, data_dir=data_dir, device=device, resume=resume,
+                 progress=False, keep_every=keep_every)
+
+
+def _compare(run, study: StudyConfig, num_particles: int, generator: torch.Generator) -> list[dict]:
+    data, bs = run.dataset, study.base.batch_size
+    device = run.vae.prior_loc.device
+    x = data.test[:bs].to(device)
+    adapt = [b for _, b in zip(range(study.adapt_steps), _cycle(data, bs, generator, device))]
+    return compare_estimators(run.vae, x, study.estimators, study.num_draws, num_particles, adapt, generator=generator)
+
+
+def _cycle(data, batch_size, generator, device):
+    while True:
+        yield from data.train_batches(batch_size, generator, device)
+
+
+def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: str = "cpu") -> list[dict]:
+    """Run every step of the study (see the module docstring); return the variance rows."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = study.base
+    generator = torch.Generator().manual_seed(base.seed)
+
+    # 1. training curves of every estimator
+    runs = {}
+    for name in study.estimators:
+        config = dataclasses.replace(base, estimator=name)
+        runs[name] = _train(config, out_dir / f"train-{name}", data_dir, device,
+                            keep_every=1 if name == "reparam" else 0)
+    training_rows = [{"estimator": n, **m} for n, r in runs.items() for m in r.metrics]
+    for row in training_rows:
+        row["steps"] = row["samples_seen"] // base.batch_size
+    _write_csv(training_rows, out_dir / "training.csv")
+    plot_elbo_curves(training_rows, out_dir / "elbo_curves.png")
+
+    # 2. variance at points of the reparam run
+    reference_dir = out_dir / "train-reparam"
+    points = {0: build_run(dataclasses.replace(base, estimator="reparam"), data_dir, device)}
+    for epoch in sorted({1, base.epochs}):
+        points[epoch] = load_run(reference_dir, data_dir, device,
+                                 checkpoint=reference_dir / "checkpoints" / f"epoch-{epoch:04d}.pt")
+    rows = []
+    for epoch, run in points.items():
+        for row in _compare(run, study, 1, generator):
+            rows.append({"experiment": "training", "epoch": epoch, "z_dim": base.z_dim, **row})
+
+    # 3. number of particles, at the last epoch
+    for num_particles in study.particles:
+        for row in _compare(points[base.epochs], study, num_particles, generator):
+            rows.append({"experiment": "particles", "epoch": base.epochs, "z_dim": base.z_dim, **row})
+
+    # 4. latent size, after one epoch of training each
+    for z_dim in study.z_dims:
+        config = dataclasses.replace(base, estimator="reparam", z_dim=z_dim, epochs=1)
+        run = _train(config, out_dir / f"latent-z{z_dim}", data_dir, device)
+        for row in _compare(run, study, 1, generator):
+            rows.append({"experiment": "latent", "epoch": 1, "z_dim": z_dim, **row})
+
+    _write_csv(rows, out_dir / "variance.csv")
+    plot_variance(rows, "training", "epoch", out_dir / "variance_training.png")
+    plot_variance(rows, "training", "epoch", out_dir / "snr_training.png", stat="snr")
+    plot_variance(rows, "particles", "num_particles", out_dir / "variance_particles.png")
+    plot_variance(rows, "latent", "z_dim", out_dir / "variance_latent.png")
+    (out_dir / "summary.md").write_text(summary_table(rows, base.epochs))
+    return rows
+
+
+def summary_table(rows: list[dict], epoch: int) -> str:
+    """Markdown table of the ``training`` rows at ``epoch``."""
+    lines = [
+        "| estimator | encoder tr Cov | ratio to reparam [95% CI] | encoder SNR | decoder ratio [95% CI] | ms / estimate |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    final = {(r["estimator"], r["params"]): r for r in rows if r["experiment"] == "training" and r["epoch"] == epoch}
+    for name in dict.fromkeys(e for e, _ in final):
+        enc, dec = final[name, "encoder"], final[name, "decoder"]
+        lines.append(
+            f"| {name} | {enc['total_variance']:.3g} | {enc['ratio']:.3g} [{enc['ratio_lo']:.3g}, {enc['ratio_hi']:.3g}] "
+            f"| {enc['snr']:.3g} | {dec['ratio']:.3g} [{dec['ratio_lo']:.3g}, {dec['ratio_hi']:.3g}] "
+            f"| {enc['ms_per_estimate']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_variance(rows: list[dict], experiment: str, x_key: str, path: Path, stat: str = "total_variance") -> Path:
+    """One panel each for encoder and decoder: ``stat`` (log scale) against ``x_key`` per estimator."""
+    selected = [r for r in rows if r["experiment"] == experiment]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for ax, group in zip(axes, ("encoder", "decoder")):
+        for name in dict.fromkeys(r["estimator"] for r in selected):
+            pts = sorted((r[x_key], r[stat]) for r in selected if r["estimator"] == name and r["params"] == group)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_yscale("log")
+        ax.set_title(f"{group} parameters")
+        ax.set_xlabel(x_key.replace("_", " "))
+        ax.set_ylabel({"total_variance": "tr Cov(gradient)", "snr": "||E g|| / sqrt(tr Cov g)"}[stat])
+        ax.grid(alpha=0.3)
+    if x_key in ("num_particles", "z_dim"):
+        axes[0].set_xscale("log")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_elbo_curves(rows: list[dict], path: Path) -> Path:
+    """Test ELBO against SVI steps and against wall-clock seconds, per estimator."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for name in dict.fromkeys(r["estimator"] for r in rows):
+        mine = [r for r in rows if r["estimator"] == name]
+        for ax, key in zip(axes, ("steps", "wall_seconds")):
+            ax.plot([r[key] for r in mine], [r["test_elbo"] for r in mine], marker="o", label=name)
+    axes[0].set_xlabel("SVI steps")
+    axes[1].set_xlabel("wall-clock seconds")
+    axes[0].set_ylabel("test ELBO (nats per datum)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
