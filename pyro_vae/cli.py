@@ -70,7 +70,7 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument("--eval-k", type=int, default=1000, help="importance samples for the final log p(x) (default 1000)")
+    p.add_argument("--eval-k", type=int, default=100, help="importance samples per test image for the final log p(x) (default 100; reported numbers use `evaluate -k 5000`)")
     p.add_argument("--keep-every", type=int, default=0, help="keep a copy of every N-th epoch's checkpoint")
     p.add_argument("--no-progress", action="store_true")
     _add_common(p)
