@@ -29,11 +29,13 @@ def save_image_grid(
     """Tile ``images`` (``(N, *x_shape)``, values in [0, 1]) into one PNG."""
     images = images.detach().cpu().reshape(-1, *image_shape).clamp(0, 1)
     grid = make_grid(images, nrow=nrow, padding=1, pad_value=1.0)
-    fig, ax = plt.subplots(figsize=(grid.shape[2] / 40, grid.shape[1] / 40 + (0.4 if title else 0)))
+    scale = max(1.0, 4.0 / (grid.shape[2] / 40))  # at least 4 inches wide
+    width, height = scale * grid.shape[2] / 40, scale * grid.shape[1] / 40
+    fig, ax = plt.subplots(figsize=(width, height + (0.4 if title else 0)))
     ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
     ax.axis("off")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
@@ -50,7 +52,7 @@ def plot_reconstructions(
     recon = vae.reconstruct(x)
     pairs = torch.stack([x.reshape(len(x), -1), recon.reshape(len(x), -1)], 1)
     pairs = pairs.reshape(-1, 10, 2, pairs.shape[-1]).transpose(1, 2).reshape(-1, pairs.shape[-1])
-    return save_image_grid(pairs, image_shape, path, title="data (odd rows), reconstructions (even rows)")
+    return save_image_grid(pairs, image_shape, path, title="data (odd rows) and reconstructions (even rows)")
 
 
 def plot_curves(metrics: list[dict], path: str | Path) -> Path:
