@@ -17,17 +17,9 @@ from pyro_vae.data import DATASETS, DatasetNotFoundError
 from pyro_vae.estimators import ESTIMATORS
 from pyro_vae.evaluate import evaluate
 from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.train import CONFIG, OPTIMIZERS, TrainConfig, TrainingDiverged, load_run, train
+from pyro_vae.reproduce import FIGURES, reproduce
+from pyro_vae.train import ALGORITHMS, CONFIG, OPTIMIZERS, PRESETS, TrainConfig, TrainingDiverged, load_run, train
 
-PRESETS: dict[str, dict] = {
-    # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
-    "paper": dict(
-        hidden=(500,), z_dim=20, optimizer="adagrad", lr=0.02, init_std=0.01,
-        weight_decay=1.0, batch_size=100, num_particles=1,
-    ),
-    # Burda et al. (2016), single stochastic layer: 784-200-200-50, Adam.
-    "iwae": dict(hidden=(200, 200), z_dim=50, optimizer="adam", lr=1e-3, batch_size=100),
-}
 USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, TrainingDiverged, FileExistsError)
 
 
@@ -66,6 +58,8 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float, help="1.0 is a N(0, I) prior on the weights")
     p.add_argument("--batch-size", type=int, help="minibatch size M")
+    p.add_argument("--algorithm", choices=ALGORITHMS, help="aevb (SVI, default), wake-sleep or rws")
+    p.add_argument("--num-train", type=int, help="train on the first N training points only")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
@@ -164,6 +158,14 @@ def cmd_variance(args) -> None:
     print((args.out / "summary.md").read_text())
 
 
+def cmd_reproduce(args) -> None:
+    print(f"reproducing {args.figure} ({args.budget} budget) -> {args.out}\nmachine: {machine()}")
+    rows = reproduce(args.figure, args.out, args.budget, args.data_dir, resolve_device(args.device))
+    print(f"{len(rows)} rows -> {args.out / (args.figure + '.csv')}")
+    for path in sorted(args.out.glob(f"{args.figure}*.png")):
+        print(f"wrote {path}")
+
+
 def cmd_benchmark(args) -> None:
     from pyro_vae.benchmark import run_benchmark
 
@@ -229,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="also write the result as JSON")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("reproduce", help="reproduce a figure of the AEVB paper (fig2: AEVB vs wake-sleep, "
+                       "fig3: log p(x), fig4: 2-D manifolds, fig5: samples)")
+    p.add_argument("figure", choices=FIGURES)
+    p.add_argument("--budget", choices=("small", "full"), default="small",
+                   help="small: minutes on a laptop CPU (default); full: the paper's settings, hours")
+    p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="default: runs/reproduce")
+    _add_common(p)
+    p.set_defaults(func=cmd_reproduce)
 
     sub.choices["train"].set_defaults(func=cmd_train)
     return parser

@@ -36,7 +36,7 @@ def save_image_grid(
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_samples(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 100) -> Path:
@@ -66,7 +66,7 @@ def plot_curves(metrics: list[dict], path: str | Path) -> Path:
     ax.set_ylabel("ELBO (nats per datum)")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -90,7 +90,7 @@ def plot_latents(
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
     ax.set_title("means of q(z|x) on test data")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -124,7 +124,8 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path
     return paths
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG (creating folders) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

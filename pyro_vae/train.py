@@ -1,5 +1,10 @@
 """Training: SVI on minibatches, with per-epoch test ELBO, metrics and resumable checkpoints.
 
+``config.algorithm`` picks the update: ``aevb`` (SVI with ``config.estimator``,
+the default), or the paper's baselines ``wake-sleep`` and ``rws``
+(:mod:`pyro_vae.wake_sleep`); everything else (data, loop, metrics,
+checkpoints) is shared.
+
 One call of :func:`train` runs (or resumes) a run directory holding
 
 * ``config.json``: the :class:`TrainConfig`;
@@ -16,6 +21,7 @@ Algorithm 1; ``weight_decay=1`` is then exactly a N(0, I) prior on the weights.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import math
@@ -36,8 +42,20 @@ from pyro_vae.estimators import ESTIMATORS, Estimator, make_estimator
 from pyro_vae.evaluate import evaluate
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian
 from pyro_vae.vae import VAE
+from pyro_vae.wake_sleep import RWSUpdater, WakeSleepUpdater
 
 OPTIMIZERS = {"adam": pyro.optim.Adam, "adagrad": pyro.optim.Adagrad}
+ALGORITHMS = ("aevb", "wake-sleep", "rws")
+PRESETS: dict[str, dict] = {
+    # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
+    "paper": dict(
+        hidden=(500,), z_dim=20, optimizer="adagrad", lr=0.02, init_std=0.01,
+        weight_decay=1.0, batch_size=100, num_particles=1,
+    ),
+    # Burda et al. (2016), single stochastic layer: 784-200-200-50, Adam.
+    "iwae": dict(hidden=(200, 200), z_dim=50, optimizer="adam", lr=1e-3, batch_size=100),
+}
+
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 CONFIG = "config.json"
@@ -66,9 +84,17 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     eval_samples: int = 1
+    algorithm: str = "aevb"  # or wake-sleep, rws (pyro_vae.wake_sleep)
+    num_train: int | None = None  # train on the first num_train points only
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; expected one of {list(ALGORITHMS)}")
+        if self.algorithm == "rws" and self.num_particles < 2:
+            raise ValueError(f"rws needs num_particles >= 2 (self-normalized weights), got {self.num_particles}")
+        if self.num_train is not None and self.num_train < self.batch_size:
+            raise ValueError(f"num_train={self.num_train} is smaller than batch_size={self.batch_size}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; expected one of {list(ESTIMATORS)}")
         if self.optimizer not in OPTIMIZERS:
@@ -127,10 +153,36 @@ def build_run(config: TrainConfig, data_dir: str | None = None, device: str = "c
     pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
     dataset = load_dataset(config.dataset, data_dir)
+    if config.num_train is not None:
+        if config.num_train > len(dataset.train):
+            raise ValueError(f"num_train={config.num_train} exceeds the {len(dataset.train)} training points of {dataset.name}")
+        labels = None if dataset.train_labels is None else dataset.train_labels[: config.num_train]
+        dataset = dataclasses.replace(dataset, train=dataset.train[: config.num_train], train_labels=labels)
     vae = build_vae(config, dataset).to(device)
     estimator = make_estimator(config.estimator, vae, config.num_particles)
     estimator.modules.to(device)
     return Run(config, dataset, vae, estimator)
+
+
+class SVIUpdater:
+    """AEVB: ``SVI(vae.model, estimator.guide, optimizer, estimator.elbo)``."""
+
+    def __init__(self, run: Run) -> None:
+        config = run.config
+        self.optimizer = OPTIMIZERS[config.optimizer]({"lr": config.lr, "weight_decay": config.weight_decay})
+        self.svi = SVI(run.vae.model, run.estimator.guide, self.optimizer, run.estimator.elbo)
+
+    def step(self, x: torch.Tensor, total_size: int) -> float:
+        return self.svi.step(x, total_size=total_size)
+
+    def state_dict(self) -> dict:
+        return self.optimizer.get_state()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.set_state(state)
+
+
+UPDATERS = {"aevb": SVIUpdater, "wake-sleep": WakeSleepUpdater, "rws": RWSUpdater}
 
 
 def _free_params(run: Run) -> dict[str, torch.Tensor]:
@@ -212,7 +264,7 @@ def train(
 
     run = build_run(config, data_dir, device)
     vae, estimator, dataset = run.vae, run.estimator, run.dataset
-    optimizer = OPTIMIZERS[config.optimizer]({"lr": config.lr, "weight_decay": config.weight_decay})
+    updater = UPDATERS[config.algorithm](run)
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch, wall = 0, 0.0
     if state is not None:
@@ -220,14 +272,13 @@ def train(
         estimator.modules.load_state_dict(state["estimator"])
         for name, value in state["free_params"].items():
             pyro.param(name, value)
-        optimizer.set_state(state["optimizer"])
+        updater.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"], generator)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
         wall = run.metrics[-1]["wall_seconds"] if run.metrics else 0.0
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
-    svi = SVI(vae.model, estimator.guide, optimizer, estimator.elbo)
     n = len(dataset.train)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
@@ -235,7 +286,7 @@ def train(
         total_loss = 0.0
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
         for step, x in enumerate(bar, 1):
-            loss = svi.step(x, total_size=n)
+            loss = updater.step(x, n)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {loss} at epoch {epoch}, step {step}; training stopped. "
@@ -266,7 +317,7 @@ def train(
                 "model": vae.state_dict(),
                 "estimator": estimator.modules.state_dict(),
                 "free_params": _free_params(run),
-                "optimizer": optimizer.get_state(),
+                "optimizer": updater.state_dict(),
                 "rng": _rng_state(generator),
                 "metrics": run.metrics,
             },

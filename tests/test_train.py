@@ -3,9 +3,8 @@ import math
 import pytest
 import torch
 
-import pyro_vae.train as train_module
 from pyro_vae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pyro_vae.train import TrainConfig, TrainingDiverged, load_run, train
+from pyro_vae.train import SVIUpdater, TrainConfig, TrainingDiverged, load_run, train
 
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
@@ -47,7 +46,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    monkeypatch.setattr(train_module.SVI, "step", lambda self, *a, **k: math.nan)
+    monkeypatch.setattr(SVIUpdater, "step", lambda self, x, total_size: math.nan)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*epoch 1.*intact"):
         train(TrainConfig(**SMALL, epochs=2), tmp_path, resume=True, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
