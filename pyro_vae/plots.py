@@ -1,7 +1,8 @@
 """Figures: samples, reconstructions, training curves, latent scatter, 2-D manifold.
 
 Image grids are built with ``torchvision.utils.make_grid`` and drawn with
-matplotlib (Agg backend, files only).
+matplotlib's object-oriented ``Figure`` (no pyplot state, so notebooks keep
+their own backend).
 """
 
 from __future__ import annotations
@@ -9,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+import torch
+from torchvision.utils import make_grid
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
-
-from pyro_vae.vae import VAE  # noqa: E402
+from pyro_vae.vae import VAE
 
 
 def save_image_grid(
@@ -31,7 +29,8 @@ def save_image_grid(
     grid = make_grid(images, nrow=nrow, padding=1, pad_value=1.0)
     scale = max(1.0, 4.0 / (grid.shape[2] / 40))  # at least 4 inches wide
     width, height = scale * grid.shape[2] / 40, scale * grid.shape[1] / 40
-    fig, ax = plt.subplots(figsize=(width, height + (0.4 if title else 0)))
+    fig = Figure(figsize=(width, height + (0.4 if title else 0)))
+    ax = fig.subplots()
     ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
     ax.axis("off")
     if title:
@@ -57,7 +56,8 @@ def plot_reconstructions(
 
 def plot_curves(metrics: list[dict], path: str | Path) -> Path:
     """Train and test ELBO per datum against training samples seen (log scale, as paper Fig. 2)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     seen = [m["samples_seen"] for m in metrics]
     ax.plot(seen, [m["train_elbo"] for m in metrics], label="train ELBO")
     ax.plot(seen, [m["test_elbo"] for m in metrics], label="test ELBO")
@@ -82,7 +82,8 @@ def plot_latents(
         loc, axes = centred @ v, ("principal axis 1", "principal axis 2")
     elif loc.shape[1] == 1:
         loc, axes = torch.cat([loc, torch.zeros_like(loc)], 1), ("z[0]", "")
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
     colours = None if labels is None else labels[: len(loc)].cpu()
     scatter = ax.scatter(loc[:, 0], loc[:, 1], c=colours, s=3, cmap="tab10", alpha=0.7)
     if labels is not None:
@@ -125,10 +126,9 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save a matplotlib figure as PNG (creating folders) and close it."""
+    """Save a matplotlib figure as PNG, creating folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

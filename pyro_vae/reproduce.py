@@ -47,16 +47,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+import pyro
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-
-from pyro_vae.evaluate import evaluate  # noqa: E402
-from pyro_vae.plots import plot_manifold, plot_samples, save_figure  # noqa: E402
-from pyro_vae.train import CHECKPOINT, PRESETS, Run, TrainConfig, train  # noqa: E402
+from pyro_vae.evaluate import evaluate
+from pyro_vae.plots import plot_manifold, plot_samples, save_figure
+from pyro_vae.train import CHECKPOINT, PRESETS, Run, TrainConfig, train
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep"}
@@ -181,7 +178,8 @@ def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], group_key: 
 def _grid_figure(panels: dict[tuple[int, int], tuple[list[dict], str]], series, ylabel: str, path: Path) -> Path:
     rows_n = 1 + max(r for r, _ in panels)
     cols_n = 1 + max(c for _, c in panels)
-    fig, axes = plt.subplots(rows_n, cols_n, figsize=(3.3 * cols_n, 3.0 * rows_n), squeeze=False)
+    fig = Figure(figsize=(3.3 * cols_n, 3.0 * rows_n))
+    axes = fig.subplots(rows_n, cols_n, squeeze=False)
     for (r, c), (rows, title) in panels.items():
         _panel(axes[r][c], rows, series, "algorithm", title)
         axes[r][0].set_ylabel(ylabel)

@@ -146,7 +146,7 @@ def variance_ratio(
     ratio = (draws.total_variance(group) / reference.total_variance(group)).item()
     boot = resample(draws) / resample(reference)
     alpha = (1 - level) / 2
-    lo, hi = torch.quantile(boot, torch.tensor([alpha, 1 - alpha], dtype=boot.dtype)).tolist()
+    lo, hi = torch.nanquantile(boot, torch.tensor([alpha, 1 - alpha], dtype=boot.dtype)).tolist()
     return ratio, lo, hi
 
 

@@ -25,15 +25,13 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from pyro_vae.estimators import ESTIMATORS  # noqa: E402
-from pyro_vae.train import CHECKPOINT, TrainConfig, build_run, load_run, train  # noqa: E402
-from pyro_vae.variance import compare_estimators  # noqa: E402
+from pyro_vae.estimators import ESTIMATORS
+from pyro_vae.plots import save_figure
+from pyro_vae.train import CHECKPOINT, TrainConfig, build_run, load_run, train
+from pyro_vae.variance import compare_estimators
 
 
 @dataclasses.dataclass
@@ -145,7 +143,8 @@ def summary_table(rows: list[dict], epoch: int) -> str:
 def plot_variance(rows: list[dict], experiment: str, x_key: str, path: Path, stat: str = "total_variance") -> Path:
     """One panel each for encoder and decoder: ``stat`` (log scale) against ``x_key`` per estimator."""
     selected = [r for r in rows if r["experiment"] == experiment]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharex=True)
     for ax, group in zip(axes, ("encoder", "decoder")):
         for name in dict.fromkeys(r["estimator"] for r in selected):
             pts = sorted((r[x_key], r[stat]) for r in selected if r["estimator"] == name and r["params"] == group)
@@ -158,15 +157,13 @@ def plot_variance(rows: list[dict], experiment: str, x_key: str, path: Path, sta
     if x_key in ("num_particles", "z_dim"):
         axes[0].set_xscale("log")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_elbo_curves(rows: list[dict], path: Path) -> Path:
     """Test ELBO against SVI steps and against wall-clock seconds, per estimator."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     for name in dict.fromkeys(r["estimator"] for r in rows):
         mine = [r for r in rows if r["estimator"] == name]
         for ax, key in zip(axes, ("steps", "wall_seconds")):
@@ -177,7 +174,4 @@ def plot_elbo_curves(rows: list[dict], path: Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
