@@ -100,7 +100,7 @@ def _evaluate_report(run, run_dir: Path, k: int, device: str, num_test: int | No
         "eval_seconds": time.perf_counter() - start,
         "machine": machine(),
     }
-    path = run_dir / f"eval-k{k}.json"
+    path = run_dir / f"eval-epoch{report['epoch']:04d}-k{k}-n{len(test)}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "

@@ -25,10 +25,10 @@ def test_train_evaluate_plot_round_trip(tmp_path, capsys):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]
     assert main(["evaluate", str(run), "-k", "50", "--num-test", "100",
                  "--checkpoint", str(run / "checkpoints" / "epoch-0001.pt")]) == 0
-    report = json.loads((run / "eval-k50.json").read_text())
+    report = json.loads((run / "eval-epoch0001-k50-n100.json").read_text())
     assert report["epoch"] == 1 and report["num_test"] == 100 and report["test_log_px"] >= report["test_elbo"]
     assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", "--no-progress", "--eval-k", "5"]) == 0
-    assert json.loads((run / "eval-k5.json").read_text())["epoch"] == 3
+    assert json.loads((run / "eval-epoch0003-k5-n500.json").read_text())["epoch"] == 3
     assert main(["plot", str(run), "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "manifold.png").stat().st_size > 1000
 
