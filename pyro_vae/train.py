@@ -34,7 +34,7 @@ import pyro
 import pyro.optim
 import torch
 from pyro.infer import SVI
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.data import Dataset, load_dataset
