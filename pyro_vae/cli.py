@@ -140,7 +140,7 @@ def cmd_plot(args) -> None:
 
 
 def cmd_variance(args) -> None:
-    from pyro_vae.variance_study import StudyConfig, run_study
+    from pyro_vae.variance_study import StudyConfig, compare_at_run, run_study
 
     preset = dict(PRESETS.get(args.preset, {}))
     values = {**preset, **{k: v for k, v in vars(args).items() if k in ("dataset", "z_dim", "hidden", "epochs", "batch_size", "seed") and v is not None}}
@@ -154,7 +154,10 @@ def cmd_variance(args) -> None:
         z_dims=args.z_dims,
     )
     print(f"variance study -> {args.out}\nmachine: {machine()}")
-    run_study(study, args.out, args.data_dir, resolve_device(args.device))
+    if args.run_dir:
+        compare_at_run(args.run_dir, study, args.out, args.data_dir, resolve_device(args.device))
+    else:
+        run_study(study, args.out, args.data_dir, resolve_device(args.device))
     print((args.out / "summary.md").read_text())
 
 
@@ -218,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapt-steps", type=int, default=300, help="minibatches to adapt baselines on (default 300)")
     p.add_argument("--particles", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--z-dims", type=int, nargs="+", default=[2, 5, 10, 20, 50])
+    p.add_argument("--run-dir", type=Path, help="only compare the estimators at this trained run's last checkpoint")
     _add_common(p)
     p.set_defaults(func=cmd_variance)
 

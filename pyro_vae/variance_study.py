@@ -123,6 +123,23 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     return rows
 
 
+def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path, data_dir=None,
+                   device: str = "cpu") -> list[dict]:
+    """Step 2 alone, at the last checkpoint of an existing run (e.g. a long, converged one):
+    writes ``variance.csv`` and ``summary.md`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = load_run(run_dir, data_dir, device)
+    study = dataclasses.replace(study, base=dataclasses.replace(study.base, batch_size=run.config.batch_size))
+    epoch = run.metrics[-1]["epoch"]
+    generator = torch.Generator().manual_seed(run.config.seed)
+    rows = [{"experiment": "training", "epoch": epoch, "z_dim": run.config.z_dim, **row}
+            for row in _compare(run, study, 1, generator)]
+    _write_csv(rows, out_dir / "variance.csv")
+    (out_dir / "summary.md").write_text(summary_table(rows, epoch))
+    return rows
+
+
 def summary_table(rows: list[dict], epoch: int) -> str:
     """Markdown table of the ``training`` rows at ``epoch``."""
     lines = [

@@ -74,3 +74,8 @@ def test_variance_study_smoke(tmp_path):
                  "variance_particles.png", "variance_latent.png", "summary.md", "training.csv"):
         assert (out / name).exists(), name
     assert "| score-nvil |" in (out / "summary.md").read_text()
+    at = tmp_path / "at-run"
+    assert main(["variance", "--run-dir", str(out / "train-reparam"), "--estimators", "reparam", "stl",
+                 "--draws", "3", "--adapt-steps", "1", "--out", str(at), "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(at / "variance.csv")))
+    assert {(r["estimator"], r["epoch"]) for r in rows} == {("reparam", "1"), ("stl", "1")}

@@ -110,3 +110,14 @@ def test_bad_config_is_named(kwargs, match):
 def test_unknown_config_entry():
     with pytest.raises(ValueError, match=r"unknown config entries \['zdim'\]"):
         TrainConfig.from_dict({"zdim": 3})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("estimator", ["reparam", "score-nvil"])
+def test_trains_and_resumes_on_cuda(tmp_path, estimator):
+    config = TrainConfig(**SMALL, estimator=estimator, epochs=1)
+    train(config, tmp_path, device="cuda", progress=False)
+    run = train(TrainConfig(**SMALL, estimator=estimator, epochs=2), tmp_path, device="cuda", resume=True, progress=False)
+    assert all(p.is_cuda for p in run.vae.parameters())
+    assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
+    assert all(p.device.type == "cpu" for p in load_run(tmp_path).vae.parameters())
