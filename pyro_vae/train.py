@@ -2,7 +2,7 @@
 
 ``config.algorithm`` picks the update: ``aevb`` (SVI with ``config.estimator``,
 the default), or the paper's baselines ``wake-sleep`` and ``rws``
-(:mod:`pyro_vae.wake_sleep`); everything else (data, loop, metrics,
+(:mod:`pyro_vae.wake_sleep`) and ``mcem`` (:mod:`pyro_vae.mcem`); everything else (data, loop, metrics,
 checkpoints) is shared.
 
 One call of :func:`train` runs (or resumes) a run directory holding
@@ -42,10 +42,11 @@ from pyro_vae.estimators import ESTIMATORS, Estimator, make_estimator
 from pyro_vae.evaluate import evaluate
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian
 from pyro_vae.vae import VAE
+from pyro_vae.mcem import MCEMUpdater
 from pyro_vae.wake_sleep import RWSUpdater, WakeSleepUpdater
 
 OPTIMIZERS = {"adam": pyro.optim.Adam, "adagrad": pyro.optim.Adagrad}
-ALGORITHMS = ("aevb", "wake-sleep", "rws")
+ALGORITHMS = ("aevb", "wake-sleep", "rws", "mcem")
 PRESETS: dict[str, dict] = {
     # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
     "paper": dict(
@@ -84,7 +85,7 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     eval_samples: int = 1
-    algorithm: str = "aevb"  # or wake-sleep, rws (pyro_vae.wake_sleep)
+    algorithm: str = "aevb"  # or wake-sleep, rws (pyro_vae.wake_sleep), mcem (pyro_vae.mcem)
     num_train: int | None = None  # train on the first num_train points only
 
     def __post_init__(self) -> None:
@@ -182,7 +183,7 @@ class SVIUpdater:
         self.optimizer.set_state(state)
 
 
-UPDATERS = {"aevb": SVIUpdater, "wake-sleep": WakeSleepUpdater, "rws": RWSUpdater}
+UPDATERS = {"aevb": SVIUpdater, "wake-sleep": WakeSleepUpdater, "rws": RWSUpdater, "mcem": MCEMUpdater}
 
 
 def _free_params(run: Run) -> dict[str, torch.Tensor]:
