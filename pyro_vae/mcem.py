@@ -23,9 +23,9 @@ from pyro_vae.wake_sleep import WakeSleepUpdater, sleep_step
 
 
 def log_joint(vae: VAE, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """sum_i log p(z_i) + log p_theta(x_i | z_i), from the VAE's prior and decoder directly
-    (HMC evaluates it hundreds of times per E-step, so it skips Pyro's tracing)."""
-    return (vae.prior().log_prob(z) + vae.decode(z).log_prob(x)).sum()
+    """log p(z_i) + log p_theta(x_i | z_i) per datum, from the VAE's prior and decoder directly
+    (HMC evaluates it a hundred times per E-step, so it skips Pyro's tracing)."""
+    return vae.prior().log_prob(z) + vae.decode(z).log_prob(x)
 
 
 def e_step(
@@ -38,17 +38,18 @@ def e_step(
     """One draw z_i ~ p(z | x_i) per datum after ``num_transitions`` HMC transitions from z = 0.
 
     Each transition draws momenta r ~ N(0, I), runs Pyro's leapfrog integrator
-    (:func:`pyro.ops.integrator.velocity_verlet`, ``num_steps`` steps of a step
-    size drawn per chain from U(0.5, 1.5) * ``step_size``, a jitter that keeps a
-    fixed trajectory length from resonating with the posterior's scales) on the potential U = sum_i U_i, U_i(z_i) = -log p(z_i) -
-    log p_theta(x_i | z_i), and accepts or rejects *each datum's* proposal with
-    its own Metropolis probability min(1, exp(H_i - H_i')), H_i = U_i + |r_i|^2 / 2.
+    (:func:`pyro.ops.integrator.velocity_verlet`) for ``num_steps`` steps on the
+    potential U = sum_i U_i, U_i(z_i) = -log p(z_i) - log p_theta(x_i | z_i),
+    and accepts or rejects *each datum's* proposal with its own Metropolis
+    probability min(1, exp(H_i - H_i')), H_i = U_i + |r_i|^2 / 2. The step size
+    is drawn per chain from U(0.5, 1.5) * ``step_size``: a fixed trajectory
+    length can resonate with a posterior scale and then barely move.
     The M chains are thus independent, as if run one by one; a single joint
     accept/reject (Pyro's ``HMC`` kernel on the stacked z) would reject ever more
     often as M grows.
     """
     def energies(z: torch.Tensor) -> torch.Tensor:
-        return -(vae.prior().log_prob(z) + vae.decode(z).log_prob(x))
+        return -log_joint(vae, x, z)
 
     def potential_fn(params: dict[str, torch.Tensor]) -> torch.Tensor:
         return energies(params["z"]).sum()
@@ -75,7 +76,7 @@ class MCEMUpdater(WakeSleepUpdater):
 
     def step(self, x: torch.Tensor, total_size: int) -> float:
         z = e_step(self.vae, x)
-        loss = -log_joint(self.vae, x, z) * (total_size / x.shape[0])
+        loss = -log_joint(self.vae, x, z).sum() * (total_size / x.shape[0])
         self.decoder_optim.zero_grad(set_to_none=True)
         loss.backward()
         self.decoder_optim.step()
