@@ -100,6 +100,7 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
         (dict(likelihood="poisson"), "unknown likelihood 'poisson'"),
         (dict(batch_size=0), "batch_size must be >= 1"),
         (dict(lr=-1.0), "lr must be > 0"),
+        (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
     ],
 )
 def test_bad_config_is_named(kwargs, match):
