@@ -40,7 +40,6 @@ single machine allows, ``tiny`` is for smoke tests.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -54,7 +53,7 @@ import torch
 
 from pyro_vae.evaluate import evaluate
 from pyro_vae.plots import plot_manifold, plot_samples, save_figure
-from pyro_vae.train import CHECKPOINT, PRESETS, Run, TrainConfig, train
+from pyro_vae.train import CHECKPOINT, PRESETS, Run, TrainConfig, train, write_csv
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM (HMC)"}
@@ -138,17 +137,6 @@ def train_or_resume(config: TrainConfig, out_dir: Path, data_dir: str | None, de
 
 
 # --- output helpers -------------------------------------------------------------
-def write_rows(rows: list[dict], path: Path) -> Path:
-    """Write ``rows`` as CSV (the union of their keys, in first-seen order)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def _ylim(curves: Sequence[Sequence[float]]) -> tuple[float, float]:
     # Wake-sleep starts thousands of nats below its later values: show the curves
     # down to three times the spread between the best value and the worst final value.
@@ -209,7 +197,7 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
         for algorithm in ("aevb", "wake-sleep"):
             run, _ = train_or_resume(paper_config(dataset, z_dim, hidden, epochs, algorithm), out_dir, data_dir, device)
             rows += [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m} for m in run.metrics]
-    write_rows(rows, out_dir / "fig2.csv")
+    write_csv(rows, out_dir / "fig2.csv")
     panels = {}
     for r, (dataset, z_dims) in enumerate((("mnist", b.mnist_z_dims), ("frey", b.frey_z_dims))):
         for c, z_dim in enumerate(z_dims):
@@ -277,7 +265,7 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
                 rows.append({"num_train": num_train, "algorithm": algorithm, "epoch": m["epoch"],
                              "samples_seen": m["samples_seen"], "k": b.eval_k, "num_points": b.eval_points,
                              **values, "test_elbo": m["test_elbo"]})
-    write_rows(rows, out_dir / "fig3.csv")
+    write_csv(rows, out_dir / "fig3.csv")
     panels = {(0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
               for c, n in enumerate(b.fig3_num_train)}
     series = {"train_log_px": ("train", "-"), "test_log_px": ("test", "--")}
@@ -298,7 +286,7 @@ def fig4(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
         run, _ = train_or_resume(paper_config(dataset, 2, hidden, epochs), out_dir, data_dir, device)
         path = plot_manifold(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig4-{dataset}.png")
         rows.append({"dataset": dataset, "z_dim": 2, **_final(run), "figure": path.name})
-    write_rows(rows, out_dir / "fig4.csv")
+    write_csv(rows, out_dir / "fig4.csv")
     return rows
 
 
@@ -315,7 +303,7 @@ def fig5(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
         pyro.set_rng_seed(z_dim)
         path = plot_samples(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig5-z{z_dim}.png")
         rows.append({"dataset": "mnist", "z_dim": z_dim, **_final(run), "figure": path.name})
-    write_rows(rows, out_dir / "fig5.csv")
+    write_csv(rows, out_dir / "fig5.csv")
     return rows
 
 

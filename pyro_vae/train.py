@@ -212,14 +212,18 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_metrics(metrics: list[dict], path: Path) -> None:
-    """Write the per-epoch metrics as CSV (atomically: a temporary file then a rename)."""
+def write_csv(rows: list[dict], path: str | Path) -> Path:
+    """Write ``rows`` as CSV, columns the union of their keys in first-seen order,
+    atomically (a temporary file, then a rename); creates the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(metrics[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
-        writer.writerows(metrics)
+        writer.writerows(rows)
     tmp.replace(path)
+    return path
 
 
 def load_run(
@@ -312,7 +316,7 @@ def train(
                 "wall_seconds": wall,
             }
         )
-        write_metrics(run.metrics, run_dir / METRICS)
+        write_csv(run.metrics, run_dir / METRICS)
         save_checkpoint(
             {
                 "config": asdict(config),

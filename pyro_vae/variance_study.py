@@ -20,7 +20,6 @@ Steps, all written under ``out_dir``:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 
 from pyro_vae.estimators import ESTIMATORS
 from pyro_vae.plots import save_figure
-from pyro_vae.train import CHECKPOINT, TrainConfig, build_run, load_run, train
+from pyro_vae.train import CHECKPOINT, TrainConfig, build_run, load_run, train, write_csv
 from pyro_vae.variance import compare_estimators
 
 
@@ -44,13 +43,6 @@ class StudyConfig:
     adapt_steps: int = 300
     particles: Sequence[int] = (1, 4, 16)
     z_dims: Sequence[int] = (2, 5, 10, 20, 50)
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _train(config: TrainConfig, run_dir: Path, data_dir, device, keep_every: int = 0):
@@ -88,7 +80,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     training_rows = [{"estimator": n, **m} for n, r in runs.items() for m in r.metrics]
     for row in training_rows:
         row["steps"] = row["samples_seen"] // base.batch_size
-    _write_csv(training_rows, out_dir / "training.csv")
+    write_csv(training_rows, out_dir / "training.csv")
     plot_elbo_curves(training_rows, out_dir / "elbo_curves.png")
 
     # 2. variance at points of the reparam run
@@ -114,7 +106,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
         for row in _compare(run, study, 1, generator):
             rows.append({"experiment": "latent", "epoch": 1, "z_dim": z_dim, **row})
 
-    _write_csv(rows, out_dir / "variance.csv")
+    write_csv(rows, out_dir / "variance.csv")
     plot_variance(rows, "training", "epoch", out_dir / "variance_training.png")
     plot_variance(rows, "training", "epoch", out_dir / "snr_training.png", stat="snr")
     plot_variance(rows, "particles", "num_particles", out_dir / "variance_particles.png")
@@ -135,7 +127,7 @@ def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path,
     generator = torch.Generator().manual_seed(run.config.seed)
     rows = [{"experiment": "training", "epoch": epoch, "z_dim": run.config.z_dim, **row}
             for row in _compare(run, study, 1, generator)]
-    _write_csv(rows, out_dir / "variance.csv")
+    write_csv(rows, out_dir / "variance.csv")
     (out_dir / "summary.md").write_text(summary_table(rows, epoch))
     return rows
 
