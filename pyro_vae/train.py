@@ -41,11 +41,11 @@ from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.estimators import ESTIMATORS, Estimator, make_estimator
 from pyro_vae.evaluate import evaluate
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian
-from pyro_vae.vae import VAE
 from pyro_vae.mcem import MCEMUpdater
-from pyro_vae.wake_sleep import RWSUpdater, WakeSleepUpdater
+from pyro_vae.vae import VAE
+from pyro_vae.wake_sleep import TORCH_OPTIMIZERS, RWSUpdater, WakeSleepUpdater
 
-OPTIMIZERS = {"adam": pyro.optim.Adam, "adagrad": pyro.optim.Adagrad}
+OPTIMIZERS = TORCH_OPTIMIZERS  # by name; SVI wraps the class in pyro.optim.PyroOptim
 ALGORITHMS = ("aevb", "wake-sleep", "rws", "mcem")
 PRESETS: dict[str, dict] = {
     # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
@@ -172,7 +172,9 @@ class SVIUpdater:
 
     def __init__(self, run: Run) -> None:
         config = run.config
-        self.optimizer = OPTIMIZERS[config.optimizer]({"lr": config.lr, "weight_decay": config.weight_decay})
+        self.optimizer = pyro.optim.PyroOptim(
+            OPTIMIZERS[config.optimizer], {"lr": config.lr, "weight_decay": config.weight_decay}
+        )
         self.svi = SVI(run.vae.model, run.estimator.guide, self.optimizer, run.estimator.elbo)
 
     def step(self, x: torch.Tensor, total_size: int) -> float:
