@@ -38,7 +38,12 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
+    _add_threads(p)
     p.add_argument("--data-dir", help="folder with MNIST/raw, FashionMNIST/raw, frey/ (default: $PYRO_VAE_DATA, else download)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
@@ -172,8 +177,6 @@ def cmd_reproduce(args) -> None:
 def cmd_benchmark(args) -> None:
     from pyro_vae.benchmark import run_benchmark
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     result = run_benchmark(
         hidden=tuple(args.hidden), z_dim=args.z_dim, batch_size=args.batch_size,
@@ -231,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--steps", type=int, default=50, help="steps per timing round")
     p.add_argument("--rounds", type=int, default=10, help="alternating rounds; medians are reported")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    _add_threads(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="also write the result as JSON")
     p.set_defaults(func=cmd_benchmark)
@@ -252,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be at least 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
         args.func(args)
     except USER_ERRORS as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)

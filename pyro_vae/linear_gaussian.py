@@ -47,7 +47,7 @@ def exact_posterior(vae: VAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """Mean ``(batch, k)`` and covariance ``(k, k)`` of the true posterior p(z|x)."""
     w, b, sigma = decoder_parameters(vae)
     wt_dinv = w.T / sigma**2
-    cov = torch.linalg.inv(torch.eye(w.shape[1], dtype=w.dtype) + wt_dinv @ w)
+    cov = torch.linalg.inv(torch.eye(w.shape[1], dtype=w.dtype, device=w.device) + wt_dinv @ w)
     return (x - b) @ wt_dinv.T @ cov.T, cov
 
 

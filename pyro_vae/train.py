@@ -208,10 +208,12 @@ def _rng_state(generator: torch.Generator) -> dict:
 
 
 def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["data"])
+    # Generator states must be CPU byte tensors, for the CUDA generators too;
+    # a checkpoint loaded with ``map_location="cuda"`` has moved them.
+    torch.set_rng_state(state["torch"].cpu())
+    generator.set_state(state["data"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:

@@ -1,7 +1,9 @@
 import json
 
 import pytest
+import torch
 
+from pyro_vae import cli
 from pyro_vae.cli import build_parser, main
 
 
@@ -41,6 +43,7 @@ def test_train_evaluate_plot_round_trip(tmp_path, capsys):
         (["train", "--resume", "--run-dir", "{tmp}/nothing"], "no config.json in"),
         (["train", "--dataset", "synthetic", "--batch-size", "0"], "batch_size must be >= 1"),
         (["train", "--dataset", "synthetic", "--device", "cuda:7"], "CUDA is not available"),
+        (["evaluate", "{tmp}/nothing", "--threads", "0"], "--threads must be at least 1, got 0"),
     ],
 )
 def test_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
@@ -49,6 +52,14 @@ def test_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("pyro-vae: error:") and message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["train"], ["evaluate", "RUN"], ["plot", "RUN"], ["variance"], ["reproduce", "fig4"], ["benchmark"]])
+def test_every_command_takes_threads(command, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(cli, f"cmd_{command[0]}", lambda args: None)
+    assert main([*command, "--threads", "3"]) == 0 and calls == [3]
 
 
 def test_unknown_estimator_rejected_by_parser(capsys):
