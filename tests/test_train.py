@@ -113,12 +113,44 @@ def test_unknown_config_entry():
         TrainConfig.from_dict({"zdim": 3})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("estimator", ["reparam", "score-nvil"])
-def test_trains_and_resumes_on_cuda(tmp_path, estimator):
-    config = TrainConfig(**SMALL, estimator=estimator, epochs=1)
-    train(config, tmp_path, device="cuda", progress=False)
-    run = train(TrainConfig(**SMALL, estimator=estimator, epochs=2), tmp_path, device="cuda", resume=True, progress=False)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(estimator="reparam"),
+        dict(estimator="score-baseline"),
+        dict(estimator="score-nvil"),
+        dict(algorithm="wake-sleep"),
+        dict(algorithm="rws", num_particles=2),
+        dict(algorithm="mcem"),
+    ],
+)
+def test_trains_and_resumes_on_cuda(tmp_path, extra):
+    config = dict(SMALL, **extra)
+    straight = train(TrainConfig(**config, epochs=2), tmp_path / "a", device="cuda", progress=False)
+    train(TrainConfig(**config, epochs=1), tmp_path / "b", device="cuda", progress=False)
+    run = train(TrainConfig(**config, epochs=2), tmp_path / "b", device="cuda", resume=True, progress=False)
     assert all(p.is_cuda for p in run.vae.parameters())
     assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
-    assert all(p.device.type == "cpu" for p in load_run(tmp_path).vae.parameters())
+    for p, q in zip(straight.vae.parameters(), run.vae.parameters()):
+        torch.testing.assert_close(p, q)  # the same run, up to nondeterministic CUDA kernels
+    assert all(p.device.type == "cpu" for p in load_run(tmp_path / "b").vae.parameters())
+
+
+@needs_cuda
+def test_evaluates_plots_and_compares_estimators_on_cuda(tmp_path):
+    from pyro_vae.evaluate import evaluate
+    from pyro_vae.plots import write_figures
+    from pyro_vae.variance import compare_estimators
+
+    train(TrainConfig(**SMALL, epochs=1), tmp_path, device="cuda", progress=False)
+    run = load_run(tmp_path, device="cuda")
+    x = run.dataset.test[:100].cuda()
+    result = evaluate(run.vae, [x], num_samples=50)
+    assert result["log_px"] >= result["elbo"]
+    assert {p.name for p in write_figures(run, tmp_path / "figures")} >= {"samples.png", "manifold.png"}
+    rows = compare_estimators(run.vae, x, ["score-nvil"], num_draws=4, adapt_batches=[x])
+    assert all(math.isfinite(r["ratio"]) for r in rows)
