@@ -17,6 +17,7 @@ from pyro_vae.data import DATASETS, DatasetNotFoundError
 from pyro_vae.estimators import ESTIMATORS
 from pyro_vae.evaluate import evaluate
 from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.lr_schedules import LR_SCHEDULES
 from pyro_vae.reproduce import FIGURES, reproduce
 from pyro_vae.train import ALGORITHMS, CONFIG, OPTIMIZERS, PRESETS, TrainConfig, TrainingDiverged, load_run, train
 
@@ -61,6 +62,8 @@ def _add_train(sub) -> None:
     p.add_argument("--num-particles", type=int, help="samples L per datum")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", choices=sorted(LR_SCHEDULES),
+                   help="constant (default) or iwae: lr * 10^(-i/7) for 3^i epochs, i = 0..7 (Burda et al. 2016)")
     p.add_argument("--weight-decay", type=float, help="1.0 is a N(0, I) prior on the weights")
     p.add_argument("--batch-size", type=int, help="minibatch size M")
     p.add_argument("--algorithm", choices=ALGORITHMS, help="aevb (SVI, default), wake-sleep or rws")

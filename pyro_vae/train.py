@@ -8,8 +8,8 @@ checkpoints) is shared.
 One call of :func:`train` runs (or resumes) a run directory holding
 
 * ``config.json``: the :class:`TrainConfig`;
-* ``metrics.csv``: one row per epoch (samples seen, train and test ELBO per datum, time);
-* ``checkpoint.pt``: model, optimizer and RNG state after the last finished
+* ``metrics.csv``: one row per epoch (samples seen, learning rate, train and test ELBO per datum, time);
+* ``checkpoint.pt``: model, optimizer, scheduler and RNG state after the last finished
   epoch, written atomically, from which ``resume=True`` continues exactly as
   if the run had not stopped.
 
@@ -41,6 +41,7 @@ from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.estimators import ESTIMATORS, Estimator, make_estimator
 from pyro_vae.evaluate import evaluate
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian
+from pyro_vae.lr_schedules import LR_SCHEDULES
 from pyro_vae.mcem import MCEMUpdater
 from pyro_vae.vae import VAE
 from pyro_vae.wake_sleep import TORCH_OPTIMIZERS, RWSUpdater, WakeSleepUpdater
@@ -80,6 +81,7 @@ class TrainConfig:
     num_particles: int = 1
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # a name in pyro_vae.lr_schedules.LR_SCHEDULES
     weight_decay: float = 0.0
     batch_size: int = 100
     epochs: int = 10
@@ -100,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"unknown estimator {self.estimator!r}; expected one of {list(ESTIMATORS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of {sorted(LR_SCHEDULES)}")
         if self.likelihood is not None and self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; expected one of {sorted(LIKELIHOODS)}")
         for name in ("z_dim", "num_particles", "batch_size", "epochs", "eval_samples"):
@@ -168,17 +172,27 @@ def build_run(config: TrainConfig, data_dir: str | None = None, device: str = "c
 
 
 class SVIUpdater:
-    """AEVB: ``SVI(vae.model, estimator.guide, optimizer, estimator.elbo)``."""
+    """AEVB: ``SVI(vae.model, estimator.guide, optimizer, estimator.elbo)``; with a
+    learning-rate schedule the optimizer is Pyro's :class:`~pyro.optim.LambdaLR`."""
 
     def __init__(self, run: Run) -> None:
         config = run.config
-        self.optimizer = pyro.optim.PyroOptim(
-            OPTIMIZERS[config.optimizer], {"lr": config.lr, "weight_decay": config.weight_decay}
-        )
+        optim_args = {"lr": config.lr, "weight_decay": config.weight_decay}
+        if config.lr_schedule == "constant":
+            self.optimizer = pyro.optim.PyroOptim(OPTIMIZERS[config.optimizer], optim_args)
+        else:
+            self.optimizer = pyro.optim.LambdaLR(
+                {"optimizer": OPTIMIZERS[config.optimizer], "optim_args": optim_args,
+                 "lr_lambda": LR_SCHEDULES[config.lr_schedule]}
+            )
         self.svi = SVI(run.vae.model, run.estimator.guide, self.optimizer, run.estimator.elbo)
 
     def step(self, x: torch.Tensor, total_size: int) -> float:
         return self.svi.step(x, total_size=total_size)
+
+    def end_epoch(self) -> None:
+        if isinstance(self.optimizer, pyro.optim.PyroLRScheduler):
+            self.optimizer.step()
 
     def state_dict(self) -> dict:
         return self.optimizer.get_state()
@@ -307,6 +321,7 @@ def train(
             total_loss += loss
             if step % 50 == 0:
                 bar.set_postfix(elbo=f"{-total_loss / (step * n):.2f}")
+        updater.end_epoch()
         train_seconds = time.perf_counter() - start
         test = evaluate(vae, dataset.test_batches(1000, device), num_samples=config.eval_samples)
         wall += time.perf_counter() - start
@@ -314,6 +329,7 @@ def train(
             {
                 "epoch": epoch,
                 "samples_seen": epoch * len(batches) * config.batch_size,
+                "lr": config.lr * LR_SCHEDULES[config.lr_schedule](epoch - 1),
                 "train_elbo": -total_loss / (len(batches) * n),
                 "test_elbo": test["elbo"],
                 "train_seconds": train_seconds,

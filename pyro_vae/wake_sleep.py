@@ -43,7 +43,9 @@ from collections.abc import Callable
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ReweightedWakeSleep
+from torch.optim.lr_scheduler import LambdaLR
 
+from pyro_vae.lr_schedules import LR_SCHEDULES
 from pyro_vae.vae import VAE
 
 TORCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -244,16 +246,28 @@ class WakeSleepUpdater:
         self.decoder_optim, self.encoder_optim = make_optimizers(
             run.vae, config.optimizer, config.lr, config.weight_decay
         )
+        schedule = LR_SCHEDULES[config.lr_schedule]
+        self.schedulers = [LambdaLR(o, schedule) for o in (self.decoder_optim, self.encoder_optim)]
 
     def step(self, x: torch.Tensor, total_size: int) -> float:
         return wake_sleep_step(self.vae, x, self.decoder_optim, self.encoder_optim, total_size)
 
+    def end_epoch(self) -> None:
+        for scheduler in self.schedulers:
+            scheduler.step()
+
     def state_dict(self) -> dict:
-        return {"decoder": self.decoder_optim.state_dict(), "encoder": self.encoder_optim.state_dict()}
+        return {
+            "decoder": self.decoder_optim.state_dict(),
+            "encoder": self.encoder_optim.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.decoder_optim.load_state_dict(state["decoder"])
         self.encoder_optim.load_state_dict(state["encoder"])
+        for scheduler, scheduler_state in zip(self.schedulers, state.get("schedulers", ())):  # absent before schedules
+            scheduler.load_state_dict(scheduler_state)
 
 
 class RWSUpdater(WakeSleepUpdater):

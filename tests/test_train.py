@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pyro_vae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pyro_vae.train import SVIUpdater, TrainConfig, TrainingDiverged, load_run, train
+from pyro_vae.lr_schedules import iwae
+from pyro_vae.train import UPDATERS, SVIUpdater, TrainConfig, TrainingDiverged, build_run, load_run, train
 
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
@@ -15,7 +16,7 @@ def test_training_lowers_the_loss(tmp_path):
     assert elbos[-1] > elbos[0] + 3.0  # nats per datum
     assert [m["samples_seen"] for m in run.metrics] == [2000, 4000, 6000, 8000]
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
-    assert header == "epoch,samples_seen,train_elbo,test_elbo,train_seconds,wall_seconds"
+    assert header == "epoch,samples_seen,lr,train_elbo,test_elbo,train_seconds,wall_seconds"
 
 
 @pytest.mark.parametrize("estimator", ["reparam", "reparam-analytic-kl", "score-baseline", "score-nvil"])
@@ -33,6 +34,48 @@ def test_resume_continues_the_same_run(tmp_path, estimator, optimizer):
     assert strip(straight.metrics) == strip(resumed.metrics)
     loaded = load_run(tmp_path / "b")
     assert all(torch.equal(p, q) for p, q in zip(loaded.vae.parameters(), resumed.vae.parameters()))
+
+
+@pytest.mark.parametrize(
+    "finished_epochs, stage",
+    [(0, 0), (1, 1), (3, 1), (4, 2), (12, 2), (13, 3), (1092, 6), (1093, 7), (3279, 7), (10_000, 7)],
+)
+def test_iwae_schedule_stages(finished_epochs, stage):
+    # Burda et al. (2016): stage i lasts 3^i epochs at lr * 10^(-i/7); 3,280 epochs in all.
+    assert iwae(finished_epochs) == pytest.approx(10 ** (-stage / 7))
+
+
+def _learning_rates(updater) -> set[float]:
+    optimizers = (
+        [s.optimizer for s in updater.optimizer.optim_objs.values()]
+        if isinstance(updater, SVIUpdater)
+        else [updater.decoder_optim, updater.encoder_optim]
+    )
+    return {group["lr"] for optim in optimizers for group in optim.param_groups}
+
+
+@pytest.mark.parametrize("algorithm", ["aevb", "wake-sleep"])
+def test_lr_schedule_reaches_the_optimizers(algorithm):
+    run = build_run(TrainConfig(**SMALL, algorithm=algorithm, lr_schedule="iwae"))
+    updater = UPDATERS[algorithm](run)
+    x = run.dataset.train[:100]
+    rates = []
+    for _ in range(5):  # epochs 1-5: stages 0, 1, 1, 1, 2
+        updater.step(x, len(run.dataset.train))
+        rates.append(_learning_rates(updater))
+        updater.end_epoch()
+    assert rates == [{1e-2 * 10 ** (-i / 7)} for i in (0, 1, 1, 1, 2)]
+
+
+@pytest.mark.parametrize("algorithm", ["aevb", "wake-sleep"])
+def test_resume_keeps_the_lr_schedule(tmp_path, algorithm):
+    config = dict(SMALL, algorithm=algorithm, lr_schedule="iwae")
+    straight = train(TrainConfig(**config, epochs=5), tmp_path / "a", progress=False)
+    train(TrainConfig(**config, epochs=2), tmp_path / "b", progress=False)
+    resumed = train(TrainConfig(**config, epochs=5), tmp_path / "b", resume=True, progress=False)
+    for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
+        assert torch.equal(p, q)
+    assert [m["lr"] for m in resumed.metrics] == pytest.approx([1e-2 * 10 ** (-i / 7) for i in (0, 1, 1, 1, 2)])
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -101,6 +144,7 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
         (dict(batch_size=0), "batch_size must be >= 1"),
         (dict(lr=-1.0), "lr must be > 0"),
         (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
+        (dict(lr_schedule="cosine"), "unknown lr_schedule 'cosine'; expected one of \\['constant', 'iwae'\\]"),
     ],
 )
 def test_bad_config_is_named(kwargs, match):

@@ -146,7 +146,7 @@ def test_training_lowers_the_loss(tmp_path, algorithm):
     assert run.metrics[-1]["train_elbo"] > run.metrics[0]["train_elbo"] + 3.0
     assert [m["samples_seen"] for m in run.metrics] == [2000, 4000, 6000, 8000]
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
-    assert header == "epoch,samples_seen,train_elbo,test_elbo,train_seconds,wall_seconds"
+    assert header == "epoch,samples_seen,lr,train_elbo,test_elbo,train_seconds,wall_seconds"
 
 
 def test_num_train_restricts_the_training_set(tmp_path):
