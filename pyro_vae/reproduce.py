@@ -53,7 +53,7 @@ import torch
 
 from pyro_vae.evaluate import evaluate
 from pyro_vae.plots import plot_manifold, plot_samples, save_figure
-from pyro_vae.train import CHECKPOINT, PRESETS, Run, TrainConfig, train, write_csv
+from pyro_vae.train import PRESETS, Run, TrainConfig, train_or_resume, write_csv
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM (HMC)"}
@@ -129,11 +129,10 @@ def run_name(config: TrainConfig) -> str:
     return f"{config.dataset}-{config.algorithm}-z{config.z_dim}-h{'x'.join(map(str, config.hidden))}{subset}-{digest}"
 
 
-def train_or_resume(config: TrainConfig, out_dir: Path, data_dir: str | None, device: str) -> tuple[Run, Path]:
+def train_named(config: TrainConfig, out_dir: Path, data_dir: str | None, device: str) -> tuple[Run, Path]:
     """Train ``config`` in ``out_dir/runs/<run_name>``, resuming (or reusing) a checkpoint there."""
     run_dir = out_dir / "runs" / run_name(config)
-    resume = (run_dir / CHECKPOINT).exists()
-    return train(config, run_dir, data_dir=data_dir, device=device, resume=resume, progress=False), run_dir
+    return train_or_resume(config, run_dir, data_dir=data_dir, device=device, progress=False), run_dir
 
 
 # --- output helpers -------------------------------------------------------------
@@ -195,7 +194,7 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     rows = []
     for dataset, z_dim, hidden, epochs in settings:
         for algorithm in ("aevb", "wake-sleep"):
-            run, _ = train_or_resume(paper_config(dataset, z_dim, hidden, epochs, algorithm), out_dir, data_dir, device)
+            run, _ = train_named(paper_config(dataset, z_dim, hidden, epochs, algorithm), out_dir, data_dir, device)
             rows += [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m} for m in run.metrics]
     write_csv(rows, out_dir / "fig2.csv")
     panels = {}
@@ -257,7 +256,7 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
             stages = sorted({max(1, math.ceil(s / num_train)) for s in b.fig3_samples})
             for epochs in stages:
                 config = paper_config("mnist", 3, b.fig3_hidden, epochs, algorithm, num_train=num_train)
-                run, run_dir = train_or_resume(config, out_dir, data_dir, device)
+                run, run_dir = train_named(config, out_dir, data_dir, device)
                 cache = _cached_marginal_likelihood(run, run_dir, b, device)
             by_epoch = {m["epoch"]: m for m in run.metrics}
             for epoch, values in sorted(cache.items(), key=lambda kv: int(kv[0])):
@@ -283,7 +282,7 @@ def fig4(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     out_dir, b = Path(out_dir), get_budget(budget)
     rows = []
     for dataset, hidden, epochs in (("mnist", b.mnist_hidden, b.mnist_epochs), ("frey", b.frey_hidden, b.frey_epochs)):
-        run, _ = train_or_resume(paper_config(dataset, 2, hidden, epochs), out_dir, data_dir, device)
+        run, _ = train_named(paper_config(dataset, 2, hidden, epochs), out_dir, data_dir, device)
         path = plot_manifold(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig4-{dataset}.png")
         rows.append({"dataset": dataset, "z_dim": 2, **_final(run), "figure": path.name})
     write_csv(rows, out_dir / "fig4.csv")
@@ -299,7 +298,7 @@ def fig5(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     out_dir, b = Path(out_dir), get_budget(budget)
     rows = []
     for z_dim in b.sample_z_dims:
-        run, _ = train_or_resume(paper_config("mnist", z_dim, b.mnist_hidden, b.mnist_epochs), out_dir, data_dir, device)
+        run, _ = train_named(paper_config("mnist", z_dim, b.mnist_hidden, b.mnist_epochs), out_dir, data_dir, device)
         pyro.set_rng_seed(z_dim)
         path = plot_samples(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig5-z{z_dim}.png")
         rows.append({"dataset": "mnist", "z_dim": z_dim, **_final(run), "figure": path.name})

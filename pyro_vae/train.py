@@ -178,7 +178,7 @@ class SVIUpdater:
     def __init__(self, run: Run) -> None:
         config = run.config
         optim_args = {"lr": config.lr, "weight_decay": config.weight_decay}
-        if config.lr_schedule == "constant":
+        if config.lr_schedule == "constant":  # plain PyroOptim: its checkpoints predate schedules
             self.optimizer = pyro.optim.PyroOptim(OPTIMIZERS[config.optimizer], optim_args)
         else:
             self.optimizer = pyro.optim.LambdaLR(
@@ -242,6 +242,12 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
         writer.writerows(rows)
     tmp.replace(path)
     return path
+
+
+def train_or_resume(config: TrainConfig, run_dir: str | Path, **kwargs) -> Run:
+    """:func:`train`, resuming when ``run_dir`` already holds a checkpoint: studies that
+    rerun call it to continue (or reuse) their runs instead of starting them again."""
+    return train(config, run_dir, resume=(Path(run_dir) / CHECKPOINT).exists(), **kwargs)
 
 
 def load_run(

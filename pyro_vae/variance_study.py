@@ -29,7 +29,7 @@ import torch
 
 from pyro_vae.estimators import ESTIMATORS
 from pyro_vae.plots import save_figure
-from pyro_vae.train import CHECKPOINT, TrainConfig, build_run, load_run, train, write_csv
+from pyro_vae.train import TrainConfig, build_run, load_run, train_or_resume, write_csv
 from pyro_vae.variance import compare_estimators
 
 
@@ -43,12 +43,6 @@ class StudyConfig:
     adapt_steps: int = 300
     particles: Sequence[int] = (1, 4, 16)
     z_dims: Sequence[int] = (2, 5, 10, 20, 50)
-
-
-def _train(config: TrainConfig, run_dir: Path, data_dir, device, keep_every: int = 0):
-    resume = (run_dir / CHECKPOINT).exists()
-    return train(config, run_dir, data_dir=data_dir, device=device, resume=resume,
-                 progress=False, keep_every=keep_every)
 
 
 def _compare(run, study: StudyConfig, num_particles: int, generator: torch.Generator) -> list[dict]:
@@ -75,8 +69,8 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     runs = {}
     for name in study.estimators:
         config = dataclasses.replace(base, estimator=name)
-        runs[name] = _train(config, out_dir / f"train-{name}", data_dir, device,
-                            keep_every=1 if name == "reparam" else 0)
+        runs[name] = train_or_resume(config, out_dir / f"train-{name}", data_dir=data_dir, device=device,
+                                     progress=False, keep_every=1 if name == "reparam" else 0)
     training_rows = [{"estimator": n, **m} for n, r in runs.items() for m in r.metrics]
     for row in training_rows:
         row["steps"] = row["samples_seen"] // base.batch_size
@@ -102,7 +96,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     # 4. latent size, after one epoch of training each
     for z_dim in study.z_dims:
         config = dataclasses.replace(base, estimator="reparam", z_dim=z_dim, epochs=1)
-        run = _train(config, out_dir / f"latent-z{z_dim}", data_dir, device)
+        run = train_or_resume(config, out_dir / f"latent-z{z_dim}", data_dir=data_dir, device=device, progress=False)
         for row in _compare(run, study, 1, generator):
             rows.append({"experiment": "latent", "epoch": 1, "z_dim": z_dim, **row})
 
