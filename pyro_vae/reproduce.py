@@ -122,8 +122,11 @@ def paper_config(dataset: str, z_dim: int, hidden: int, epochs: int, algorithm: 
 
 
 def run_name(config: TrainConfig) -> str:
-    """A readable, unique folder name: data set, algorithm, sizes and a hash of the config (less epochs)."""
-    settings = {k: v for k, v in asdict(config).items() if k != "epochs"}
+    """A readable, unique folder name: data set, algorithm, sizes and a hash of the settings
+    that differ from :class:`TrainConfig`'s defaults (less epochs), so that a field added
+    later with a default does not rename existing runs."""
+    defaults = asdict(TrainConfig())
+    settings = {k: v for k, v in asdict(config).items() if k != "epochs" and v != defaults[k]}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     subset = f"-n{config.num_train}" if config.num_train else ""
     return f"{config.dataset}-{config.algorithm}-z{config.z_dim}-h{'x'.join(map(str, config.hidden))}{subset}-{digest}"

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,7 @@ def test_paper_config_and_run_names():
     names = {run_name(c) for c in (aevb, ws, subset)}
     assert len(names) == 3 and run_name(aevb).startswith("mnist-aevb-z3-h500-")
     assert run_name(paper_config("mnist", 3, 500, 7)) == run_name(aevb)  # epochs do not name a run
+    assert run_name(dataclasses.replace(aevb, lr_schedule="iwae")) != run_name(aevb)
 
 
 def test_bad_names_are_reported(tmp_path):
