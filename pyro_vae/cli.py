@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae.checkpoint import CheckpointError
+from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.data import DATASETS, DatasetNotFoundError
-from pyro_vae.estimators import ESTIMATORS
-from pyro_vae.evaluate import evaluate
-from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.lr_schedules import LR_SCHEDULES
-from pyro_vae.reproduce import FIGURES, reproduce
-from pyro_vae.train import ALGORITHMS, CONFIG, OPTIMIZERS, PRESETS, TrainConfig, TrainingDiverged, load_run, train
+from pyro_vae.inference.estimators import ESTIMATORS
+from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.models.likelihoods import LIKELIHOODS
+from pyro_vae.inference.lr_schedules import LR_SCHEDULES
+from pyro_vae.experiments.reproduce import FIGURES, reproduce
+from pyro_vae.training.loop import ALGORITHMS, CONFIG, OPTIMIZERS, PRESETS, TrainConfig, TrainingDiverged, load_run, train
 
 USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, TrainingDiverged, FileExistsError)
 
@@ -148,7 +148,7 @@ def cmd_plot(args) -> None:
 
 
 def cmd_variance(args) -> None:
-    from pyro_vae.variance_study import StudyConfig, compare_at_run, run_study
+    from pyro_vae.experiments.variance_study import StudyConfig, compare_at_run, run_study
 
     preset = dict(PRESETS.get(args.preset, {}))
     values = {**preset, **{k: v for k, v in vars(args).items() if k in ("dataset", "z_dim", "hidden", "epochs", "batch_size", "seed") and v is not None}}
@@ -178,7 +178,7 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_benchmark(args) -> None:
-    from pyro_vae.benchmark import run_benchmark
+    from pyro_vae.experiments.benchmark import run_benchmark
 
     device = resolve_device(args.device)
     result = run_benchmark(

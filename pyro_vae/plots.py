@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 import torch
 from torchvision.utils import make_grid
 
-from pyro_vae.vae import VAE
+from pyro_vae.models.vae import VAE
 
 
 def save_image_grid(
@@ -107,7 +107,7 @@ def plot_manifold(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int
 
 
 def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path]:
-    """All figures for a :class:`~pyro_vae.train.Run` into ``out_dir``."""
+    """All figures for a :class:`~pyro_vae.training.loop.Run` into ``out_dir``."""
     out_dir = Path(out_dir)
     vae, data = run.vae, run.dataset
     vae.eval()

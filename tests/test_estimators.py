@@ -5,10 +5,10 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae.estimators import ESTIMATORS, make_estimator
-from pyro_vae.linear_gaussian import exact_elbo, linear_gaussian_vae, loc_gradient_variances
-from pyro_vae.variance import compare_estimators, draw_gradients
-from pyro_vae.vae import VAE
+from pyro_vae.inference.estimators import ESTIMATORS, make_estimator
+from pyro_vae.models.linear_gaussian import exact_elbo, linear_gaussian_vae, loc_gradient_variances
+from pyro_vae.inference.variance import compare_estimators, draw_gradients
+from pyro_vae.models.vae import VAE
 
 
 def _mean_and_se(vae, name, x, num_draws, num_particles):

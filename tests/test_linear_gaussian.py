@@ -4,8 +4,8 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_vae.evaluate import importance_bounds
-from pyro_vae.linear_gaussian import (
+from pyro_vae.inference.evaluate import importance_bounds
+from pyro_vae.models.linear_gaussian import (
     exact_elbo,
     exact_log_marginal,
     exact_posterior,

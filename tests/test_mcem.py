@@ -2,9 +2,9 @@
 
 import torch
 
-from pyro_vae.linear_gaussian import decoder_parameters, exact_posterior, linear_gaussian_vae
-from pyro_vae.mcem import e_step, log_joint
-from pyro_vae.train import TrainConfig, train
+from pyro_vae.models.linear_gaussian import decoder_parameters, exact_posterior, linear_gaussian_vae
+from pyro_vae.inference.mcem import e_step, log_joint
+from pyro_vae.training.loop import TrainConfig, train
 
 
 def test_e_step_samples_the_exact_posterior(float64):

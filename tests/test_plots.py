@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pyro_vae.plots import plot_latents, plot_manifold, save_image_grid
-from pyro_vae.vae import VAE
+from pyro_vae.models.vae import VAE
 
 
 def test_manifold_needs_two_latent_dimensions(tmp_path):

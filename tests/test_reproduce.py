@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae.reproduce import (
+from pyro_vae.experiments.reproduce import (
     BUDGETS,
     fig2,
     fig3,
@@ -16,7 +16,7 @@ from pyro_vae.reproduce import (
     run_name,
 )
 from pyro_vae.cli import build_parser, cmd_reproduce
-from pyro_vae.train import TrainConfig
+from pyro_vae.training.loop import TrainConfig
 
 
 def _csv(path: Path) -> list[dict]:

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from pyro_vae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pyro_vae.lr_schedules import iwae
-from pyro_vae.train import UPDATERS, SVIUpdater, TrainConfig, TrainingDiverged, build_run, load_run, train
+from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyro_vae.inference.lr_schedules import iwae
+from pyro_vae.training.loop import UPDATERS, SVIUpdater, TrainConfig, TrainingDiverged, build_run, load_run, train
 
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
@@ -186,9 +186,9 @@ def test_trains_and_resumes_on_cuda(tmp_path, extra):
 
 @needs_cuda
 def test_evaluates_plots_and_compares_estimators_on_cuda(tmp_path):
-    from pyro_vae.evaluate import evaluate
+    from pyro_vae.inference.evaluate import evaluate
     from pyro_vae.plots import write_figures
-    from pyro_vae.variance import compare_estimators
+    from pyro_vae.inference.variance import compare_estimators
 
     train(TrainConfig(**SMALL, epochs=1), tmp_path, device="cuda", progress=False)
     run = load_run(tmp_path, device="cuda")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from pyro.infer import Predictive, Trace_ELBO
 
-from pyro_vae.likelihoods import Gaussian
-from pyro_vae.vae import VAE
+from pyro_vae.models.likelihoods import Gaussian
+from pyro_vae.models.vae import VAE
 
 
 @pytest.mark.parametrize("prefix", ["", "vae1"])

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pyro_vae.linear_gaussian import decoder_parameters, exact_log_marginal, exact_posterior, linear_gaussian_vae
-from pyro_vae.train import TrainConfig, train
-from pyro_vae.wake_sleep import (
+from pyro_vae.models.linear_gaussian import decoder_parameters, exact_log_marginal, exact_posterior, linear_gaussian_vae
+from pyro_vae.training.loop import TrainConfig, train
+from pyro_vae.inference.wake_sleep import (
     dream,
     generative_parameters,
     make_optimizers,
@@ -131,7 +131,7 @@ def test_wake_loss_matches_the_log_joint():
 
 
 def test_dreams_are_binary_for_bernoulli():
-    from pyro_vae.vae import VAE
+    from pyro_vae.models.vae import VAE
 
     x = dream(VAE(10, 2, hidden=(8,)), 50).nodes["x"]["value"]
     assert x.shape == (50, 10) and set(x.unique().tolist()) <= {0.0, 1.0}
@@ -211,9 +211,9 @@ def test_pyro_rws_weights_whole_minibatches_jointly():
 
     import pyro
 
-    from pyro_vae.evaluate import log_importance_weights
-    from pyro_vae.vae import VAE
-    from pyro_vae.wake_sleep import make_rws, rws_programs
+    from pyro_vae.inference.evaluate import log_importance_weights
+    from pyro_vae.models.vae import VAE
+    from pyro_vae.inference.wake_sleep import make_rws, rws_programs
 
     vae = VAE(10, 2, hidden=(8,))
     x = torch.bernoulli(torch.rand(20, 10, generator=torch.Generator().manual_seed(0)))

@@ -1,4 +1,4 @@
-"""Wake-sleep training of a :class:`~pyro_vae.vae.VAE`: the baseline of the AEVB paper's Figures 2 and 3.
+"""Wake-sleep training of a :class:`~pyro_vae.models.vae.VAE`: the baseline of the AEVB paper's Figures 2 and 3.
 
 The wake-sleep algorithm (Hinton, Dayan, Frey & Neal 1995) fits the same
 generative model p_theta(x, z) = p(z) p_theta(x|z) and recognition model
@@ -25,14 +25,14 @@ the N training points:
 Neither phase follows the gradient of one objective, so wake-sleep has no
 convergence guarantee; the ELBO log p(x,z) - log q(z|x) at z ~ q(z|x) is
 still a valid lower bound on log p(x) and is what is reported, so curves are
-comparable with AEVB's. The N/M scaling matches :mod:`pyro_vae.train`, so
+comparable with AEVB's. The N/M scaling matches :mod:`pyro_vae.training.loop`, so
 ``weight_decay=1`` is again a N(0, I) prior on the weights. Each phase has its
 own torch optimizer (Adagrad or Adam).
 
 :class:`WakeSleepUpdater` (``algorithm="wake-sleep"``) and :class:`RWSUpdater`
 (``algorithm="rws"``, Pyro's :class:`~pyro.infer.ReweightedWakeSleep`,
 Bornschein & Bengio 2015; see :func:`rws_step` for what it computes on
-minibatches) plug these steps into :func:`pyro_vae.train.train`, which
+minibatches) plug these steps into :func:`pyro_vae.training.loop.train`, which
 provides the data, loop, metrics and resumable checkpoints.
 """
 
@@ -45,8 +45,8 @@ import torch
 from pyro.infer import ReweightedWakeSleep
 from torch.optim.lr_scheduler import LambdaLR
 
-from pyro_vae.lr_schedules import LR_SCHEDULES
-from pyro_vae.vae import VAE
+from pyro_vae.inference.lr_schedules import LR_SCHEDULES
+from pyro_vae.models.vae import VAE
 
 TORCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
@@ -236,7 +236,7 @@ def rws_step(
     return theta_loss * scale
 
 
-# --- updaters for pyro_vae.train.train ------------------------------------------
+# --- updaters for pyro_vae.training.loop.train ------------------------------------------
 class WakeSleepUpdater:
     """``train``'s step for ``algorithm="wake-sleep"``: two torch optimizers, theta and phi."""
 

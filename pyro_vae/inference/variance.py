@@ -1,7 +1,7 @@
 """Measure the variance of ELBO gradient estimators at fixed parameters.
 
 At fixed VAE parameters and a fixed minibatch x, each estimator of
-:mod:`pyro_vae.estimators` is drawn R times, ``g_1 .. g_R``. For a group of
+:mod:`pyro_vae.inference.estimators` is drawn R times, ``g_1 .. g_R``. For a group of
 parameters (all encoder parameters, all decoder parameters, or one layer):
 
 * ``total_variance`` = tr Cov(g) = 1/(R-1) sum_r ||g_r - mean||^2,
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from pyro_vae.estimators import ESTIMATORS, Estimator, make_estimator
+from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator
 
 
 @dataclass

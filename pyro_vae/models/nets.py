@@ -1,7 +1,7 @@
 """Neural networks of the AEVB paper, as plain ``torch.nn`` modules.
 
 Nothing here knows about Pyro: the encoder and decoder can be reused in any
-PyTorch program. :mod:`pyro_vae.vae` wraps them into a Pyro model/guide pair.
+PyTorch program. :mod:`pyro_vae.models.vae` wraps them into a Pyro model/guide pair.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ For a minibatch x_1..x_M and the current decoder theta:
 
 MCEM has no recognition model. So that its marginal likelihood can be
 estimated by importance sampling like the other methods', the encoder is fitted
-as a proposal by the sleep phase of :mod:`pyro_vae.wake_sleep` (it never
+as a proposal by the sleep phase of :mod:`pyro_vae.inference.wake_sleep` (it never
 influences theta).
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from pyro.ops.integrator import velocity_verlet
 
-from pyro_vae.vae import VAE
-from pyro_vae.wake_sleep import WakeSleepUpdater, sleep_step
+from pyro_vae.models.vae import VAE
+from pyro_vae.inference.wake_sleep import WakeSleepUpdater, sleep_step
 
 
 def log_joint(vae: VAE, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-FORMAT = "pyro_vae.checkpoint/1"
+FORMAT = "pyro_vae.training.checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "epoch", "model", "optimizer", "rng")
 
 

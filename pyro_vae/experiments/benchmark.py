@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
 
-from pyro_vae.vae import VAE
+from pyro_vae.models.vae import VAE
 
 LOG_2PI = math.log(2 * math.pi)
 

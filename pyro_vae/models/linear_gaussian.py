@@ -20,8 +20,8 @@ import math
 import torch
 from torch.distributions import MultivariateNormal
 
-from pyro_vae.likelihoods import Gaussian
-from pyro_vae.vae import VAE
+from pyro_vae.models.likelihoods import Gaussian
+from pyro_vae.models.vae import VAE
 
 
 def linear_gaussian_vae(x_dim: int, z_dim: int, prefix: str = "") -> VAE:

@@ -49,7 +49,7 @@ from pyro.poutine.runtime import get_plates
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from pyro_vae.nets import MLP
+from pyro_vae.models.nets import MLP
 
 
 class _Wrapper(TorchDistribution):

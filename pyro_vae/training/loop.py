@@ -2,7 +2,7 @@
 
 ``config.algorithm`` picks the update: ``aevb`` (SVI with ``config.estimator``,
 the default), or the paper's baselines ``wake-sleep`` and ``rws``
-(:mod:`pyro_vae.wake_sleep`) and ``mcem`` (:mod:`pyro_vae.mcem`); everything else (data, loop, metrics,
+(:mod:`pyro_vae.inference.wake_sleep`) and ``mcem`` (:mod:`pyro_vae.inference.mcem`); everything else (data, loop, metrics,
 checkpoints) is shared.
 
 One call of :func:`train` runs (or resumes) a run directory holding
@@ -36,15 +36,15 @@ import torch
 from pyro.infer import SVI
 from tqdm import tqdm
 
-from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
+from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.data import Dataset, load_dataset
-from pyro_vae.estimators import ESTIMATORS, Estimator, make_estimator
-from pyro_vae.evaluate import evaluate
-from pyro_vae.likelihoods import LIKELIHOODS, Gaussian
-from pyro_vae.lr_schedules import LR_SCHEDULES
-from pyro_vae.mcem import MCEMUpdater
-from pyro_vae.vae import VAE
-from pyro_vae.wake_sleep import TORCH_OPTIMIZERS, RWSUpdater, WakeSleepUpdater
+from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator
+from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.models.likelihoods import LIKELIHOODS, Gaussian
+from pyro_vae.inference.lr_schedules import LR_SCHEDULES
+from pyro_vae.inference.mcem import MCEMUpdater
+from pyro_vae.models.vae import VAE
+from pyro_vae.inference.wake_sleep import TORCH_OPTIMIZERS, RWSUpdater, WakeSleepUpdater
 
 OPTIMIZERS = TORCH_OPTIMIZERS  # by name; SVI wraps the class in pyro.optim.PyroOptim
 ALGORITHMS = ("aevb", "wake-sleep", "rws", "mcem")
@@ -81,13 +81,13 @@ class TrainConfig:
     num_particles: int = 1
     optimizer: str = "adam"
     lr: float = 1e-3
-    lr_schedule: str = "constant"  # a name in pyro_vae.lr_schedules.LR_SCHEDULES
+    lr_schedule: str = "constant"  # a name in pyro_vae.inference.lr_schedules.LR_SCHEDULES
     weight_decay: float = 0.0
     batch_size: int = 100
     epochs: int = 10
     seed: int = 0
     eval_samples: int = 1
-    algorithm: str = "aevb"  # or wake-sleep, rws (pyro_vae.wake_sleep), mcem (pyro_vae.mcem)
+    algorithm: str = "aevb"  # or wake-sleep, rws (pyro_vae.inference.wake_sleep), mcem (pyro_vae.inference.mcem)
     num_train: int | None = None  # train on the first num_train points only
 
     def __post_init__(self) -> None:

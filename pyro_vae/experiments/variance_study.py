@@ -27,10 +27,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 import torch
 
-from pyro_vae.estimators import ESTIMATORS
+from pyro_vae.inference.estimators import ESTIMATORS
 from pyro_vae.plots import save_figure
-from pyro_vae.train import TrainConfig, build_run, load_run, train_or_resume, write_csv
-from pyro_vae.variance import compare_estimators
+from pyro_vae.training.loop import TrainConfig, build_run, load_run, train_or_resume, write_csv
+from pyro_vae.inference.variance import compare_estimators
 
 
 @dataclasses.dataclass

@@ -31,8 +31,8 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from pyro_vae.likelihoods import Likelihood, make_likelihood
-from pyro_vae.nets import MLP, GaussianEncoder
+from pyro_vae.models.likelihoods import Likelihood, make_likelihood
+from pyro_vae.models.nets import MLP, GaussianEncoder
 
 
 class VAE(PyroModule):

@@ -13,7 +13,7 @@ M = 100, L = 1 sample per datum, and weight decay 1 on the N/M-scaled bound
     L(theta, phi; x) = E_{q_phi(z|x)}[log p_theta(x|z)] - KL(q_phi(z|x) || p(z)),
 
 estimated with one reparameterized sample z = mu(x) + sigma(x) * eps. The
-baseline is wake-sleep (:mod:`pyro_vae.wake_sleep`) with the same networks.
+baseline is wake-sleep (:mod:`pyro_vae.inference.wake_sleep`) with the same networks.
 
 ``fig2``
     train and test ELBO per datum against training samples evaluated (log
@@ -24,7 +24,7 @@ baseline is wake-sleep (:mod:`pyro_vae.wake_sleep`) with the same networks.
     log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x), of training
     and test images against training samples evaluated, Nz = 3, 100 hidden
     units, training sets of 1000 and 50000 MNIST images, AEVB vs wake-sleep, and
-    Monte Carlo EM with an HMC E-step (:mod:`pyro_vae.mcem`) on the smaller
+    Monte Carlo EM with an HMC E-step (:mod:`pyro_vae.inference.mcem`) on the smaller
     training set. The proposal is each
     model's own q, so the estimate is a stochastic lower bound (the IWAE bound).
 ``fig4``
@@ -51,9 +51,9 @@ from matplotlib.figure import Figure
 import pyro
 import torch
 
-from pyro_vae.evaluate import evaluate
+from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.plots import plot_manifold, plot_samples, save_figure
-from pyro_vae.train import PRESETS, Run, TrainConfig, train_or_resume, write_csv
+from pyro_vae.training.loop import PRESETS, Run, TrainConfig, train_or_resume, write_csv
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM (HMC)"}

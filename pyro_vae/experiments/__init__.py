@@ -1,0 +1,1 @@
+"""Studies built on training runs: the variance study, the paper's figures, benchmarks."""

@@ -1,0 +1,1 @@
+"""Inference: gradient estimators, training algorithms, evaluation and variance measurement."""

@@ -1,0 +1,1 @@
+"""Probabilistic programs: networks, likelihoods, the VAE and its relatives."""
