@@ -1,0 +1,81 @@
+"""Named registries: every model, estimator, algorithm, data set, optimizer and
+learning-rate schedule is registered once, by name, and looked up here.
+
+The command line builds its choices and help from the registries, so a name
+registered from Python (``@register_model("mine")``) is at once a valid
+``--model mine`` (with ``pyro-vae --import mymodule``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A mapping from names to objects of one kind, with a help line per name.
+
+    :param kind: what the names name (``"model"``, ``"estimator"``, ...), for errors.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._help: dict[str, str] = {}
+
+    def register(self, name: str, obj: T | None = None, *, help: str | None = None,
+                 replace: bool = False) -> Callable[[T], T] | T:
+        """Register ``obj`` under ``name``; without ``obj``, a decorator that does.
+
+        ``help`` defaults to the first line of the object's docstring.
+        Registering a taken name raises ``ValueError`` unless ``replace=True``.
+        """
+        def add(obj: T) -> T:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+            if name in self._entries and not replace and self._entries[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered; pass replace=True to replace it")
+            self._entries[name] = obj
+            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            self._help[name] = help if help is not None else (doc[0] if doc else "")
+            return obj
+
+        return add if obj is None else add(obj)
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown {self.kind} {name!r}; expected one of {self.names()}") from None
+
+    def check(self, name: str) -> str:
+        """``name`` if registered, else the ``ValueError`` of :meth:`__getitem__`."""
+        self[name]
+        return name
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        """The registered names, in registration order."""
+        return list(self._entries)
+
+    def help(self, name: str) -> str:
+        """The help line of ``name``."""
+        self[name]
+        return self._help[name]
+
+    def describe(self) -> str:
+        """``name: help`` for every entry, one per line (for ``--help``)."""
+        return "; ".join(f"{n}: {h}" if h else n for n, h in self._help.items())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
