@@ -1,19 +1,39 @@
-"""pyro_vae: the AEVB variational autoencoder (Kingma & Welling 2013) as a composable Pyro program."""
+"""pyro_vae: the AEVB variational autoencoder (Kingma & Welling 2013) as a composable Pyro program.
 
-from pyro_vae.data import Dataset, load_dataset
-from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator
+Layers (imports point down): :mod:`pyro_vae.models` (probabilistic programs)
+< :mod:`pyro_vae.inference` (estimators, algorithms, evaluation) <
+:mod:`pyro_vae.training` (config, loop, checkpoints) <
+:mod:`pyro_vae.experiments` < :mod:`pyro_vae.cli`.
+"""
+
+from pyro_vae.data import DATASETS, Dataset, load_dataset
+from pyro_vae.inference import (
+    ALGORITHMS,
+    ESTIMATORS,
+    OPTIMIZERS,
+    Estimator,
+    make_estimator,
+    register_algorithm,
+    register_estimator,
+)
 from pyro_vae.inference.evaluate import evaluate, importance_bounds, log_importance_weights
+from pyro_vae.inference.variance import compare_estimators, draw_gradients
+from pyro_vae.models import MODELS, VAE, DataSpec, register_model
 from pyro_vae.models.likelihoods import Bernoulli, Gaussian, Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
-from pyro_vae.training.loop import Run, TrainConfig, load_run, train
-from pyro_vae.models.vae import VAE
-from pyro_vae.inference.variance import compare_estimators, draw_gradients
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.loop import Run, load_run, train
 
 __all__ = [
+    "ALGORITHMS",
+    "DATASETS",
     "ESTIMATORS",
     "MLP",
+    "MODELS",
+    "OPTIMIZERS",
     "VAE",
     "Bernoulli",
+    "DataSpec",
     "Dataset",
     "Estimator",
     "Gaussian",
@@ -30,5 +50,8 @@ __all__ = [
     "log_importance_weights",
     "make_estimator",
     "make_likelihood",
+    "register_algorithm",
+    "register_estimator",
+    "register_model",
     "train",
 ]

@@ -1,8 +1,16 @@
-"""The ``pyro-vae`` command line: train, evaluate, plot, variance, benchmark."""
+"""The ``pyro-vae`` command line: train, evaluate, plot, variance, reproduce, benchmark.
+
+Choices and their help come from the registries (models, estimators,
+algorithms, data sets, optimizers, schedules, likelihoods); ``--import
+MODULE`` (before the subcommand) imports a module that registers more, e.g. a
+user's own model for ``pyro-vae --import mymodels train --model mine``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 import json
 import platform
 import sys
@@ -12,14 +20,16 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.data import DATASETS, DatasetNotFoundError
-from pyro_vae.inference.estimators import ESTIMATORS
-from pyro_vae.inference.evaluate import evaluate
-from pyro_vae.models.likelihoods import LIKELIHOODS
-from pyro_vae.inference.lr_schedules import LR_SCHEDULES
 from pyro_vae.experiments.reproduce import FIGURES, reproduce
-from pyro_vae.training.loop import ALGORITHMS, CONFIG, OPTIMIZERS, PRESETS, TrainConfig, TrainingDiverged, load_run, train
+from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
+from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.models import MODELS
+from pyro_vae.models.likelihoods import LIKELIHOODS
+from pyro_vae.registry import Registry
+from pyro_vae.training.checkpoint import CheckpointError
+from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.loop import CONFIG, TrainingDiverged, load_run, train
 
 USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, TrainingDiverged, FileExistsError)
 
@@ -49,25 +59,43 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
 
+def _add_choice(p: argparse.ArgumentParser, flag: str, registry: Registry, **kwargs) -> None:
+    """``--flag NAME`` with the registry's names as choices and their help lines as help."""
+    p.add_argument(flag, choices=registry.names(), help=registry.describe(), **kwargs)
+
+
+def _model_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a Python name as KEY, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a plain string
+
+
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a VAE with SVI, evaluate it and write its figures")
+    p = sub.add_parser("train", help="train a model with SVI (or a baseline algorithm), evaluate it and write its figures")
     p.add_argument("--preset", choices=sorted(PRESETS), help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50")
-    p.add_argument("--dataset", choices=DATASETS)
+    _add_choice(p, "--model", MODELS)
+    p.add_argument("--model-option", dest="model_options", type=_model_option, action="append", metavar="KEY=VALUE",
+                   help="an option of the model's constructor, e.g. --model-option num_components=10 (repeatable)")
+    _add_choice(p, "--dataset", DATASETS)
     p.add_argument("--z-dim", type=int)
     p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. --hidden 200 200")
     p.add_argument("--activation")
-    p.add_argument("--likelihood", choices=sorted(LIKELIHOODS))
+    _add_choice(p, "--likelihood", LIKELIHOODS)
     p.add_argument("--init-std", type=float, help="weights ~ N(0, std^2) (paper: 0.01)")
-    p.add_argument("--estimator", choices=ESTIMATORS, help="reparam = Trace_ELBO (estimator A), reparam-analytic-kl = TraceMeanField_ELBO (B)")
+    _add_choice(p, "--estimator", ESTIMATORS)
     p.add_argument("--num-particles", type=int, help="samples L per datum")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
+    _add_choice(p, "--optimizer", OPTIMIZERS)
     p.add_argument("--lr", type=float)
-    p.add_argument("--lr-schedule", choices=sorted(LR_SCHEDULES),
-                   help="constant (default) or iwae: lr * 10^(-i/7) for 3^i epochs, i = 0..7 (Burda et al. 2016)")
+    _add_choice(p, "--lr-schedule", LR_SCHEDULES)
     p.add_argument("--weight-decay", type=float, help="1.0 is a N(0, I) prior on the weights")
     p.add_argument("--batch-size", type=int, help="minibatch size M")
-    p.add_argument("--algorithm", choices=ALGORITHMS, help="aevb (SVI, default), wake-sleep or rws")
+    _add_choice(p, "--algorithm", ALGORITHMS)
     p.add_argument("--num-train", type=int, help="train on the first N training points only")
+    p.add_argument("--num-labels", type=int, help="keep N training labels, balanced over classes (semi-supervised)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
@@ -90,17 +118,19 @@ def _config_from_args(args) -> TrainConfig:
     else:
         values = dict(PRESETS.get(args.preset, {}))
     values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    if args.model_options:
+        values["model_options"] = {**values.get("model_options", {}), **dict(args.model_options)}
     return TrainConfig.from_dict(values)
 
 
 def _evaluate_report(run, run_dir: Path, k: int, device: str, num_test: int | None) -> dict:
-    test = run.dataset.test[:num_test] if num_test else run.dataset.test
-    batches = [x.to(device) for x in test.split(100)]
+    batches = run.dataset.test_batches(100, device, keys=run.vae.data_keys, num=num_test)
+    num = len(batches.data)
     start = time.perf_counter()
     result = evaluate(run.vae, batches, num_samples=k)
     report = {
         "k": k,
-        "num_test": len(test),
+        "num_test": num,
         "test_elbo": result["elbo"],
         "test_log_px": result["log_px"],
         "epoch": run.metrics[-1]["epoch"] if run.metrics else 0,
@@ -108,11 +138,11 @@ def _evaluate_report(run, run_dir: Path, k: int, device: str, num_test: int | No
         "eval_seconds": time.perf_counter() - start,
         "machine": machine(),
     }
-    path = run_dir / f"eval-epoch{report['epoch']:04d}-k{k}-n{len(test)}.json"
+    path = run_dir / f"eval-epoch{report['epoch']:04d}-k{k}-n{num}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
-        f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {len(test)} test images -> {path}"
+        f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images -> {path}"
     )
     return report
 
@@ -195,7 +225,10 @@ def cmd_benchmark(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyro-vae", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pyro-vae", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", default=[],
+                        help="import MODULE first (it may register models, estimators, ...); repeatable")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
 
@@ -216,13 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("variance", help="compare the variance of ELBO gradient estimators and write table + figures")
     p.add_argument("--out", type=Path, default=Path("runs/variance"))
     p.add_argument("--preset", choices=sorted(PRESETS))
-    p.add_argument("--dataset", choices=DATASETS)
+    _add_choice(p, "--dataset", DATASETS)
     p.add_argument("--z-dim", type=int)
     p.add_argument("--hidden", type=int, nargs="+")
     p.add_argument("--epochs", type=int, default=5, help="training epochs per estimator (default 5)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
+    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS.names(), default=ESTIMATORS.names(),
+                   help=ESTIMATORS.describe())
     p.add_argument("--draws", type=int, default=100, help="gradient draws R per estimator (default 100)")
     p.add_argument("--adapt-steps", type=int, default=300, help="minibatches to adapt baselines on (default 300)")
     p.add_argument("--particles", type=int, nargs="+", default=[1, 4, 16])
@@ -255,7 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_plugins(argv: list[str]) -> None:
+    """Import the ``--import MODULE`` modules before the parser is built, so that what
+    they register appears among the choices."""
+    names = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--import"]
+    names += [arg.partition("=")[2] for arg in argv if arg.startswith("--import=")]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ValueError(f"--import {name}: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        _import_plugins(argv)
+    except ValueError as err:
+        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         if args.threads is not None:

@@ -14,6 +14,14 @@ MNIST and FashionMNIST are binarized as in the AEVB/IWAE literature: each
 training image is re-binarized with a fresh Bernoulli draw every time it is
 used (dynamic binarization); the test set is binarized once, with a fixed seed,
 so that every evaluation sees the same binary test images.
+
+Minibatches are dicts of keyword arguments for a model and its guide:
+``{"x": x}``, or ``{"x": x, "y": y}`` for a model that asks for labels
+(``keys=("x", "y")``). :meth:`Dataset.with_labels` keeps N training labels,
+balanced over classes, and marks the others unknown (``y = -1``): the
+semi-supervised setting of Kingma et al. (2014).
+
+Data sets are registered by name in :data:`DATASETS` (a loader taking the data folder).
 """
 
 from __future__ import annotations
@@ -21,12 +29,15 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from pyro_vae.registry import Registry
+
+UNLABELLED = -1  # the label of a training point whose class is not given
 ENV_DATA = "PYRO_VAE_DATA"
 ENV_CACHE = "PYRO_VAE_CACHE"
 TEST_BINARIZATION_SEED = 0
@@ -65,19 +76,61 @@ class Dataset:
     def x_shape(self) -> tuple[int, ...]:
         return tuple(self.train.shape[1:])
 
-    def train_batches(
-        self, batch_size: int, generator: torch.Generator, device: str | torch.device = "cpu"
-    ) -> Batches:
-        """Shuffled training minibatches (short last batch dropped), binarized afresh."""
-        return Batches(self.train, batch_size, device, generator=generator, binarize=self.binarize)
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of the labels (``None`` without labels)."""
+        labels = self.test_labels if self.test_labels is not None else self.train_labels
+        return None if labels is None else int(labels.max()) + 1
 
-    def test_batches(self, batch_size: int, device: str | torch.device = "cpu") -> Batches:
-        """Test minibatches in a fixed order."""
-        return Batches(self.test, batch_size, device)
+    def _labels(self, labels: torch.Tensor | None, keys: Sequence[str]) -> torch.Tensor | None:
+        if "y" not in keys:
+            return None
+        if labels is None:
+            raise ValueError(f"the data set {self.name!r} has no labels, and the model asks for y")
+        return labels
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, device: str | torch.device = "cpu",
+        keys: Sequence[str] = ("x",),
+    ) -> Batches:
+        """Shuffled training minibatches (short last batch dropped), binarized afresh;
+        ``keys`` names the entries of each batch (``"x"``, ``"y"``)."""
+        return Batches(self.train, batch_size, device, generator=generator, binarize=self.binarize,
+                       labels=self._labels(self.train_labels, keys))
+
+    def test_batches(
+        self, batch_size: int, device: str | torch.device = "cpu", keys: Sequence[str] = ("x",),
+        num: int | None = None,
+    ) -> Batches:
+        """Test minibatches in a fixed order (the first ``num`` test points if given)."""
+        labels = self._labels(self.test_labels, keys)
+        test = self.test[:num]
+        return Batches(test, batch_size, device, labels=None if labels is None else labels[:num])
+
+    def with_labels(self, num_labels: int, seed: int = 0) -> Dataset:
+        """The same data with only ``num_labels`` training labels kept, the same number
+        per class (chosen with ``seed``); the others become ``UNLABELLED`` (-1)."""
+        if self.train_labels is None:
+            raise ValueError(f"the data set {self.name!r} has no labels")
+        classes = self.num_classes
+        if num_labels < classes or num_labels % classes:
+            raise ValueError(f"num_labels must be a positive multiple of the {classes} classes, got {num_labels}")
+        generator = torch.Generator().manual_seed(seed)
+        keep = []
+        for c in range(classes):
+            members = (self.train_labels == c).nonzero().squeeze(-1)
+            if len(members) < num_labels // classes:
+                raise ValueError(f"class {c} has only {len(members)} training points")
+            keep.append(members[torch.randperm(len(members), generator=generator)[: num_labels // classes]])
+        labels = torch.full_like(self.train_labels, UNLABELLED)
+        index = torch.cat(keep)
+        labels[index] = self.train_labels[index]
+        return replace(self, train_labels=labels)  # re-binarizing the binary test set changes nothing
 
 
 class Batches:
-    """Iterates over minibatches of an in-memory tensor.
+    """Iterates over minibatches of an in-memory tensor, each a dict ``{"x": ...}``
+    (plus ``"y"`` when ``labels`` are given).
 
     With a ``generator`` the order is shuffled each pass and the short last
     batch is dropped (so every SVI step sees the same plate size); with
@@ -91,28 +144,34 @@ class Batches:
         device: str | torch.device = "cpu",
         generator: torch.Generator | None = None,
         binarize: bool = False,
+        labels: torch.Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if generator is not None and batch_size > len(data):
             raise ValueError(f"batch_size={batch_size} exceeds the {len(data)} training points")
         self.data, self.batch_size, self.device = data, batch_size, device
-        self.generator, self.binarize = generator, binarize
+        self.generator, self.binarize, self.labels = generator, binarize, labels
 
     def __len__(self) -> int:
         if self.generator is None:
             return math.ceil(len(self.data) / self.batch_size)
         return len(self.data) // self.batch_size
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         n = len(self.data)
         order = None if self.generator is None else torch.randperm(n, generator=self.generator)
         for i in range(len(self)):
             index = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            x = self.data[index] if order is None else self.data[order[index]]
+            if order is not None:
+                index = order[index]
+            x = self.data[index]
             if self.binarize:
                 x = torch.bernoulli(x, generator=self.generator)
-            yield x.to(self.device, non_blocking=True)
+            batch = {"x": x.to(self.device, non_blocking=True)}
+            if self.labels is not None:
+                batch["y"] = self.labels[index].to(self.device, non_blocking=True)
+            yield batch
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path | None:
@@ -214,16 +273,16 @@ def make_synthetic(num_train: int = 2000, num_test: int = 500, seed: int = 0) ->
     )
 
 
-DATASETS = ("mnist", "fashion-mnist", "frey", "synthetic")
+DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
+DATASETS.register("mnist", lambda root: _torchvision_images("mnist", root),
+                  help="binarized MNIST (dynamic binarization), Bernoulli decoder")
+DATASETS.register("fashion-mnist", lambda root: _torchvision_images("fashion-mnist", root),
+                  help="binarized Fashion-MNIST, Bernoulli decoder")
+DATASETS.register("frey", load_frey_face, help="Frey Face, 1965 faces of 28x20, Gaussian decoder")
+DATASETS.register("synthetic", lambda root: make_synthetic(),
+                  help="8x8 binary images of a 2-D latent, no files needed")
 
 
 def load_dataset(name: str, data_dir_: str | os.PathLike | None = None) -> Dataset:
-    """Load one of :data:`DATASETS` (see the module docstring for where files come from)."""
-    root = data_dir(data_dir_)
-    if name in ("mnist", "fashion-mnist"):
-        return _torchvision_images(name, root)
-    if name == "frey":
-        return load_frey_face(root)
-    if name == "synthetic":
-        return make_synthetic()
-    raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
+    """Load the registered data set ``name`` (see the module docstring for where files come from)."""
+    return DATASETS[name](data_dir(data_dir_))

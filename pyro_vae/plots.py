@@ -38,17 +38,18 @@ def save_image_grid(
     return save_figure(fig, path)
 
 
-def plot_samples(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 100) -> Path:
-    """Means of p(x|z) for z drawn from the prior (paper Fig. 5)."""
-    return save_image_grid(vae.generate(n), image_shape, path, title=f"samples, z_dim={vae.z_dim}")
+def plot_samples(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 100, **context) -> Path:
+    """Means of p(x|latents) for latents drawn from the model's prior (paper Fig. 5);
+    ``context`` (e.g. labels ``y``, one per sample) conditions the model."""
+    return save_image_grid(vae.generate(n, **context), image_shape, path, title=f"samples, z_dim={vae.z_dim}")
 
 
 def plot_reconstructions(
-    vae: VAE, x: torch.Tensor, image_shape: Sequence[int], path: str | Path, n: int = 50
+    vae: VAE, x: torch.Tensor, image_shape: Sequence[int], path: str | Path, n: int = 50, **context
 ) -> Path:
-    """Rows alternate data and reconstructions (mean of p(x|z) at z = mean of q(z|x))."""
+    """Rows alternate data and reconstructions (mean of p(x|latents) at the posterior means of the guide)."""
     x = x[:n]
-    recon = vae.reconstruct(x)
+    recon = vae.reconstruct(x, **{k: v[:n] for k, v in context.items()})
     pairs = torch.stack([x.reshape(len(x), -1), recon.reshape(len(x), -1)], 1)
     pairs = pairs.reshape(-1, 10, 2, pairs.shape[-1]).transpose(1, 2).reshape(-1, pairs.shape[-1])
     return save_image_grid(pairs, image_shape, path, title="data (odd rows) and reconstructions (even rows)")
@@ -71,10 +72,11 @@ def plot_curves(metrics: list[dict], path: str | Path) -> Path:
 
 @torch.no_grad()
 def plot_latents(
-    vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path
+    vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path, **context
 ) -> Path:
-    """Means of q(z|x) coloured by label; projected on 2 principal axes when z_dim > 2."""
-    loc = vae.encode(x)[0].cpu()
+    """Posterior means of z (:meth:`VAE.embed`) coloured by label; projected on 2
+    principal axes when z has more than 2 dimensions."""
+    loc = vae.embed(x, **context).reshape(len(x), -1).cpu()
     axes = ("z[0]", "z[1]")
     if loc.shape[1] > 2:
         centred = loc - loc.mean(0)
@@ -103,7 +105,8 @@ def plot_manifold(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int
     z1 = torch.distributions.Normal(0.0, 1.0).icdf(u)
     grid = torch.stack(torch.meshgrid(z1.flip(0), z1, indexing="ij"), -1).reshape(-1, 2)
     z = grid.flip(-1)  # rows: z[1] from top to bottom, columns: z[0] left to right
-    return save_image_grid(vae.decode(z).mean, image_shape, path, nrow=n, title="learned 2-D manifold")
+    images = vae.generate(len(z), latents={"z": z})
+    return save_image_grid(images, image_shape, path, nrow=n, title="learned 2-D manifold")
 
 
 def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path]:
@@ -113,10 +116,15 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path
     vae.eval()
     device = vae.prior_loc.device
     x = data.test[:num_points].to(device)
+    labels = None if data.test_labels is None else data.test_labels[:num_points].to(device)
+    test, generated = {}, {}
+    if "y" in vae.data_keys:  # a model of labelled data: condition on the labels, one class per column
+        test = {"y": labels}
+        generated = {"y": torch.arange(100, device=device) % data.num_classes}
     paths = [
-        plot_samples(vae, data.image_shape, out_dir / "samples.png"),
-        plot_reconstructions(vae, x, data.image_shape, out_dir / "reconstructions.png"),
-        plot_latents(vae, x, data.test_labels, out_dir / "latents.png"),
+        plot_samples(vae, data.image_shape, out_dir / "samples.png", **generated),
+        plot_reconstructions(vae, x, data.image_shape, out_dir / "reconstructions.png", **test),
+        plot_latents(vae, x, data.test_labels, out_dir / "latents.png", **test),
     ]
     if run.metrics:
         paths.append(plot_curves(run.metrics, out_dir / "curves.png"))

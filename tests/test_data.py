@@ -17,14 +17,36 @@ def test_batches_shuffle_drop_last_and_binarize_afresh():
     grey = torch.full((250, 3), 0.5)
     g = torch.Generator().manual_seed(0)
     batches = Batches(grey, 100, generator=g, binarize=True)
-    first, second = list(batches), list(batches)
+    first, second = [b["x"] for b in batches], [b["x"] for b in batches]
     assert len(batches) == 2 and [x.shape for x in first] == [(100, 3), (100, 3)]
     assert set(torch.cat(first).unique().tolist()) == {0.0, 1.0}
     assert not torch.equal(first[0], second[0])  # a fresh Bernoulli draw each pass
     assert abs(torch.cat(first + second).mean().item() - 0.5) < 0.05
     ordered = Batches(torch.arange(250.0).unsqueeze(1), 100)
-    assert [len(x) for x in ordered] == [100, 100, 50]
-    assert torch.equal(torch.cat(list(ordered)).squeeze(1), torch.arange(250.0))
+    assert [len(b["x"]) for b in ordered] == [100, 100, 50]
+    assert torch.equal(torch.cat([b["x"] for b in ordered]).squeeze(1), torch.arange(250.0))
+
+
+def test_batches_carry_labels_with_their_data():
+    x = torch.arange(250.0).unsqueeze(1)
+    batches = Batches(x, 100, generator=torch.Generator().manual_seed(1), labels=torch.arange(250) * 10)
+    for batch in batches:
+        assert set(batch) == {"x", "y"}
+        assert torch.equal(batch["y"], batch["x"].squeeze(1).long() * 10)
+
+
+def test_semi_supervised_split_is_balanced_and_fixed():
+    data = make_synthetic()
+    semi = data.with_labels(40, seed=3)
+    kept = semi.train_labels[semi.train_labels >= 0]
+    assert len(kept) == 40 and torch.bincount(kept).tolist() == [10, 10, 10, 10]
+    assert (semi.train_labels == -1).sum() == len(data.train) - 40
+    same = semi.train_labels >= 0
+    assert torch.equal(semi.train_labels[same], data.train_labels[same])
+    assert torch.equal(data.with_labels(40, seed=3).train_labels, semi.train_labels)
+    assert not torch.equal(data.with_labels(40, seed=4).train_labels, semi.train_labels)
+    with pytest.raises(ValueError, match="multiple of the 4 classes"):
+        data.with_labels(42)
 
 
 def test_batches_bad_sizes():

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pyro_vae.inference.lr_schedules import iwae
-from pyro_vae.training.loop import UPDATERS, SVIUpdater, TrainConfig, TrainingDiverged, build_run, load_run, train
+from pyro_vae.inference import ALGORITHMS
+from pyro_vae.inference.optim import iwae
+from pyro_vae.inference.svi import SVIAlgorithm
+from pyro_vae.training.loop import TrainConfig, TrainingDiverged, build_run, load_run, train
 
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
@@ -45,23 +47,24 @@ def test_iwae_schedule_stages(finished_epochs, stage):
     assert iwae(finished_epochs) == pytest.approx(10 ** (-stage / 7))
 
 
-def _learning_rates(updater) -> set[float]:
+def _learning_rates(algorithm) -> set[float]:
     optimizers = (
-        [s.optimizer for s in updater.optimizer.optim_objs.values()]
-        if isinstance(updater, SVIUpdater)
-        else [updater.decoder_optim, updater.encoder_optim]
+        [algorithm.optimizer]
+        if isinstance(algorithm, SVIAlgorithm)
+        else [algorithm.decoder_optim, algorithm.encoder_optim]
     )
     return {group["lr"] for optim in optimizers for group in optim.param_groups}
 
 
 @pytest.mark.parametrize("algorithm", ["aevb", "wake-sleep"])
 def test_lr_schedule_reaches_the_optimizers(algorithm):
-    run = build_run(TrainConfig(**SMALL, algorithm=algorithm, lr_schedule="iwae"))
-    updater = UPDATERS[algorithm](run)
+    config = TrainConfig(**SMALL, algorithm=algorithm, lr_schedule="iwae")
+    run = build_run(config)
+    updater = ALGORITHMS[algorithm](run.vae, run.estimator, config)
     x = run.dataset.train[:100]
     rates = []
     for _ in range(5):  # epochs 1-5: stages 0, 1, 1, 1, 2
-        updater.step(x, len(run.dataset.train))
+        updater.step({"x": x}, len(run.dataset.train))
         rates.append(_learning_rates(updater))
         updater.end_epoch()
     assert rates == [{1e-2 * 10 ** (-i / 7)} for i in (0, 1, 1, 1, 2)]
@@ -89,7 +92,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    monkeypatch.setattr(SVIUpdater, "step", lambda self, x, total_size: math.nan)
+    monkeypatch.setattr(SVIAlgorithm, "step", lambda self, batch, total_size: math.nan)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*epoch 1.*intact"):
         train(TrainConfig(**SMALL, epochs=2), tmp_path, resume=True, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
@@ -144,7 +147,11 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
         (dict(batch_size=0), "batch_size must be >= 1"),
         (dict(lr=-1.0), "lr must be > 0"),
         (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
-        (dict(lr_schedule="cosine"), "unknown lr_schedule 'cosine'; expected one of \\['constant', 'iwae'\\]"),
+        (dict(lr_schedule="cosine"), "unknown learning-rate schedule 'cosine'; expected one of \\['constant', 'iwae'\\]"),
+            (dict(model="magic"), "unknown model 'magic'; expected one of \\['vae'"),
+            (dict(algorithm="magic"), "unknown algorithm 'magic'"),
+            (dict(algorithm="rws", num_particles=1), "rws needs num_particles >= 2"),
+            (dict(model_options=[1]), "model_options must be a dict"),
     ],
 )
 def test_bad_config_is_named(kwargs, match):

@@ -28,9 +28,9 @@ from matplotlib.figure import Figure
 import torch
 
 from pyro_vae.inference.estimators import ESTIMATORS
+from pyro_vae.inference.variance import compare_estimators
 from pyro_vae.plots import save_figure
 from pyro_vae.training.loop import TrainConfig, build_run, load_run, train_or_resume, write_csv
-from pyro_vae.inference.variance import compare_estimators
 
 
 @dataclasses.dataclass
@@ -129,12 +129,12 @@ def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path,
 def summary_table(rows: list[dict], epoch: int) -> str:
     """Markdown table of the ``training`` rows at ``epoch``."""
     lines = [
-        "| estimator | encoder tr Cov | ratio to reparam [95% CI] | encoder SNR | decoder ratio [95% CI] | ms / estimate |",
+        "| estimator | guide (phi) tr Cov | ratio to reparam [95% CI] | guide SNR | model (theta) ratio [95% CI] | ms / estimate |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     final = {(r["estimator"], r["params"]): r for r in rows if r["experiment"] == "training" and r["epoch"] == epoch}
     for name in dict.fromkeys(e for e, _ in final):
-        enc, dec = final[name, "encoder"], final[name, "decoder"]
+        enc, dec = final[name, "guide"], final[name, "model"]
         lines.append(
             f"| {name} | {enc['total_variance']:.3g} | {enc['ratio']:.3g} [{enc['ratio_lo']:.3g}, {enc['ratio_hi']:.3g}] "
             f"| {enc['snr']:.3g} | {dec['ratio']:.3g} [{dec['ratio_lo']:.3g}, {dec['ratio_hi']:.3g}] "
@@ -144,18 +144,18 @@ def summary_table(rows: list[dict], epoch: int) -> str:
 
 
 def plot_variance(rows: list[dict], experiment: str, x_key: str, path: Path, stat: str = "total_variance") -> Path:
-    """One panel each for encoder and decoder: ``stat`` (log scale) against ``x_key`` per estimator."""
+    """One panel each for the guide's and the model's parameters: ``stat`` (log scale) against ``x_key`` per estimator."""
     selected = [r for r in rows if r["experiment"] == experiment]
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2, sharex=True)
-    for ax, group in zip(axes, ("encoder", "decoder")):
+    for ax, group in zip(axes, ("guide", "model")):
         for name in dict.fromkeys(r["estimator"] for r in selected):
             pts = sorted((r[x_key], r[stat]) for r in selected if r["estimator"] == name and r["params"] == group)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         ax.set_yscale("log")
         ax.set_title(f"{group} parameters")
         ax.set_xlabel(x_key.replace("_", " "))
-        ax.set_ylabel({"total_variance": "tr Cov(gradient)", "snr": "||E g|| / sqrt(tr Cov g)"}[stat])
+        ax.set_ylabel({"total_variance": "tr Cov(gradient)", "snr": "||E g|| / sqrt(tr Cov g) (bias-corrected)"}[stat])
         ax.grid(alpha=0.3)
     if x_key in ("num_particles", "z_dim"):
         axes[0].set_xscale("log")

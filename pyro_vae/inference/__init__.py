@@ -1,1 +1,26 @@
-"""Inference: gradient estimators, training algorithms, evaluation and variance measurement."""
+"""Inference: gradient estimators, training algorithms, evaluation and variance measurement.
+
+Importing this package registers every built-in estimator, algorithm,
+optimizer and learning-rate schedule.
+"""
+
+# Importing the algorithm modules registers them, in this order (the CLI lists them so).
+from pyro_vae.inference import svi  # noqa: F401, I001
+from pyro_vae.inference import wake_sleep  # noqa: F401
+from pyro_vae.inference import mcem  # noqa: F401
+from pyro_vae.inference.algorithms import ALGORITHMS, Algorithm, register_algorithm
+from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator, register_estimator
+from pyro_vae.inference.optim import LR_SCHEDULES, OPTIMIZERS, register_schedule
+
+__all__ = [
+    "ALGORITHMS",
+    "ESTIMATORS",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
+    "Algorithm",
+    "Estimator",
+    "make_estimator",
+    "register_algorithm",
+    "register_estimator",
+    "register_schedule",
+]

@@ -9,11 +9,21 @@ guide parameters phi is estimated by
     ``Trace_ELBO`` (the paper's SGVB estimator A).
 ``reparam-analytic-kl``
     pathwise gradient of E_q[log p(x|z)] plus the exact gradient of the
-    Gaussian KL: ``TraceMeanField_ELBO`` (estimator B).
+    Gaussian KL: ``TraceMeanField_ELBO`` (estimator B). Correct only when no
+    latent's parents in the model descend from it in the guide (Pyro's
+    mean-field condition); :class:`AnalyticKL` checks this on first use and
+    refuses other programs (e.g. a two-layer guide x -> z1 -> z2 for a model
+    z2 -> z1 -> x).
 ``stl``
     "sticking the landing" (Roeder et al. 2017): pathwise, with the score term
-    E_q[grad_phi log q(z|x)] (zero in expectation) dropped by evaluating log q
-    at stopped-gradient parameters: ``Trace_ELBO`` + :class:`PathDerivative`.
+    E_q[grad_phi log q(z|x)] (zero in expectation) dropped:
+    ``Trace_ELBO`` + :class:`PathDerivative`, which evaluates
+    log q(z) - log q(stop(z)) + stop(log q(stop(z))), valid for any
+    reparameterized guide, flows included.
+``enum``
+    discrete latents summed out exactly (``config_enumerate`` +
+    ``TraceEnum_ELBO``), continuous ones pathwise; e.g. the label of the M2
+    semi-supervised VAE.
 ``score``
     the score-function (REINFORCE) estimator grad log q(z|x) * (log p(x,z) -
     log q(z|x)), with z sampled without reparameterization:
@@ -30,7 +40,14 @@ guide parameters phi is estimated by
     without their variance normalization): a decaying average c plus an
     input-dependent MLP b(x) trained by least squares on the residual cost.
 
-The decoder (model) parameters always get the pathwise gradient.
+The pathwise estimators (``reparam``, ``reparam-analytic-kl``, ``stl``)
+refuse a discrete latent with one error naming the site (use ``enum`` or a
+score-function estimator); the score-function estimators accept any latent.
+The model parameters always get the pathwise gradient.
+
+Estimators are registered in :data:`ESTIMATORS` by name; each entry builds
+an :class:`Estimator` for a program (an object with ``model``, ``guide``,
+``max_plate_nesting`` and, for ``score-nvil``, ``x_dim`` and ``data_plate_name``).
 """
 
 from __future__ import annotations
@@ -39,17 +56,17 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pyro
-import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
-from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
+from pyro.infer.inspect import get_dependencies
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import get_plates
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_vae.models.nets import MLP
+from pyro_vae.registry import Registry
 
 
 class _Wrapper(TorchDistribution):
@@ -82,39 +99,31 @@ class NonReparameterized(_Wrapper):
     has_rsample = False
 
 
-class StopGradientLogProb(_Wrapper):
-    """``base`` reparameterized as usual, but ``log_prob`` is evaluated with the
-    distribution's parameters detached (the path-derivative estimator)."""
+class StopScore(_Wrapper):
+    """``base`` reparameterized as usual, but the gradient of ``log_prob`` keeps
+    only its path term: ``log q(z) - log q(stop(z)) + stop(log q(stop(z)))``
+    has the value of log q(z) and the gradient d log q / dz * dz / dphi (the
+    path-derivative estimator); it needs nothing of ``base`` but ``log_prob``."""
 
     has_rsample = True
-
-    def __init__(self, base: TorchDistribution) -> None:
-        super().__init__(base)
-        self.stopped = detach_parameters(base)
 
     def rsample(self, sample_shape=torch.Size()):
         return self.base.rsample(sample_shape)
 
     def log_prob(self, value):
-        return self.stopped.log_prob(value)
-
-
-def detach_parameters(d: TorchDistribution) -> TorchDistribution:
-    """A copy of ``d`` whose parameters are detached from the autograd graph."""
-    if isinstance(d, dist.Independent):
-        return dist.Independent(detach_parameters(d.base_dist), d.reinterpreted_batch_ndims)
-    params = {k: getattr(d, k).detach() for k in d.arg_constraints if k in vars(d)}
-    if not params:
-        raise TypeError(f"cannot detach the parameters of {type(d).__name__}")
-    return type(d)(**params, validate_args=False)
+        fixed = self.base.log_prob(value.detach())
+        return self.base.log_prob(value) - fixed + fixed.detach()
 
 
 class _LatentSiteMessenger(Messenger):
-    """Checks, then rewrites, every latent (unobserved, non-subsample) sample site.
+    """Checks, then rewrites, every latent (unobserved, non-subsample, non-enumerated) sample site.
 
-    Raises ``ValueError`` for a latent site without a reparameterized sampler
-    (e.g. a discrete latent), and when the guide had no latent site at all.
+    With ``pathwise = True`` a latent site without a reparameterized sampler
+    (a discrete latent) raises ``ValueError`` naming the site; a guide with no
+    latent site at all raises too.
     """
+
+    pathwise = True
 
     def __enter__(self):
         self.num_latent = 0
@@ -123,20 +132,21 @@ class _LatentSiteMessenger(Messenger):
     def __exit__(self, exc_type, exc_value, traceback):
         result = super().__exit__(exc_type, exc_value, traceback)
         if exc_type is None and self.num_latent == 0:
-            raise ValueError(
-                f"{type(self).__name__}: the guide has no continuous latent sample site to estimate a gradient for"
-            )
+            raise ValueError(f"{type(self).__name__}: the guide has no latent sample site to estimate a gradient for")
         return result
 
     def _pyro_sample(self, msg) -> None:
         if msg["is_observed"] or site_is_subsample(msg):
             return
-        if not msg["fn"].has_rsample:
+        self.num_latent += 1
+        if msg["infer"].get("enumerate") == "parallel":
+            return
+        if self.pathwise and not msg["fn"].has_rsample:
             raise ValueError(
                 f"site {msg['name']!r} ({type(msg['fn']).__name__}) has no reparameterized sampler; "
-                f"{type(self).__name__} needs a continuous, reparameterizable latent"
+                f"{type(self).__name__} needs continuous, reparameterizable latents: use --estimator enum "
+                "to sum a discrete latent out, or a score-function estimator"
             )
-        self.num_latent += 1
         self.rewrite(msg)
 
     def rewrite(self, msg) -> None:
@@ -144,41 +154,60 @@ class _LatentSiteMessenger(Messenger):
 
 
 class Pathwise(_LatentSiteMessenger):
-    """Handler: check that every latent site is reparameterized; change nothing."""
+    """Handler: check that every latent site is reparameterized (or enumerated); change nothing."""
+
+    def rewrite(self, msg) -> None:
+        pass
+
+
+class Enumerated(_LatentSiteMessenger):
+    """Handler for ``TraceEnum_ELBO``: enumerated sites are summed out, reparameterized
+    ones are pathwise, and any other (a discrete latent without enumeration support)
+    gets TraceEnum_ELBO's score-function term; nothing is rewritten."""
+
+    pathwise = False
 
     def rewrite(self, msg) -> None:
         pass
 
 
 class ScoreFunction(_LatentSiteMessenger):
-    """Handler: sample every latent site without reparameterization."""
+    """Handler: sample every latent site without reparameterization (any latent, discrete included)."""
+
+    pathwise = False
 
     def rewrite(self, msg) -> None:
-        msg["fn"] = NonReparameterized(msg["fn"])
+        if msg["fn"].has_rsample:
+            msg["fn"] = NonReparameterized(msg["fn"])
 
 
 class PathDerivative(_LatentSiteMessenger):
     """Handler: drop the score term of q at every latent site (Roeder et al. 2017)."""
 
     def rewrite(self, msg) -> None:
-        msg["fn"] = StopGradientLogProb(msg["fn"])
+        msg["fn"] = StopScore(msg["fn"])
 
 
 class Baseline(ScoreFunction):
     """Handler: score-function sampling plus ``TraceGraph_ELBO`` baseline options.
 
     ``options`` is the ``infer["baseline"]`` dict of Pyro's TraceGraph_ELBO,
-    e.g. ``{"use_decaying_avg_baseline": True}`` or ``{"nn_baseline": net,
-    "nn_baseline_input": x}``.
+    e.g. ``{"use_decaying_avg_baseline": True}``. ``data_options`` (e.g. NVIL's
+    ``{"nn_baseline": net, "nn_baseline_input": x}``, one value per datum)
+    are added only at sites inside the plate named ``data_plate``: a latent
+    outside it (a global latent) keeps ``options`` alone.
     """
 
-    def __init__(self, options: dict) -> None:
+    def __init__(self, options: dict, data_options: dict | None = None, data_plate: str | None = None) -> None:
         super().__init__()
-        self.options = options
+        self.options, self.data_options, self.data_plate = options, data_options or {}, data_plate
 
     def rewrite(self, msg) -> None:
         super().rewrite(msg)
-        msg["infer"] = {**msg["infer"], "baseline": dict(self.options)}
+        options = dict(self.options)
+        if any(frame.name == self.data_plate for frame in msg["cond_indep_stack"]):
+            options.update(self.data_options)
+        msg["infer"] = {**msg["infer"], "baseline": options}
 
 
 class NeuralBaseline(nn.Module):
@@ -211,12 +240,17 @@ def _handled(handler: Callable[[], Messenger], guide: Callable) -> Callable:
     return handled_guide
 
 
-def _nvil_guide(vae, baseline: NeuralBaseline) -> Callable:
-    name = vae.site("nvil_baseline")
+def _data_argument(args: tuple, kwargs: dict) -> torch.Tensor:
+    x = args[0] if args else kwargs.get("x")
+    if not torch.is_tensor(x):
+        raise ValueError("score-nvil needs the data x (first argument or x=...) to compute its baseline b(x)")
+    return x
 
-    @functools.wraps(vae.guide)
-    def nvil_guide(x, **kwargs):
-        net = pyro.module(name, baseline)
+
+def _nvil_guide(program, baseline: NeuralBaseline) -> Callable:
+    @functools.wraps(program.guide)
+    def nvil_guide(*args, **kwargs):
+        x = _data_argument(args, kwargs)
         # b(x) has one value per datum; broadcast it over enclosing plates
         # (vectorized particles), as the downstream cost it is compared with.
         shape = [1] * max([1] + [-f.dim for f in get_plates() if f.dim is not None])
@@ -225,59 +259,144 @@ def _nvil_guide(vae, baseline: NeuralBaseline) -> Callable:
         shape[-1] = x.shape[0]
 
         def nn_baseline(x_detached: torch.Tensor) -> torch.Tensor:
-            return net(x_detached).expand(shape)
+            return baseline(x_detached).expand(shape)
 
-        options = {**DECAYING_AVERAGE, "nn_baseline": nn_baseline, "nn_baseline_input": x}
-        with Baseline(options):
-            return vae.guide(x, **kwargs)
+        data_options = {"nn_baseline": nn_baseline, "nn_baseline_input": x}
+        with Baseline(DECAYING_AVERAGE, data_options, program.data_plate_name):
+            return program.guide(*args, **kwargs)
 
     return nvil_guide
 
 
+def check_mean_field(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> None:
+    """Raise ``ValueError`` unless analytic KL terms give the right ELBO for this program.
+
+    Pyro's condition for :class:`~pyro.infer.TraceMeanField_ELBO`: for every
+    latent z of the guide, no parent of z in the model descends from z in the guide.
+    """
+    model_deps = get_dependencies(model, args, kwargs)["prior_dependencies"]
+    guide_deps = get_dependencies(guide, args, kwargs)["prior_dependencies"]
+    for z in guide_deps:
+        descendants = {d for d, upstream in guide_deps.items() if z in upstream and d != z}
+        parents = set(model_deps.get(z, ())) - {z}
+        clash = sorted(parents & descendants)
+        if clash:
+            raise ValueError(
+                f"reparam-analytic-kl is biased for this program: latent {z!r} has the parents {clash} "
+                f"in the model, which depend on {z!r} in the guide; use reparam or stl"
+            )
+
+
+class AnalyticKL(TraceMeanField_ELBO):
+    """``TraceMeanField_ELBO`` that checks :func:`check_mean_field` on its first use."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._checked = False
+
+    def _get_trace(self, model, guide, args, kwargs):
+        if not self._checked:
+            check_mean_field(model, guide, args, kwargs)
+            self._checked = True
+        return super()._get_trace(model, guide, args, kwargs)
+
+
+@dataclass
+class Estimator:
+    """An ELBO and the guide to train with it; ``modules`` holds extra trainable nets."""
+
+    name: str
+    elbo: ELBO
+    guide: Callable
+    modules: nn.ModuleDict = field(default_factory=nn.ModuleDict)
+
+
 DECAYING_AVERAGE = {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}
 
-ESTIMATORS: tuple[str, ...] = (
-    "reparam",
-    "reparam-analytic-kl",
-    "stl",
-    "score",
-    "score-rb",
-    "score-baseline",
-    "score-nvil",
-)
+ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("estimator")
+register_estimator = ESTIMATORS.register
 
 
-def make_estimator(name: str, vae, num_particles: int = 1) -> Estimator:
-    """Build estimator ``name`` (one of :data:`ESTIMATORS`) for a VAE-like module
-    with ``model``, ``guide``, ``site`` and ``max_plate_nesting``."""
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    kwargs = dict(
+def _elbo_options(program, num_particles: int) -> dict:
+    return dict(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
-        max_plate_nesting=vae.max_plate_nesting,
+        max_plate_nesting=program.max_plate_nesting,
     )
-    guide = vae.guide
-    if name == "reparam":
-        return Estimator(name, Trace_ELBO(**kwargs), _handled(Pathwise, guide))
-    if name == "reparam-analytic-kl":
-        return Estimator(name, TraceMeanField_ELBO(**kwargs), _handled(Pathwise, guide))
-    if name == "stl":
-        return Estimator(name, Trace_ELBO(**kwargs), _handled(PathDerivative, guide))
-    if name == "score":
-        return Estimator(name, Trace_ELBO(**kwargs), _handled(ScoreFunction, guide))
-    if name == "score-rb":
-        return Estimator(name, TraceGraph_ELBO(**kwargs), _handled(ScoreFunction, guide))
-    if name == "score-baseline":
-        return Estimator(
-            name, TraceGraph_ELBO(**kwargs), _handled(lambda: Baseline(DECAYING_AVERAGE), guide)
-        )
-    if name == "score-nvil":
-        baseline = NeuralBaseline(vae.x_dim).to(vae.prior_loc.device)
-        return Estimator(
-            name,
-            TraceGraph_ELBO(**kwargs),
-            _nvil_guide(vae, baseline),
-            nn.ModuleDict({"nvil_baseline": baseline}),
-        )
-    raise ValueError(f"unknown estimator {name!r}; expected one of {list(ESTIMATORS)}")
+
+
+@register_estimator("reparam")
+def reparam(program, num_particles: int = 1) -> Estimator:
+    """pathwise, Monte Carlo KL (the paper's estimator A): Trace_ELBO"""
+    return Estimator("reparam", Trace_ELBO(**_elbo_options(program, num_particles)), _handled(Pathwise, program.guide))
+
+
+@register_estimator("reparam-analytic-kl")
+def reparam_analytic_kl(program, num_particles: int = 1) -> Estimator:
+    """pathwise, analytic Gaussian KL (estimator B): TraceMeanField_ELBO, checked"""
+    return Estimator(
+        "reparam-analytic-kl", AnalyticKL(**_elbo_options(program, num_particles)), _handled(Pathwise, program.guide)
+    )
+
+
+@register_estimator("stl")
+def stl(program, num_particles: int = 1) -> Estimator:
+    """path derivative, "sticking the landing" (Roeder et al. 2017)"""
+    return Estimator("stl", Trace_ELBO(**_elbo_options(program, num_particles)), _handled(PathDerivative, program.guide))
+
+
+@register_estimator("enum")
+def enum(program, num_particles: int = 1) -> Estimator:
+    """discrete latents enumerated (TraceEnum_ELBO), continuous ones pathwise"""
+    guide = config_enumerate(program.guide, "parallel", expand=False)
+    elbo = TraceEnum_ELBO(**_elbo_options(program, num_particles), strict_enumeration_warning=False)
+    return Estimator("enum", elbo, _handled(Enumerated, guide))
+
+
+@register_estimator("score")
+def score(program, num_particles: int = 1) -> Estimator:
+    """score function (REINFORCE), per-datum weights: Trace_ELBO"""
+    return Estimator("score", Trace_ELBO(**_elbo_options(program, num_particles)), _handled(ScoreFunction, program.guide))
+
+
+@register_estimator("score-rb")
+def score_rb(program, num_particles: int = 1) -> Estimator:
+    """score function, Rao-Blackwellized by dependency structure: TraceGraph_ELBO"""
+    return Estimator(
+        "score-rb", TraceGraph_ELBO(**_elbo_options(program, num_particles)), _handled(ScoreFunction, program.guide)
+    )
+
+
+@register_estimator("score-baseline")
+def score_baseline(program, num_particles: int = 1) -> Estimator:
+    """as score-rb, decaying-average baseline (beta 0.9)"""
+    return Estimator(
+        "score-baseline",
+        TraceGraph_ELBO(**_elbo_options(program, num_particles)),
+        _handled(lambda: Baseline(DECAYING_AVERAGE), program.guide),
+    )
+
+
+@register_estimator("score-nvil")
+def score_nvil(program, num_particles: int = 1) -> Estimator:
+    """as score-rb, baseline c + b(x) with a neural b on data-plate sites (NVIL)"""
+    for attribute in ("x_dim", "data_plate_name"):
+        if not hasattr(program, attribute):
+            raise ValueError(f"score-nvil needs a program with {attribute!r} (the size of one datum and its plate)")
+    baseline = NeuralBaseline(program.x_dim)
+    device = next((p.device for p in program.parameters()), None) if hasattr(program, "parameters") else None
+    if device is not None:
+        baseline.to(device)
+    return Estimator(
+        "score-nvil",
+        TraceGraph_ELBO(**_elbo_options(program, num_particles)),
+        _nvil_guide(program, baseline),
+        nn.ModuleDict({"nvil_baseline": baseline}),
+    )
+
+
+def make_estimator(name: str, program, num_particles: int = 1) -> Estimator:
+    """Build the registered estimator ``name`` for ``program`` (see the module docstring)."""
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    return ESTIMATORS[name](program, num_particles)

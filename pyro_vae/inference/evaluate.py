@@ -8,9 +8,24 @@ For a model p(x, z) and guide q(z|x), the importance weights are
   expectation increases to log p(x) as K grows; with K = 5000 it is the
   importance-sampled estimate of the marginal likelihood reported in papers.
 
-Everything works on any Pyro model/guide pair whose sample sites live inside
-at most ``max_plate_nesting`` plates, the data plate at ``dim=-1``: the K samples are drawn in a vectorized
-particle plate, in chunks so that memory stays bounded, and combined in log space.
+This works on any Pyro model/guide pair whose per-datum sites lie in the data
+plate (``data_plate``, at ``dim=-1``) inside at most ``max_plate_nesting``
+plates. A datum's weight sums the log densities of *every* site inside the
+data plate, summed over the datum's inner plates (pixels, a second latent
+layer); a site outside the data plate (a latent shared by all data) has no
+per-datum weight and is refused with an error naming it.
+
+**Discrete latents** the guide can enumerate (``has_enumerate_support``) are
+summed out exactly: with y enumerated and z_k^y ~ q(z|x, y),
+
+* ``log w_k = log sum_y p(x, y, z_k^y) / q(z_k^y|x, y)``, an unbiased estimate of
+  p(x) for each k, gives the IWAE bound and log p(x) as above;
+* the ELBO is ``sum_y q(y|x) [log p(x, y, z^y) - log q(z^y|x, y) - log q(y|x)]``,
+  averaged over the K draws, exactly the objective ``TraceEnum_ELBO`` trains.
+
+Discrete latents without enumeration support are sampled like continuous ones.
+The K samples are drawn in a vectorized particle plate, in chunks so that
+memory stays bounded, and combined in log space.
 """
 
 from __future__ import annotations
@@ -21,7 +36,59 @@ from collections.abc import Callable, Iterable
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
+
+from pyro_vae.inference.algorithms import ParamScope
+
+
+def _per_datum(site: dict, max_plate_nesting: int, data_plate: str) -> torch.Tensor:
+    """A site's log density per (enumerated value, particle, datum): summed over inner plates."""
+    frames = {f.name: f for f in site["cond_indep_stack"] if f.vectorized}
+    frame = frames.get(data_plate)
+    if frame is None:
+        raise ValueError(
+            f"site {site['name']!r} lies outside the data plate {data_plate!r}: a variable shared by all "
+            "data has no per-datum importance weight, so log p(x) per datum is undefined for this program"
+        )
+    if frame.dim != -1:
+        raise ValueError(f"the data plate {data_plate!r} must be at dim=-1, found dim={frame.dim}")
+    log_prob = site["log_prob"]
+    while log_prob.dim() < max_plate_nesting + 1:
+        log_prob = log_prob.unsqueeze(0)
+    inner = tuple(range(-max_plate_nesting, -1))
+    return log_prob.sum(dim=inner) if inner else log_prob
+
+
+def _log_weights(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int,
+    max_plate_nesting: int, data_plate: str, kwargs: dict,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log w, elbo)``, each ``(num_samples, batch)``: the per-particle importance
+    weight with enumerated latents summed out, and the per-particle ELBO term."""
+    enum_guide = poutine.enum(
+        config_enumerate(guide, "parallel", expand=False), first_available_dim=-2 - max_plate_nesting
+    )
+    with torch.no_grad(), pyro.plate("_particles", num_samples, dim=-1 - max_plate_nesting):
+        guide_trace = poutine.trace(enum_guide).get_trace(x, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
+    log_w = torch.zeros(num_samples, x.shape[0], device=x.device)
+    log_qy = torch.zeros(1, x.shape[0], device=x.device)  # log q of the enumerated latents
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        trace.compute_log_prob()
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            term = _per_datum(site, max_plate_nesting, data_plate)
+            if sign < 0 and site["infer"].get("enumerate") == "parallel":
+                log_qy = log_qy + term
+            else:
+                log_w = log_w + sign * term
+    log_w, log_qy = torch.broadcast_tensors(log_w, log_qy)
+    log_w = log_w.reshape(-1, num_samples, x.shape[0])
+    log_qy = log_qy.reshape(-1, num_samples, x.shape[0])
+    elbo = (log_qy.exp() * (log_w - log_qy)).sum(0)
+    return torch.logsumexp(log_w, dim=0), elbo
 
 
 def log_importance_weights(
@@ -30,26 +97,13 @@ def log_importance_weights(
     x: torch.Tensor,
     num_samples: int,
     max_plate_nesting: int = 1,
+    *,
+    data_plate: str = "data",
+    **kwargs,
 ) -> torch.Tensor:
-    """``log p(x, z_k) - log q(z_k|x)`` for ``num_samples`` draws, shape ``(num_samples, batch)``."""
-    with torch.no_grad(), pyro.plate("_particles", num_samples, dim=-1 - max_plate_nesting):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    log_w = torch.zeros(num_samples, x.shape[0], device=x.device)
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        trace.compute_log_prob()
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                log_w = log_w + sign * _per_datum(site["log_prob"])
-    return log_w
-
-
-def _per_datum(log_prob: torch.Tensor) -> torch.Tensor:
-    # Shape (particles, *other plates, data) -> (particles, data); a site outside
-    # the data plate has size 1 there and broadcasts.
-    if log_prob.dim() > 2:
-        log_prob = log_prob.sum(dim=tuple(range(1, log_prob.dim() - 1)))
-    return log_prob
+    """``log p(x, z_k) - log q(z_k|x)`` for ``num_samples`` draws, shape ``(num_samples, batch)``
+    (enumerated discrete latents summed out); ``kwargs`` go to model and guide."""
+    return _log_weights(model, guide, x, num_samples, max_plate_nesting, data_plate, kwargs)[0]
 
 
 def importance_bounds(
@@ -59,50 +113,59 @@ def importance_bounds(
     num_samples: int,
     chunk_size: int = 500,
     max_plate_nesting: int = 1,
+    *,
+    data_plate: str = "data",
+    **kwargs,
 ) -> dict[str, torch.Tensor]:
     """Per-datum ``elbo`` and ``log_px`` (log-mean-exp of ``num_samples`` weights).
 
     The weights are drawn ``chunk_size`` at a time; only per-chunk
     log-sum-exps are kept, so memory does not grow with ``num_samples``.
+    ``kwargs`` (e.g. labels ``y``) go to model and guide.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    lse_chunks, sum_log_w = [], torch.zeros(x.shape[0], device=x.device)
+    lse_chunks, sum_elbo = [], torch.zeros(x.shape[0], device=x.device)
     for start in range(0, num_samples, chunk_size):
         k = min(chunk_size, num_samples - start)
-        log_w = log_importance_weights(model, guide, x, k, max_plate_nesting)
+        log_w, elbo = _log_weights(model, guide, x, k, max_plate_nesting, data_plate, kwargs)
         lse_chunks.append(torch.logsumexp(log_w, dim=0))
-        sum_log_w += log_w.sum(0)
+        sum_elbo += elbo.sum(0)
     log_px = torch.logsumexp(torch.stack(lse_chunks), dim=0) - math.log(num_samples)
-    return {"elbo": sum_log_w / num_samples, "log_px": log_px}
+    return {"elbo": sum_elbo / num_samples, "log_px": log_px}
 
 
 def evaluate(
-    vae: torch.nn.Module,
-    batches: Iterable[torch.Tensor],
+    program: torch.nn.Module,
+    batches: Iterable[torch.Tensor | dict[str, torch.Tensor]],
     num_samples: int = 5000,
     chunk_size: int = 500,
 ) -> dict[str, float]:
     """Mean per-datum ELBO and log p(x) estimate (nats) over ``batches`` of data.
 
+    A batch is ``x`` or a dict of the program's data (``{"x": ..., "y": ...}``).
     ``elbo`` averages the same ``num_samples`` weights, so it is the ELBO with
     ``num_samples`` Monte Carlo samples; ``log_px`` is the IWAE bound with
     K = ``num_samples``.
     """
     totals = {"elbo": 0.0, "log_px": 0.0}
     count = 0
-    was_training = vae.training
-    vae.eval()
+    was_training = program.training
+    program.eval()
     try:
-        for x in batches:
-            bounds = importance_bounds(
-                vae.model, vae.guide, x, num_samples, chunk_size, vae.max_plate_nesting
-            )
-            for key in totals:
-                totals[key] += bounds[key].sum().item()
-            count += x.shape[0]
+        with ParamScope(program.parameters()):
+            for batch in batches:
+                batch = dict(batch) if isinstance(batch, dict) else {"x": batch}
+                x = batch.pop("x")
+                bounds = importance_bounds(
+                    program.model, program.guide, x, num_samples, chunk_size, program.max_plate_nesting,
+                    data_plate=getattr(program, "data_plate_name", "data"), **batch,
+                )
+                for key in totals:
+                    totals[key] += bounds[key].sum().item()
+                count += x.shape[0]
     finally:
-        vae.train(was_training)
+        program.train(was_training)
     if count == 0:
         raise ValueError("evaluate() got no data")
     return {key: value / count for key, value in totals.items()}

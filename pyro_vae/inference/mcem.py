@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from pyro.ops.integrator import velocity_verlet
 
+from pyro_vae.inference.algorithms import register_algorithm
+from pyro_vae.inference.wake_sleep import WakeSleepAlgorithm, sleep_step
 from pyro_vae.models.vae import VAE
-from pyro_vae.inference.wake_sleep import WakeSleepUpdater, sleep_step
 
 
 def log_joint(vae: VAE, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -70,11 +71,12 @@ def e_step(
     return z.detach()
 
 
-class MCEMUpdater(WakeSleepUpdater):
-    """``train``'s step for ``algorithm="mcem"``: HMC E-step, gradient M-step on theta,
-    and a sleep step on the encoder (the evaluation proposal only)."""
+@register_algorithm("mcem")
+class MCEMAlgorithm(WakeSleepAlgorithm):
+    """Monte Carlo EM with an HMC E-step (the encoder, fitted by sleep steps, is only the IS proposal)."""
 
-    def step(self, x: torch.Tensor, total_size: int) -> float:
+    def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
+        x = batch["x"]
         z = e_step(self.vae, x)
         loss = -log_joint(self.vae, x, z).sum() * (total_size / x.shape[0])
         self.decoder_optim.zero_grad(set_to_none=True)

@@ -1,15 +1,22 @@
 """Measure the variance of ELBO gradient estimators at fixed parameters.
 
-At fixed VAE parameters and a fixed minibatch x, each estimator of
-:mod:`pyro_vae.inference.estimators` is drawn R times, ``g_1 .. g_R``. For a group of
-parameters (all encoder parameters, all decoder parameters, or one layer):
+At fixed parameters and a fixed minibatch x, each estimator of
+:mod:`pyro_vae.inference.estimators` is drawn R times, ``g_1 .. g_R``. The
+parameter groups come from the program itself: ``guide`` (phi, every
+parameter the guide's log density depends on), ``model`` (theta, the others)
+and one group per layer. For a group:
 
 * ``total_variance`` = tr Cov(g) = 1/(R-1) sum_r ||g_r - mean||^2,
-* ``mean_sq_norm`` = ||mean||^2,
-* ``snr`` = ||mean|| / sqrt(tr Cov(g)),
-* ``coord_snr`` = the average over coordinates of |mean_i| / sd_i
-  (Rainforth et al. 2018's per-parameter SNR),
+* ``mean_sq_norm`` = ||mean||^2 - tr Cov(g) / R, the unbiased estimate of
+  ||E g||^2 (the plain ||mean||^2 is inflated by tr Cov / R, which for a noisy
+  estimator is most of it),
+* ``snr`` = sqrt(max(mean_sq_norm, 0) / tr Cov(g)),
+* ``coord_snr`` = the average over coordinates of sqrt(max(mean_i^2 - var_i / R, 0)) / sd_i
+  (Rainforth et al. 2018's per-parameter SNR, with the same correction),
 * ``ms_per_estimate``: wall time of one estimate.
+
+Without the correction an SNR estimate cannot fall below about 1/sqrt(R)
+(0.1 for R = 100), whatever the true value.
 
 Everything is computed from the R x R Gram matrix G G^T of the draws, which
 also gives cheap bootstrap resamples: for resampling counts c,
@@ -30,8 +37,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyro
+import pyro.poutine as poutine
 import torch
 
+from pyro_vae.inference.algorithms import ParamScope
 from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator
 
 
@@ -60,21 +69,28 @@ class GradientDraws:
         total = self.total_variance(group).item()
         sd = var.sqrt()
         nonzero = sd > 0
+        mean_sq_norm = (mean**2).sum().item() - total / r
+        coord_mean_sq = (mean**2 - var / r).clamp_min(0)
         return {
             "total_variance": total,
-            "mean_sq_norm": (mean**2).sum().item(),
-            "snr": ((mean**2).sum().sqrt() / max(total, 1e-300) ** 0.5).item(),
-            "coord_snr": (mean[nonzero].abs() / sd[nonzero]).mean().item() if nonzero.any() else float("inf"),
+            "mean_sq_norm": mean_sq_norm,
+            "snr": (max(mean_sq_norm, 0.0) / max(total, 1e-300)) ** 0.5,
+            "coord_snr": (coord_mean_sq[nonzero].sqrt() / sd[nonzero]).mean().item() if nonzero.any() else float("inf"),
             "ms_per_estimate": 1e3 * self.seconds_per_estimate,
         }
 
 
-def parameter_groups(vae) -> dict[str, list[str]]:
-    """``encoder`` / ``decoder`` (likelihood parameters included) and one group per layer."""
-    groups: dict[str, list[str]] = {"encoder": [], "decoder": []}
-    for name, _ in vae.named_parameters():
-        side = "encoder" if name.startswith("encoder") else "decoder"
-        groups[side].append(name)
+def parameter_groups(program, x: torch.Tensor, **kwargs) -> dict[str, list[str]]:
+    """``guide`` (the parameters log q(latents | x) depends on, found by autograd on a
+    trace of the guide), ``model`` (the others) and one group per layer."""
+    named = dict(program.named_parameters())
+    with ParamScope(named.values()):
+        log_q = poutine.trace(program.guide).get_trace(x, **kwargs).log_prob_sum()
+    grads = torch.autograd.grad(log_q, list(named.values()), allow_unused=True) if log_q.requires_grad else ()
+    phi = {name for name, g in zip(named, grads) if g is not None}
+    groups: dict[str, list[str]] = {"guide": [], "model": []}
+    for name in named:
+        groups["guide" if name in phi else "model"].append(name)
         groups.setdefault(name.rsplit(".", 1)[0], []).append(name)
     return groups
 
@@ -84,46 +100,53 @@ def _zero_grads(params: Iterable[torch.Tensor]) -> None:
         p.grad = None
 
 
-def adapt_baseline(vae, estimator: Estimator, batches: Iterable[torch.Tensor], lr: float = 1e-2) -> None:
-    """Run the estimator on ``batches`` with the VAE frozen: this updates a decaying
-    average baseline, and trains a neural baseline's parameters with Adam."""
+def adapt_baseline(
+    vae, estimator: Estimator, batches: Iterable[dict[str, torch.Tensor]], scope: ParamScope, lr: float = 1e-2
+) -> None:
+    """Run the estimator on ``batches`` with the program frozen: this updates a decaying
+    average baseline (kept in ``scope``), and trains a neural baseline's parameters with Adam."""
     params = list(estimator.modules.parameters())
     optimizer = torch.optim.Adam(params, lr=lr) if params else None
-    for x in batches:
-        estimator.elbo.loss_and_grads(vae.model, estimator.guide, x)
+    for batch in batches:
+        with scope:
+            estimator.elbo.loss_and_grads(vae.model, estimator.guide, **batch)
         if optimizer is not None:
             optimizer.step()
         _zero_grads([*vae.parameters(), *params])
 
 
 def draw_gradients(
-    vae, estimator: Estimator, x: torch.Tensor, num_draws: int
+    vae, estimator: Estimator, x: torch.Tensor, num_draws: int, scope: ParamScope | None = None, **kwargs
 ) -> GradientDraws:
-    """``num_draws`` independent estimates of the gradient of -ELBO(x) w.r.t. the VAE's parameters."""
+    """``num_draws`` independent estimates of the gradient of -ELBO(x) w.r.t. the program's parameters.
+
+    ``scope`` holds baseline state adapted beforehand (:func:`adapt_baseline`);
+    ``kwargs`` (labels) go to model and guide.
+    """
     if num_draws < 2:
         raise ValueError(f"need at least 2 draws to estimate a variance, got num_draws={num_draws}")
     named = dict(vae.named_parameters())
     extra = list(estimator.modules.parameters())
-    store = pyro.get_param_store()
-    owned = {id(p) for p in [*named.values(), *extra]}
     # State that estimators update as they run (TraceGraph_ELBO's decaying
     # averages) is reset before each draw, so that the draws are independent.
-    frozen = {n: v.detach().clone() for n, v in store.named_parameters() if id(v) not in owned}
+    owned = [*named.values(), *extra]
+    frozen = (scope or ParamScope()).state_dict()
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in named}
     elapsed = 0.0
     for _ in range(num_draws):
         _zero_grads([*named.values(), *extra])
-        for name, value in frozen.items():
-            store[name] = value
+        draw_scope = ParamScope(owned)
+        draw_scope.load_state_dict(frozen)
         start = time.perf_counter()
-        estimator.elbo.loss_and_grads(vae.model, estimator.guide, x)
+        with draw_scope:
+            estimator.elbo.loss_and_grads(vae.model, estimator.guide, x, **kwargs)
         elapsed += time.perf_counter() - start
         for name, p in named.items():
             grad = torch.zeros_like(p) if p.grad is None else p.grad
             rows[name].append(grad.detach().flatten().double().cpu())
     _zero_grads([*named.values(), *extra])
     grams, sums, sq_sums = {}, {}, {}
-    for group, names in parameter_groups(vae).items():
+    for group, names in parameter_groups(vae, x, **kwargs).items():
         g = torch.cat([torch.stack(rows[n]) for n in names], dim=1)  # R x P
         grams[group], sums[group], sq_sums[group] = g @ g.T, g.sum(0), (g**2).sum(0)
     return GradientDraws(estimator.name, num_draws, elapsed / num_draws, grams, sums, sq_sums)
@@ -156,23 +179,22 @@ def compare_estimators(
     estimators: Sequence[str] = ESTIMATORS,
     num_draws: int = 100,
     num_particles: int = 1,
-    adapt_batches: Iterable[torch.Tensor] = (),
+    adapt_batches: Iterable[dict[str, torch.Tensor]] = (),
     reference: str = "reparam",
     generator: torch.Generator | None = None,
 ) -> list[dict]:
     """One row per (estimator, parameter group): the statistics of :class:`GradientDraws`
     plus ``ratio`` (with ``ratio_lo``, ``ratio_hi``) of total variance to ``reference``."""
-    unknown = [e for e in estimators if e not in ESTIMATORS]
-    if unknown:
-        raise ValueError(f"unknown estimators {unknown}; expected names from {list(ESTIMATORS)}")
+    for name in estimators:
+        ESTIMATORS.check(name)
     names = list(dict.fromkeys([reference, *estimators]))
     adapt_batches = list(adapt_batches)
     results = {}
     for name in names:
-        pyro.clear_param_store()
         estimator = make_estimator(name, vae, num_particles)
-        adapt_baseline(vae, estimator, adapt_batches)
-        results[name] = draw_gradients(vae, estimator, x, num_draws)
+        scope = ParamScope([*vae.parameters(), *estimator.modules.parameters()])
+        adapt_baseline(vae, estimator, adapt_batches, scope)
+        results[name] = draw_gradients(vae, estimator, x, num_draws, scope)
     rows = []
     for name in estimators:
         for group in results[name].grams:

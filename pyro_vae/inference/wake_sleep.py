@@ -29,7 +29,7 @@ comparable with AEVB's. The N/M scaling matches :mod:`pyro_vae.training.loop`, s
 ``weight_decay=1`` is again a N(0, I) prior on the weights. Each phase has its
 own torch optimizer (Adagrad or Adam).
 
-:class:`WakeSleepUpdater` (``algorithm="wake-sleep"``) and :class:`RWSUpdater`
+:class:`WakeSleepAlgorithm` (``algorithm="wake-sleep"``) and :class:`RWSAlgorithm`
 (``algorithm="rws"``, Pyro's :class:`~pyro.infer.ReweightedWakeSleep`,
 Bornschein & Bengio 2015; see :func:`rws_step` for what it computes on
 minibatches) plug these steps into :func:`pyro_vae.training.loop.train`, which
@@ -43,15 +43,10 @@ from collections.abc import Callable
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ReweightedWakeSleep
-from torch.optim.lr_scheduler import LambdaLR
 
-from pyro_vae.inference.lr_schedules import LR_SCHEDULES
+from pyro_vae.inference.algorithms import register_algorithm
+from pyro_vae.inference.optim import make_optimizer
 from pyro_vae.models.vae import VAE
-
-TORCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adagrad": torch.optim.Adagrad,
-    "adam": torch.optim.Adam,
-}
 
 
 # --- parameters and optimizers ---------------------------------------------
@@ -67,20 +62,12 @@ def generative_parameters(vae: VAE) -> list[torch.nn.Parameter]:
 
 
 def make_optimizers(
-    vae: VAE, name: str = "adagrad", lr: float = 0.02, weight_decay: float = 0.0
-) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """``(decoder_optim, encoder_optim)``: one torch optimizer for theta, one for phi."""
-    if name not in TORCH_OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(TORCH_OPTIMIZERS)}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    cls = TORCH_OPTIMIZERS[name]
-    return (
-        cls(generative_parameters(vae), lr=lr, weight_decay=weight_decay),
-        cls(recognition_parameters(vae), lr=lr, weight_decay=weight_decay),
-    )
+    vae: VAE, name: str = "adagrad", lr: float = 0.02, weight_decay: float = 0.0, schedule: str = "constant"
+) -> tuple[tuple[torch.optim.Optimizer, torch.optim.Optimizer], list]:
+    """``((decoder_optim, encoder_optim), schedulers)``: one torch optimizer for theta, one for phi."""
+    decoder_optim, decoder_schedule = make_optimizer(generative_parameters(vae), name, lr, weight_decay, schedule)
+    encoder_optim, encoder_schedule = make_optimizer(recognition_parameters(vae), name, lr, weight_decay, schedule)
+    return (decoder_optim, encoder_optim), [decoder_schedule, encoder_schedule]
 
 
 # --- the two phases ----------------------------------------------------------
@@ -236,21 +223,24 @@ def rws_step(
     return theta_loss * scale
 
 
-# --- updaters for pyro_vae.training.loop.train ------------------------------------------
-class WakeSleepUpdater:
-    """``train``'s step for ``algorithm="wake-sleep"``: two torch optimizers, theta and phi."""
+# --- algorithms for the training loop -------------------------------------------
+@register_algorithm("wake-sleep")
+class WakeSleepAlgorithm:
+    """wake-sleep (Hinton et al. 1995): two torch optimizers, theta and phi."""
 
-    def __init__(self, run) -> None:
-        config = run.config
-        self.vae = run.vae
-        self.decoder_optim, self.encoder_optim = make_optimizers(
-            run.vae, config.optimizer, config.lr, config.weight_decay
+    def __init__(self, program, estimator, config) -> None:
+        if tuple(program.data_keys) != ("x",) or not hasattr(program, "encoder"):
+            raise ValueError(
+                f"{config.algorithm} trains a VAE of x alone with an encoder (its recognition model); "
+                f"{type(program).__name__} takes {list(program.data_keys)}: use --algorithm aevb"
+            )
+        self.vae = program
+        (self.decoder_optim, self.encoder_optim), self.schedulers = make_optimizers(
+            program, config.optimizer, config.lr, config.weight_decay, config.lr_schedule
         )
-        schedule = LR_SCHEDULES[config.lr_schedule]
-        self.schedulers = [LambdaLR(o, schedule) for o in (self.decoder_optim, self.encoder_optim)]
 
-    def step(self, x: torch.Tensor, total_size: int) -> float:
-        return wake_sleep_step(self.vae, x, self.decoder_optim, self.encoder_optim, total_size)
+    def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
+        return wake_sleep_step(self.vae, batch["x"], self.decoder_optim, self.encoder_optim, total_size)
 
     def end_epoch(self) -> None:
         for scheduler in self.schedulers:
@@ -270,12 +260,18 @@ class WakeSleepUpdater:
             scheduler.load_state_dict(scheduler_state)
 
 
-class RWSUpdater(WakeSleepUpdater):
-    """``train``'s step for ``algorithm="rws"``: Pyro's RWS with K = ``config.num_particles``."""
+@register_algorithm("rws")
+class RWSAlgorithm(WakeSleepAlgorithm):
+    """Pyro's reweighted wake-sleep with K = num_particles (>= 2)."""
 
-    def __init__(self, run) -> None:
-        super().__init__(run)
-        self.rws = make_rws(run.vae, run.config.num_particles)
+    @staticmethod
+    def check_config(config) -> None:
+        if config.num_particles < 2:
+            raise ValueError(f"rws needs num_particles >= 2 (self-normalized weights), got {config.num_particles}")
 
-    def step(self, x: torch.Tensor, total_size: int) -> float:
-        return rws_step(self.vae, x, self.decoder_optim, self.encoder_optim, self.rws, total_size)
+    def __init__(self, program, estimator, config) -> None:
+        super().__init__(program, estimator, config)
+        self.rws = make_rws(program, config.num_particles)
+
+    def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
+        return rws_step(self.vae, batch["x"], self.decoder_optim, self.encoder_optim, self.rws, total_size)

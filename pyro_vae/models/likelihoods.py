@@ -14,6 +14,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_vae.registry import Registry
+
 
 class Likelihood(nn.Module):
     """Base class: ``forward(params)`` returns p(x|z) with ``event_shape == x_shape``."""
@@ -106,15 +108,13 @@ class Gaussian(Likelihood):
         return dist.Normal(loc, scale).to_event(len(self.x_shape))
 
 
-LIKELIHOODS: dict[str, type[Likelihood]] = {"bernoulli": Bernoulli, "gaussian": Gaussian}
+LIKELIHOODS: Registry[type[Likelihood]] = Registry("likelihood")
+LIKELIHOODS.register("bernoulli", Bernoulli)
+LIKELIHOODS.register("gaussian", Gaussian)
 
 
 def make_likelihood(name: str, x_shape: tuple[int, ...], **kwargs) -> Likelihood:
     """Build a likelihood by name (one of :data:`LIKELIHOODS`)."""
-    try:
-        cls = LIKELIHOODS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown likelihood {name!r}; expected one of {sorted(LIKELIHOODS)}"
-        ) from None
-    return cls(x_shape, **kwargs)
+    if not isinstance(name, str):
+        raise TypeError(f"likelihood must be a name in {LIKELIHOODS.names()} or a Likelihood, got {name!r}")
+    return LIKELIHOODS[name](x_shape, **kwargs)

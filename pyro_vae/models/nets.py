@@ -59,6 +59,12 @@ class MLP(nn.Sequential):
                     nn.init.normal_(layer.weight, 0.0, init_std)
                     nn.init.zeros_(layer.bias)
 
+    def __getitem__(self, index: int | slice) -> nn.Module:
+        """A layer, or for a slice the layers as a plain :class:`~torch.nn.Sequential`."""
+        if isinstance(index, slice):
+            return nn.Sequential(*list(self)[index])
+        return super().__getitem__(index)
+
 
 class GaussianEncoder(nn.Module):
     """The paper's Gaussian MLP recognition network q(z|x) = N(mu(x), diag sigma^2(x)).
@@ -66,6 +72,8 @@ class GaussianEncoder(nn.Module):
     ``x`` of shape ``(..., x_dim)`` goes through an MLP whose output is split
     into ``mu`` and ``log sigma^2`` (Appendix C.2); returns ``(loc, scale)``,
     each of shape ``(..., z_dim)``, with ``scale = exp(log sigma^2 / 2)``.
+    :meth:`features` exposes the last hidden layer h(x), e.g. for a flow
+    conditioned on it.
     """
 
     def __init__(
@@ -80,6 +88,19 @@ class GaussianEncoder(nn.Module):
         self.z_dim = z_dim
         self.net = MLP(x_dim, hidden, 2 * z_dim, activation_name, init_std)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, log_var = self.net(x).split(self.z_dim, dim=-1)
+    @property
+    def num_features(self) -> int:
+        """Width of :meth:`features`."""
+        return self.net[-1].in_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """h(x): the activations of the last hidden layer (``x`` itself without hidden layers)."""
+        return self.net[:-1](x)
+
+    def head(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` from the features h(x)."""
+        loc, log_var = self.net[-1](h).split(self.z_dim, dim=-1)
         return loc, torch.exp(0.5 * log_var)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.features(x))

@@ -15,28 +15,59 @@ Sites are named ``z`` and ``x`` inside a plate ``data`` over the leftmost
 batch dimension; with ``prefix="a"`` they are ``a.z``, ``a.x`` and ``a.data``,
 so several VAEs can live in one Pyro program. The encoder and decoder are
 plain ``nn.Module`` s that the module registers with ``pyro.module`` when its
-methods run. New latent structures subclass :class:`VAE` and override
-:meth:`VAE.model` / :meth:`VAE.guide` (or just :meth:`VAE.prior`).
+methods run.
+
+New latent structures subclass :class:`VAE` and override only what differs:
+the hooks :meth:`VAE.prior`, :meth:`VAE.posterior` and :meth:`VAE.decode`
+receive the batch's context (e.g. labels ``y``), or :meth:`VAE.model` /
+:meth:`VAE.guide` themselves. :meth:`VAE.generate`, :meth:`VAE.reconstruct`
+and :meth:`VAE.embed` run the program (a trace of the model, the guide
+replayed into it), so they stay right for every subclass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import get_plates
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
+from pyro_vae.models.registry import DataSpec, register_model
 
 
+class PosteriorMean(Messenger):
+    """Handler: every latent site of the wrapped program takes the mean of its
+    distribution instead of a draw, where the distribution has a mean (a flow
+    or a discrete latent does not: it is drawn as usual)."""
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["is_observed"] or site_is_subsample(msg) or msg["value"] is not None:
+            return
+        try:
+            mean = msg["fn"].mean
+        except NotImplementedError:
+            return
+        if mean is None or not msg["fn"].has_rsample:
+            return
+        msg["value"] = mean
+        msg["done"] = True
+
+
+@register_model("vae")
 class VAE(PyroModule):
-    """Variational autoencoder with a N(0, I) prior and a diagonal Gaussian guide.
+    """The AEVB paper's VAE: p(z) = N(0, I), a decoder p(x|z), a diagonal Gaussian guide q(z|x).
 
     :param x_shape: shape of one datum, e.g. ``(784,)`` or ``(1, 28, 28)``.
     :param z_dim: latent dimension.
@@ -50,9 +81,12 @@ class VAE(PyroModule):
         mapping ``(..., x_dim)`` to ``(loc, scale)`` of shape ``(..., z_dim)``.
     :param decoder: replaces the default MLP; any module mapping
         ``(..., z_dim)`` to ``(..., likelihood.num_params)``.
+    :param plate: name of the data plate (default ``prefix.data``); VAEs given
+        the same name share one plate, and an enclosing plate of that name is reused.
     """
 
     max_plate_nesting = 1
+    data_keys: tuple[str, ...] = ("x",)
 
     def __init__(
         self,
@@ -65,6 +99,7 @@ class VAE(PyroModule):
         prefix: str = "",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
+        plate: str | None = None,
     ) -> None:
         super().__init__(name=prefix)
         self.x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
@@ -79,40 +114,66 @@ class VAE(PyroModule):
         self.decoder = decoder or MLP(
             z_dim, tuple(reversed(hidden)), likelihood.num_params, activation, init_std
         )
+        self._plate = plate
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
+
+    @classmethod
+    def build(cls, spec: DataSpec, **options) -> VAE:
+        """An instance for data described by ``spec``; ``options`` are constructor arguments."""
+        return cls(spec.x_shape, **options)
 
     # --- names and plates -------------------------------------------------
     def site(self, name: str) -> str:
         """Full name of a sample site or plate, with this module's prefix."""
         return f"{self._pyro_name}.{name}" if self._pyro_name else name
 
+    @property
+    def data_plate_name(self) -> str:
+        """Name of the plate over data points."""
+        return self._plate or self.site("data")
+
     def data_plate(
         self, batch_size: int, total_size: int | None = None
-    ) -> pyro.plate:
-        """The plate over data points; ``total_size`` scales the log density by N/M."""
+    ) -> pyro.plate | contextlib.nullcontext:
+        """The plate over data points; ``total_size`` scales the log density by N/M.
+
+        Inside an enclosing plate of the same name (a program holding several
+        VAEs that share their data) that plate is reused.
+        """
+        for frame in get_plates():
+            if frame.name == self.data_plate_name:
+                if frame.size != batch_size:
+                    raise ValueError(
+                        f"the enclosing plate {frame.name!r} has size {frame.size}, the batch {batch_size}"
+                    )
+                return contextlib.nullcontext()
         if total_size is None:
-            return pyro.plate(self.site("data"), batch_size, dim=-1)
+            return pyro.plate(self.data_plate_name, batch_size, dim=-1)
         if total_size < batch_size:
             raise ValueError(f"total_size={total_size} is smaller than the batch ({batch_size})")
         subsample = torch.arange(batch_size, device=self.prior_loc.device)
-        return pyro.plate(self.site("data"), total_size, subsample=subsample, dim=-1)
+        return pyro.plate(self.data_plate_name, total_size, subsample=subsample, dim=-1)
 
-    # --- distributions ----------------------------------------------------
-    def prior(self) -> dist.TorchDistribution:
+    # --- distributions (hooks) ----------------------------------------------
+    def prior(self, **context) -> dist.TorchDistribution:
         """p(z) = N(0, I)."""
         return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters ``(loc, scale)`` of q(z|x) for ``x`` of shape ``batch + x_shape``."""
-        return self.encoder(x.flatten(start_dim=x.dim() - len(self.x_shape)))
+        return self.encoder(self.flatten(x))
 
-    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` of shape ``batch + x_shape`` as ``batch + (x_dim,)``."""
+        return x.flatten(start_dim=x.dim() - len(self.x_shape))
+
+    def posterior(self, x: torch.Tensor, **context) -> dist.TorchDistribution:
         """q(z|x) = N(mu(x), diag sigma^2(x))."""
         loc, scale = self.encode(x)
         return dist.Normal(loc, scale).to_event(1)
 
-    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
+    def decode(self, z: torch.Tensor, **context) -> dist.TorchDistribution:
         """p(x|z), with event shape ``x_shape``."""
         return self.likelihood(self.decoder(z))
 
@@ -124,16 +185,13 @@ class VAE(PyroModule):
         *,
         num_samples: int | None = None,
         total_size: int | None = None,
+        **context,
     ) -> torch.Tensor:
         """p(z) p(x|z). With ``x=None`` draws ``num_samples`` (default 1) new data."""
-        if x is None:
-            batch_size = 1 if num_samples is None else num_samples
-        else:
-            self.check_data(x)
-            batch_size = x.shape[0]
+        batch_size = self.batch_size(x, num_samples, context)
         with self.data_plate(batch_size, total_size):
-            z = pyro.sample(self.site("z"), self.prior())
-            return pyro.sample(self.site("x"), self.decode(z), obs=x)
+            z = pyro.sample(self.site("z"), self.prior(**context))
+            return pyro.sample(self.site("x"), self.decode(z, **context), obs=x)
 
     @pyro_method
     def guide(
@@ -142,15 +200,35 @@ class VAE(PyroModule):
         *,
         num_samples: int | None = None,
         total_size: int | None = None,
+        **context,
     ) -> torch.Tensor:
         """q(z|x), amortized by the encoder."""
         if x is None:
             raise ValueError("the guide q(z|x) needs data: call guide(x) with a batch x")
-        self.check_data(x)
-        with self.data_plate(x.shape[0], total_size):
-            return pyro.sample(self.site("z"), self.posterior(x))
+        batch_size = self.batch_size(x, None, context)
+        with self.data_plate(batch_size, total_size):
+            return pyro.sample(self.site("z"), self.posterior(x, **context))
 
     # --- helpers ----------------------------------------------------------
+    def batch_size(self, x: torch.Tensor | None, num_samples: int | None, context: dict) -> int:
+        """The number of data of a call, after checking ``x`` and the context against :attr:`data_keys`."""
+        unknown = sorted(set(context) - set(self.data_keys))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} takes the data {list(self.data_keys)}, not {unknown}"
+            )
+        if x is not None:
+            self.check_data(x)
+            batch_size = x.shape[0]
+        else:
+            batch_size = 1 if num_samples is None else num_samples
+            if batch_size < 1:
+                raise ValueError(f"num_samples must be >= 1, got {batch_size}")
+        for key, value in context.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] != batch_size:
+                raise ValueError(f"{key} has {value.shape[0]} entries for a batch of {batch_size}")
+        return batch_size
+
     def check_data(self, x: torch.Tensor) -> None:
         """Raise a clear error unless ``x`` is a finite float batch of shape ``(batch, *x_shape)``."""
         if not torch.is_tensor(x):
@@ -171,13 +249,36 @@ class VAE(PyroModule):
             raise ValueError(f"x contains {int((~torch.isfinite(x)).sum())} NaN or infinite values")
         self.likelihood.check(low, high)
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|z) at z = the mean of q(z|x)."""
-        return self.decode(self.encode(x)[0]).mean
+    # --- using the program ------------------------------------------------
+    def _observation_mean(self, trace: poutine.Trace) -> torch.Tensor:
+        return trace.nodes[self.site("x")]["fn"].mean
 
     @torch.no_grad()
-    def generate(self, num_samples: int) -> torch.Tensor:
-        """Means of p(x|z) for ``num_samples`` draws z ~ p(z)."""
-        z = self.prior().sample((num_samples,))
-        return self.decode(z).mean
+    def posterior_latents(self, x: torch.Tensor, **context) -> poutine.Trace:
+        """A trace of the guide on ``x`` with every latent at its posterior mean
+        (a draw where the distribution has no mean, e.g. a flow)."""
+        with pyro.get_param_store().scope():  # a fresh store: no stale global entries
+            return poutine.trace(PosteriorMean()(self.guide)).get_trace(x, **context)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, site: str = "z", **context) -> torch.Tensor:
+        """The posterior mean (or a draw, see :meth:`posterior_latents`) of latent ``site`` for each datum."""
+        return self.posterior_latents(x, **context).nodes[self.site(site)]["value"]
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, **context) -> torch.Tensor:
+        """Mean of p(x|latents), the latents from :meth:`posterior_latents`, through the model."""
+        guide_trace = self.posterior_latents(x, **context)
+        model = poutine.replay(self.model, trace=guide_trace)
+        with pyro.get_param_store().scope():
+            return self._observation_mean(poutine.trace(model).get_trace(x, **context))
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, latents: dict[str, torch.Tensor] | None = None, **context) -> torch.Tensor:
+        """Means of p(x|latents) for ``num_samples`` draws from the model's prior;
+        ``latents`` fixes some sites (by unprefixed name, e.g. ``{"z": grid}``)."""
+        model = self.model
+        if latents:
+            model = poutine.condition(model, {self.site(k): v for k, v in latents.items()})
+        with pyro.get_param_store().scope():
+            return self._observation_mean(poutine.trace(model).get_trace(None, num_samples=num_samples, **context))

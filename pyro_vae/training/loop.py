@@ -1,62 +1,50 @@
-"""Training: SVI on minibatches, with per-epoch test ELBO, metrics and resumable checkpoints.
+"""Training: one loop for every model and algorithm, with per-epoch test ELBO,
+metrics and resumable checkpoints.
 
-``config.algorithm`` picks the update: ``aevb`` (SVI with ``config.estimator``,
-the default), or the paper's baselines ``wake-sleep`` and ``rws``
-(:mod:`pyro_vae.inference.wake_sleep`) and ``mcem`` (:mod:`pyro_vae.inference.mcem`); everything else (data, loop, metrics,
-checkpoints) is shared.
+The loop names no model and no algorithm: it builds the registered model
+``config.model`` (:mod:`pyro_vae.models`), the estimator ``config.estimator``
+and the algorithm ``config.algorithm`` (:mod:`pyro_vae.inference.algorithms`),
+then feeds the algorithm minibatches, dicts of the data the model asks for
+(``program.data_keys``: ``x``, and labels ``y`` for a conditional model).
 
 One call of :func:`train` runs (or resumes) a run directory holding
 
 * ``config.json``: the :class:`TrainConfig`;
 * ``metrics.csv``: one row per epoch (samples seen, learning rate, train and test ELBO per datum, time);
-* ``checkpoint.pt``: model, optimizer, scheduler and RNG state after the last finished
-  epoch, written atomically, from which ``resume=True`` continues exactly as
-  if the run had not stopped.
+* ``checkpoint.pt``: model, algorithm (optimizers, schedulers, baselines) and
+  RNG state after the last finished epoch, written atomically, from which
+  ``resume=True`` continues exactly as if the run had not stopped.
 
 The minibatch ELBO is scaled by N/M (``total_size`` of the data plate), so the
 loss estimates the negative ELBO of the whole training set, as in the paper's
 Algorithm 1; ``weight_decay=1`` is then exactly a N(0, I) prior on the weights.
+Nothing here touches Pyro's global param store.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import itertools
 import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyro
-import pyro.optim
 import torch
-from pyro.infer import SVI
 from tqdm import tqdm
 
-from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.data import Dataset, load_dataset
-from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator
+from pyro_vae.inference import ALGORITHMS, Algorithm, Estimator, make_estimator
 from pyro_vae.inference.evaluate import evaluate
-from pyro_vae.models.likelihoods import LIKELIHOODS, Gaussian
-from pyro_vae.inference.lr_schedules import LR_SCHEDULES
-from pyro_vae.inference.mcem import MCEMUpdater
-from pyro_vae.models.vae import VAE
-from pyro_vae.inference.wake_sleep import TORCH_OPTIMIZERS, RWSUpdater, WakeSleepUpdater
+from pyro_vae.inference.optim import LR_SCHEDULES
+from pyro_vae.models import MODELS, DataSpec, build_model
+from pyro_vae.models.likelihoods import Gaussian
+from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyro_vae.training.config import PRESETS, TrainConfig
 
-OPTIMIZERS = TORCH_OPTIMIZERS  # by name; SVI wraps the class in pyro.optim.PyroOptim
-ALGORITHMS = ("aevb", "wake-sleep", "rws", "mcem")
-PRESETS: dict[str, dict] = {
-    # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
-    "paper": dict(
-        hidden=(500,), z_dim=20, optimizer="adagrad", lr=0.02, init_std=0.01,
-        weight_decay=1.0, batch_size=100, num_particles=1,
-    ),
-    # Burda et al. (2016), single stochastic layer: 784-200-200-50, Adam.
-    "iwae": dict(hidden=(200, 200), z_dim=50, optimizer="adam", lr=1e-3, batch_size=100),
-}
+__all__ = ["PRESETS", "Run", "TrainConfig", "TrainingDiverged", "build_run", "load_run", "train", "train_or_resume"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
@@ -68,150 +56,46 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run (not where it runs)."""
-
-    dataset: str = "mnist"
-    z_dim: int = 20
-    hidden: tuple[int, ...] = (500,)
-    activation: str = "tanh"
-    likelihood: str | None = None  # None: the data set's own
-    init_std: float | None = None
-    estimator: str = "reparam"
-    num_particles: int = 1
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # a name in pyro_vae.inference.lr_schedules.LR_SCHEDULES
-    weight_decay: float = 0.0
-    batch_size: int = 100
-    epochs: int = 10
-    seed: int = 0
-    eval_samples: int = 1
-    algorithm: str = "aevb"  # or wake-sleep, rws (pyro_vae.inference.wake_sleep), mcem (pyro_vae.inference.mcem)
-    num_train: int | None = None  # train on the first num_train points only
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; expected one of {list(ALGORITHMS)}")
-        if self.algorithm == "rws" and self.num_particles < 2:
-            raise ValueError(f"rws needs num_particles >= 2 (self-normalized weights), got {self.num_particles}")
-        if self.num_train is not None and self.num_train < self.batch_size:
-            raise ValueError(f"num_train={self.num_train} is smaller than batch_size={self.batch_size}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.estimator!r}; expected one of {list(ESTIMATORS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of {sorted(LR_SCHEDULES)}")
-        if self.likelihood is not None and self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; expected one of {sorted(LIKELIHOODS)}")
-        for name in ("z_dim", "num_particles", "batch_size", "epochs", "eval_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config entries {sorted(unknown)}")
-        return cls(**d)
-
-
-@dataclass
 class Run:
-    """A trained (or training) VAE with its data, estimator and history."""
+    """A trained (or training) program with its data, estimator and history."""
 
     config: TrainConfig
     dataset: Dataset
-    vae: VAE
+    vae: torch.nn.Module  # the program: a registered model (a VAE or a relative)
     estimator: Estimator
     metrics: list[dict] = field(default_factory=list)
 
 
-def build_vae(config: TrainConfig, dataset: Dataset) -> VAE:
-    """The VAE a config describes, shaped for ``dataset``.
+def build_program(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
+    """The registered model ``config.model`` a config describes, shaped for ``dataset``.
 
     A Gaussian decoder squashes its means into (0, 1) with a sigmoid, like the
     paper's Frey Face decoder (all bundled data sets lie in [0, 1]).
     """
     name = config.likelihood or dataset.likelihood
     likelihood = Gaussian(dataset.x_shape, squash_mean=True) if name == "gaussian" else name
-    return VAE(
-        dataset.x_shape,
-        z_dim=config.z_dim,
-        hidden=config.hidden,
-        activation=config.activation,
-        likelihood=likelihood,
-        init_std=config.init_std,
+    spec = DataSpec(dataset.x_shape, dataset.num_classes)
+    return build_model(
+        config.model, spec, z_dim=config.z_dim, hidden=config.hidden, activation=config.activation,
+        likelihood=likelihood, init_std=config.init_std, **config.model_options,
     )
 
 
 def build_run(config: TrainConfig, data_dir: str | None = None, device: str = "cpu") -> Run:
-    """Seed every RNG, load the data, and build the VAE and estimator on ``device``.
-
-    Clears Pyro's global param store: the run's modules own their parameters.
-    """
-    pyro.clear_param_store()
-    pyro.set_rng_seed(config.seed)
+    """Seed torch's RNG, load the data, and build the program and estimator on ``device``."""
+    torch.manual_seed(config.seed)
     dataset = load_dataset(config.dataset, data_dir)
     if config.num_train is not None:
         if config.num_train > len(dataset.train):
             raise ValueError(f"num_train={config.num_train} exceeds the {len(dataset.train)} training points of {dataset.name}")
         labels = None if dataset.train_labels is None else dataset.train_labels[: config.num_train]
         dataset = dataclasses.replace(dataset, train=dataset.train[: config.num_train], train_labels=labels)
-    vae = build_vae(config, dataset).to(device)
-    estimator = make_estimator(config.estimator, vae, config.num_particles)
+    if config.num_labels is not None:
+        dataset = dataset.with_labels(config.num_labels, config.seed)
+    program = build_program(config, dataset).to(device)
+    estimator = make_estimator(config.estimator, program, config.num_particles)
     estimator.modules.to(device)
-    return Run(config, dataset, vae, estimator)
-
-
-class SVIUpdater:
-    """AEVB: ``SVI(vae.model, estimator.guide, optimizer, estimator.elbo)``; with a
-    learning-rate schedule the optimizer is Pyro's :class:`~pyro.optim.LambdaLR`."""
-
-    def __init__(self, run: Run) -> None:
-        config = run.config
-        optim_args = {"lr": config.lr, "weight_decay": config.weight_decay}
-        if config.lr_schedule == "constant":  # plain PyroOptim: its checkpoints predate schedules
-            self.optimizer = pyro.optim.PyroOptim(OPTIMIZERS[config.optimizer], optim_args)
-        else:
-            self.optimizer = pyro.optim.LambdaLR(
-                {"optimizer": OPTIMIZERS[config.optimizer], "optim_args": optim_args,
-                 "lr_lambda": LR_SCHEDULES[config.lr_schedule]}
-            )
-        self.svi = SVI(run.vae.model, run.estimator.guide, self.optimizer, run.estimator.elbo)
-
-    def step(self, x: torch.Tensor, total_size: int) -> float:
-        return self.svi.step(x, total_size=total_size)
-
-    def end_epoch(self) -> None:
-        if isinstance(self.optimizer, pyro.optim.PyroLRScheduler):
-            self.optimizer.step()
-
-    def state_dict(self) -> dict:
-        return self.optimizer.get_state()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.set_state(state)
-
-
-UPDATERS = {"aevb": SVIUpdater, "wake-sleep": WakeSleepUpdater, "rws": RWSUpdater, "mcem": MCEMUpdater}
-
-
-def _free_params(run: Run) -> dict[str, torch.Tensor]:
-    # Param-store entries not owned by a module, e.g. TraceGraph_ELBO's decaying averages.
-    owned = {id(p) for p in itertools.chain(run.vae.parameters(), run.estimator.modules.parameters())}
-    return {
-        name: value.detach().clone()
-        for name, value in pyro.get_param_store().named_parameters()
-        if id(value) not in owned
-    }
+    return Run(config, dataset, program, estimator)
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -256,13 +140,30 @@ def load_run(
     device: str = "cpu",
     checkpoint: str | Path | None = None,
 ) -> Run:
-    """Rebuild the VAE of a run directory from its last (or the given) checkpoint."""
-    state = load_checkpoint(checkpoint or Path(run_dir) / CHECKPOINT, map_location=device)
+    """Rebuild the program of a run directory (its recorded model class) from its last
+    (or the given) checkpoint. A user's model must be registered first (import its module)."""
+    path = Path(checkpoint or Path(run_dir) / CHECKPOINT)
+    state = load_checkpoint(path, map_location=device)
+    model = state["config"].get("model", "vae")
+    if model not in MODELS:
+        raise CheckpointError(
+            f"{path} holds a run of the model {model!r}, which is not registered here; import the module "
+            f"that registers it first (pyro-vae --import MODULE ...). Registered: {MODELS.names()}"
+        )
     run = build_run(TrainConfig.from_dict(state["config"]), data_dir, device)
-    run.vae.load_state_dict(state["model"])
-    run.estimator.modules.load_state_dict(state["estimator"])
+    _load_modules(run, state, path)
     run.metrics = state["metrics"]
     return run
+
+
+def _load_modules(run: Run, state: dict, path: Path) -> None:
+    try:
+        run.vae.load_state_dict(state["model"])
+        run.estimator.modules.load_state_dict(state["estimator"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise CheckpointError(f"{path} does not fit the {run.config.model!r} model it records: "
+                              f"{' '.join(line.strip() for line in first[:3])}") from None
 
 
 def train(
@@ -295,15 +196,18 @@ def train(
 
     run = build_run(config, data_dir, device)
     vae, estimator, dataset = run.vae, run.estimator, run.dataset
-    updater = UPDATERS[config.algorithm](run)
+    algorithm: Algorithm = ALGORITHMS[config.algorithm](vae, estimator, config)
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch, wall = 0, 0.0
     if state is not None:
-        vae.load_state_dict(state["model"])
-        estimator.modules.load_state_dict(state["estimator"])
-        for name, value in state["free_params"].items():
-            pyro.param(name, value)
-        updater.load_state_dict(state["optimizer"])
+        _load_modules(run, state, checkpoint_path)
+        try:
+            algorithm.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(
+                f"the optimizer state in {checkpoint_path} does not fit the {config.algorithm!r} algorithm "
+                f"(a checkpoint of an older pyro_vae?): {err!r}"
+            ) from None
         _set_rng_state(state["rng"], generator)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
         wall = run.metrics[-1]["wall_seconds"] if run.metrics else 0.0
@@ -313,11 +217,11 @@ def train(
     n = len(dataset.train)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
-        batches = dataset.train_batches(config.batch_size, generator, device)
+        batches = dataset.train_batches(config.batch_size, generator, device, keys=vae.data_keys)
         total_loss = 0.0
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
-        for step, x in enumerate(bar, 1):
-            loss = updater.step(x, n)
+        for step, batch in enumerate(bar, 1):
+            loss = algorithm.step(batch, n)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {loss} at epoch {epoch}, step {step}; training stopped. "
@@ -327,9 +231,9 @@ def train(
             total_loss += loss
             if step % 50 == 0:
                 bar.set_postfix(elbo=f"{-total_loss / (step * n):.2f}")
-        updater.end_epoch()
+        algorithm.end_epoch()
         train_seconds = time.perf_counter() - start
-        test = evaluate(vae, dataset.test_batches(1000, device), num_samples=config.eval_samples)
+        test = evaluate(vae, dataset.test_batches(1000, device, keys=vae.data_keys), num_samples=config.eval_samples)
         wall += time.perf_counter() - start
         run.metrics.append(
             {
@@ -349,8 +253,7 @@ def train(
                 "epoch": epoch,
                 "model": vae.state_dict(),
                 "estimator": estimator.modules.state_dict(),
-                "free_params": _free_params(run),
-                "optimizer": updater.state_dict(),
+                "optimizer": algorithm.state_dict(),
                 "rng": _rng_state(generator),
                 "metrics": run.metrics,
             },

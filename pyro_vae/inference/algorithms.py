@@ -1,0 +1,105 @@
+"""Training algorithms: the protocol every one implements, and their registry.
+
+An algorithm turns minibatches into parameter updates of a program (a model
+with its guide). The training loop (:mod:`pyro_vae.training.loop`) names no
+algorithm: it builds ``ALGORITHMS[config.algorithm](program, estimator, config)``
+and calls
+
+* ``step(batch, total_size) -> float``: one update on ``batch`` (a dict of
+  keyword arguments for the model and guide, ``{"x": ...}`` or ``{"x": ...,
+  "y": ...}``), the minibatch scaled to ``total_size`` data; returns the loss
+  (a negative ELBO estimate of the whole data set, or the algorithm's own loss);
+* ``end_epoch()``: steps learning-rate schedules;
+* ``state_dict()`` / ``load_state_dict(state)``: everything a checkpoint
+  needs beyond the program's and estimator's parameters (optimizers,
+  schedulers, baseline averages), so that a resumed run continues exactly.
+
+``config`` is read for ``optimizer``, ``lr``, ``weight_decay``,
+``lr_schedule`` and ``num_particles`` (a :class:`~pyro_vae.training.config.TrainConfig`).
+An algorithm class may define ``check_config(config)`` to refuse settings it
+cannot use. Registered: ``aevb`` (:mod:`pyro_vae.inference.svi`),
+``wake-sleep`` and ``rws`` (:mod:`pyro_vae.inference.wake_sleep`), ``mcem``
+(:mod:`pyro_vae.inference.mcem`).
+
+Parameters are those of the program's modules, stepped by torch optimizers;
+state Pyro's ELBOs keep in the param store (``TraceGraph_ELBO``'s decaying
+averages) lives in an algorithm's own :class:`ParamScope`, so training never
+reads or clears the caller's global param store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import pyro
+import torch
+
+from pyro_vae.registry import Registry
+
+
+class Algorithm(Protocol):
+    """What the training loop needs of an algorithm (see the module docstring)."""
+
+    def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float: ...
+
+    def end_epoch(self) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+ALGORITHMS: Registry[type] = Registry("algorithm")
+register_algorithm = ALGORITHMS.register
+
+# Pyro's names for the decaying-average baselines TraceGraph_ELBO keeps in the param store.
+BASELINE_PREFIX = "__baseline_avg_downstream_cost_"
+
+
+class ParamScope:
+    """A private Pyro param store, entered around each step with ``with scope:``.
+
+    While entered, it replaces the caller's global param store (which is set
+    aside and restored on exit, never cleared): Pyro's registrations of the
+    program's modules land here, and so does what Pyro's ELBOs store as
+    ``pyro.param`` (decaying-average baselines), which :meth:`state_dict`
+    returns for checkpoints. Stale entries of other programs with the same
+    names cannot leak in. A program that creates a ``pyro.param`` that is not
+    one of ``owned`` (its module parameters) would not be trained by the module
+    optimizers, so it is refused.
+    """
+
+    def __init__(self, owned: Iterable[torch.Tensor] = ()) -> None:
+        self.state: dict = {"params": {}, "constraints": {}}
+        self.owned = {id(p) for p in owned}
+        self._scope = None
+
+    def __enter__(self) -> ParamScope:
+        self._scope = pyro.get_param_store().scope(self.state)
+        self.state = self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._scope.__exit__(*exc)
+        stray = sorted(
+            name for name, value in self.state["params"].items()
+            if id(value) not in self.owned and not name.startswith(BASELINE_PREFIX)
+        )
+        if stray and exc[0] is None:
+            raise ValueError(
+                f"the program creates the Pyro params {stray} outside its modules; pyro_vae trains module "
+                "parameters: declare them as nn.Parameter or PyroParam attributes of the PyroModule"
+            )
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The baseline values (detached copies); module parameters are saved with the modules."""
+        return {
+            name: value.detach().clone() for name, value in self.state["params"].items()
+            if name.startswith(BASELINE_PREFIX)
+        }
+
+    def load_state_dict(self, values: dict[str, torch.Tensor]) -> None:
+        with self:
+            for name, value in values.items():
+                pyro.param(name, value)

@@ -1,0 +1,52 @@
+"""The model registry: every probabilistic program pyro_vae trains is registered here by name.
+
+A registered model is a :class:`~pyro.nn.PyroModule` class with
+
+* ``model(x=None, *, total_size=None, num_samples=None, **context)`` and
+  ``guide(x, *, total_size=None, **context)``: the Pyro program p(x, latents)
+  and the recognition model q(latents | x), every per-datum site inside the
+  plate named ``data_plate_name`` at ``dim=-1``;
+* ``data_keys``: the batch entries passed to both as keywords (``("x",)``, or
+  ``("x", "y")`` for a model of labelled data);
+* ``max_plate_nesting``; and
+* a classmethod ``build(spec, **options)`` making an instance for data
+  described by a :class:`DataSpec` (``options`` come from the training config).
+
+:class:`pyro_vae.models.vae.VAE` is the reference implementation; a subclass
+overriding its hooks (``prior``, ``posterior``, ``decode``, ``model``,
+``guide``) and decorated with ``@register_model("name")`` is trainable with
+``pyro-vae train --model name``, reloadable with ``load_run`` and evaluated
+like the built-in models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyro_vae.registry import Registry
+
+MODELS: Registry[type] = Registry("model")
+register_model = MODELS.register
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know of its data: the shape of one datum and,
+    for labelled data, the number of classes."""
+
+    x_shape: tuple[int, ...]
+    num_classes: int | None = None
+
+
+def build_model(name: str, spec: DataSpec, **options) -> object:
+    """An instance of registered model ``name`` for data ``spec``.
+
+    An option the model's ``build`` does not take is one ``ValueError`` naming it.
+    """
+    cls = MODELS[name]
+    try:
+        return cls.build(spec, **options)
+    except TypeError as err:
+        if "unexpected keyword argument" in str(err):
+            raise ValueError(f"model {name!r} does not take the option in: {err}") from None
+        raise
