@@ -148,10 +148,10 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
         (dict(lr=-1.0), "lr must be > 0"),
         (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
         (dict(lr_schedule="cosine"), "unknown learning-rate schedule 'cosine'; expected one of \\['constant', 'iwae'\\]"),
-            (dict(model="magic"), "unknown model 'magic'; expected one of \\['vae'"),
-            (dict(algorithm="magic"), "unknown algorithm 'magic'"),
-            (dict(algorithm="rws", num_particles=1), "rws needs num_particles >= 2"),
-            (dict(model_options=[1]), "model_options must be a dict"),
+        (dict(model="magic"), "unknown model 'magic'; expected one of \\['vae'"),
+        (dict(algorithm="magic"), "unknown algorithm 'magic'"),
+        (dict(algorithm="rws", num_particles=1), "rws needs num_particles >= 2"),
+        (dict(model_options=[1]), "model_options must be a dict"),
     ],
 )
 def test_bad_config_is_named(kwargs, match):

@@ -194,7 +194,7 @@ def test_bad_config_is_named(kwargs, match):
 
 def test_bad_optimizer_arguments_are_named():
     vae = _linear_gaussian()
-    with pytest.raises(ValueError, match=r"unknown optimizer 'sgd'; expected one of \['adagrad', 'adam'\]"):
+    with pytest.raises(ValueError, match=r"unknown optimizer 'sgd'; expected one of \['adam', 'adagrad'\]"):
         make_optimizers(vae, "sgd")
     with pytest.raises(ValueError, match="weight_decay must be >= 0"):
         make_optimizers(vae, "adam", weight_decay=-1.0)
