@@ -78,7 +78,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model with SVI (or a baseline algorithm), evaluate it and write its figures")
     p.add_argument("--preset", choices=sorted(PRESETS), help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50")
     _add_choice(p, "--model", MODELS)
-    p.add_argument("--model-option", dest="model_options", type=_model_option, action="append", metavar="KEY=VALUE",
+    p.add_argument("--model-option", dest="model_option", type=_model_option, action="append", metavar="KEY=VALUE",
                    help="an option of the model's constructor, e.g. --model-option num_components=10 (repeatable)")
     _add_choice(p, "--dataset", DATASETS)
     p.add_argument("--z-dim", type=int)
@@ -118,8 +118,8 @@ def _config_from_args(args) -> TrainConfig:
     else:
         values = dict(PRESETS.get(args.preset, {}))
     values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
-    if args.model_options:
-        values["model_options"] = {**values.get("model_options", {}), **dict(args.model_options)}
+    if args.model_option:
+        values["model_options"] = {**values.get("model_options", {}), **dict(args.model_option)}
     return TrainConfig.from_dict(values)
 
 

@@ -97,16 +97,18 @@ def plot_latents(
 
 
 @torch.no_grad()
-def plot_manifold(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 20) -> Path:
-    """Decoder means over z = Phi^-1(u) for u on an n x n grid of the unit square (paper Fig. 4)."""
+def plot_manifold(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 20, **context) -> Path:
+    """Decoder means over z = Phi^-1(u) for u on an n x n grid of the unit square (paper Fig. 4);
+    ``context`` (e.g. ``y``, one label per grid point) conditions the model."""
     if vae.z_dim != 2:
         raise ValueError(f"the latent manifold needs z_dim = 2, this VAE has z_dim = {vae.z_dim}")
     u = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device=vae.prior_loc.device)
     z1 = torch.distributions.Normal(0.0, 1.0).icdf(u)
     grid = torch.stack(torch.meshgrid(z1.flip(0), z1, indexing="ij"), -1).reshape(-1, 2)
     z = grid.flip(-1)  # rows: z[1] from top to bottom, columns: z[0] left to right
-    images = vae.generate(len(z), latents={"z": z})
-    return save_image_grid(images, image_shape, path, nrow=n, title="learned 2-D manifold")
+    images = vae.generate(len(z), latents={"z": z}, **context)
+    title = "learned 2-D manifold" + (f" (y = {int(context['y'][0])})" if "y" in context else "")
+    return save_image_grid(images, image_shape, path, nrow=n, title=title)
 
 
 def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path]:
@@ -129,7 +131,8 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path
     if run.metrics:
         paths.append(plot_curves(run.metrics, out_dir / "curves.png"))
     if vae.z_dim == 2:
-        paths.append(plot_manifold(vae, data.image_shape, out_dir / "manifold.png"))
+        one_class = {"y": torch.zeros(400, dtype=torch.long, device=device)} if generated else {}
+        paths.append(plot_manifold(vae, data.image_shape, out_dir / "manifold.png", **one_class))
     return paths
 
 

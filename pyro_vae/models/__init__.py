@@ -1,9 +1,31 @@
-"""Probabilistic programs: networks, likelihoods, the VAE and its relatives.
+"""Probabilistic programs: networks, likelihoods, the VAE and its relatives, one file each.
 
-Importing this package registers every built-in model in :data:`MODELS`.
+Importing this package registers every built-in model in :data:`MODELS`:
+``vae`` (:mod:`~pyro_vae.models.vae`), ``cvae`` (:mod:`~pyro_vae.models.cvae`),
+``m2`` (:mod:`~pyro_vae.models.m2`), ``two-layer`` (:mod:`~pyro_vae.models.two_layer`),
+``iaf`` (:mod:`~pyro_vae.models.iaf`), ``mog-prior`` and ``vampprior``
+(:mod:`~pyro_vae.models.priors`).
 """
 
 from pyro_vae.models.registry import MODELS, DataSpec, build_model, register_model
 from pyro_vae.models.vae import VAE, PosteriorMean
+from pyro_vae.models.cvae import CVAE  # noqa: I001  (registration order: the VAE first)
+from pyro_vae.models.m2 import M2
+from pyro_vae.models.two_layer import TwoLayerVAE
+from pyro_vae.models.iaf import IAFVAE
+from pyro_vae.models.priors import MixturePriorVAE, VampPriorVAE
 
-__all__ = ["MODELS", "VAE", "DataSpec", "PosteriorMean", "build_model", "register_model"]
+__all__ = [
+    "CVAE",
+    "IAFVAE",
+    "M2",
+    "MODELS",
+    "VAE",
+    "DataSpec",
+    "MixturePriorVAE",
+    "PosteriorMean",
+    "TwoLayerVAE",
+    "VampPriorVAE",
+    "build_model",
+    "register_model",
+]

@@ -11,6 +11,10 @@ q(z|x) = N(m, diag s^2) the ELBO is, exactly::
 
 These functions are differentiable, so ``torch.autograd`` on :func:`exact_elbo`
 gives the exact ELBO gradient that any unbiased estimator must match.
+
+:func:`linear_gaussian_mixture` adds a discrete label y (the M2 model with
+linear networks): log p(x) is a mixture of C such Gaussians, and the ELBO with
+y summed out exactly is the q(y|x)-weighted sum of the per-class closed forms.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from pyro_vae.models.likelihoods import Gaussian
+from pyro_vae.models.m2 import M2
 from pyro_vae.models.vae import VAE
 
 
@@ -54,7 +59,13 @@ def exact_posterior(vae: VAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def exact_elbo(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     """The ELBO of the VAE's own guide q(z|x), in closed form, one value per row of ``x``."""
     w, b, sigma = decoder_parameters(vae)
-    m, s = vae.encode(x)
+    return gaussian_elbo(x, w, b, sigma, *vae.encode(x))
+
+
+def gaussian_elbo(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, sigma: torch.Tensor, m: torch.Tensor, s: torch.Tensor
+) -> torch.Tensor:
+    """E_q[log p(x|z)] - KL(q || N(0, I)) for p(x|z) = N(W z + b, diag sigma^2), q = N(m, diag s^2)."""
     var = sigma**2
     resid = x - m @ w.T - b
     trace_term = (s**2) @ (w**2).T  # (W diag(s^2) W^T)_ii for each datum
@@ -97,3 +108,41 @@ def loc_gradient_variances(vae: VAE, x: torch.Tensor) -> dict[str, torch.Tensor]
         "reparam": (c * s) ** 2,
         "score": (a0**2 + 2 * a1**2 + 15 * a2**2 + 6 * a0 * a2) / s**2,
     }
+
+
+# --- a mixture of linear-Gaussian components: the M2 model with linear networks ------------
+def linear_gaussian_mixture(x_dim: int, z_dim: int, num_classes: int) -> M2:
+    """An :class:`~pyro_vae.models.m2.M2` with linear encoder, decoder and classifier and a
+    z-independent sigma: y ~ Cat(1/C), z ~ N(0, I), x | y, z ~ N(A z + B onehot(y) + c, diag sigma^2).
+    Its log p(x) is a finite mixture of Gaussians and its enumerated ELBO has a closed form."""
+    likelihood = Gaussian((x_dim,), heteroscedastic=False, min_scale=0.0)
+    return M2(x_dim, num_classes, z_dim, hidden=(), likelihood=likelihood)
+
+
+def _mixture_parts(m2: M2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    (linear,) = m2.decoder
+    a, offsets = linear.weight[:, : m2.z_dim], linear.weight[:, m2.z_dim :]
+    means = offsets.T + linear.bias  # (C, x_dim): B onehot(y) + c for each y
+    return a, means, m2.likelihood.scale(m2.likelihood.log_var)
+
+
+def exact_mixture_log_marginal(m2: M2, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log sum_y (1/C) N(x; B onehot(y) + c, A A^T + diag sigma^2), one value per row of ``x``."""
+    a, means, sigma = _mixture_parts(m2)
+    cov = a @ a.T + torch.diag(sigma**2)
+    log_py = torch.log_softmax(m2.class_logits, -1)
+    log_joint = torch.stack([MultivariateNormal(mean, covariance_matrix=cov).log_prob(x) for mean in means], -1)
+    return torch.logsumexp(log_joint + log_py, -1)
+
+
+def exact_mixture_elbo(m2: M2, x: torch.Tensor) -> torch.Tensor:
+    """sum_y q(y|x) [ELBO(x | y) + log p(y) - log q(y|x)] with y summed out exactly, in closed form."""
+    a, means, sigma = _mixture_parts(m2)
+    log_qy = torch.log_softmax(m2.classifier(x), -1)
+    log_py = torch.log_softmax(m2.class_logits, -1)
+    terms = []
+    for y in range(m2.num_classes):
+        labels = torch.full((x.shape[0],), y, dtype=torch.long, device=x.device)
+        q = m2.posterior(x, y=labels).base_dist
+        terms.append(gaussian_elbo(x, a, means[y], sigma, q.loc, q.scale) + log_py[y] - log_qy[:, y])
+    return (log_qy.exp() * torch.stack(terms, -1)).sum(-1)

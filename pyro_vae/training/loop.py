@@ -128,6 +128,14 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
     return path
 
 
+def check_program(run: Run, device: str = "cpu") -> None:
+    """Evaluate the program on two test points, one sample each, before any training,
+    so that what evaluation refuses (a latent outside the data plate) fails at once.
+    Torch's RNG is restored afterwards: the run's numbers do not change."""
+    with torch.random.fork_rng():
+        evaluate(run.vae, run.dataset.test_batches(2, device, keys=run.vae.data_keys, num=2), num_samples=1)
+
+
 def train_or_resume(config: TrainConfig, run_dir: str | Path, **kwargs) -> Run:
     """:func:`train`, resuming when ``run_dir`` already holds a checkpoint: studies that
     rerun call it to continue (or reuse) their runs instead of starting them again."""
@@ -195,6 +203,7 @@ def train(
         raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) or use a new directory")
 
     run = build_run(config, data_dir, device)
+    check_program(run, device)
     vae, estimator, dataset = run.vae, run.estimator, run.dataset
     algorithm: Algorithm = ALGORITHMS[config.algorithm](vae, estimator, config)
     generator = torch.Generator().manual_seed(config.seed)

@@ -1,0 +1,95 @@
+"""The conditional VAE (Sohn et al. 2015): a VAE of x given its label y.
+
+Generative model and guide, with y a class label and onehot(y) its one-hot code::
+
+    z ~ p(z) = N(0, I)
+    x ~ p(x | z, y) = likelihood(decoder([z, onehot(y)]))
+    q(z | x, y) = N(mu([x, onehot(y)]), diag sigma^2([x, onehot(y)]))
+
+Only the hooks differ from :class:`~pyro_vae.models.vae.VAE`: the batch
+carries ``y`` (``data_keys = ("x", "y")``), so ``log p(x|y)`` is what
+evaluation reports, and samples are drawn for chosen classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+
+from pyro_vae.models.likelihoods import Likelihood, make_likelihood
+from pyro_vae.models.nets import MLP, GaussianEncoder
+from pyro_vae.models.registry import DataSpec, register_model
+from pyro_vae.models.vae import VAE
+
+
+def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Float one-hot codes of integer labels, with a clear error for labels out of range."""
+    if y.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"labels y must be integers, got dtype {y.dtype}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels y must lie in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]")
+    return F.one_hot(y, num_classes).float()
+
+
+def with_code(h: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """``[h, code]`` along the last dimension, broadcasting their leading (batch, particle) dimensions."""
+    shape = torch.broadcast_shapes(h.shape[:-1], code.shape[:-1])
+    return torch.cat([h.expand(*shape, h.shape[-1]), code.expand(*shape, code.shape[-1])], dim=-1)
+
+
+@register_model("cvae")
+class CVAE(VAE):
+    """conditional VAE (Sohn et al. 2015): p(z) p(x|z,y), q(z|x,y)
+
+    :param num_classes: number of label values.
+    Other parameters as :class:`~pyro_vae.models.vae.VAE`.
+    """
+
+    data_keys = ("x", "y")
+
+    def __init__(
+        self,
+        x_shape: int | Sequence[int],
+        num_classes: int,
+        z_dim: int = 20,
+        hidden: Sequence[int] = (500,),
+        activation: str = "tanh",
+        likelihood: str | Likelihood = "bernoulli",
+        init_std: float | None = None,
+        prefix: str = "",
+        plate: str | None = None,
+    ) -> None:
+        x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
+        if isinstance(likelihood, str):
+            likelihood = make_likelihood(likelihood, x_shape)
+        x_dim = likelihood.x_dim
+        super().__init__(
+            x_shape, z_dim, hidden, activation, likelihood, init_std, prefix,
+            encoder=GaussianEncoder(x_dim + num_classes, z_dim, hidden, activation, init_std),
+            decoder=MLP(z_dim + num_classes, tuple(reversed(hidden)), likelihood.num_params, activation, init_std),
+            plate=plate,
+        )
+        self.num_classes = num_classes
+
+    @classmethod
+    def build(cls, spec: DataSpec, **options) -> CVAE:
+        if spec.num_classes is None:
+            raise ValueError("the conditional VAE needs a labelled data set")
+        return cls(spec.x_shape, spec.num_classes, **options)
+
+    def posterior(self, x: torch.Tensor, *, y: torch.Tensor, **context) -> dist.TorchDistribution:
+        """q(z|x,y)."""
+        loc, scale = self.encoder(with_code(self.flatten(x), one_hot(y, self.num_classes)))
+        return dist.Normal(loc, scale).to_event(1)
+
+    def decode(self, z: torch.Tensor, *, y: torch.Tensor, **context) -> dist.TorchDistribution:
+        """p(x|z,y)."""
+        return self.likelihood(self.decoder(with_code(z, one_hot(y, self.num_classes))))
+
+    def batch_size(self, x: torch.Tensor | None, num_samples: int | None, context: dict) -> int:
+        if context.get("y") is None:
+            raise ValueError(f"{type(self).__name__} needs the labels y of its data (y=...)")
+        return super().batch_size(x, num_samples, context)

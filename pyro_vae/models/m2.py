@@ -1,0 +1,91 @@
+"""The M2 semi-supervised VAE (Kingma, Rezende, Mohamed & Welling 2014).
+
+Generative model and guide, y a class label (latent when not given)::
+
+    y ~ Cat(1/C),  z ~ N(0, I),  x ~ p(x | y, z) = likelihood(decoder([z, onehot(y)]))
+    q(y | x) = Cat(classifier(x)),  q(z | x, y) = N(mu([x, onehot(y)]), diag sigma^2(...))
+
+A batch carries ``y`` with ``-1`` for an unlabelled datum (see
+:meth:`pyro_vae.data.Dataset.with_labels`): labelled data observe y, and
+for the others y is a latent, sampled from q(y|x) or, with ``--estimator
+enum``, summed out exactly (``TraceEnum_ELBO``). In one batch both kinds mix:
+the model observes y with ``obs_mask`` (Pyro's sites ``y_observed`` and
+``y_unobserved``). Evaluation sums y out exactly, so it reports log p(x)
+when y is not given and log p(x, y) when it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import pyro_method
+
+from pyro_vae.models.cvae import CVAE, one_hot
+from pyro_vae.models.nets import MLP
+from pyro_vae.models.registry import register_model
+
+
+@register_model("m2")
+class M2(CVAE):
+    """M2 semi-supervised VAE (Kingma et al. 2014): y ~ Cat, z ~ N(0, I), p(x|y,z); q(y|x) q(z|x,y)
+
+    Parameters as :class:`~pyro_vae.models.cvae.CVAE`; the classifier q(y|x)
+    has the encoder's hidden sizes.
+    """
+
+    def __init__(self, x_shape: int | Sequence[int], num_classes: int, z_dim: int = 50,
+                 hidden: Sequence[int] = (500,), activation: str = "tanh", init_std: float | None = None,
+                 **kwargs) -> None:
+        super().__init__(x_shape, num_classes, z_dim, hidden, activation, init_std=init_std, **kwargs)
+        self.classifier = MLP(self.x_dim, hidden, num_classes, activation, init_std)
+        self.register_buffer("class_logits", torch.zeros(num_classes))
+
+    def batch_size(self, x: torch.Tensor | None, num_samples: int | None, context: dict) -> int:
+        return super(CVAE, self).batch_size(x, num_samples, context)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable class under q(y|x), one per datum."""
+        return self.classifier(self.flatten(x)).argmax(-1)
+
+    def _labelled(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        if y is None:
+            return None
+        one_hot(y.clamp_min(0), self.num_classes)  # dtype and range checks
+        if int(y.min()) < -1:
+            raise ValueError(f"labels y must be -1 (unlabelled) or in [0, {self.num_classes}), got {int(y.min())}")
+        return y >= 0
+
+    @pyro_method
+    def model(self, x=None, *, y=None, num_samples=None, total_size=None) -> torch.Tensor:
+        """p(y) p(z) p(x|y,z); y observed where given (y >= 0)."""
+        context = {} if y is None else {"y": y}
+        batch_size = self.batch_size(x, num_samples, context)
+        labelled = self._labelled(y)
+        prior_y = dist.Categorical(logits=self.class_logits)
+        with self.data_plate(batch_size, total_size):
+            if labelled is None:
+                y = pyro.sample(self.site("y"), prior_y)
+            elif bool(labelled.all()):
+                y = pyro.sample(self.site("y"), prior_y, obs=y)
+            else:
+                y = pyro.sample(self.site("y"), prior_y, obs=y.clamp_min(0), obs_mask=labelled)
+            z = pyro.sample(self.site("z"), self.prior())
+            return pyro.sample(self.site("x"), self.decode(z, y=y), obs=x)
+
+    @pyro_method
+    def guide(self, x=None, *, y=None, num_samples=None, total_size=None) -> torch.Tensor:
+        """q(y|x) for the unlabelled data, then q(z|x,y)."""
+        if x is None:
+            raise ValueError("the guide needs data: call guide(x) with a batch x")
+        batch_size = self.batch_size(x, None, {} if y is None else {"y": y})
+        labelled = self._labelled(y)
+        with self.data_plate(batch_size, total_size):
+            if labelled is None or not bool(labelled.all()):
+                q_y = dist.Categorical(logits=self.classifier(self.flatten(x)))
+                name = self.site("y") if labelled is None else self.site("y_unobserved")
+                drawn = pyro.sample(name, q_y if labelled is None else q_y.mask(~labelled))
+                y = drawn if labelled is None else torch.where(labelled, y.clamp_min(0), drawn)
+            return pyro.sample(self.site("z"), self.posterior(x, y=y))
