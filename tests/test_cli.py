@@ -40,8 +40,8 @@ def test_train_evaluate_plot_round_trip(tmp_path, capsys):
     [
         (["evaluate", "{tmp}/nothing"], "no checkpoint at"),
         (["train", "--resume"], "--resume needs --run-dir"),
-        (["train", "--resume", "--run-dir", "{tmp}/nothing"], "no config.json in"),
-        (["train", "--dataset", "synthetic", "--batch-size", "0"], "batch_size must be >= 1"),
+        (["train", "--resume", "--run-dir", "{tmp}/nothing"], "nothing to resume in"),
+        (["train", "--dataset", "synthetic", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["train", "--dataset", "synthetic", "--device", "cuda:7"], "CUDA is not available"),
         (["evaluate", "{tmp}/nothing", "--threads", "0"], "--threads must be at least 1, got 0"),
     ],

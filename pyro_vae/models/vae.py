@@ -33,6 +33,7 @@ from torch import nn
 
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
+from pyro_vae.validation import check_init_std, check_sizes
 
 
 class VAE(PyroModule):
@@ -68,10 +69,16 @@ class VAE(PyroModule):
     ) -> None:
         super().__init__(name=prefix)
         self.x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
+        check_sizes(self.x_shape, z_dim, tuple(hidden))
+        check_init_std(init_std)
         self.x_dim = math.prod(self.x_shape)
         self.z_dim = z_dim
         if isinstance(likelihood, str):
             likelihood = make_likelihood(likelihood, self.x_shape)
+        elif not isinstance(likelihood, Likelihood):
+            raise TypeError(
+                f"likelihood must be a name ('bernoulli', 'gaussian') or a Likelihood, got {likelihood!r}"
+            )
         self.likelihood = likelihood
         self.encoder = encoder or GaussianEncoder(
             self.x_dim, z_dim, hidden, activation, init_std
@@ -128,6 +135,8 @@ class VAE(PyroModule):
         """p(z) p(x|z). With ``x=None`` draws ``num_samples`` (default 1) new data."""
         if x is None:
             batch_size = 1 if num_samples is None else num_samples
+            if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+                raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
         else:
             self.check_data(x)
             batch_size = x.shape[0]
@@ -163,6 +172,13 @@ class VAE(PyroModule):
             raise ValueError(
                 f"x must have shape (batch, {', '.join(map(str, self.x_shape))}), "
                 f"got {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch (0 data points)")
+        if x.dtype != self.prior_loc.dtype:
+            raise TypeError(
+                f"x has dtype {x.dtype} but the VAE's parameters are {self.prior_loc.dtype}; "
+                f"convert the data (x.to({self.prior_loc.dtype})) or the module (vae.to(dtype))"
             )
         if not is_validation_enabled():
             return

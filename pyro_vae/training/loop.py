@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import itertools
-import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,7 +35,14 @@ import torch
 from pyro.infer import SVI
 from tqdm import tqdm
 
-from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
+from pyro_vae.training.checkpoint import (
+    load_checkpoint, load_module_state, restore_state, save_checkpoint, verify_checkpoint,
+)
+from pyro_vae.training.run_dir import (
+    atomic_copy, atomic_write_json, atomic_write_text, clean_stale_temp_files, lock_run_dir,
+    repair_snapshots, snapshot_path,
+)
+from pyro_vae.validation import check_model_fits, check_train_config
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator
 from pyro_vae.inference.evaluate import evaluate
@@ -113,6 +119,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        check_train_config(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -165,6 +172,7 @@ def build_run(config: TrainConfig, data_dir: str | None = None, device: str = "c
             raise ValueError(f"num_train={config.num_train} exceeds the {len(dataset.train)} training points of {dataset.name}")
         labels = None if dataset.train_labels is None else dataset.train_labels[: config.num_train]
         dataset = dataclasses.replace(dataset, train=dataset.train[: config.num_train], train_labels=labels)
+    check_model_fits(config, dataset.x_shape, device)
     vae = build_vae(config, dataset).to(device)
     estimator = make_estimator(config.estimator, vae, config.num_particles)
     estimator.modules.to(device)
@@ -233,21 +241,21 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """Write ``rows`` as CSV, columns the union of their keys in first-seen order,
     atomically (a temporary file, then a rename); creates the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, text.getvalue())
 
 
 def train_or_resume(config: TrainConfig, run_dir: str | Path, **kwargs) -> Run:
     """:func:`train`, resuming when ``run_dir`` already holds a checkpoint: studies that
-    rerun call it to continue (or reuse) their runs instead of starting them again."""
-    return train(config, run_dir, resume=(Path(run_dir) / CHECKPOINT).exists(), **kwargs)
+    rerun call it to continue (or reuse) their runs instead of starting them again; a run that
+    has already gone past ``config.epochs`` is reused as it is."""
+    path = Path(run_dir) / CHECKPOINT
+    if path.exists():
+        config = dataclasses.replace(config, epochs=max(config.epochs, load_checkpoint(path)["epoch"]))
+    return train(config, run_dir, resume=path.exists(), **kwargs)
 
 
 def load_run(
@@ -257,10 +265,11 @@ def load_run(
     checkpoint: str | Path | None = None,
 ) -> Run:
     """Rebuild the VAE of a run directory from its last (or the given) checkpoint."""
-    state = load_checkpoint(checkpoint or Path(run_dir) / CHECKPOINT, map_location=device)
+    path = checkpoint or Path(run_dir) / CHECKPOINT
+    state = load_checkpoint(path, map_location=device)
     run = build_run(TrainConfig.from_dict(state["config"]), data_dir, device)
-    run.vae.load_state_dict(state["model"])
-    run.estimator.modules.load_state_dict(state["estimator"])
+    load_module_state(run.vae, state["model"], "model", path)
+    load_module_state(run.estimator.modules, state["estimator"], "estimator", path)
     run.metrics = state["metrics"]
     return run
 
@@ -277,12 +286,35 @@ def train(
 ) -> Run:
     """Train (or, with ``resume=True``, continue) the run in ``run_dir`` up to ``config.epochs``.
 
-    On resume the checkpoint's config must match ``config`` except for ``epochs``.
-    A NaN or infinite loss raises :class:`TrainingDiverged` and leaves the
-    checkpoint of the last finished epoch untouched. With ``keep_every=n`` a
-    copy of every n-th epoch's checkpoint is kept in ``run_dir/checkpoints/``.
+    On resume the checkpoint's config must match ``config`` except for ``epochs``,
+    which may not be fewer than the epochs done. A NaN or infinite loss raises
+    :class:`TrainingDiverged` and leaves the checkpoint of the last finished epoch
+    untouched. With ``keep_every=n`` a copy of every n-th epoch's checkpoint is
+    kept in ``run_dir/checkpoints/``. The run folder is locked for the whole call
+    (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
+    :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
     """
-    run_dir = Path(run_dir)
+    if keep_every < 0:
+        raise ValueError(f"keep_every must be >= 0, got {keep_every}")
+    with lock_run_dir(run_dir):
+        return _train_locked(
+            config, Path(run_dir), data_dir=data_dir, device=device, resume=resume,
+            progress=progress, keep_every=keep_every,
+        )
+
+
+def _train_locked(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    data_dir: str | None,
+    device: str,
+    resume: bool,
+    progress: bool,
+    keep_every: int,
+) -> Run:
+    # train()'s body, run while holding the run folder's lock.
+    clean_stale_temp_files(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
     state = load_checkpoint(checkpoint_path, map_location=device) if resume else None
     if state is not None:
@@ -290,6 +322,12 @@ def train(
         if saved != config:
             diff = {k: (v, getattr(config, k)) for k, v in asdict(saved).items() if getattr(config, k) != v}
             raise ValueError(f"cannot resume {run_dir}: config differs from the checkpoint's {diff}")
+        if state["epoch"] > config.epochs:
+            raise ValueError(
+                f"cannot resume {run_dir} to {config.epochs} epochs: it has already run {state['epoch']}; "
+                f"ask for at least {state['epoch']} epochs"
+            )
+        repair_snapshots(run_dir, checkpoint_path, state["epoch"], keep_every, verify_checkpoint)
     elif checkpoint_path.exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) or use a new directory")
 
@@ -299,17 +337,16 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch, wall = 0, 0.0
     if state is not None:
-        vae.load_state_dict(state["model"])
-        estimator.modules.load_state_dict(state["estimator"])
+        load_module_state(vae, state["model"], "model", checkpoint_path)
+        load_module_state(estimator.modules, state["estimator"], "estimator", checkpoint_path)
         for name, value in state["free_params"].items():
             pyro.param(name, value)
-        updater.load_state_dict(state["optimizer"])
+        restore_state(updater.load_state_dict, state["optimizer"], "optimizer", checkpoint_path)
         _set_rng_state(state["rng"], generator)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
         wall = run.metrics[-1]["wall_seconds"] if run.metrics else 0.0
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    atomic_write_json(run_dir / CONFIG, asdict(config))
     n = len(dataset.train)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
@@ -357,8 +394,7 @@ def train(
             checkpoint_path,
         )
         if keep_every and epoch % keep_every == 0:
-            (run_dir / "checkpoints").mkdir(exist_ok=True)
-            shutil.copyfile(checkpoint_path, run_dir / "checkpoints" / f"epoch-{epoch:04d}.pt")
+            atomic_copy(checkpoint_path, snapshot_path(run_dir, epoch))
         if progress:
             row = run.metrics[-1]
             tqdm.write(
