@@ -223,3 +223,11 @@ def test_evaluate_on_a_read_only_run_prints_its_number_first(tmp_path, capsys, m
     assert "Traceback" not in err
     assert main(["plot", str(run), "--device", "cpu", "--out", str(run / "more-figures")]) == 2
     assert capsys.readouterr().err.startswith(f"pyro-vae: error: cannot access {run}/more-figures")
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False, keep_every=1)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "checkpoints/epoch-0001.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

@@ -55,6 +55,16 @@ class RunDirWarning(UserWarning):
     """Something in a run folder is damaged and cannot be repaired automatically."""
 
 
+def _file_mode() -> int:
+    """``0o666`` less the umask: the mode ``open()`` would give a new file (``mkstemp`` gives 0600)."""
+    try:
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = 0o022
+    return 0o666 & ~umask
+
+
 def _named(err: OSError, path: Path) -> OSError:
     """``err`` with ``path`` as its file name (a failed ``write`` or ``fsync`` names none)."""
     if err.filename is None and err.errno is not None:
@@ -118,6 +128,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Pat
     except OSError as err:
         raise _named(err, path) from None
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -150,6 +161,7 @@ def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     except OSError as err:
         raise _named(err, target) from None
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
             shutil.copyfileobj(src, f, 1 << 20)
             f.flush()
