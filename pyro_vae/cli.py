@@ -29,9 +29,13 @@ from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import PRESETS, TrainConfig
-from pyro_vae.training.loop import CONFIG, TrainingDiverged, load_run, train
+from pyro_vae.training.loop import TrainingDiverged, load_run, train
+from pyro_vae.training.resume import resume_config
+from pyro_vae.training.run_dir import RunDirBusyError, atomic_write_json
+from pyro_vae.validation import check_cli_args, check_device, describe_error, interrupted_message
 
-USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, TrainingDiverged, FileExistsError)
+# OSError covers FileExistsError, DatasetNotFoundError and a failed write (read-only folder, full disk).
+USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, TrainingDiverged, OSError, RunDirBusyError)
 
 
 def machine() -> str:
@@ -42,11 +46,8 @@ def machine() -> str:
 
 
 def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return name
+    """The device a ``--device`` value names (see :func:`pyro_vae.validation.check_device`)."""
+    return check_device(name)
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
@@ -108,22 +109,20 @@ def _add_train(sub) -> None:
 
 def _config_from_args(args) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
-    if args.resume:
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.model_option:
+        given["model_options"] = dict(args.model_option)
+    if args.resume:  # the checkpoint's config, see pyro_vae.training.resume
         if args.run_dir is None:
             raise ValueError("--resume needs --run-dir")
-        path = args.run_dir / CONFIG
-        if not path.is_file():
-            raise CheckpointError(f"no {CONFIG} in {args.run_dir}: nothing to resume")
-        values = json.loads(path.read_text())
-    else:
-        values = dict(PRESETS.get(args.preset, {}))
-    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
-    if args.model_option:
-        values["model_options"] = {**values.get("model_options", {}), **dict(args.model_option)}
-    return TrainConfig.from_dict(values)
+        return resume_config(args.run_dir, given, args.preset)
+    return TrainConfig.from_dict({**PRESETS.get(args.preset, {}), **given})
 
 
 def _evaluate_report(run, run_dir: Path, k: int, device: str, num_test: int | None) -> dict:
+    """Evaluate, print the numbers, then write them (a failed write loses nothing printed)."""
+    if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
+        raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
     batches = run.dataset.test_batches(100, device, keys=run.vae.data_keys, num=num_test)
     num = len(batches.data)
     start = time.perf_counter()
@@ -139,11 +138,12 @@ def _evaluate_report(run, run_dir: Path, k: int, device: str, num_test: int | No
         "machine": machine(),
     }
     path = run_dir / f"eval-epoch{report['epoch']:04d}-k{k}-n{num}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
-        f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images -> {path}"
+        f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images -> {path}",
+        flush=True,
     )
+    atomic_write_json(path, report)
     return report
 
 
@@ -152,7 +152,7 @@ def cmd_train(args) -> None:
 
     config = _config_from_args(args)
     device = resolve_device(args.device)
-    run_dir = args.run_dir or Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = args.run_dir = args.run_dir or Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"run directory: {run_dir}\nconfig: {asdict(config)}\nmachine: {machine()}")
     run = train(
         config, run_dir, data_dir=args.data_dir, device=device, resume=args.resume,
@@ -310,14 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = build_parser().parse_args(argv)
     try:
+        check_cli_args(args)  # every numeric flag, before any work
         if args.threads is not None:
-            if args.threads < 1:
-                raise ValueError(f"--threads must be at least 1, got {args.threads}")
             torch.set_num_threads(args.threads)
         args.func(args)
     except USER_ERRORS as err:
-        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        print(f"pyro-vae: error: {describe_error(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pyro-vae: {interrupted_message(args.command, getattr(args, 'run_dir', None))}", file=sys.stderr)
+        return 130
     return 0
 
 

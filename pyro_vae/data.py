@@ -6,9 +6,18 @@ Where data come from:
   ``PYRO_VAE_DATA``, names a folder in torchvision's layout
   (``MNIST/raw/*.gz``, ``FashionMNIST/raw/*.gz``) plus ``frey/frey_rawface.mat``.
   It may be read-only: the raw files are copied into a writable cache
-  (``PYRO_VAE_CACHE``, default ``~/.cache/pyro_vae``) where torchvision checks
-  their md5 and unpacks them without the network.
+  (``PYRO_VAE_CACHE``, default ``~/.cache/pyro_vae``) where torchvision reads
+  them without the network. A given folder is always used: if it lacks the
+  files, or holds one whose md5 is not torchvision's, that is an error, even
+  when the cache is full.
 * Otherwise torchvision downloads into the cache.
+
+The cache is verified on every load, since one bad copy (a full disk, an
+interrupted first run) would otherwise break every later run: each ``.gz`` must
+match torchvision's md5, and each unpacked file the size and CRC-32 its ``.gz``
+records. A bad or missing copy is replaced from the given folder (or
+downloaded again) through a temporary file and ``os.replace``, so a kill never
+leaves a half-written file under the real name.
 
 MNIST and FashionMNIST are binarized as in the AEVB/IWAE literature: each
 training image is re-binarized with a fresh Bernoulli draw every time it is
@@ -26,9 +35,15 @@ Data sets are registered by name in :data:`DATASETS` (a loader taking the data f
 
 from __future__ import annotations
 
+import errno
+import gzip
+import hashlib
 import math
 import os
 import shutil
+import struct
+import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +62,14 @@ FREY_MD5 = "5aeb024d42b8a6091f30e5eb18c8a48d"
 
 class DatasetNotFoundError(FileNotFoundError):
     """A data set is neither on disk nor downloadable."""
+
+
+class CorruptDataError(ValueError):
+    """A data file exists but is damaged or not what it should be."""
+
+
+class DataCacheError(OSError):
+    """The data cache cannot be written (read-only, full, ...)."""
 
 
 @dataclass
@@ -185,26 +208,124 @@ def cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "pyro_vae")
 
 
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unpacked_matches(gz: Path, unpacked: Path) -> bool:
+    """Whether ``unpacked`` has the size (mod 2^32) and CRC-32 that the trailer of ``gz`` records."""
+    if not unpacked.is_file():
+        return False
+    with open(gz, "rb") as f:
+        f.seek(-8, os.SEEK_END)
+        crc, size = struct.unpack("<II", f.read(8))
+    if unpacked.stat().st_size % 2**32 != size:
+        return False
+    value = 0
+    with open(unpacked, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            value = zlib.crc32(block, value)
+    return value == crc
+
+
+def _atomic_write_from(source, target: Path) -> None:
+    # Stream a file object into target via a temporary file and os.replace.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(source, f, 1 << 20)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(target)) from None
+        raise
+
+
+def _cache_error(err: OSError, cache: Path) -> DataCacheError:
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return DataCacheError(
+            f"the data cache {cache} is not writable ({err.strerror}: {err.filename}); "
+            f"set ${ENV_CACHE} to a writable folder"
+        )
+    return DataCacheError(f"cannot write the data cache {cache}: {err.strerror or err} ({err.filename})")
+
+
+def prepare_raw_files(cls: type, root: Path | None, cache: Path) -> None:
+    """Make ``cache/<cls>/raw`` hold verified copies of ``cls.resources`` (torchvision's
+    file names and md5s) and their unpacked files, from ``root`` when it is given.
+
+    ``root`` given: it must hold every file with the right md5
+    (:class:`DatasetNotFoundError` / :class:`CorruptDataError` otherwise); bad or
+    missing cached copies are replaced from it. ``root`` ``None``: a bad cached copy
+    is removed so that torchvision downloads it again. A cache that cannot be
+    written raises :class:`DataCacheError`.
+    """
+    folder = cls.__name__
+    resources = list(cls.resources)
+    expected = ", ".join(name for name, _ in resources)
+    raw = cache / folder / "raw"
+    source = None if root is None else root / folder / "raw"
+    if root is not None:
+        if not root.is_dir():
+            raise DatasetNotFoundError(
+                f"{folder} is not on disk: the data folder {root} (--data-dir or ${ENV_DATA}) does not exist; "
+                f"expected the files {expected} in {source}"
+            )
+        missing = [name for name, _ in resources if not (source / name).is_file()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"{folder} is not on disk: {source} lacks {', '.join(missing)}; expected the files {expected} "
+                f"there (torchvision's layout {folder}/raw/), or drop --data-dir / ${ENV_DATA} to download"
+            )
+        for name, md5 in resources:
+            actual = _md5(source / name)
+            if actual != md5:
+                raise CorruptDataError(
+                    f"{source / name} is corrupt: its md5 is {actual}, torchvision's is {md5}; replace the file"
+                )
+    try:
+        for name, md5 in resources:
+            gz, unpacked = raw / name, raw / name.removesuffix(".gz")
+            if not (gz.is_file() and _md5(gz) == md5):
+                unpacked.unlink(missing_ok=True)
+                if source is None:
+                    gz.unlink(missing_ok=True)  # torchvision downloads it again
+                    continue
+                raw.mkdir(parents=True, exist_ok=True)
+                with open(source / name, "rb") as f:
+                    _atomic_write_from(f, gz)
+            if not _unpacked_matches(gz, unpacked):
+                with gzip.open(gz, "rb") as f:
+                    _atomic_write_from(f, unpacked)
+    except OSError as err:
+        if isinstance(err, DataCacheError) or err.filename is None or not str(err.filename).startswith(str(cache)):
+            raise
+        raise _cache_error(err, cache) from None
+
+
 def _torchvision_images(name: str, root: Path | None) -> Dataset:
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
     folder = cls.__name__
     cache = cache_dir()
-    if root is not None and (root / folder / "raw").is_dir():
-        target = cache / folder / "raw"
-        target.mkdir(parents=True, exist_ok=True)
-        for source in (root / folder / "raw").glob("*.gz"):
-            if not (target / source.name).exists():
-                shutil.copyfile(source, target / source.name)
+    prepare_raw_files(cls, root, cache)
     try:
         splits = [cls(str(cache), train=train, download=True) for train in (True, False)]
     except Exception as err:  # torchvision raises URLError, RuntimeError, ...
-        expected = ", ".join(f for f, _ in cls.resources) if hasattr(cls, "resources") else ""
-        where = root / folder / "raw" if root is not None else cache / folder / "raw"
+        if root is not None:  # prepare_raw_files verified root and the cache
+            raise DatasetNotFoundError(f"{folder} could not be read from the cache {cache / folder / 'raw'}: {err}") from None
+        expected = ", ".join(f for f, _ in cls.resources)
         raise DatasetNotFoundError(
             f"{cls.__name__} is not on disk and could not be downloaded ({err}). "
-            f"Expected the files {expected} in {where}; point --data-dir or ${ENV_DATA} "
+            f"Expected the files {expected} in {cache / folder / 'raw'}; point --data-dir or ${ENV_DATA} "
             f"at a folder holding {folder}/raw/."
         ) from None
     (train, test) = splits
@@ -222,21 +343,27 @@ def _torchvision_images(name: str, root: Path | None) -> Dataset:
 
 def load_frey_face(root: Path | None = None, num_test: int = 200, seed: int = 0) -> Dataset:
     """Frey Face: 1965 grey 28x20 frames scaled to [0, 1]; a fixed random test split."""
-    import scipy.io
     from torchvision.datasets.utils import download_url
 
-    path = root / "frey" / "frey_rawface.mat" if root is not None else None
-    if path is None or not path.exists():
+    if root is not None:  # a given folder is used, never silently replaced by the cache
+        path = root / "frey" / "frey_rawface.mat"
+        if not path.is_file():
+            raise DatasetNotFoundError(
+                f"Frey Face is not on disk: the data folder {root} (--data-dir or ${ENV_DATA}) lacks {path} "
+                "(MATLAB variable 'ff', uint8, 560 x 1965); add it, or drop --data-dir to download"
+            )
+    else:
         path = cache_dir() / "frey" / "frey_rawface.mat"
-        try:
+        try:  # checks the md5 of a cached copy and downloads again when it is wrong
             download_url(FREY_URL, str(path.parent), path.name, FREY_MD5)
         except Exception as err:
-            where = root / "frey" / "frey_rawface.mat" if root is not None else path
             raise DatasetNotFoundError(
                 f"Frey Face is not on disk and could not be downloaded ({err}). "
-                f"Expected the file {where} (MATLAB variable 'ff', uint8, 560 x 1965)."
+                f"Expected the file {path} (MATLAB variable 'ff', uint8, 560 x 1965)."
             ) from None
-    faces = torch.from_numpy(scipy.io.loadmat(path)["ff"].T.copy()).float() / 255.0
+    faces = torch.from_numpy(read_frey_mat(path).T.copy()).float() / 255.0
+    if len(faces) <= num_test:
+        raise CorruptDataError(f"{path} holds {len(faces)} faces, too few for {num_test} test faces and a training set")
     order = torch.randperm(len(faces), generator=torch.Generator().manual_seed(seed))
     return Dataset(
         name="frey",
@@ -247,6 +374,30 @@ def load_frey_face(root: Path | None = None, num_test: int = 200, seed: int = 0)
         image_shape=(1, 28, 20),
         likelihood="gaussian",
     )
+
+
+def read_frey_mat(path: Path):
+    """The 560 x N uint8 array ``ff`` of a Frey Face ``.mat`` file, or :class:`CorruptDataError`
+    naming the file and what is wrong (not a MATLAB file, no ``ff``, wrong shape or type)."""
+    import numpy as np
+    import scipy.io
+
+    try:
+        contents = scipy.io.loadmat(path)
+    except OSError:
+        raise
+    except Exception as err:  # MatReadError, ValueError, TypeError, ... from a damaged file
+        raise CorruptDataError(f"{path} is not a readable MATLAB file ({type(err).__name__}: {err})") from None
+    if "ff" not in contents:
+        names = sorted(k for k in contents if not k.startswith("__"))
+        raise CorruptDataError(f"{path} has no variable 'ff' (it holds {names}); expected the Frey Face file")
+    faces = contents["ff"]
+    if not isinstance(faces, np.ndarray) or faces.ndim != 2 or faces.shape[0] != 560 or faces.shape[1] < 2:
+        shape = getattr(faces, "shape", None)
+        raise CorruptDataError(f"{path}: variable 'ff' has shape {shape}; expected 560 x N images of 28 x 20 pixels")
+    if not np.issubdtype(faces.dtype, np.number):
+        raise CorruptDataError(f"{path}: variable 'ff' has type {faces.dtype}; expected uint8 pixels")
+    return faces
 
 
 def make_synthetic(num_train: int = 2000, num_test: int = 500, seed: int = 0) -> Dataset:

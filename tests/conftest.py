@@ -31,3 +31,39 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def make_read_only():
+    """Make a folder read-only for the test, even for root (``chmod``, then ``chattr +i``,
+    which root cannot write through); skips where neither takes effect."""
+    import shutil
+    import subprocess
+
+    done = []
+
+    def writable(folder: Path) -> bool:
+        probe = folder / ".write-probe"
+        try:
+            probe.write_bytes(b"")
+        except OSError:
+            return False
+        probe.unlink()
+        return True
+
+    def make(folder: Path) -> Path:
+        folder.chmod(0o555)
+        done.append((folder, False))
+        if writable(folder) and shutil.which("chattr"):
+            if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+                done.append((folder, True))
+        if writable(folder):
+            pytest.skip("cannot make a folder read-only here (root without chattr)")
+        return folder
+
+    yield make
+    for folder, immutable in reversed(done):
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        else:
+            folder.chmod(0o755)

@@ -40,8 +40,8 @@ def test_train_evaluate_plot_round_trip(tmp_path, capsys):
     [
         (["evaluate", "{tmp}/nothing"], "no checkpoint at"),
         (["train", "--resume"], "--resume needs --run-dir"),
-        (["train", "--resume", "--run-dir", "{tmp}/nothing"], "no config.json in"),
-        (["train", "--dataset", "synthetic", "--batch-size", "0"], "batch_size must be >= 1"),
+        (["train", "--resume", "--run-dir", "{tmp}/nothing"], "nothing to resume in"),
+        (["train", "--dataset", "synthetic", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["train", "--dataset", "synthetic", "--device", "cuda:7"], "CUDA is not available"),
         (["evaluate", "{tmp}/nothing", "--threads", "0"], "--threads must be at least 1, got 0"),
     ],
@@ -90,3 +90,50 @@ def test_variance_study_smoke(tmp_path):
                  "--draws", "3", "--adapt-steps", "1", "--out", str(at), "--device", "cpu"]) == 0
     rows = list(csv.DictReader(open(at / "variance.csv")))
     assert {(r["estimator"], r["epoch"]) for r in rows} == {("reparam", "1"), ("stl", "1")}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--hidden", "-5"], "--hidden sizes must be at least 1, got -5"),
+        (["train", "--hidden", "200", "0"], "--hidden sizes must be at least 1, got 200 0"),
+        (["train", "--z-dim", "0"], "--z-dim must be at least 1, got 0"),
+        (["train", "--init-std", "-1"], "--init-std must be a finite number > 0, got -1.0"),
+        (["train", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+        (["train", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["train", "--weight-decay", "-1"], "--weight-decay must be a finite number >= 0, got -1.0"),
+        (["train", "--eval-k", "0"], "--eval-k must be at least 1, got 0"),
+        (["train", "--keep-every", "-1"], "--keep-every must be at least 0, got -1"),
+        (["train", "--num-train", "0"], "--num-train must be at least 1, got 0"),
+        (["train", "--epochs", "-2"], "--epochs must be at least 1, got -2"),
+        (["train", "--device", "gpu"], "--device 'gpu': expected cpu, cuda, cuda:N or auto"),
+        (["train", "--device", "meta"], "--device 'meta': expected cpu, cuda, cuda:N or auto"),
+        (["train", "--hidden", "1000000000"], "needs at least"),
+        (["evaluate", "{tmp}/run", "--num-test", "0"], "--num-test must be at least 1, got 0"),
+        (["evaluate", "{tmp}/run", "--num-test", "-1"], "--num-test must be at least 1, got -1"),
+        (["evaluate", "{tmp}/run", "-k", "0"], "-k must be at least 1, got 0"),
+        (["evaluate", "{tmp}/run", "--device", "gpu"], "--device 'gpu'"),
+        (["benchmark", "--steps", "0"], "--steps must be at least 1, got 0"),
+        (["benchmark", "--hidden", "-5"], "--hidden sizes must be at least 1, got -5"),
+        (["variance", "--draws", "1"], "--draws must be at least 2, got 1"),
+    ],
+)
+def test_bad_values_are_refused_up_front(argv, message, tmp_path, capsys):
+    """Each bad value is one line naming it, before any data are loaded or anything trained:
+    the run folder is never created."""
+    run = tmp_path / "run"
+    if argv[0] == "train":
+        argv = [*argv, "--dataset", "synthetic", "--run-dir", str(run), "--no-progress"]
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("pyro-vae: error:") and message in err and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_num_test_beyond_the_test_set(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--hidden", "8", "--z-dim", "2", "--epochs", "1",
+                 "--run-dir", str(run), "--eval-k", "2", "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--num-test", "501", "-k", "2", "--device", "cpu"]) == 2
+    assert "--num-test must be between 1 and the 500 test images, got 501" in capsys.readouterr().err

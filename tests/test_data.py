@@ -102,3 +102,154 @@ def test_real_frey_face(real_data_dir):
     assert d.train.shape == (1765, 560) and d.test.shape == (200, 560)
     assert d.image_shape == (1, 28, 20) and d.likelihood == "gaussian"
     assert 0.0 <= d.train.min() and d.train.max() <= 1.0
+
+
+# --- the data cache (issue #13, item 1) -----------------------------------------------------
+import gzip  # noqa: E402
+import hashlib  # noqa: E402
+import struct  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from pyro_vae.data import CorruptDataError, DataCacheError  # noqa: E402
+
+FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def _idx(array: np.ndarray) -> bytes:
+    """An IDX (ubyte) file as MNIST ships it: magic 0x08, dims, big-endian sizes, pixels."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def fake_source(tmp_path, monkeypatch):
+    """A small data folder in torchvision's layout whose md5s torchvision is told to expect,
+    with the network cut off, so every load must come from disk."""
+    import torchvision.datasets as tv
+    import torchvision.datasets.mnist as tv_mnist
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    monkeypatch.setattr(tv_mnist, "download_url", offline, raising=False)
+    rng = np.random.default_rng(0)
+    root = tmp_path / "src"
+    for name, folder in FOLDERS.items():
+        raw = root / folder / "raw"
+        raw.mkdir(parents=True)
+        files = {
+            "train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28)),
+            "train-labels-idx1-ubyte": rng.integers(0, 10, 20),
+            "t10k-images-idx3-ubyte": rng.integers(0, 256, (10, 28, 28)),
+            "t10k-labels-idx1-ubyte": rng.integers(0, 10, 10),
+        }
+        resources = []
+        for stem, array in files.items():
+            blob = gzip.compress(_idx(array), mtime=0)
+            (raw / f"{stem}.gz").write_bytes(blob)
+            resources.append((f"{stem}.gz", hashlib.md5(blob).hexdigest()))
+        monkeypatch.setattr(getattr(tv, folder), "resources", resources)
+    return root
+
+
+def _raw_cache(name: str):
+    return data_module.cache_dir() / FOLDERS[name] / "raw"
+
+
+def _truncate(path, keep: float = 0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    # an interrupted first run: the copy cut short, nothing unpacked yet
+    "truncated gz": lambda raw: (_truncate(raw / "train-images-idx3-ubyte.gz"), (raw / "train-images-idx3-ubyte").unlink()),
+    "empty gz": lambda raw: ((raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b""), (raw / "t10k-labels-idx1-ubyte").unlink()),
+    "truncated unpacked": lambda raw: _truncate(raw / "train-images-idx3-ubyte"),
+    "flipped byte in unpacked": lambda raw: _flip(raw / "t10k-images-idx3-ubyte"),
+    "unpacked missing": lambda raw: (raw / "train-labels-idx1-ubyte").unlink(),
+}
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_poisoned_cache_is_repaired_from_the_data_dir(fake_source, name, damage):
+    first = load_dataset(name, fake_source)
+    DAMAGE[damage](_raw_cache(name))
+    again = load_dataset(name, fake_source)
+    assert torch.equal(first.train, again.train) and torch.equal(first.test_labels, again.test_labels)
+    assert torch.equal(first.test, again.test)
+    import torchvision.datasets as tv
+
+    for file, md5 in getattr(tv, FOLDERS[name]).resources:
+        assert hashlib.md5((_raw_cache(name) / file).read_bytes()).hexdigest() == md5
+    assert not [p.name for p in _raw_cache(name).iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "bad_root, match",
+    [
+        ("{tmp}/no-such-folder", r"MNIST is not on disk: the data folder .*no-such-folder.* does not exist"),
+        ("{tmp}/empty", r"MNIST is not on disk: .*empty/MNIST/raw lacks train-images-idx3-ubyte.gz"),
+        ("/etc", r"MNIST is not on disk: /etc/MNIST/raw lacks"),
+    ],
+)
+def test_data_dir_is_used_even_when_the_cache_is_full(fake_source, tmp_path, bad_root, match):
+    load_dataset("mnist", fake_source)  # fills the cache
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=match):
+        load_dataset("mnist", bad_root.replace("{tmp}", str(tmp_path)))
+
+
+def test_corrupt_data_dir_file_is_named(fake_source):
+    load_dataset("mnist", fake_source)
+    _truncate(fake_source / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(CorruptDataError, match=r"t10k-images-idx3-ubyte.gz is corrupt: its md5 is \w+, torchvision's is"):
+        load_dataset("mnist", fake_source)
+
+
+def test_read_only_cache(fake_source, tmp_path, monkeypatch, make_read_only):
+    full = tmp_path / "full-cache"
+    monkeypatch.setenv("PYRO_VAE_CACHE", str(full))
+    expected = load_dataset("mnist", fake_source)
+    make_read_only(full / "MNIST" / "raw")  # a valid read-only cache is fine
+    assert torch.equal(load_dataset("mnist", fake_source).train, expected.train)
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    monkeypatch.setenv("PYRO_VAE_CACHE", str(make_read_only(empty)))
+    with pytest.raises(DataCacheError, match=r"data cache .*empty-cache is not writable.*set \$PYRO_VAE_CACHE"):
+        load_dataset("mnist", fake_source)
+
+
+def _save_mat(path, **variables):
+    import scipy.io
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, variables)
+
+
+FREY_DAMAGE = {
+    "garbage": (lambda p: (p.parent.mkdir(parents=True), p.write_bytes(b"MATLAB 5.0 MAT-file" + b"\x00" * 200)),
+                r"is not a readable MATLAB file"),
+    "empty": (lambda p: (p.parent.mkdir(parents=True), p.write_bytes(b"")), r"is not a readable MATLAB file"),
+    "wrong variable": (lambda p: _save_mat(p, faces=np.zeros((560, 300), np.uint8)),
+                       r"has no variable 'ff' \(it holds \['faces'\]\)"),
+    "wrong shape": (lambda p: _save_mat(p, ff=np.zeros((28, 20), np.uint8)), r"'ff' has shape \(28, 20\); expected 560 x N"),
+    "too few faces": (lambda p: _save_mat(p, ff=np.zeros((560, 150), np.uint8)), r"holds 150 faces, too few"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(FREY_DAMAGE))
+def test_bad_frey_file_is_one_clear_error(tmp_path, damage):
+    write, match = FREY_DAMAGE[damage]
+    write(tmp_path / "frey" / "frey_rawface.mat")
+    with pytest.raises(CorruptDataError, match=match):
+        load_dataset("frey", tmp_path)

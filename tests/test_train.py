@@ -152,6 +152,13 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
         (dict(algorithm="magic"), "unknown algorithm 'magic'"),
         (dict(algorithm="rws", num_particles=1), "rws needs num_particles >= 2"),
         (dict(model_options=[1]), "model_options must be a dict"),
+        (dict(hidden=(-5,)), r"hidden layer sizes must be integers >= 1, got \(-5,\)"),
+        (dict(hidden=(200, 0)), r"hidden layer sizes must be integers >= 1, got \(200, 0\)"),
+        (dict(init_std=-1.0), "init_std must be a finite number > 0 \\(or None\\), got -1.0"),
+        (dict(lr=math.inf), "lr must be a finite number > 0, got inf"),
+        (dict(lr=math.nan), "lr must be a finite number > 0, got nan"),
+        (dict(weight_decay=math.inf), "weight_decay must be a finite number >= 0, got inf"),
+        (dict(activation="sigmoidish"), "unknown activation 'sigmoidish'"),
     ],
 )
 def test_bad_config_is_named(kwargs, match):
@@ -205,3 +212,75 @@ def test_evaluates_plots_and_compares_estimators_on_cuda(tmp_path):
     assert {p.name for p in write_figures(run, tmp_path / "figures")} >= {"samples.png", "manifold.png"}
     rows = compare_estimators(run.vae, x, ["score-nvil"], num_draws=4, adapt_batches=[x])
     assert all(math.isfinite(r["ratio"]) for r in rows)
+
+
+# --- corrupt and mismatched checkpoints (issue #13, item 6) ---------------------------------
+import struct  # noqa: E402
+import zipfile  # noqa: E402
+
+from pyro_vae.models.vae import VAE  # noqa: E402
+
+
+def _flip_a_weight(path) -> None:
+    """Flip one byte in the middle of the largest tensor's data (a weight, stored uncompressed)."""
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("reader", ["load_checkpoint", "load_run", "resume"])
+def test_flipped_bytes_in_a_tensor_are_detected(tmp_path, reader):
+    train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
+    _flip_a_weight(tmp_path / "checkpoint.pt")
+    read = {
+        "load_checkpoint": lambda: load_checkpoint(tmp_path / "checkpoint.pt"),
+        "load_run": lambda: load_run(tmp_path),
+        "resume": lambda: train(TrainConfig(**SMALL, epochs=2), tmp_path, resume=True, progress=False),
+    }[reader]
+    with pytest.raises(CheckpointError, match=r"checkpoint .*checkpoint.pt is corrupt: the data of '.*' fail their CRC check"):
+        read()
+
+
+def _rewrite(path, change) -> None:
+    state = torch.load(path, weights_only=True)
+    change(state)
+    del state["format"]
+    save_checkpoint(state, path)
+
+
+CHECKPOINT_CHANGES = {
+    "another architecture": (
+        lambda s: s.update(model=VAE(64, z_dim=2, hidden=(8,)).state_dict()),
+        r"does not fit the model its config describes \(another architecture\?\): "
+        r"shape of encoder.net.0.weight \(8, 64\) \(the model has \(16, 64\)\)",
+    ),
+    "a missing layer": (
+        lambda s: s["model"].pop("decoder.2.bias"),
+        r"does not fit the model its config describes .*: missing decoder.2.bias",
+    ),
+    "no estimator": (lambda s: s.pop("estimator"), r"lacks the entries \['estimator'\]"),
+    "no metrics": (lambda s: s.pop("metrics"), r"lacks the entries \['metrics'\]"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHECKPOINT_CHANGES))
+@pytest.mark.parametrize("reader", ["load_run", "resume"])
+def test_checkpoint_that_does_not_fit_is_one_clear_error(tmp_path, change, reader):
+    train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
+    edit, match = CHECKPOINT_CHANGES[change]
+    _rewrite(tmp_path / "checkpoint.pt", edit)
+    with pytest.raises(CheckpointError, match=match):
+        if reader == "load_run":
+            load_run(tmp_path)
+        else:
+            train(TrainConfig(**SMALL, epochs=2), tmp_path, resume=True, progress=False)
+
+
+def test_resume_cannot_shorten_a_run(tmp_path):
+    train(TrainConfig(**SMALL, epochs=2), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"cannot resume .* to 1 epochs: it has already run 2"):
+        train(TrainConfig(**SMALL, epochs=1), tmp_path, resume=True, progress=False)

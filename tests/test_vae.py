@@ -120,3 +120,42 @@ def test_bad_construction_is_named():
 def test_gaussian_likelihood_accepts_any_real_data():
     vae = VAE(3, z_dim=2, hidden=(4,), likelihood="gaussian")
     assert torch.isfinite(torch.tensor(Trace_ELBO().loss(vae.model, vae.guide, 5 * torch.randn(4, 3))))
+
+
+# --- bad values get one clear error up front (issue #13, item 7) ----------------------------
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(x_shape=0), ValueError, r"x_shape must be positive integers, got \(0,\)"),
+        (dict(x_shape=(28, -1)), ValueError, r"x_shape must be positive integers, got \(28, -1\)"),
+        (dict(z_dim=0), ValueError, "z_dim must be an integer >= 1, got 0"),
+        (dict(z_dim=-3), ValueError, "z_dim must be an integer >= 1, got -3"),
+        (dict(hidden=(-5,)), ValueError, r"hidden layer sizes must be integers >= 1, got \(-5,\)"),
+        (dict(hidden=(4, 0)), ValueError, r"hidden layer sizes must be integers >= 1, got \(4, 0\)"),
+        (dict(init_std=-1.0), ValueError, "init_std must be a finite number > 0"),
+        (dict(init_std=float("nan")), ValueError, "init_std must be a finite number > 0"),
+        (dict(likelihood=None), TypeError, "likelihood must be a name .* or a Likelihood, got None"),
+    ],
+)
+def test_bad_constructor_values(kwargs, error, match):
+    kwargs = {"x_shape": 6, "z_dim": 2, "hidden": (4,), **kwargs}
+    with pytest.raises(error, match=match):
+        VAE(kwargs.pop("x_shape"), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda vae: vae.model(torch.rand(4, 6, dtype=torch.float64)), TypeError,
+         "x has dtype torch.float64 but the VAE's parameters are torch.float32"),
+        (lambda vae: vae.guide(torch.rand(4, 6).half()), TypeError, "x has dtype torch.float16"),
+        (lambda vae: vae.model(torch.zeros(0, 6)), ValueError, r"x is an empty batch \(0 data points\)"),
+        (lambda vae: vae.guide(torch.zeros(0, 6)), ValueError, "x is an empty batch"),
+        (lambda vae: vae.model(None, num_samples=0), ValueError, "num_samples must be an integer >= 1, got 0"),
+        (lambda vae: vae.model(None, num_samples=-2), ValueError, "num_samples must be an integer >= 1, got -2"),
+    ],
+)
+def test_bad_data_is_refused_before_torch(call, error, match):
+    vae = VAE(6, z_dim=2, hidden=(4,))
+    with pytest.raises(error, match=match):
+        call(vae)

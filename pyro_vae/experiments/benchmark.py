@@ -76,6 +76,11 @@ def run_benchmark(
     lr: float = 1e-3,
 ) -> dict[str, float]:
     """Median seconds per step of each variant over ``rounds`` alternating rounds."""
+    for name, value in (("z_dim", z_dim), ("batch_size", batch_size), ("steps", steps), ("rounds", rounds)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
     torch.manual_seed(0)
     vae = VAE(784, z_dim=z_dim, hidden=hidden).to(device)
     x = torch.bernoulli(torch.full((batch_size, 784), 0.2, device=device))

@@ -45,6 +45,7 @@ from torch import nn
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
 from pyro_vae.models.registry import DataSpec, register_model
+from pyro_vae.validation import check_init_std, check_sizes
 
 
 class PosteriorMean(Messenger):
@@ -103,10 +104,16 @@ class VAE(PyroModule):
     ) -> None:
         super().__init__(name=prefix)
         self.x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
+        check_sizes(self.x_shape, z_dim, tuple(hidden))
+        check_init_std(init_std)
         self.x_dim = math.prod(self.x_shape)
         self.z_dim = z_dim
         if isinstance(likelihood, str):
             likelihood = make_likelihood(likelihood, self.x_shape)
+        elif not isinstance(likelihood, Likelihood):
+            raise TypeError(
+                f"likelihood must be a name ('bernoulli', 'gaussian') or a Likelihood, got {likelihood!r}"
+            )
         self.likelihood = likelihood
         self.encoder = encoder or GaussianEncoder(
             self.x_dim, z_dim, hidden, activation, init_std
@@ -222,8 +229,8 @@ class VAE(PyroModule):
             batch_size = x.shape[0]
         else:
             batch_size = 1 if num_samples is None else num_samples
-            if batch_size < 1:
-                raise ValueError(f"num_samples must be >= 1, got {batch_size}")
+            if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+                raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
         for key, value in context.items():
             if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] != batch_size:
                 raise ValueError(f"{key} has {value.shape[0]} entries for a batch of {batch_size}")
@@ -241,6 +248,13 @@ class VAE(PyroModule):
             raise ValueError(
                 f"x must have shape (batch, {', '.join(map(str, self.x_shape))}), "
                 f"got {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch (0 data points)")
+        if x.dtype != self.prior_loc.dtype:
+            raise TypeError(
+                f"x has dtype {x.dtype} but the VAE's parameters are {self.prior_loc.dtype}; "
+                f"convert the data (x.to({self.prior_loc.dtype})) or the module (vae.to(dtype))"
             )
         if not is_validation_enabled():
             return

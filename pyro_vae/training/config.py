@@ -15,6 +15,8 @@ from pyro_vae.data import DATASETS
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
+from pyro_vae.models.nets import ACTIVATIONS
+from pyro_vae.validation import check_train_config
 
 PRESETS: dict[str, dict] = {
     # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
@@ -76,6 +78,9 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not isinstance(self.model_options, dict):
             raise ValueError(f"model_options must be a dict, got {self.model_options!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        check_train_config(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

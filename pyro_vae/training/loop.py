@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
+import io
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,8 +40,15 @@ from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.inference.optim import LR_SCHEDULES
 from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
-from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyro_vae.training.checkpoint import (
+    CheckpointError, load_checkpoint, load_module_state, restore_state, save_checkpoint, verify_checkpoint,
+)
 from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.run_dir import (
+    atomic_copy, atomic_write_json, atomic_write_text, clean_stale_temp_files, lock_run_dir,
+    repair_snapshots, snapshot_path,
+)
+from pyro_vae.validation import check_model_fits
 
 __all__ = ["PRESETS", "Run", "TrainConfig", "TrainingDiverged", "build_run", "load_run", "train", "train_or_resume"]
 
@@ -92,6 +98,7 @@ def build_run(config: TrainConfig, data_dir: str | None = None, device: str = "c
         dataset = dataclasses.replace(dataset, train=dataset.train[: config.num_train], train_labels=labels)
     if config.num_labels is not None:
         dataset = dataset.with_labels(config.num_labels, config.seed)
+    check_model_fits(config, dataset.x_shape, device)
     program = build_program(config, dataset).to(device)
     estimator = make_estimator(config.estimator, program, config.num_particles)
     estimator.modules.to(device)
@@ -117,15 +124,11 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """Write ``rows`` as CSV, columns the union of their keys in first-seen order,
     atomically (a temporary file, then a rename); creates the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, text.getvalue())
 
 
 def check_program(run: Run, device: str = "cpu") -> None:
@@ -138,8 +141,12 @@ def check_program(run: Run, device: str = "cpu") -> None:
 
 def train_or_resume(config: TrainConfig, run_dir: str | Path, **kwargs) -> Run:
     """:func:`train`, resuming when ``run_dir`` already holds a checkpoint: studies that
-    rerun call it to continue (or reuse) their runs instead of starting them again."""
-    return train(config, run_dir, resume=(Path(run_dir) / CHECKPOINT).exists(), **kwargs)
+    rerun call it to continue (or reuse) their runs instead of starting them again; a run that
+    has already gone past ``config.epochs`` is reused as it is."""
+    path = Path(run_dir) / CHECKPOINT
+    if path.exists():
+        config = dataclasses.replace(config, epochs=max(config.epochs, load_checkpoint(path)["epoch"]))
+    return train(config, run_dir, resume=path.exists(), **kwargs)
 
 
 def load_run(
@@ -159,19 +166,10 @@ def load_run(
             f"that registers it first (pyro-vae --import MODULE ...). Registered: {MODELS.names()}"
         )
     run = build_run(TrainConfig.from_dict(state["config"]), data_dir, device)
-    _load_modules(run, state, path)
+    load_module_state(run.vae, state["model"], "model", path)
+    load_module_state(run.estimator.modules, state["estimator"], "estimator", path)
     run.metrics = state["metrics"]
     return run
-
-
-def _load_modules(run: Run, state: dict, path: Path) -> None:
-    try:
-        run.vae.load_state_dict(state["model"])
-        run.estimator.modules.load_state_dict(state["estimator"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise CheckpointError(f"{path} does not fit the {run.config.model!r} model it records: "
-                              f"{' '.join(line.strip() for line in first[:3])}") from None
 
 
 def train(
@@ -186,12 +184,35 @@ def train(
 ) -> Run:
     """Train (or, with ``resume=True``, continue) the run in ``run_dir`` up to ``config.epochs``.
 
-    On resume the checkpoint's config must match ``config`` except for ``epochs``.
-    A NaN or infinite loss raises :class:`TrainingDiverged` and leaves the
-    checkpoint of the last finished epoch untouched. With ``keep_every=n`` a
-    copy of every n-th epoch's checkpoint is kept in ``run_dir/checkpoints/``.
+    On resume the checkpoint's config must match ``config`` except for ``epochs``,
+    which may not be fewer than the epochs done. A NaN or infinite loss raises
+    :class:`TrainingDiverged` and leaves the checkpoint of the last finished epoch
+    untouched. With ``keep_every=n`` a copy of every n-th epoch's checkpoint is
+    kept in ``run_dir/checkpoints/``. The run folder is locked for the whole call
+    (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
+    :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
     """
-    run_dir = Path(run_dir)
+    if keep_every < 0:
+        raise ValueError(f"keep_every must be >= 0, got {keep_every}")
+    with lock_run_dir(run_dir):
+        return _train_locked(
+            config, Path(run_dir), data_dir=data_dir, device=device, resume=resume,
+            progress=progress, keep_every=keep_every,
+        )
+
+
+def _train_locked(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    data_dir: str | None,
+    device: str,
+    resume: bool,
+    progress: bool,
+    keep_every: int,
+) -> Run:
+    # train()'s body, run while holding the run folder's lock.
+    clean_stale_temp_files(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
     state = load_checkpoint(checkpoint_path, map_location=device) if resume else None
     if state is not None:
@@ -199,6 +220,12 @@ def train(
         if saved != config:
             diff = {k: (v, getattr(config, k)) for k, v in asdict(saved).items() if getattr(config, k) != v}
             raise ValueError(f"cannot resume {run_dir}: config differs from the checkpoint's {diff}")
+        if state["epoch"] > config.epochs:
+            raise ValueError(
+                f"cannot resume {run_dir} to {config.epochs} epochs: it has already run {state['epoch']}; "
+                f"ask for at least {state['epoch']} epochs"
+            )
+        repair_snapshots(run_dir, checkpoint_path, state["epoch"], keep_every, verify_checkpoint)
     elif checkpoint_path.exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) or use a new directory")
 
@@ -209,20 +236,14 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch, wall = 0, 0.0
     if state is not None:
-        _load_modules(run, state, checkpoint_path)
-        try:
-            algorithm.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError, TypeError) as err:
-            raise CheckpointError(
-                f"the optimizer state in {checkpoint_path} does not fit the {config.algorithm!r} algorithm "
-                f"(a checkpoint of an older pyro_vae?): {err!r}"
-            ) from None
+        load_module_state(vae, state["model"], "model", checkpoint_path)
+        load_module_state(estimator.modules, state["estimator"], "estimator", checkpoint_path)
+        restore_state(algorithm.load_state_dict, state["optimizer"], "optimizer", checkpoint_path)
         _set_rng_state(state["rng"], generator)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
         wall = run.metrics[-1]["wall_seconds"] if run.metrics else 0.0
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    atomic_write_json(run_dir / CONFIG, asdict(config))
     n = len(dataset.train)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
@@ -269,8 +290,7 @@ def train(
             checkpoint_path,
         )
         if keep_every and epoch % keep_every == 0:
-            (run_dir / "checkpoints").mkdir(exist_ok=True)
-            shutil.copyfile(checkpoint_path, run_dir / "checkpoints" / f"epoch-{epoch:04d}.pt")
+            atomic_copy(checkpoint_path, snapshot_path(run_dir, epoch))
         if progress:
             row = run.metrics[-1]
             tqdm.write(
