@@ -297,3 +297,17 @@ def test_squared_mean_norm_and_snr_are_bias_corrected():
     assert abs(estimate - 0.5) < 4 * spread and spread < 0.05
     snr = sorted(s["snr"] for s in stats)[len(stats) // 2]
     assert snr < 0.2  # the true SNR is 0.1; without the correction it could not fall below 1/sqrt(R) = 0.22
+
+
+def test_nvil_baseline_sits_on_data_plate_sites_and_passes_guide_arguments():
+    program = GlobalBiasVAE(6, z_dim=2, hidden=(4,))
+    estimator = make_estimator("score-nvil", program)
+    x = torch.bernoulli(torch.full((5, 6), 0.5))
+    trace = pyro.poutine.trace(estimator.guide).get_trace(x)
+    assert "nn_baseline" in trace.nodes["z"]["infer"]["baseline"]
+    assert "nn_baseline" not in trace.nodes["b"]["infer"]["baseline"]  # a global latent: average only
+    assert math.isfinite(estimator.elbo.loss(program.model, estimator.guide, x))
+    m2 = linear_gaussian_mixture(3, 2, 2)
+    estimator = make_estimator("score-nvil", m2)
+    y = torch.tensor([0, -1, 1, -1])
+    assert math.isfinite(estimator.elbo.loss(m2.model, estimator.guide, torch.randn(4, 3), y=y))

@@ -1,5 +1,6 @@
 import math
 
+import pyro
 import pytest
 import torch
 
@@ -284,3 +285,14 @@ def test_resume_cannot_shorten_a_run(tmp_path):
     train(TrainConfig(**SMALL, epochs=2), tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"cannot resume .* to 1 epochs: it has already run 2"):
         train(TrainConfig(**SMALL, epochs=1), tmp_path, resume=True, progress=False)
+
+
+def test_training_leaves_the_global_param_store_alone(tmp_path):
+    pyro.param("users_own", torch.tensor([1.0, 2.0]))
+    pyro.param("encoder$$$net.0.weight", torch.zeros(3))  # a stale name a library run would collide with
+    run = train(TrainConfig(**SMALL, estimator="score-baseline", epochs=1), tmp_path, progress=False)
+    store = pyro.get_param_store()
+    assert set(store.keys()) == {"users_own", "encoder$$$net.0.weight"}
+    assert torch.equal(store["users_own"], torch.tensor([1.0, 2.0]))
+    assert torch.equal(store["encoder$$$net.0.weight"], torch.zeros(3))
+    assert run.vae.encoder.net[0].weight.shape == (16, 64)

@@ -159,3 +159,32 @@ def test_bad_data_is_refused_before_torch(call, error, match):
     vae = VAE(6, z_dim=2, hidden=(4,))
     with pytest.raises(error, match=match):
         call(vae)
+
+
+def test_vaes_share_an_enclosing_data_plate():
+    a = VAE(4, z_dim=2, hidden=(3,), prefix="a", plate="data")
+    b = VAE(4, z_dim=2, hidden=(3,), prefix="b", plate="data")
+    x = torch.rand(5, 4)
+
+    def model(x):
+        with pyro.plate("data", 5):
+            a.model(x)
+            b.model(x)
+
+    trace = pyro.poutine.trace(model).get_trace(x)
+    frames = {name: [f.name for f in site["cond_indep_stack"]] for name, site in trace.nodes.items()
+              if site["type"] == "sample" and not name.endswith("data")}
+    assert frames == {"a.z": ["data"], "a.x": ["data"], "b.z": ["data"], "b.x": ["data"]}
+    with pytest.raises(ValueError, match="enclosing plate 'data' has size 5, the batch 3"):
+        with pyro.plate("data", 5):
+            a.model(x[:3])
+
+
+def test_encoder_exposes_its_features():
+    vae = VAE(6, z_dim=2, hidden=(5, 4))
+    x = torch.rand(3, 6)
+    h = vae.encoder.features(x)
+    assert h.shape == (3, 4) and vae.encoder.num_features == 4
+    loc, scale = vae.encoder.head(h)
+    torch.testing.assert_close(torch.cat([loc, scale], -1), torch.cat(vae.encoder(x), -1))
+    assert isinstance(vae.encoder.net[:2], torch.nn.Sequential) and len(vae.encoder.net[:2]) == 2
