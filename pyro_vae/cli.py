@@ -31,7 +31,8 @@ from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.loop import TrainingDiverged, load_run, train
 from pyro_vae.training.resume import resume_config
-from pyro_vae.training.run_dir import RunDirBusyError, atomic_write_json
+from pyro_vae.files import atomic_write_json
+from pyro_vae.training.run_dir import RunDirBusyError
 from pyro_vae.validation import check_cli_args, check_device, describe_error, interrupted_message
 
 # OSError covers FileExistsError, DatasetNotFoundError and a failed write (read-only folder, full disk).

@@ -40,9 +40,7 @@ import gzip
 import hashlib
 import math
 import os
-import shutil
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -50,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from pyro_vae.files import atomic_write_stream
 from pyro_vae.registry import Registry
 
 UNLABELLED = -1  # the label of a training point whose class is not given
@@ -232,22 +231,6 @@ def _unpacked_matches(gz: Path, unpacked: Path) -> bool:
     return value == crc
 
 
-def _atomic_write_from(source, target: Path) -> None:
-    # Stream a file object into target via a temporary file and os.replace.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            shutil.copyfileobj(source, f, 1 << 20)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
-            raise OSError(err.errno, err.strerror, str(target)) from None
-        raise
-
-
 def _cache_error(err: OSError, cache: Path) -> DataCacheError:
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return DataCacheError(
@@ -300,10 +283,10 @@ def prepare_raw_files(cls: type, root: Path | None, cache: Path) -> None:
                     continue
                 raw.mkdir(parents=True, exist_ok=True)
                 with open(source / name, "rb") as f:
-                    _atomic_write_from(f, gz)
+                    atomic_write_stream(gz, f)
             if not _unpacked_matches(gz, unpacked):
                 with gzip.open(gz, "rb") as f:
-                    _atomic_write_from(f, unpacked)
+                    atomic_write_stream(unpacked, f)
     except OSError as err:
         if isinstance(err, DataCacheError) or err.filename is None or not str(err.filename).startswith(str(cache)):
             raise

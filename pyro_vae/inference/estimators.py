@@ -325,24 +325,19 @@ def _elbo_options(program, num_particles: int) -> dict:
     )
 
 
-@register_estimator("reparam")
-def reparam(program, num_particles: int = 1) -> Estimator:
-    """pathwise, Monte Carlo KL (the paper's estimator A): Trace_ELBO"""
-    return Estimator("reparam", Trace_ELBO(**_elbo_options(program, num_particles)), _handled(Pathwise, program.guide))
+def _register_handled(name: str, elbo_class: type[ELBO], handler: Callable[[], Messenger], help: str) -> None:
+    """Register estimator ``name``: ``elbo_class`` with ``handler`` around the program's guide."""
+
+    def build(program, num_particles: int = 1) -> Estimator:
+        return Estimator(name, elbo_class(**_elbo_options(program, num_particles)), _handled(handler, program.guide))
+
+    register_estimator(name, build, help=help)
 
 
-@register_estimator("reparam-analytic-kl")
-def reparam_analytic_kl(program, num_particles: int = 1) -> Estimator:
-    """pathwise, analytic Gaussian KL (estimator B): TraceMeanField_ELBO, checked"""
-    return Estimator(
-        "reparam-analytic-kl", AnalyticKL(**_elbo_options(program, num_particles)), _handled(Pathwise, program.guide)
-    )
-
-
-@register_estimator("stl")
-def stl(program, num_particles: int = 1) -> Estimator:
-    """path derivative, "sticking the landing" (Roeder et al. 2017)"""
-    return Estimator("stl", Trace_ELBO(**_elbo_options(program, num_particles)), _handled(PathDerivative, program.guide))
+_register_handled("reparam", Trace_ELBO, Pathwise, "pathwise, Monte Carlo KL (the paper's estimator A): Trace_ELBO")
+_register_handled("reparam-analytic-kl", AnalyticKL, Pathwise,
+                  "pathwise, analytic KL (estimator B): TraceMeanField_ELBO, refused where it would be biased")
+_register_handled("stl", Trace_ELBO, PathDerivative, 'path derivative, "sticking the landing" (Roeder et al. 2017)')
 
 
 @register_estimator("enum")
@@ -353,28 +348,11 @@ def enum(program, num_particles: int = 1) -> Estimator:
     return Estimator("enum", elbo, _handled(Enumerated, guide))
 
 
-@register_estimator("score")
-def score(program, num_particles: int = 1) -> Estimator:
-    """score function (REINFORCE), per-datum weights: Trace_ELBO"""
-    return Estimator("score", Trace_ELBO(**_elbo_options(program, num_particles)), _handled(ScoreFunction, program.guide))
-
-
-@register_estimator("score-rb")
-def score_rb(program, num_particles: int = 1) -> Estimator:
-    """score function, Rao-Blackwellized by dependency structure: TraceGraph_ELBO"""
-    return Estimator(
-        "score-rb", TraceGraph_ELBO(**_elbo_options(program, num_particles)), _handled(ScoreFunction, program.guide)
-    )
-
-
-@register_estimator("score-baseline")
-def score_baseline(program, num_particles: int = 1) -> Estimator:
-    """as score-rb, decaying-average baseline (beta 0.9)"""
-    return Estimator(
-        "score-baseline",
-        TraceGraph_ELBO(**_elbo_options(program, num_particles)),
-        _handled(lambda: Baseline(DECAYING_AVERAGE), program.guide),
-    )
+_register_handled("score", Trace_ELBO, ScoreFunction, "score function (REINFORCE), per-datum weights: Trace_ELBO")
+_register_handled("score-rb", TraceGraph_ELBO, ScoreFunction,
+                  "score function, Rao-Blackwellized by dependency structure: TraceGraph_ELBO")
+_register_handled("score-baseline", TraceGraph_ELBO, lambda: Baseline(DECAYING_AVERAGE),
+                  "as score-rb, decaying-average baseline (beta 0.9)")
 
 
 @register_estimator("score-nvil")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyro_vae.training.run_dir import atomic_write_bytes
+from pyro_vae.files import atomic_write_bytes
 
 FORMAT = "pyro_vae.training.checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "optimizer", "rng", "metrics")

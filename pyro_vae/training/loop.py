@@ -44,10 +44,8 @@ from pyro_vae.training.checkpoint import (
     CheckpointError, load_checkpoint, load_module_state, restore_state, save_checkpoint, verify_checkpoint,
 )
 from pyro_vae.training.config import PRESETS, TrainConfig
-from pyro_vae.training.run_dir import (
-    atomic_copy, atomic_write_json, atomic_write_text, clean_stale_temp_files, lock_run_dir,
-    repair_snapshots, snapshot_path,
-)
+from pyro_vae.files import atomic_copy, atomic_write_json, atomic_write_text
+from pyro_vae.training.run_dir import clean_stale_temp_files, lock_run_dir, repair_snapshots, snapshot_path
 from pyro_vae.validation import check_model_fits
 
 __all__ = ["PRESETS", "Run", "TrainConfig", "TrainingDiverged", "build_run", "load_run", "train", "train_or_resume"]

@@ -8,9 +8,8 @@ and, with ``--keep-every``, ``checkpoints/epoch-NNNN.pt``. What this module guar
   :class:`RunDirBusyError` at once instead of mixing its files into the first
   run's. The kernel drops the lock when the process dies (even by ``kill -9``),
   so a crashed run never leaves a stale lock behind.
-* **Whole files or the old ones.** :func:`atomic_write_bytes` (and the text,
-  JSON and copy variants built on it) writes to a temporary name in the same
-  folder, ``fsync`` s it and moves it into place with ``os.replace``; a crash
+* **Whole files or the old ones.** Every file is written by :mod:`pyro_vae.files`
+  (a temporary name in the same folder, ``fsync``, ``os.replace``); a crash
   leaves the previous file intact and at worst a hidden ``.NAME.*.tmp`` file,
   which :func:`clean_stale_temp_files` removes on the next start.
 * **Snapshots are checked on resume.** :func:`repair_snapshots` verifies every
@@ -27,16 +26,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+
+from pyro_vae.files import atomic_copy, named_os_error
 
 LOCK = ".lock"
 SNAPSHOTS = "checkpoints"
@@ -55,23 +52,6 @@ class RunDirWarning(UserWarning):
     """Something in a run folder is damaged and cannot be repaired automatically."""
 
 
-def _file_mode() -> int:
-    """``0o666`` less the umask: the mode ``open()`` would give a new file (``mkstemp`` gives 0600)."""
-    try:
-        with open("/proc/self/status") as f:
-            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        umask = 0o022
-    return 0o666 & ~umask
-
-
-def _named(err: OSError, path: Path) -> OSError:
-    """``err`` with ``path`` as its file name (a failed ``write`` or ``fsync`` names none)."""
-    if err.filename is None and err.errno is not None:
-        return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
-    return err
-
-
 @contextmanager
 def lock_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
     """Hold an exclusive lock on ``run_dir`` (created if needed) for the ``with`` block.
@@ -85,13 +65,13 @@ def lock_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _named(err, run_dir) from None
+        raise named_os_error(err, run_dir) from None
     path = run_dir / LOCK
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise _named(err, path) from None
+            raise named_os_error(err, path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -117,62 +97,6 @@ def lock_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
             path.unlink(missing_ok=True)
             run_dir.rmdir()
         os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, ``fsync``, ``os.replace``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _named(err, path) from None
-    try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise _named(err, path) from None
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | os.PathLike, value: Any) -> Path:
-    """Write ``value`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(value, indent=2) + "\n")
-
-
-def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Copy ``source`` to ``target`` atomically (a kill leaves the old ``target`` or none, never half)."""
-    target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _named(err, target) from None
-    try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
-            shutil.copyfileobj(src, f, 1 << 20)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise _named(err, target) from None
-        raise
-    return target
 
 
 def clean_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
