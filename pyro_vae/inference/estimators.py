@@ -301,16 +301,6 @@ class AnalyticKL(TraceMeanField_ELBO):
         return super()._get_trace(model, guide, args, kwargs)
 
 
-@dataclass
-class Estimator:
-    """An ELBO and the guide to train with it; ``modules`` holds extra trainable nets."""
-
-    name: str
-    elbo: ELBO
-    guide: Callable
-    modules: nn.ModuleDict = field(default_factory=nn.ModuleDict)
-
-
 DECAYING_AVERAGE = {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}
 
 ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("estimator")
