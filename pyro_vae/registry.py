@@ -75,7 +75,7 @@ class Registry(Generic[T]):
 
     def describe(self) -> str:
         """``name: help`` for every entry, one per line (for ``--help``)."""
-        return "; ".join(f"{n}: {h}" if h else n for n, h in self._help.items())
+        return "; ".join(f"{n}: {h.rstrip('.')}" if h else n for n, h in self._help.items())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
