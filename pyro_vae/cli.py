@@ -187,7 +187,8 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
 
 def cmd_evaluate(args) -> None:
     with session(resolve_device(args.device)) as (distributed, device):
-        run = load_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
+        with distributed.local_main_first():  # one data download per machine
+            run = load_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
         _evaluate_report(run, args.run_dir, args.k, device, args.num_test, distributed)
 
 
