@@ -4,6 +4,10 @@ Choices and their help come from the registries (models, estimators,
 algorithms, data sets, optimizers, schedules, likelihoods); ``--import
 MODULE`` (before the subcommand) imports a module that registers more, e.g. a
 user's own model for ``pyro-vae --import mymodels train --model mine``.
+
+``train`` and ``evaluate`` also run on several processes, launched by torchrun:
+``torchrun --nproc_per_node 2 -m pyro_vae train ...``
+(:mod:`pyro_vae.training.distributed`); rank 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.distributed import SINGLE, DistributedContext, launched_by_torchrun, session
 from pyro_vae.training.loop import TrainingDiverged, load_run, train
 from pyro_vae.training.resume import resume_config
 from pyro_vae.files import atomic_write_json
@@ -120,14 +125,17 @@ def _config_from_args(args) -> TrainConfig:
     return TrainConfig.from_dict({**PRESETS.get(args.preset, {}), **given})
 
 
-def _evaluate_report(run, run_dir: Path, k: int, device: str, num_test: int | None) -> dict:
-    """Evaluate, print the numbers, then write them (a failed write loses nothing printed)."""
+def _evaluate_report(
+    run, run_dir: Path, k: int, device: str, num_test: int | None, distributed: DistributedContext = SINGLE,
+) -> dict:
+    """Evaluate (each process its shard of the test set), print the numbers, then write them
+    (a failed write loses nothing printed); rank 0 alone prints and writes."""
     if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
         raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
-    batches = run.dataset.test_batches(100, device, keys=run.vae.data_keys, num=num_test)
-    num = len(batches.data)
+    batches = run.dataset.test_batches(100, device, keys=run.vae.data_keys, num=num_test, shard=distributed.shard)
+    num = len(run.dataset.test[:num_test])
     start = time.perf_counter()
-    result = evaluate(run.vae, batches, num_samples=k)
+    result = evaluate(run.vae, batches, num_samples=k, reduce=distributed.sum)
     report = {
         "k": k,
         "num_test": num,
@@ -139,35 +147,49 @@ def _evaluate_report(run, run_dir: Path, k: int, device: str, num_test: int | No
         "machine": machine(),
     }
     path = run_dir / f"eval-epoch{report['epoch']:04d}-k{k}-n{num}.json"
-    print(
-        f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
-        f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images -> {path}",
-        flush=True,
-    )
-    atomic_write_json(path, report)
+
+    def write() -> None:
+        print(
+            f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
+            f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images -> {path}",
+            flush=True,
+        )
+        atomic_write_json(path, report)
+
+    distributed.on_main(write)
     return report
 
 
 def cmd_train(args) -> None:
+    with session(resolve_device(args.device)) as (distributed, device):
+        _train_command(args, distributed, device)
+
+
+def _train_command(args, distributed: DistributedContext, device: str) -> None:
     from pyro_vae.plots import write_figures
 
-    config = _config_from_args(args)
-    device = resolve_device(args.device)
-    run_dir = args.run_dir = args.run_dir or Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"run directory: {run_dir}\nconfig: {asdict(config)}\nmachine: {machine()}")
+    def start() -> tuple[TrainConfig, Path]:  # on rank 0: one config, one folder name for all
+        config = _config_from_args(args)
+        run_dir = args.run_dir or Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        processes = f" ({distributed.world_size} processes)" if distributed.active else ""
+        print(f"run directory: {run_dir}\nconfig: {asdict(config)}\nmachine: {machine()}{processes}")
+        return config, run_dir
+
+    config, run_dir = distributed.on_main(start)
+    args.run_dir = run_dir
     run = train(
         config, run_dir, data_dir=args.data_dir, device=device, resume=args.resume,
-        progress=not args.no_progress, keep_every=args.keep_every,
+        progress=not args.no_progress, keep_every=args.keep_every, distributed=distributed,
     )
-    _evaluate_report(run, run_dir, args.eval_k, device, None)
-    for path in write_figures(run, run_dir / "figures"):
-        print(f"wrote {path}")
+    _evaluate_report(run, run_dir, args.eval_k, device, None, distributed)
+    distributed.on_main(lambda: [print(f"wrote {path}") for path in write_figures(run, run_dir / "figures")])
 
 
 def cmd_evaluate(args) -> None:
-    device = resolve_device(args.device)
-    run = load_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
-    _evaluate_report(run, args.run_dir, args.k, device, args.num_test)
+    with session(resolve_device(args.device)) as (distributed, device):
+        with distributed.local_main_first():  # one data download per machine
+            run = load_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
+        _evaluate_report(run, args.run_dir, args.k, device, args.num_test, distributed)
 
 
 def cmd_plot(args) -> None:
@@ -312,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_cli_args(args)  # every numeric flag, before any work
+        if launched_by_torchrun() and args.command not in ("train", "evaluate"):
+            raise ValueError(f"{args.command} runs on one process; only train and evaluate run under torchrun")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         args.func(args)

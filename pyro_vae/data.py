@@ -113,21 +113,24 @@ class Dataset:
 
     def train_batches(
         self, batch_size: int, generator: torch.Generator, device: str | torch.device = "cpu",
-        keys: Sequence[str] = ("x",),
+        keys: Sequence[str] = ("x",), shard: tuple[int, int] = (0, 1),
     ) -> Batches:
         """Shuffled training minibatches (short last batch dropped), binarized afresh;
-        ``keys`` names the entries of each batch (``"x"``, ``"y"``)."""
+        ``keys`` names the entries of each batch (``"x"``, ``"y"``). With ``shard=(r, W)``
+        each batch is process r's part of the global one (see :class:`Batches`)."""
         return Batches(self.train, batch_size, device, generator=generator, binarize=self.binarize,
-                       labels=self._labels(self.train_labels, keys))
+                       labels=self._labels(self.train_labels, keys), shard=shard)
 
     def test_batches(
         self, batch_size: int, device: str | torch.device = "cpu", keys: Sequence[str] = ("x",),
-        num: int | None = None,
+        num: int | None = None, shard: tuple[int, int] = (0, 1),
     ) -> Batches:
-        """Test minibatches in a fixed order (the first ``num`` test points if given)."""
+        """Test minibatches in a fixed order (the first ``num`` test points if given);
+        with ``shard=(r, W)`` only the points r, r + W, r + 2W, ... of them."""
         labels = self._labels(self.test_labels, keys)
-        test = self.test[:num]
-        return Batches(test, batch_size, device, labels=None if labels is None else labels[:num])
+        rank, world = shard
+        test = self.test[:num][rank::world]
+        return Batches(test, batch_size, device, labels=None if labels is None else labels[:num][rank::world])
 
     def with_labels(self, num_labels: int, seed: int = 0) -> Dataset:
         """The same data with only ``num_labels`` training labels kept, the same number
@@ -157,6 +160,12 @@ class Batches:
     With a ``generator`` the order is shuffled each pass and the short last
     batch is dropped (so every SVI step sees the same plate size); with
     ``binarize`` every batch is a fresh Bernoulli draw from the grey levels.
+
+    ``shard=(r, W)`` makes this process r of W (:mod:`pyro_vae.training.distributed`):
+    every process draws the same permutation and binarization from the same
+    generator, so the global batch of ``batch_size`` points is the one-process
+    run's, and yields its rows r, r + W, r + 2W, ... (``batch_size / W`` of them, the
+    assignment ``DistributedSampler`` makes), on ``device`` only those.
     """
 
     def __init__(
@@ -167,13 +176,23 @@ class Batches:
         generator: torch.Generator | None = None,
         binarize: bool = False,
         labels: torch.Tensor | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+        if generator is not None and batch_size % world:
+            raise ValueError(
+                f"batch_size={batch_size} is not divisible by the {world} processes: each takes "
+                "batch_size / processes points of the global minibatch"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if generator is not None and batch_size > len(data):
             raise ValueError(f"batch_size={batch_size} exceeds the {len(data)} training points")
         self.data, self.batch_size, self.device = data, batch_size, device
         self.generator, self.binarize, self.labels = generator, binarize, labels
+        self.shard = slice(rank, None, world)
 
     def __len__(self) -> int:
         if self.generator is None:
@@ -188,12 +207,12 @@ class Batches:
             if order is not None:
                 index = order[index]
             x = self.data[index]
-            if self.binarize:
+            if self.binarize:  # the whole global batch: the generator advances as on one process
                 x = torch.bernoulli(x, generator=self.generator)
-            batch = {"x": x.to(self.device, non_blocking=True)}
-            if self.labels is not None:
-                batch["y"] = self.labels[index].to(self.device, non_blocking=True)
-            yield batch
+            batch = {"x": x} if self.labels is None else {"x": x, "y": self.labels[index]}
+            if self.generator is not None:
+                batch = {key: value[self.shard] for key, value in batch.items()}
+            yield {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path | None:

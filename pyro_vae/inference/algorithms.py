@@ -17,7 +17,10 @@ and calls
 ``config`` is read for ``optimizer``, ``lr``, ``weight_decay``,
 ``lr_schedule`` and ``num_particles`` (a :class:`~pyro_vae.training.config.TrainConfig`).
 An algorithm class may define ``check_config(config)`` to refuse settings it
-cannot use. Registered: ``aevb`` (:mod:`pyro_vae.inference.svi`),
+cannot use, and sets ``splits_batches = False`` if its update is not a sum of
+per-datum terms (one importance weight for a whole minibatch), so that a
+minibatch split over processes (:mod:`pyro_vae.training.distributed`) would
+change what it computes; such an algorithm runs on one process only. Registered: ``aevb`` (:mod:`pyro_vae.inference.svi`),
 ``wake-sleep`` and ``rws`` (:mod:`pyro_vae.inference.wake_sleep`), ``mcem``
 (:mod:`pyro_vae.inference.mcem`).
 
@@ -100,6 +103,10 @@ class ParamScope:
         }
 
     def load_state_dict(self, values: dict[str, torch.Tensor]) -> None:
+        """Set the baselines to ``values``, replacing those of the same names."""
         with self:
+            store = pyro.get_param_store()
             for name, value in values.items():
+                if name in store:
+                    del store[name]
                 pyro.param(name, value)

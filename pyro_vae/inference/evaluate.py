@@ -140,13 +140,16 @@ def evaluate(
     batches: Iterable[torch.Tensor | dict[str, torch.Tensor]],
     num_samples: int = 5000,
     chunk_size: int = 500,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Mean per-datum ELBO and log p(x) estimate (nats) over ``batches`` of data.
 
     A batch is ``x`` or a dict of the program's data (``{"x": ..., "y": ...}``).
     ``elbo`` averages the same ``num_samples`` weights, so it is the ELBO with
     ``num_samples`` Monte Carlo samples; ``log_px`` is the IWAE bound with
-    K = ``num_samples``.
+    K = ``num_samples``. ``reduce`` sums the tensor ``(sum elbo, sum log_px, count)``
+    over processes when each evaluates its shard of the data (then every
+    process gets the means over all shards, see :mod:`pyro_vae.training.distributed`).
     """
     totals = {"elbo": 0.0, "log_px": 0.0}
     count = 0
@@ -166,6 +169,9 @@ def evaluate(
                 count += x.shape[0]
     finally:
         program.train(was_training)
+    if reduce is not None:
+        *sums, count = reduce(torch.tensor([*totals.values(), count], dtype=torch.float64)).tolist()
+        totals = dict(zip(totals, sums))
     if count == 0:
         raise ValueError("evaluate() got no data")
     return {key: value / count for key, value in totals.items()}

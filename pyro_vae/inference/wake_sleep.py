@@ -264,6 +264,8 @@ class WakeSleepAlgorithm:
 class RWSAlgorithm(WakeSleepAlgorithm):
     """Pyro's reweighted wake-sleep with K = num_particles (>= 2)."""
 
+    splits_batches = False  # one importance weight per minibatch (see rws_step)
+
     @staticmethod
     def check_config(config) -> None:
         if config.num_particles < 2:

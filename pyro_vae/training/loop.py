@@ -19,6 +19,12 @@ The minibatch ELBO is scaled by N/M (``total_size`` of the data plate), so the
 loss estimates the negative ELBO of the whole training set, as in the paper's
 Algorithm 1; ``weight_decay=1`` is then exactly a N(0, I) prior on the weights.
 Nothing here touches Pyro's global param store.
+
+Under ``torchrun`` the same loop runs on every process, given a
+:class:`~pyro_vae.training.distributed.DistributedContext`: each process trains
+on its part of every global minibatch, gradients are averaged over processes,
+rank 0 alone writes the run folder, and evaluation shards the test set
+(:mod:`pyro_vae.training.distributed`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import dataclasses
 import io
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +51,7 @@ from pyro_vae.training.checkpoint import (
     CheckpointError, load_checkpoint, load_module_state, restore_state, save_checkpoint, verify_checkpoint,
 )
 from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
 from pyro_vae.files import atomic_copy, atomic_write_json, atomic_write_text
 from pyro_vae.training.run_dir import clean_stale_temp_files, lock_run_dir, repair_snapshots, snapshot_path
 from pyro_vae.validation import check_model_fits
@@ -179,6 +187,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     keep_every: int = 0,
+    distributed: DistributedContext = SINGLE,
 ) -> Run:
     """Train (or, with ``resume=True``, continue) the run in ``run_dir`` up to ``config.epochs``.
 
@@ -189,30 +198,43 @@ def train(
     kept in ``run_dir/checkpoints/``. The run folder is locked for the whole call
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
     :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
+
+    ``distributed`` (from :func:`~pyro_vae.training.distributed.session`) makes this
+    call one process of a multi-process run: every process calls it with the same
+    arguments (its own ``device``); rank 0 holds the lock and writes the files.
     """
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
-    with lock_run_dir(run_dir):
-        return _train_locked(
-            config, Path(run_dir), data_dir=data_dir, device=device, resume=resume,
-            progress=progress, keep_every=keep_every,
+    if config.batch_size % distributed.world_size:
+        raise ValueError(
+            f"batch_size={config.batch_size} is not divisible by the {distributed.world_size} processes: "
+            "each process trains on batch_size / processes points of every global minibatch"
+        )
+    run_dir = Path(run_dir)
+    with ExitStack() as stack:
+        def prepare() -> dict | None:
+            stack.enter_context(lock_run_dir(run_dir))
+            # one process loads onto its device; several share rank 0's copy, sent from the CPU
+            return _prepare(config, run_dir, resume, keep_every, "cpu" if distributed.active else device, distributed)
+
+        state = distributed.on_main(prepare)
+        if state is not None and distributed.active:
+            state = to_device(state, device)
+        return _train_prepared(
+            config, run_dir, state, data_dir=data_dir, device=device, progress=progress,
+            keep_every=keep_every, distributed=distributed,
         )
 
 
-def _train_locked(
-    config: TrainConfig,
-    run_dir: Path,
-    *,
-    data_dir: str | None,
-    device: str,
-    resume: bool,
-    progress: bool,
-    keep_every: int,
-) -> Run:
-    # train()'s body, run while holding the run folder's lock.
+def _prepare(
+    config: TrainConfig, run_dir: Path, resume: bool, keep_every: int, map_location: str,
+    distributed: DistributedContext,
+) -> dict | None:
+    """The checkpoint to resume from (``None`` for a new run), checked against ``config``;
+    run on rank 0 while it holds the run folder's lock."""
     clean_stale_temp_files(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
-    state = load_checkpoint(checkpoint_path, map_location=device) if resume else None
+    state = load_checkpoint(checkpoint_path, map_location=map_location) if resume else None
     if state is not None:
         saved = TrainConfig.from_dict({**state["config"], "epochs": config.epochs})
         if saved != config:
@@ -223,31 +245,57 @@ def _train_locked(
                 f"cannot resume {run_dir} to {config.epochs} epochs: it has already run {state['epoch']}; "
                 f"ask for at least {state['epoch']} epochs"
             )
+        distributed.check_checkpoint(state, checkpoint_path)
         repair_snapshots(run_dir, checkpoint_path, state["epoch"], keep_every, verify_checkpoint)
     elif checkpoint_path.exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) or use a new directory")
+    return state
 
-    run = build_run(config, data_dir, device)
+
+def _train_prepared(
+    config: TrainConfig,
+    run_dir: Path,
+    state: dict | None,
+    *,
+    data_dir: str | None,
+    device: str,
+    progress: bool,
+    keep_every: int,
+    distributed: DistributedContext,
+) -> Run:
+    # train()'s body after _prepare, while rank 0 holds the run folder's lock.
+    checkpoint_path = run_dir / CHECKPOINT
+    with distributed.local_main_first():
+        run = build_run(config, data_dir, device)
     check_program(run, device)
     vae, estimator, dataset = run.vae, run.estimator, run.dataset
-    algorithm: Algorithm = ALGORITHMS[config.algorithm](vae, estimator, config)
+    algorithm: Algorithm = distributed.wrap(ALGORITHMS[config.algorithm](vae, estimator, config))
     generator = torch.Generator().manual_seed(config.seed)
+    distributed.seed_noise(config.seed)
     start_epoch, wall = 0, 0.0
     if state is not None:
         load_module_state(vae, state["model"], "model", checkpoint_path)
         load_module_state(estimator.modules, state["estimator"], "estimator", checkpoint_path)
         restore_state(algorithm.load_state_dict, state["optimizer"], "optimizer", checkpoint_path)
-        _set_rng_state(state["rng"], generator)
+        own = distributed.rank_entry(state)
+        _set_rng_state(state["rng"] if own is None else own["rng"], generator)
+        if own is not None:
+            restore_state(algorithm.load_rank_state, own["param_stores"], "per-process", checkpoint_path)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
         wall = run.metrics[-1]["wall_seconds"] if run.metrics else 0.0
+    distributed.broadcast_modules([vae, estimator.modules])
 
-    atomic_write_json(run_dir / CONFIG, asdict(config))
+    distributed.on_main(lambda: atomic_write_json(run_dir / CONFIG, asdict(config)))
     n = len(dataset.train)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
-        batches = dataset.train_batches(config.batch_size, generator, device, keys=vae.data_keys)
+        batches = dataset.train_batches(
+            config.batch_size, generator, device, keys=vae.data_keys, shard=distributed.shard
+        )
         total_loss = 0.0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            batches, desc=f"epoch {epoch}/{config.epochs}", disable=not (progress and distributed.is_main), leave=False
+        )
         for step, batch in enumerate(bar, 1):
             loss = algorithm.step(batch, n)
             if not math.isfinite(loss):
@@ -261,7 +309,10 @@ def _train_locked(
                 bar.set_postfix(elbo=f"{-total_loss / (step * n):.2f}")
         algorithm.end_epoch()
         train_seconds = time.perf_counter() - start
-        test = evaluate(vae, dataset.test_batches(1000, device, keys=vae.data_keys), num_samples=config.eval_samples)
+        test = evaluate(
+            vae, dataset.test_batches(1000, device, keys=vae.data_keys, shard=distributed.shard),
+            num_samples=config.eval_samples, reduce=distributed.sum,
+        )
         wall += time.perf_counter() - start
         run.metrics.append(
             {
@@ -274,25 +325,29 @@ def _train_locked(
                 "wall_seconds": wall,
             }
         )
-        write_csv(run.metrics, run_dir / METRICS)
-        save_checkpoint(
-            {
-                "config": asdict(config),
-                "epoch": epoch,
-                "model": vae.state_dict(),
-                "estimator": estimator.modules.state_dict(),
-                "optimizer": algorithm.state_dict(),
-                "rng": _rng_state(generator),
-                "metrics": run.metrics,
-            },
-            checkpoint_path,
-        )
-        if keep_every and epoch % keep_every == 0:
-            atomic_copy(checkpoint_path, snapshot_path(run_dir, epoch))
-        if progress:
+        checkpoint = {
+            "config": asdict(config),
+            "epoch": epoch,
+            "model": vae.state_dict(),
+            "estimator": estimator.modules.state_dict(),
+            "optimizer": algorithm.state_dict(),
+            "rng": _rng_state(generator),
+            "metrics": run.metrics,
+        }
+        checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
+        distributed.on_main(lambda: _write_epoch(run_dir, run.metrics, checkpoint, epoch, keep_every))
+        if progress and distributed.is_main:
             row = run.metrics[-1]
             tqdm.write(
                 f"epoch {epoch}: train ELBO {row['train_elbo']:.2f}, "
                 f"test ELBO {row['test_elbo']:.2f} nats ({train_seconds:.1f} s)"
             )
     return run
+
+
+def _write_epoch(run_dir: Path, metrics: list[dict], checkpoint: dict, epoch: int, keep_every: int) -> None:
+    """Write an epoch's metrics and checkpoint (and its snapshot every ``keep_every`` epochs)."""
+    write_csv(metrics, run_dir / METRICS)
+    save_checkpoint(checkpoint, run_dir / CHECKPOINT)
+    if keep_every and epoch % keep_every == 0:
+        atomic_copy(run_dir / CHECKPOINT, snapshot_path(run_dir, epoch))
