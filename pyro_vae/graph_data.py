@@ -34,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from pyro.infer.util import is_validation_enabled
 
 from pyro_vae.data import DatasetNotFoundError, cache_dir, data_dir
 from pyro_vae.registry import Registry
@@ -88,11 +89,12 @@ class LinkSplit:
 
 
 def check_graph(x: torch.Tensor, edge_index: torch.Tensor) -> None:
-    """Raise one clear ``ValueError``/``TypeError`` unless ``x`` is a finite ``(N, F)``
-    float tensor and ``edge_index`` a ``(2, M)`` integer tensor of node ids in [0, N)."""
+    """Raise one clear ``ValueError``/``TypeError`` unless ``x`` is a ``(N, F)`` float tensor,
+    finite (checked while Pyro's validation is enabled: a pass over all features), and
+    ``edge_index`` a ``(2, M)`` integer tensor of node ids in [0, N)."""
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 2:
         raise TypeError(f"node features must be a float tensor of shape (num_nodes, num_features), got {_describe(x)}")
-    if not torch.isfinite(x).all():
+    if is_validation_enabled() and not torch.isfinite(x).all():
         raise ValueError(f"node features contain {int((~torch.isfinite(x)).sum())} NaN or infinite values")
     if not torch.is_tensor(edge_index) or edge_index.dtype != torch.long or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise TypeError(f"edge_index must be a long tensor of shape (2, num_edges), got {_describe(edge_index)}")

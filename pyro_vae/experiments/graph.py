@@ -15,9 +15,10 @@ epoch on the ELBO of the whole graph, estimated by the estimator of
 :func:`pyro_vae.inference.estimators.make_estimator` (``reparam`` by default),
 Adam with learning rate 0.01, 200 epochs, no dropout, features as given. The
 pair set and its weights are :func:`~pyro_vae.models.vgae.paper_pairs`, so the
-loss is the paper's. Runs keep no global state: parameters live in the module
-(``module_local_params``), Pyro's param store is a private scope per run, and
-torch's global RNG is restored afterwards.
+loss is the paper's. Runs keep no global state: each run has a private scope of
+Pyro's param store (which holds the module's parameters, registered by
+``PyroModule``, and any baseline averages), and torch's global RNG is restored
+afterwards.
 
 :func:`run_table` trains every (model, data set, seed) and writes the paper's
 Table 1 with mean +- std over seeds; the link split is fixed (``split_seed``),
@@ -143,7 +144,7 @@ def train_graph(
 
     split = link_split(load_graph(config.dataset, data_dir), config.split_seed)
     store = pyro.get_param_store()
-    with torch.random.fork_rng(devices=[]), store.scope(), pyro.settings.context(module_local_params=True):
+    with torch.random.fork_rng(devices=[]), store.scope():
         torch.manual_seed(config.seed)
         model = GRAPH_MODELS[config.model](split.graph.num_features, config.hidden, config.z_dim)
         run = GraphRun(config, split, model, make_estimator(config.estimator, model, config.num_particles))
@@ -175,22 +176,21 @@ def _fit(run: GraphRun, optimizer: torch.optim.Optimizer, run_dir: Path, progres
         # The inputs were checked once (paper_pairs, check_graph); Pyro's per-step support
         # checks of the N^2 observed A_ij would cost ~15% of a step.
         with pyro.validation_enabled(False):
-            loss = run.estimator.elbo.differentiable_loss(model.model, run.estimator.guide, x, edge_index, pairs)
-        if not math.isfinite(loss.item()):
+            loss = run.estimator.elbo.loss_and_grads(model.model, run.estimator.guide, x, edge_index, pairs)
+        if not math.isfinite(loss):
             raise TrainingDiverged(
-                f"the loss became {loss.item()} at epoch {epoch}; training stopped. The checkpoint of "
+                f"the loss became {loss} at epoch {epoch}; training stopped. The checkpoint of "
                 f"epoch {epoch - 1} ({run_dir / CHECKPOINT}) is intact; lower --lr and resume, or start again"
             )
-        loss.backward()
         optimizer.step()
         train_seconds = time.perf_counter() - start
         val = link_metrics(run.embed(), split.val_pos, split.val_neg)
         wall += time.perf_counter() - start
         run.metrics.append(
-            {"epoch": epoch, "loss": loss.item(), "val_auc": val["auc"], "val_ap": val["ap"],
+            {"epoch": epoch, "loss": loss, "val_auc": val["auc"], "val_ap": val["ap"],
              "train_seconds": train_seconds, "wall_seconds": wall}
         )
-        bar.set_postfix(loss=f"{loss.item():.4f}", val_auc=f"{val['auc']:.3f}")
+        bar.set_postfix(loss=f"{loss:.4f}", val_auc=f"{val['auc']:.3f}")
         write_csv(run.metrics, run_dir / METRICS)
         save_checkpoint(
             {
@@ -198,12 +198,18 @@ def _fit(run: GraphRun, optimizer: torch.optim.Optimizer, run_dir: Path, progres
                 "epoch": epoch,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "free_params": {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()},
+                "free_params": _free_params(model),
                 "rng": {"torch": torch.get_rng_state()},
                 "metrics": run.metrics,
             },
             run_dir / CHECKPOINT,
         )
+
+
+def _free_params(model: VGAE) -> dict[str, torch.Tensor]:
+    # Param-store entries the module does not own: TraceGraph_ELBO's decaying averages.
+    owned = {id(p) for p in model.parameters()}
+    return {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters() if id(v) not in owned}
 
 
 def train_or_resume_graph(config: GraphConfig, run_dir: str | Path, **kwargs) -> GraphRun:
@@ -273,8 +279,8 @@ def run_table(
     base = base or GraphConfig()
     rows = []
     for dataset in datasets:
-        for model in models:
-            for seed in range(seeds):
+        for seed in range(seeds):  # seeds outermost: a stopped table holds every model at the same seeds
+            for model in models:
                 config = GraphConfig.from_dict({**asdict(base), "model": model, "dataset": dataset, "seed": seed})
                 run_dir = out / f"{model}-{dataset}-seed{seed}"
                 run = train_or_resume_graph(config, run_dir, data_dir=data_dir, progress=progress)

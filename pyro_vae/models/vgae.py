@@ -30,6 +30,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
 from pyro_vae.graph_data import check_graph, pyg
@@ -64,7 +65,7 @@ class Pairs:
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (size,):
                 raise ValueError(f"pairs.{name} must have shape ({size},) for {size} pairs, got {tuple(value.shape)}")
-        if self.weight is not None and not (self.weight > 0).all():
+        if self.weight is not None and is_validation_enabled() and not (self.weight > 0).all():
             raise ValueError("pairs.weight must be positive")
         if not self.scale > 0:
             raise ValueError(f"pairs.scale must be positive, got {self.scale}")
