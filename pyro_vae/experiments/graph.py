@@ -289,7 +289,8 @@ def run_table(
                              "test_ap": report["ap"], "train_wall_seconds": report["train_wall_seconds"]})
                 write_csv(rows, out / "runs.csv")
                 if model == models[0] and seed == 0:
-                    figure = embedding_figure(run.embed(), run.split.graph.y, f"{model.upper()} on {dataset}")
+                    title = f"{model.upper()} posterior means on {dataset}, colour = class"
+                    figure = embedding_figure(run.embed(), run.split.graph.y, title)
                     figure.savefig(out / f"embedding-{dataset}.png", dpi=120)
     summary = summarize(rows)
     write_csv(summary, out / "summary.csv")
