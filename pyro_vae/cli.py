@@ -34,7 +34,7 @@ from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext, launched_by_torchrun, session
-from pyro_vae.training.loop import TrainingDiverged, load_run, train
+from pyro_vae.training.loop import CONFIG, TrainingDiverged, load_run, train
 from pyro_vae.training.resume import resume_config
 from pyro_vae.files import atomic_write_json
 from pyro_vae.training.run_dir import RunDirBusyError
@@ -247,6 +247,83 @@ def cmd_benchmark(args) -> None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
+
+# --- graph autoencoders (issue #11): pyro-vae graph train | table ---------------------
+def _add_graph(sub) -> None:
+    from pyro_vae.experiments.graph import GRAPH_ESTIMATORS, GraphConfig
+    from pyro_vae.graph_data import GRAPH_DATASETS
+    from pyro_vae.models.vgae import GRAPH_MODELS
+
+    graph = sub.add_parser("graph", help="(variational) graph autoencoders for link prediction (Kipf & Welling 2016)")
+    graph_sub = graph.add_subparsers(dest="graph_command", required=True)
+    defaults = GraphConfig()
+
+    def add_config(p) -> None:
+        p.add_argument("--estimator", choices=GRAPH_ESTIMATORS, help=f"default {defaults.estimator}")
+        p.add_argument("--num-particles", type=int)
+        p.add_argument("--hidden", type=int, help=f"first GCN layer units (default {defaults.hidden})")
+        p.add_argument("--z-dim", type=int, help=f"latent dimension (default {defaults.z_dim})")
+        p.add_argument("--lr", type=float, help=f"Adam learning rate (default {defaults.lr})")
+        p.add_argument("--epochs", type=int, help=f"full-batch steps (default {defaults.epochs})")
+        p.add_argument("--split-seed", type=int, help="seed of the 85/5/10 link split (default 0)")
+        p.add_argument("--data-dir", help="folder with Planetoid/<Name>/raw (default: $PYRO_VAE_DATA, else download)")
+        p.add_argument("--no-progress", action="store_true")
+        _add_threads(p)
+
+    p = graph_sub.add_parser("train", help="train one graph autoencoder and report its test AUC and AP")
+    p.add_argument("--model", choices=GRAPH_MODELS.names(), help=GRAPH_MODELS.describe())
+    p.add_argument("--dataset", choices=GRAPH_DATASETS.names(), help=GRAPH_DATASETS.describe())
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", type=Path, help="default: runs/<model>-<dataset>-<time>")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    add_config(p)
+    p.set_defaults(func=cmd_graph_train)
+
+    p = graph_sub.add_parser("table", help="Table 1 of Kipf & Welling (2016): test AUC/AP, mean +- std over seeds")
+    p.add_argument("--models", nargs="+", choices=GRAPH_MODELS.names(), default=["vgae", "gae"])
+    p.add_argument("--datasets", nargs="+", choices=GRAPH_DATASETS.names(), default=["cora", "citeseer"])
+    p.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per model and data set (default 10)")
+    p.add_argument("--out", type=Path, default=Path("runs/vgae"))
+    add_config(p)
+    p.set_defaults(func=cmd_graph_table)
+
+
+def _graph_config(args, **values):
+    from pyro_vae.experiments.graph import GraphConfig
+
+    names = {f.name for f in fields(GraphConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    return GraphConfig.from_dict(values)
+
+
+def cmd_graph_train(args) -> None:
+    from pyro_vae.experiments.graph import evaluate_graph_run, train_graph
+
+    values = {}
+    if args.resume:
+        if args.run_dir is None:
+            raise ValueError("--resume needs --run-dir")
+        if not (args.run_dir / CONFIG).is_file():
+            raise CheckpointError(f"no {CONFIG} in {args.run_dir}: nothing to resume")
+        values = json.loads((args.run_dir / CONFIG).read_text())
+    config = _graph_config(args, **values)
+    run_dir = args.run_dir or Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"run directory: {run_dir}\nconfig: {asdict(config)}\nmachine: {machine()}")
+    run = train_graph(config, run_dir, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress)
+    report = evaluate_graph_run(run, run_dir)
+    print(f"epoch {report['epoch']}: test AUC {100 * report['auc']:.2f}, AP {100 * report['ap']:.2f} "
+          f"({report['train_wall_seconds']:.1f} s of training)")
+
+
+def cmd_graph_table(args) -> None:
+    from pyro_vae.experiments.graph import markdown_table, run_table
+
+    print(f"graph autoencoder table -> {args.out}\nmachine: {machine()}")
+    summary = run_table(args.out, models=args.models, datasets=args.datasets, seeds=args.seeds,
+                        base=_graph_config(args), data_dir=args.data_dir, progress=not args.no_progress)
+    print(markdown_table(summary))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-vae", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -307,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="default: runs/reproduce")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
+
+    _add_graph(sub)
 
     sub.choices["train"].set_defaults(func=cmd_train)
     return parser

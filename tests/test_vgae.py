@@ -1,0 +1,269 @@
+"""The (variational) graph autoencoder: program structure, objective, metrics, training, data, CLI."""
+
+import os
+from pathlib import Path
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro.infer import Trace_ELBO
+
+from pyro_vae.cli import main
+from pyro_vae.data import DatasetNotFoundError
+from pyro_vae.experiments.graph import GraphConfig, train_graph
+from pyro_vae.graph_data import GRAPH_DATASETS, check_graph, link_split, load_graph, planted_partition
+from pyro_vae.graph_plots import embedding_figure
+from pyro_vae.inference.link_prediction import average_precision, roc_auc
+from pyro_vae.models.vgae import GAE, VGAE, Pairs, paper_pairs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny graphs gain nothing from threads, and lose much on a busy shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_graph():
+    graph = planted_partition(num_nodes=12, p_in=0.8, p_out=0.1)
+    return graph.x, graph.edge_index
+
+
+# --- the program ------------------------------------------------------------
+@pytest.mark.parametrize("index", [None, torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 11]])])
+def test_site_names_and_plate_shapes(index):
+    x, edge_index = small_graph()
+    vgae = VGAE(12, hidden=8, z_dim=3, prefix="g")
+    p = 144 if index is None else 5
+    pairs = Pairs(index, target=torch.randint(0, 2, (p,)).float(), weight=torch.full((p,), 2.0), scale=0.5)
+    guide = poutine.trace(vgae.guide).get_trace(x, edge_index, pairs)
+    model = poutine.trace(poutine.replay(vgae.model, guide)).get_trace(x, edge_index, pairs)
+    assert [n for n, s in guide.nodes.items() if s["type"] == "sample"] == ["g.nodes", "g.z"]
+    assert [n for n, s in model.nodes.items() if s["type"] == "sample"] == ["g.nodes", "g.z", "g.pairs", "g.A"]
+    z, a = model.nodes["g.z"], model.nodes["g.A"]
+    assert z["value"].shape == (12, 3) and z["fn"].batch_shape == (12,) and z["fn"].event_shape == (3,)
+    assert [(f.name, f.size, f.dim) for f in z["cond_indep_stack"]] == [("g.nodes", 12, -1)]
+    assert [(f.name, f.size, f.dim) for f in a["cond_indep_stack"]] == [("g.pairs", p, -1)]
+    assert a["is_observed"] and a["value"].shape == (p,)
+    assert torch.equal(a["scale"], torch.full((p,), 1.0))  # weight 2 x program scale 0.5
+    assert guide.nodes["g.z"]["scale"] == 0.5
+    assert VGAE.max_plate_nesting == 1
+
+
+def test_generates_a_dense_adjacency_without_pairs():
+    x, edge_index = small_graph()
+    a = VGAE(12, hidden=8, z_dim=3).model(x, edge_index)
+    assert a.shape == (144,) and set(a.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_gae_is_a_point_mass_without_prior():
+    x, edge_index = small_graph()
+    gae = GAE(12, hidden=8, z_dim=3)
+    guide = poutine.trace(gae.guide).get_trace(x, edge_index)
+    model = poutine.trace(poutine.replay(gae.model, guide)).get_trace(x, edge_index)
+    assert torch.equal(guide.nodes["z"]["value"], gae.embed(x, edge_index))
+    model.compute_log_prob()
+    assert model.nodes["z"]["log_prob_sum"] == 0  # masked prior: the GAE's ELBO is log p(A | z)
+    assert not hasattr(gae, "conv_log_scale")
+
+
+def test_paper_pairs_is_the_papers_weighted_loss():
+    """-ELBO of the GAE program == tkipf/gae's norm * mean(weighted BCE) over A_train + I."""
+    x, edge_index = small_graph()
+    n, m = 12, edge_index.shape[1]
+    pairs = paper_pairs(edge_index, n)
+    gae = GAE(12, hidden=8, z_dim=3)
+    loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(gae.model, gae.guide, x, edge_index, pairs)
+    z = gae.embed(x, edge_index)
+    labels = torch.zeros(n, n)
+    labels[edge_index[0], edge_index[1]] = 1
+    labels += torch.eye(n)
+    pos_weight, norm = (n * n - m) / m, n * n / (2 * (n * n - m))
+    expected = norm * F.binary_cross_entropy_with_logits(z @ z.T, labels, pos_weight=torch.tensor(pos_weight))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_vgae_kl_has_the_papers_weight():
+    """With z fixed, the VGAE adds (1/N^2) sum_i (log q(z_i) - log p(z_i)) to the GAE's loss."""
+    x, edge_index = small_graph()
+    pairs = paper_pairs(edge_index, 12)
+    vgae = VGAE(12, hidden=8, z_dim=3)
+    guide = poutine.trace(vgae.guide).get_trace(x, edge_index, pairs)
+    model = poutine.trace(poutine.replay(vgae.model, guide)).get_trace(x, edge_index, pairs)
+    z = guide.nodes["z"]["value"]
+    q, p = vgae.posterior(x, edge_index), vgae.prior(12)
+    recon = -(model.nodes["A"]["fn"].log_prob(pairs.target) * pairs.weight).sum()
+    expected = (recon + (q.log_prob(z) - p.log_prob(z)).sum()) / 144
+    assert (guide.log_prob_sum() - model.log_prob_sum()).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- metrics ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "scores, labels, auc, ap",
+    [
+        ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], 0.75, (1 + 2 / 3) / 2),  # the scikit-learn doc example
+        ([3.0, 2.0, 2.0, 1.0], [1, 1, 0, 0], 3.5 / 4, 0.5 * 1 + 0.5 * 2 / 3),  # a tie across classes
+        ([0.5, 0.5, 0.2], [1, 0, 0], 0.75, 0.5),
+        ([0.9, 0.8, 0.1], [1, 1, 0], 1.0, 1.0),
+        ([0.1, 0.8, 0.9], [1, 0, 0], 0.0, 1 / 3),
+    ],
+)
+def test_auc_and_ap_against_hand_computed_values(scores, labels, auc, ap):
+    scores, labels = torch.tensor(scores), torch.tensor(labels)
+    assert roc_auc(scores, labels) == pytest.approx(auc)
+    assert average_precision(scores, labels) == pytest.approx(ap)
+    assert roc_auc(torch.sigmoid(scores), labels) == pytest.approx(auc)  # rank statistics
+
+
+def test_metrics_need_both_classes():
+    with pytest.raises(ValueError, match="one positive and one negative"):
+        roc_auc(torch.rand(3), torch.ones(3))
+
+
+# --- training ---------------------------------------------------------------
+def test_vgae_learns_a_planted_partition_in_seconds(tmp_path):
+    run = train_graph(GraphConfig(dataset="planted-partition"), tmp_path, progress=False)
+    assert run.test_metrics()["auc"] > 0.9
+    assert run.metrics[-1]["wall_seconds"] < 60  # about 1-2 s on one idle core
+    assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "config.json").is_file()
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "score-baseline"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, estimator):
+    config = GraphConfig(dataset="planted-partition", epochs=6, estimator=estimator)
+    whole = train_graph(config, tmp_path / "whole", progress=False)
+    train_graph(GraphConfig(**{**vars(config), "epochs": 3}), tmp_path / "split", progress=False)
+    resumed = train_graph(config, tmp_path / "split", resume=True, progress=False)
+    assert [r["loss"] for r in resumed.metrics] == [r["loss"] for r in whole.metrics]
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("model", ["vgae", "gae"])
+def test_score_function_estimator_trains_the_graph_model(tmp_path, model):
+    run = train_graph(GraphConfig(model=model, dataset="planted-partition", epochs=5, estimator="score"), tmp_path,
+                      progress=False)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in run.metrics)
+
+
+def test_training_leaves_no_global_state(tmp_path):
+    rng = torch.get_rng_state()
+    train_graph(GraphConfig(dataset="planted-partition", epochs=2, estimator="score-baseline"), tmp_path,
+                progress=False)
+    assert len(pyro.get_param_store()) == 0
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="score-nvil.*one datum"):
+        GraphConfig(estimator="score-nvil")
+    with pytest.raises(ValueError, match="unknown graph dataset 'mnist'"):
+        GraphConfig(dataset="mnist")
+    with pytest.raises(ValueError, match="unknown graph model"):
+        GraphConfig(model="vae")
+
+
+# --- bad input ----------------------------------------------------------------
+def test_edge_index_out_of_range():
+    x, edge_index = small_graph()
+    bad = edge_index.clone()
+    bad[1, 0] = 12
+    with pytest.raises(ValueError, match=r"outside \[0, 12\) for a graph of 12 nodes"):
+        VGAE(12).model(x, bad)
+    with pytest.raises(TypeError, match="long tensor of shape"):
+        VGAE(12).guide(x, edge_index.float())
+
+
+def test_features_of_the_wrong_size():
+    x, edge_index = small_graph()
+    with pytest.raises(ValueError, match="node features have 12 columns, but the model was built for 10"):
+        VGAE(10).guide(x, edge_index)
+    with pytest.raises(TypeError, match="float tensor of shape"):
+        VGAE(12).guide(x[0], edge_index)
+
+
+def test_pairs_of_the_wrong_size():
+    x, edge_index = small_graph()
+    with pytest.raises(ValueError, match=r"pairs.target must have shape \(144,\)"):
+        VGAE(12).model(x, edge_index, Pairs(target=torch.zeros(10)))
+
+
+def test_missing_raw_file_is_one_clear_error(tmp_path, monkeypatch):
+    from torch_geometric.datasets import Planetoid
+
+    raw = tmp_path / "data" / "Planetoid" / "PubMed" / "raw"
+    raw.mkdir(parents=True)
+    for part in ("x", "tx", "y", "ty", "ally", "graph", "test.index"):
+        (raw / f"ind.pubmed.{part}").write_bytes(b"")
+
+    def offline(self):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(Planetoid, "download", offline)
+    with pytest.raises(DatasetNotFoundError, match=r"missing raw files \['ind.pubmed.allx'\]"):
+        load_graph("pubmed", tmp_path / "data")
+    assert main(["graph", "train", "--dataset", "pubmed", "--data-dir", str(tmp_path / "data"),
+                 "--run-dir", str(tmp_path / "run")]) == 2
+
+
+# --- data -------------------------------------------------------------------
+def test_planted_partition_and_split():
+    graph = load_graph("planted-partition")
+    check_graph(graph.x, graph.edge_index)
+    assert graph.num_nodes == 100 and graph.y.bincount().tolist() == [50, 50]
+    split = link_split(graph, seed=0)
+    e = graph.num_edges
+    assert split.test_pos.shape[1] == split.test_neg.shape[1] == e // 10
+    assert split.val_pos.shape[1] == split.val_neg.shape[1] == e // 20
+    assert split.train_edge_index.shape[1] == 2 * (e - e // 10 - e // 20)
+    edges = set(map(tuple, graph.edge_index.T.tolist()))
+    assert not edges & set(map(tuple, split.test_neg.T.tolist()))  # negatives are non-edges
+    assert not set(map(tuple, split.train_edge_index.T.tolist())) & set(map(tuple, split.test_pos.T.tolist()))
+    again = link_split(graph, seed=0)
+    assert torch.equal(again.test_pos, split.test_pos) and torch.equal(again.test_neg, split.test_neg)
+    assert set(GRAPH_DATASETS) >= {"cora", "citeseer", "pubmed", "planted-partition"}
+
+
+@pytest.fixture
+def planetoid_dir() -> Path:
+    path = os.environ.get("PYRO_VAE_DATA")
+    if not path or not (Path(path) / "Planetoid" / "Cora" / "raw").is_dir():
+        pytest.skip("Planetoid data not available (set PYRO_VAE_DATA)")
+    return Path(path)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name, nodes, edges, features", [("cora", 2708, 5278, 1433), ("citeseer", 3327, 4552, 3703)])
+def test_planetoid_graphs(planetoid_dir, name, nodes, edges, features):
+    graph = load_graph(name, planetoid_dir)
+    assert (graph.num_nodes, graph.num_edges, graph.num_features) == (nodes, edges, features)
+    split = link_split(graph)
+    assert split.test_pos.shape[1] == edges // 10 and split.val_pos.shape[1] == edges // 20
+
+
+# --- figure and CLI ----------------------------------------------------------
+def test_embedding_figure(tmp_path):
+    figure = embedding_figure(torch.randn(50, 16), torch.arange(50) % 3, "test")
+    assert len(figure.axes) == 1 and len(figure.axes[0].collections[0].get_offsets()) == 50
+    figure.savefig(tmp_path / "e.png")
+    assert (tmp_path / "e.png").stat().st_size > 0
+
+
+def test_cli_graph_train_resume_and_table(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["graph", "train", "--dataset", "planted-partition", "--run-dir", str(run_dir), "--no-progress"]
+    assert main([*args, "--epochs", "2"]) == 0
+    assert main([*args, "--epochs", "4", "--resume"]) == 0
+    assert (run_dir / "test-epoch0004.json").is_file() and (run_dir / "checkpoint.pt").is_file()
+    assert main([*args, "--epochs", "4"]) == 2  # the folder holds a run
+    out = tmp_path / "table"
+    assert main(["graph", "table", "--datasets", "planted-partition", "--seeds", "2", "--epochs", "3",
+                 "--out", str(out), "--no-progress"]) == 0
+    table = (out / "table.md").read_text()
+    assert "| VGAE | planted-partition | 2 |" in table and "| GAE | planted-partition | 2 |" in table
+    assert (out / "embedding-planted-partition.png").is_file() and (out / "runs.csv").is_file()
+    assert "already holds a run" in capsys.readouterr().err
