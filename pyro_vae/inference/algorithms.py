@@ -27,7 +27,11 @@ change what it computes; such an algorithm runs on one process only. Registered:
 Parameters are those of the program's modules, stepped by torch optimizers;
 state Pyro's ELBOs keep in the param store (``TraceGraph_ELBO``'s decaying
 averages) lives in an algorithm's own :class:`ParamScope`, so training never
-reads or clears the caller's global param store.
+reads or clears the caller's global param store. (Pyro's
+``pyro.settings.set(module_local_params=True)`` would also keep parameters in
+the modules, but it is a process-wide switch that a ``PyroModule`` reads when
+it is constructed; a library cannot set it for its caller, so pyro_vae keeps
+Pyro's default and scopes the store instead.)
 """
 
 from __future__ import annotations
