@@ -245,7 +245,8 @@ def _train_locked(
     n = len(dataset.train)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
-        batches = dataset.train_batches(config.batch_size, generator, device, keys=vae.data_keys)
+        batches = dataset.train_batches(config.batch_size, generator, device, keys=vae.data_keys,
+                                        labelled_per_batch=config.labelled_per_batch)
         total_loss = 0.0
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
         for step, batch in enumerate(bar, 1):
