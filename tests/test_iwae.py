@@ -46,12 +46,15 @@ def _bounds(vae, name, x, k, num_draws):
     return values.mean().item(), values.std().item() / num_draws**0.5
 
 
-def _mean_and_se(vae, name, x, k, num_draws, group):
+def _mean_and_se(vae, name, x, k, num_draws):
+    """Per parameter group ("guide", "model"): the mean gradient of ``num_draws`` draws and its standard error."""
     draws = draw_gradients(vae, make_estimator(name, vae, k), x, num_draws)
-    r = draws.num_draws
-    mean = draws.sums[group] / r
-    var = (draws.sq_sums[group] - r * mean**2).clamp_min(0) / (r - 1)
-    return mean, (var / r).sqrt()
+    r, out = draws.num_draws, {}
+    for group in ("guide", "model"):
+        mean = draws.sums[group] / r
+        var = (draws.sq_sums[group] - r * mean**2).clamp_min(0) / (r - 1)
+        out[group] = mean, (var / r).sqrt()
+    return out
 
 
 @pytest.mark.parametrize("name", IMPORTANCE_WEIGHTED)
@@ -87,7 +90,7 @@ def test_exact_posterior_makes_the_bound_exact(float64, name):
     # every weight p(x, z) / p(z|x) equals p(x): the bound is log p(x) whatever the draw
     loss = estimator.elbo.loss_and_grads(vae.model, estimator.guide, x)
     assert loss == pytest.approx(-exact_log_marginal(vae, x).sum().item(), abs=1e-9)
-    mean, se = _mean_and_se(vae, name, x, 3, num_draws=100, group="guide")
+    mean, se = _mean_and_se(vae, name, x, 3, num_draws=100)["guide"]
     if name == "dreg":  # the doubly reparameterized guide gradient is zero draw by draw
         assert mean.abs().max() < 1e-9 and se.max() < 1e-9
     else:  # the IWAE guide gradient is zero only in expectation (its score term is noise)
@@ -97,12 +100,12 @@ def test_exact_posterior_makes_the_bound_exact(float64, name):
 def test_dreg_and_iwae_gradients_agree_and_differ_from_the_elbo(float64):
     vae = _linear_gaussian()
     x = torch.randn(4, 3)
+    iwae, dreg, elbo = (_mean_and_se(vae, name, x, k, num_draws=400) for name, k in
+                        (("iwae", 5), ("dreg", 5), ("reparam", 1)))
     for group in ("guide", "model"):
-        iwae_mean, iwae_se = _mean_and_se(vae, "iwae", x, 5, num_draws=400, group=group)
-        dreg_mean, dreg_se = _mean_and_se(vae, "dreg", x, 5, num_draws=400, group=group)
+        (iwae_mean, iwae_se), (dreg_mean, dreg_se), (elbo_mean, elbo_se) = iwae[group], dreg[group], elbo[group]
         z = (iwae_mean - dreg_mean).abs() / (iwae_se**2 + dreg_se**2).sqrt()
         assert z.max() < 5.0, f"{group}: max |z| = {z.max():.2f}"
-        elbo_mean, elbo_se = _mean_and_se(vae, "reparam", x, 1, num_draws=400, group=group)
         z_elbo = (iwae_mean - elbo_mean).abs() / (iwae_se**2 + elbo_se**2).sqrt()
         assert z_elbo.max() > 10.0  # K = 5 moves the gradient: the agreement above has teeth
 
@@ -115,7 +118,7 @@ def test_iwae_model_gradient_approaches_the_log_marginal_gradient(float64):
     assert len(model_params) == 3
     exact = torch.autograd.grad(-exact_log_marginal(vae, x).sum(), [names[n] for n in model_params])
     exact = torch.cat([g.flatten() for g in exact])
-    mean, se = _mean_and_se(vae, "iwae", x, 500, num_draws=40, group="model")
+    mean, se = _mean_and_se(vae, "iwae", x, 500, num_draws=40)["model"]
     assert ((mean - exact).abs() < 5 * se + 0.01 * exact.norm()).all()
     elbo_gap = torch.autograd.grad(-exact_elbo(vae, x).sum(), [names[n] for n in model_params])
     assert (torch.cat([g.flatten() for g in elbo_gap]) - exact).norm() > 0.05 * exact.norm()
