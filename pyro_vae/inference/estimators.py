@@ -40,7 +40,19 @@ guide parameters phi is estimated by
     without their variance normalization): a decaying average c plus an
     input-dependent MLP b(x) trained by least squares on the residual cost.
 
-The pathwise estimators (``reparam``, ``reparam-analytic-kl``, ``stl``)
+``iwae``
+    the K-sample importance-weighted bound (Burda et al. 2016) per datum,
+    L_K = (N/M) sum_i log (1/K) sum_k w_ik, K = ``num_particles``, with its
+    pathwise gradient: :class:`ImportanceWeighted`. K = 1 is the ELBO.
+``dreg``
+    the same bound with the doubly reparameterized guide gradient (Tucker et
+    al. 2019), sum_k w~_k^2 d log w_k / dz_k dz_k / dphi: :class:`ImportanceWeighted`
+    + :class:`PathDerivative`; refuses a guide whose latent depends on another.
+
+These two estimate the gradient of L_K, not of the ELBO (``Estimator.objective``
+is ``"iwae"``).
+
+The pathwise estimators (``reparam``, ``reparam-analytic-kl``, ``stl``, ``iwae``, ``dreg``)
 refuse a discrete latent with one error naming the site (use ``enum`` or a
 score-function estimator); the score-function estimators accept any latent.
 The model parameters always get the pathwise gradient.
