@@ -27,7 +27,7 @@ import torch
 from pyro_vae.data import DATASETS, DatasetNotFoundError
 from pyro_vae.experiments.reproduce import FIGURES, reproduce
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
-from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.inference.evaluate import classification_error, evaluate
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.registry import Registry
@@ -103,6 +103,8 @@ def _add_train(sub) -> None:
     _add_choice(p, "--algorithm", ALGORITHMS)
     p.add_argument("--num-train", type=int, help="train on the first N training points only")
     p.add_argument("--num-labels", type=int, help="keep N training labels, balanced over classes (semi-supervised)")
+    p.add_argument("--labelled-per-batch", type=int,
+                   help="put M_l labelled points in every minibatch (with --num-labels; M2's setting)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
@@ -146,12 +148,15 @@ def _evaluate_report(
         "eval_seconds": time.perf_counter() - start,
         "machine": machine(),
     }
+    if hasattr(run.vae, "classify") and "y" in run.vae.data_keys:
+        report["test_error"] = classification_error(run.vae, batches)
     path = run_dir / f"eval-epoch{report['epoch']:04d}-k{k}-n{num}.json"
 
     def write() -> None:
         print(
             f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
-            f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images -> {path}",
+            f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images"
+            + (f", test error {100 * report['test_error']:.2f}%" if "test_error" in report else "") + f" -> {path}",
             flush=True,
         )
         atomic_write_json(path, report)

@@ -28,7 +28,12 @@ Minibatches are dicts of keyword arguments for a model and its guide:
 ``{"x": x}``, or ``{"x": x, "y": y}`` for a model that asks for labels
 (``keys=("x", "y")``). :meth:`Dataset.with_labels` keeps N training labels,
 balanced over classes, and marks the others unknown (``y = -1``): the
-semi-supervised setting of Kingma et al. (2014).
+semi-supervised setting of Kingma et al. (2014). With 100 labels among
+50,000 points a plain minibatch of 100 rarely holds a labelled one;
+``train_batches(..., labelled_per_batch=M_l)`` makes every minibatch M - M_l
+unlabelled points (one pass over them per epoch) plus M_l labelled ones
+(cycling through the shuffled labelled points), so the labelled data are seen
+every step.
 
 Data sets are registered by name in :data:`DATASETS` (a loader taking the data folder).
 """
@@ -113,13 +118,22 @@ class Dataset:
 
     def train_batches(
         self, batch_size: int, generator: torch.Generator, device: str | torch.device = "cpu",
-        keys: Sequence[str] = ("x",), shard: tuple[int, int] = (0, 1),
+        keys: Sequence[str] = ("x",), shard: tuple[int, int] = (0, 1), labelled_per_batch: int = 0,
     ) -> Batches:
         """Shuffled training minibatches (short last batch dropped), binarized afresh;
         ``keys`` names the entries of each batch (``"x"``, ``"y"``). With ``shard=(r, W)``
-        each batch is process r's part of the global one (see :class:`Batches`)."""
+        each batch is process r's part of the global one (see :class:`Batches`). With
+        ``labelled_per_batch`` > 0, each batch is that many labelled points plus
+        unlabelled ones (:class:`MixedBatches`; one process only)."""
+        labels = self._labels(self.train_labels, keys)
+        if labelled_per_batch:
+            if labels is None:
+                raise ValueError("labelled_per_batch needs a model of labelled data (keys with 'y')")
+            if shard[1] > 1:
+                raise ValueError("labelled_per_batch is not supported on several processes yet")
+            return MixedBatches(self.train, batch_size, labelled_per_batch, labels, device, generator, self.binarize)
         return Batches(self.train, batch_size, device, generator=generator, binarize=self.binarize,
-                       labels=self._labels(self.train_labels, keys), shard=shard)
+                       labels=labels, shard=shard)
 
     def test_batches(
         self, batch_size: int, device: str | torch.device = "cpu", keys: Sequence[str] = ("x",),
@@ -199,13 +213,15 @@ class Batches:
             return math.ceil(len(self.data) / self.batch_size)
         return len(self.data) // self.batch_size
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        n = len(self.data)
-        order = None if self.generator is None else torch.randperm(n, generator=self.generator)
+    def indices(self) -> Iterator[slice | torch.Tensor]:
+        """The rows of each batch, in order."""
+        order = None if self.generator is None else torch.randperm(len(self.data), generator=self.generator)
         for i in range(len(self)):
             index = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            if order is not None:
-                index = order[index]
+            yield index if order is None else order[index]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for index in self.indices():
             x = self.data[index]
             if self.binarize:  # the whole global batch: the generator advances as on one process
                 x = torch.bernoulli(x, generator=self.generator)
@@ -213,6 +229,50 @@ class Batches:
             if self.generator is not None:
                 batch = {key: value[self.shard] for key, value in batch.items()}
             yield {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+
+
+class MixedBatches(Batches):
+    """Semi-supervised minibatches: ``batch_size - labelled_per_batch`` unlabelled points
+    (label ``UNLABELLED``; one shuffled pass over them per epoch, short last batch
+    dropped) and ``labelled_per_batch`` labelled ones, drawn by cycling through
+    reshuffled passes over the labelled points, so every step sees labels.
+
+    Each batch is one data plate scaled by N/M: the labelled points weigh
+    ``(M_l / M) / (N_l / N)`` times their share of the full-data bound (a
+    reweighting of J towards the labelled data, common in M2 implementations).
+    """
+
+    def __init__(self, data: torch.Tensor, batch_size: int, labelled_per_batch: int, labels: torch.Tensor,
+                 device: str | torch.device = "cpu", generator: torch.Generator | None = None,
+                 binarize: bool = False) -> None:
+        super().__init__(data, batch_size, device, generator, binarize, labels)
+        if generator is None:
+            raise ValueError("MixedBatches are training batches: pass a generator")
+        if not 0 < labelled_per_batch < batch_size:
+            raise ValueError(f"labelled_per_batch must lie in [1, batch_size={batch_size}), got {labelled_per_batch}")
+        self.labelled = (labels != UNLABELLED).nonzero().squeeze(-1)
+        self.unlabelled = (labels == UNLABELLED).nonzero().squeeze(-1)
+        self.num_labelled, self.num_unlabelled = labelled_per_batch, batch_size - labelled_per_batch
+        if len(self.labelled) == 0:
+            raise ValueError("labelled_per_batch needs labelled training points (set num_labels)")
+        if len(self.unlabelled) < self.num_unlabelled:
+            raise ValueError(f"only {len(self.unlabelled)} unlabelled points for {self.num_unlabelled} per batch")
+
+    def __len__(self) -> int:
+        return len(self.unlabelled) // self.num_unlabelled
+
+    def indices(self) -> Iterator[torch.Tensor]:
+        steps = len(self)
+        unlabelled = self.unlabelled[torch.randperm(len(self.unlabelled), generator=self.generator)]
+        passes = math.ceil(steps * self.num_labelled / len(self.labelled))
+        labelled = torch.cat([
+            self.labelled[torch.randperm(len(self.labelled), generator=self.generator)] for _ in range(passes)
+        ])
+        for i in range(steps):
+            yield torch.cat([
+                unlabelled[i * self.num_unlabelled: (i + 1) * self.num_unlabelled],
+                labelled[i * self.num_labelled: (i + 1) * self.num_labelled],
+            ])
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path | None:

@@ -1,4 +1,4 @@
-"""Figures: samples, reconstructions, training curves, latent scatter, 2-D manifold.
+"""Figures: samples, reconstructions, training curves, latent scatter, 2-D manifold, M2's analogies.
 
 Image grids are built with ``torchvision.utils.make_grid`` and drawn with
 matplotlib's object-oriented ``Figure`` (no pyplot state, so notebooks keep
@@ -111,6 +111,21 @@ def plot_manifold(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int
     return save_image_grid(images, image_shape, path, nrow=n, title=title)
 
 
+@torch.no_grad()
+def plot_analogies(vae, x: torch.Tensor, image_shape: Sequence[int], path: str | Path, n: int = 10) -> Path:
+    """Analogies of a model that classifies (M2; Kingma et al. 2014, Fig. 1b): each row is a test
+    image, then the means of p(x | z, y) for every class y, with the style z the mean of
+    q(z | x, y^) at that image's predicted class y^ = ``vae.classify(x)``."""
+    x = x[:n]
+    y = vae.classify(x)
+    z = vae.embed(x, y=y)
+    classes = torch.arange(vae.num_classes, device=x.device).repeat(len(x))
+    generated = vae.generate(len(classes), latents={"z": z.repeat_interleave(vae.num_classes, 0)}, y=classes)
+    rows = torch.cat([x.reshape(len(x), 1, -1), generated.reshape(len(x), vae.num_classes, -1)], 1)
+    return save_image_grid(rows.reshape(-1, rows.shape[-1]), image_shape, path, nrow=vae.num_classes + 1,
+                           title="test image, then its style z with each class y")
+
+
 def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path]:
     """All figures for a :class:`~pyro_vae.training.loop.Run` into ``out_dir``."""
     out_dir = Path(out_dir)
@@ -130,6 +145,8 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path
     ]
     if run.metrics:
         paths.append(plot_curves(run.metrics, out_dir / "curves.png"))
+    if hasattr(vae, "classify"):
+        paths.append(plot_analogies(vae, x, data.image_shape, out_dir / "analogies.png"))
     if vae.z_dim == 2:
         one_class = {"y": torch.zeros(400, dtype=torch.long, device=device)} if generated else {}
         paths.append(plot_manifold(vae, data.image_shape, out_dir / "manifold.png", **one_class))

@@ -21,6 +21,7 @@ from pyro_vae.models.linear_gaussian import (
     exact_mixture_elbo,
     exact_mixture_log_marginal,
     linear_gaussian_mixture,
+    set_exact_guide,
 )
 
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2, epochs=2)
@@ -155,28 +156,18 @@ def test_a_users_model_trains_by_name_from_the_cli(tmp_path, monkeypatch, capsys
 
 
 # --- exact checks with a discrete latent --------------------------------------------
-def _mixture(seed=0, exact_guide=False):
+def _mixture(seed=0, exact_guide=False, num_classes=2):
     """A linear-Gaussian mixture (M2 with linear nets); with ``exact_guide`` q(z|x,y) = p(z|x,y)."""
     torch.manual_seed(seed)
-    m2 = linear_gaussian_mixture(x_dim=3, z_dim=2, num_classes=2)
+    m2 = linear_gaussian_mixture(x_dim=3, z_dim=2, num_classes=num_classes)
     with torch.no_grad():
         for p in m2.parameters():
             p.copy_(0.5 * torch.randn(p.shape))
         if exact_guide:
-            sigma = 0.7
-            a = torch.linalg.qr(torch.randn(3, 2))[0] * torch.tensor([1.0, 2.0])  # orthogonal columns
             (dec,) = m2.decoder
-            dec.weight[:, :2] = a
-            m2.likelihood.log_var.fill_(2 * math.log(sigma))
-            cov = torch.diag(1 / (1 + (a**2).sum(0) / sigma**2))  # (I + A^T A / sigma^2)^-1, diagonal
-            gain = cov @ a.T / sigma**2  # posterior mean = gain (x - B onehot(y) - c)
-            (enc,) = m2.encoder.net
-            enc.weight.zero_()
-            enc.weight[:2, :3] = gain
-            enc.weight[:2, 3:] = -gain @ dec.weight[:, 2:]
-            enc.bias.zero_()
-            enc.bias[:2] = -gain @ dec.bias
-            enc.bias[2:] = cov.diagonal().log()
+            dec.weight[:, :2] = torch.linalg.qr(torch.randn(3, 2))[0] * torch.tensor([1.0, 2.0])  # orthogonal
+            m2.likelihood.log_var.fill_(2 * math.log(0.7))  # isotropic: a diagonal posterior covariance
+            set_exact_guide(m2)
     return m2
 
 

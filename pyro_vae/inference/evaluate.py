@@ -42,8 +42,13 @@ from pyro.poutine.util import site_is_subsample
 from pyro_vae.inference.algorithms import ParamScope
 
 
-def _per_datum(site: dict, max_plate_nesting: int, data_plate: str) -> torch.Tensor:
-    """A site's log density per (enumerated value, particle, datum): summed over inner plates."""
+def _per_datum(
+    site: dict, max_plate_nesting: int, data_plate: str, log_prob: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A site's log density per (enumerated value, particle, datum): summed over inner plates.
+
+    ``log_prob`` replaces the site's own (scaled and masked) ``site["log_prob"]``,
+    e.g. with the unscaled one."""
     frames = {f.name: f for f in site["cond_indep_stack"] if f.vectorized}
     frame = frames.get(data_plate)
     if frame is None:
@@ -53,7 +58,7 @@ def _per_datum(site: dict, max_plate_nesting: int, data_plate: str) -> torch.Ten
         )
     if frame.dim != -1:
         raise ValueError(f"the data plate {data_plate!r} must be at dim=-1, found dim={frame.dim}")
-    log_prob = site["log_prob"]
+    log_prob = site["log_prob"] if log_prob is None else log_prob
     while log_prob.dim() < max_plate_nesting + 1:
         log_prob = log_prob.unsqueeze(0)
     inner = tuple(range(-max_plate_nesting, -1))
@@ -175,3 +180,20 @@ def evaluate(
     if count == 0:
         raise ValueError("evaluate() got no data")
     return {key: value / count for key, value in totals.items()}
+
+
+@torch.no_grad()
+def classification_error(program: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> float:
+    """The fraction of data whose label ``y`` differs from ``program.classify(x)`` (M2's q(y|x))."""
+    wrong = count = 0
+    was_training = program.training
+    program.eval()
+    try:
+        for batch in batches:
+            wrong += int((program.classify(batch["x"]) != batch["y"]).sum())
+            count += len(batch["y"])
+    finally:
+        program.train(was_training)
+    if count == 0:
+        raise ValueError("classification_error() got no data")
+    return wrong / count

@@ -6,6 +6,10 @@ torch optimizer over the parameters of the program and the estimator's own
 modules: Pyro's PyTorch-native pattern, with no parameter in the global param
 store. For Adam and Adagrad this is the same update as ``SVI`` with
 ``pyro.optim.Adam``/``Adagrad`` (both act element-wise).
+
+A program with an ``auxiliary_loss`` (see :mod:`pyro_vae.models.registry`;
+M2's alpha-weighted classification term) has it added to each step's loss:
+the step minimizes -bound + auxiliary and returns that sum.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class SVIAlgorithm:
             params, config.optimizer, config.lr, config.weight_decay, config.lr_schedule
         )
         self.scope = ParamScope(params)
+        self.auxiliary_loss = getattr(program, "auxiliary_loss", None)
 
     def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
         with self.scope:
@@ -34,6 +39,10 @@ class SVIAlgorithm:
             loss = self.estimator.elbo.loss_and_grads(
                 self.program.model, self.estimator.guide, **batch, total_size=total_size
             )
+            extra = self.auxiliary_loss(**batch, total_size=total_size) if self.auxiliary_loss else None
+            if extra is not None:
+                extra.backward()
+                loss += extra.item()
             self.optimizer.step()
         return loss
 

@@ -146,3 +146,30 @@ def exact_mixture_elbo(m2: M2, x: torch.Tensor) -> torch.Tensor:
         q = m2.posterior(x, y=labels).base_dist
         terms.append(gaussian_elbo(x, a, means[y], sigma, q.loc, q.scale) + log_py[y] - log_qy[:, y])
     return (log_qy.exp() * torch.stack(terms, -1)).sum(-1)
+
+
+def set_exact_guide(program: VAE) -> None:
+    """Set the linear encoder of :func:`linear_gaussian_vae` or :func:`linear_gaussian_mixture`
+    to the exact posterior: q(z|x[, y]) = p(z|x[, y]) = N(S A^T D^-1 (x - B onehot(y) - c), S),
+    S = (I + A^T D^-1 A)^-1, for the decoder x = A z + B onehot(y) + c + noise (B empty without y).
+
+    The guide is a diagonal Gaussian, so S must be diagonal (A's columns orthogonal in the
+    D^-1 metric); ``ValueError`` otherwise. Every importance weight then equals p(x[, y]).
+    """
+    (decoder,) = program.decoder
+    (encoder,) = program.encoder.net
+    k = program.z_dim
+    a, offsets, c = decoder.weight[:, :k], decoder.weight[:, k:], decoder.bias
+    var = program.likelihood.scale(program.likelihood.log_var) ** 2
+    precision = torch.eye(k, dtype=a.dtype, device=a.device) + (a.T / var) @ a
+    off_diagonal = precision - torch.diag(precision.diagonal())
+    if off_diagonal.abs().max() > 1e-6 * precision.abs().max():
+        raise ValueError("the exact posterior covariance is not diagonal: a diagonal Gaussian guide cannot match it")
+    cov = 1 / precision.diagonal()
+    gain = cov[:, None] * a.T / var  # S A^T D^-1
+    with torch.no_grad():
+        encoder.weight.zero_()
+        encoder.weight[:k, : program.x_dim] = gain
+        encoder.weight[:k, program.x_dim:] = -gain @ offsets
+        encoder.bias[:k] = -gain @ c
+        encoder.bias[k:] = cov.log()

@@ -12,6 +12,16 @@ enum``, summed out exactly (``TraceEnum_ELBO``). In one batch both kinds mix:
 the model observes y with ``obs_mask`` (Pyro's sites ``y_observed`` and
 ``y_unobserved``). Evaluation sums y out exactly, so it reports log p(x)
 when y is not given and log p(x, y) when it is.
+
+The classification term of the paper's objective (Kingma et al. 2014, eq. 9),
+
+    J^alpha = J + alpha * E_{p~_l(x, y)}[-log q(y|x)],   alpha = 0.1 * N,
+
+where J is the bound summed over all N training data (labelled and not) and
+p~_l the empirical distribution of the labelled data, is
+:meth:`M2.auxiliary_loss`, which the AEVB algorithm adds to its loss; the
+expectation is estimated by the mean over the labelled data of the minibatch.
+Without it q(y|x) would learn only from the unlabelled data's bound.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro.nn import pyro_method
 
 from pyro_vae.models.cvae import CVAE, one_hot
@@ -32,14 +43,19 @@ from pyro_vae.models.registry import register_model
 class M2(CVAE):
     """M2 semi-supervised VAE (Kingma et al. 2014): y ~ Cat, z ~ N(0, I), p(x|y,z); q(y|x) q(z|x,y)
 
-    Parameters as :class:`~pyro_vae.models.cvae.CVAE`; the classifier q(y|x)
+    :param alpha_scale: the classification weight alpha as a multiple of N, the number
+        of training data (the paper's alpha = 0.1 N); see :meth:`auxiliary_loss`.
+    Other parameters as :class:`~pyro_vae.models.cvae.CVAE`; the classifier q(y|x)
     has the encoder's hidden sizes.
     """
 
     def __init__(self, x_shape: int | Sequence[int], num_classes: int, z_dim: int = 50,
                  hidden: Sequence[int] = (500,), activation: str = "tanh", init_std: float | None = None,
-                 **kwargs) -> None:
+                 alpha_scale: float = 0.1, **kwargs) -> None:
         super().__init__(x_shape, num_classes, z_dim, hidden, activation, init_std=init_std, **kwargs)
+        if not alpha_scale >= 0:
+            raise ValueError(f"alpha_scale must be >= 0, got {alpha_scale}")
+        self.alpha_scale = float(alpha_scale)
         self.classifier = MLP(self.x_dim, hidden, num_classes, activation, init_std)
         self.register_buffer("class_logits", torch.zeros(num_classes))
 
@@ -49,6 +65,24 @@ class M2(CVAE):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable class under q(y|x), one per datum."""
         return self.classifier(self.flatten(x)).argmax(-1)
+
+    def auxiliary_loss(self, *, x: torch.Tensor, y: torch.Tensor | None = None,
+                       total_size: int | None = None) -> torch.Tensor | None:
+        """alpha * E_{p~_l}[-log q(y|x)], the classification term of the paper's eq. 9.
+
+        alpha = ``alpha_scale`` * N, with N the number of training data the
+        minibatch stands for, labelled and unlabelled together (``total_size``,
+        the same N as the bound's N/M scaling; the batch size without it). The
+        expectation over the labelled data is estimated by the mean of
+        -log q(y_i|x_i) over the labelled data of the batch; ``None`` when the
+        batch holds none (nothing to add).
+        """
+        labelled = self._labelled(y)
+        if labelled is None or not bool(labelled.any()):
+            return None
+        n = x.shape[0] if total_size is None else total_size
+        logits = self.classifier(self.flatten(x[labelled]))
+        return self.alpha_scale * n * F.cross_entropy(logits, y[labelled])
 
     def _labelled(self, y: torch.Tensor | None) -> torch.Tensor | None:
         if y is None:

@@ -12,6 +12,18 @@ A registered model is a :class:`~pyro.nn.PyroModule` class with
 * a classmethod ``build(spec, **options)`` making an instance for data
   described by a :class:`DataSpec` (``options`` come from the training config).
 
+Optionally:
+
+* ``auxiliary_loss(*, x, y=None, total_size=None) -> torch.Tensor | None``: a
+  term added to the training loss that is not part of the bound (M2's
+  alpha-weighted classification loss). The AEVB algorithm backpropagates it
+  with the estimator's surrogate and adds its value to the step's loss;
+  ``None`` adds nothing. Evaluation ignores it. It receives the batch's data
+  and ``total_size`` (N), and should be on the loss's scale: a total over the
+  N data the minibatch stands for;
+* ``classify(x) -> torch.Tensor``: one predicted class per datum; ``pyro-vae
+  evaluate`` then reports the test error.
+
 :class:`pyro_vae.models.vae.VAE` is the reference implementation; a subclass
 overriding its hooks (``prior``, ``posterior``, ``decode``, ``model``,
 ``guide``) and decorated with ``@register_model("name")`` is trainable with

@@ -4,7 +4,8 @@ Every name in it is checked against its registry (model, estimator,
 algorithm, optimizer, schedule, data set), so a bad name fails before any
 work starts. ``model_options`` holds a registered model's own constructor
 arguments (e.g. ``{"num_components": 10}``); ``num_labels`` keeps that many
-training labels, balanced over classes (the semi-supervised setting).
+training labels, balanced over classes (the semi-supervised setting), and
+``labelled_per_batch`` puts that many of them in every minibatch.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class TrainConfig:
     model: str = "vae"
     model_options: dict = field(default_factory=dict)
     num_labels: int | None = None  # keep this many training labels (balanced), the rest unlabelled
+    labelled_per_batch: int = 0  # > 0: each minibatch holds this many labelled points (data.MixedBatches)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -72,6 +74,10 @@ class TrainConfig:
         for name in ("z_dim", "num_particles", "batch_size", "epochs", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.labelled_per_batch and (self.num_labels is None or not 0 < self.labelled_per_batch < self.batch_size):
+            raise ValueError(
+                f"labelled_per_batch={self.labelled_per_batch} needs num_labels and must lie in [1, batch_size)"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:

@@ -290,7 +290,8 @@ def _train_prepared(
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
         batches = dataset.train_batches(
-            config.batch_size, generator, device, keys=vae.data_keys, shard=distributed.shard
+            config.batch_size, generator, device, keys=vae.data_keys, shard=distributed.shard,
+            labelled_per_batch=config.labelled_per_batch,
         )
         total_loss = 0.0
         bar = tqdm(
