@@ -27,8 +27,11 @@ TRAIN = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--
 
 def _cli(*args: str) -> subprocess.Popen:
     """The real command line in a new process (stderr captured)."""
+    # SIGINT back to its default: a job started in the background of a non-interactive shell
+    # (as CI may run) inherits it ignored, and Python then installs no KeyboardInterrupt handler.
     return subprocess.Popen([sys.executable, "-m", "pyro_vae.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(condition, timeout: float = 90.0) -> None:

@@ -28,6 +28,7 @@ import errno
 import fcntl
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,17 @@ class RunDirBusyError(RuntimeError):
 
 class RunDirWarning(UserWarning):
     """Something in a run folder is damaged and cannot be repaired automatically."""
+
+
+def _holder_pid(fd: int, attempts: int = 20) -> str:
+    """The pid the lock's holder writes into the lock file; it writes it just after taking
+    the lock, so a racing reader waits for it a moment (up to ~1 s) before saying "unknown"."""
+    for _ in range(attempts):
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if holder:
+            return holder
+        time.sleep(0.05)
+    return "unknown"
 
 
 @contextmanager
@@ -75,7 +87,7 @@ def lock_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder_pid(fd)
             os.close(fd)
             raise RunDirBusyError(
                 f"run folder {run_dir} is in use by another training (pid {holder}); "
