@@ -245,7 +245,7 @@ def cmd_benchmark(args) -> None:
     )
     result.update(machine=machine(), device=device, hidden=args.hidden, z_dim=args.z_dim, batch_size=args.batch_size)
     print(
-        f"hand-written PyTorch step {result['handwritten_ms']:.2f} ms, pyro_vae SVI step "
+        f"hand-written PyTorch step {result['handwritten_ms']:.2f} ms, pyro_vae training step "
         f"{result['pyro_vae_ms']:.2f} ms: ratio {result['ratio']:.2f} ({result['machine']})"
     )
     if args.out:
