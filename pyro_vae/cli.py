@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_variance)
 
-    p = sub.add_parser("benchmark", help="time a pyro_vae SVI step against a hand-written PyTorch step")
+    p = sub.add_parser("benchmark", help="time a pyro_vae training step against a hand-written PyTorch step")
     p.add_argument("--hidden", type=int, nargs="+", default=[500])
     p.add_argument("--z-dim", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=100)

@@ -1,4 +1,4 @@
-"""Benchmark: one pyro_vae SVI step against a hand-written PyTorch step.
+"""Benchmark: one pyro_vae training step against a hand-written PyTorch step.
 
 Both train the same networks (copies with identical weights) on the same
 minibatch with the same optimizer (Adam): the hand-written step computes the
