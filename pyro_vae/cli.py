@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: train, evaluate, plot, variance, reproduce, benchmark.
+"""The ``pyro-vae`` command line: train, evaluate, plot, variance, reproduce, benchmark, graph.
 
 Choices and their help come from the registries (models, estimators,
 algorithms, data sets, optimizers, schedules, likelihoods); ``--import
