@@ -27,7 +27,6 @@ the seeds vary the initialization and the sampled z, as in the paper.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -42,7 +41,9 @@ from pyro_vae.graph_data import GRAPH_DATASETS, LinkSplit, link_split, load_grap
 from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator
 from pyro_vae.inference.link_prediction import link_metrics
 from pyro_vae.models.vgae import GRAPH_MODELS, VGAE, paper_pairs
+from pyro_vae.files import atomic_write_json, atomic_write_text
 from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
+from pyro_vae.training.config import require_same_config
 from pyro_vae.training.loop import CHECKPOINT, CONFIG, METRICS, TrainingDiverged, write_csv
 
 # score-nvil's baseline b(x) is a network of one datum's features; a graph is one datum.
@@ -136,9 +137,7 @@ def train_graph(
     state = load_checkpoint(checkpoint_path) if resume else None
     if state is not None:
         saved = GraphConfig.from_dict({**state["config"], "epochs": config.epochs})
-        if saved != config:
-            diff = {k: (v, getattr(config, k)) for k, v in asdict(saved).items() if getattr(config, k) != v}
-            raise ValueError(f"cannot resume {run_dir}: config differs from the checkpoint's {diff}")
+        require_same_config(saved, config, run_dir)
     elif checkpoint_path.exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) or use a new directory")
 
@@ -157,7 +156,7 @@ def train_graph(
             torch.set_rng_state(state["rng"]["torch"])
             run.metrics = state["metrics"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
+        atomic_write_json(run_dir / CONFIG, asdict(config))
         _fit(run, optimizer, run_dir, progress)
     return run
 
@@ -223,7 +222,7 @@ def evaluate_graph_run(run: GraphRun, run_dir: str | Path) -> dict:
     last = run.metrics[-1] if run.metrics else {"epoch": 0, "wall_seconds": 0.0}
     report = {**run.test_metrics(), "epoch": last["epoch"], "train_wall_seconds": last["wall_seconds"]}
     path = Path(run_dir) / f"test-epoch{report['epoch']:04d}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(path, report)
     return report
 
 
@@ -295,5 +294,5 @@ def run_table(
                     figure.savefig(out / f"embedding-{dataset}.png", dpi=120)
     summary = summarize(rows)
     write_csv(summary, out / "summary.csv")
-    (out / "table.md").write_text(markdown_table(summary))
+    atomic_write_text(out / "table.md", markdown_table(summary))
     return summary

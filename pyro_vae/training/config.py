@@ -10,7 +10,8 @@ training labels, balanced over classes (the semi-supervised setting), and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from pyro_vae.data import DATASETS
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
@@ -95,3 +96,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config entries {sorted(unknown)}")
         return cls(**d)
+
+
+def require_same_config(saved, config, run_dir: str | Path) -> None:
+    """Raise ``ValueError`` naming every field (checkpoint's value, given value) where the
+    config ``config`` of a resumed run differs from the checkpoint's ``saved`` (same dataclass)."""
+    if saved != config:
+        diff = {k: (v, getattr(config, k)) for k, v in asdict(saved).items() if getattr(config, k) != v}
+        raise ValueError(f"cannot resume {run_dir}: config differs from the checkpoint's {diff}")

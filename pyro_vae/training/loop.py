@@ -50,7 +50,7 @@ from pyro_vae.models.likelihoods import Gaussian
 from pyro_vae.training.checkpoint import (
     CheckpointError, load_checkpoint, load_module_state, restore_state, save_checkpoint, verify_checkpoint,
 )
-from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.config import PRESETS, TrainConfig, require_same_config
 from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
 from pyro_vae.files import atomic_copy, atomic_write_json, atomic_write_text
 from pyro_vae.training.run_dir import clean_stale_temp_files, lock_run_dir, repair_snapshots, snapshot_path
@@ -237,9 +237,7 @@ def _prepare(
     state = load_checkpoint(checkpoint_path, map_location=map_location) if resume else None
     if state is not None:
         saved = TrainConfig.from_dict({**state["config"], "epochs": config.epochs})
-        if saved != config:
-            diff = {k: (v, getattr(config, k)) for k, v in asdict(saved).items() if getattr(config, k) != v}
-            raise ValueError(f"cannot resume {run_dir}: config differs from the checkpoint's {diff}")
+        require_same_config(saved, config, run_dir)
         if state["epoch"] > config.epochs:
             raise ValueError(
                 f"cannot resume {run_dir} to {config.epochs} epochs: it has already run {state['epoch']}; "
