@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae.data import DATASETS, DatasetNotFoundError
-from pyro_vae.experiments.reproduce import FIGURES, reproduce
+from pyro_vae.experiments.reproduce import BUDGETS, FIGURES, reproduce
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.inference.evaluate import classification_error, evaluate
 from pyro_vae.models import MODELS
@@ -106,6 +106,9 @@ def _add_train(sub) -> None:
     p.add_argument("--labelled-per-batch", type=int,
                    help="put M_l labelled points in every minibatch (with --num-labels; M2's setting)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--evals-per-decade", type=int,
+                   help="metrics rows (test ELBO) per decade of training samples instead of one per epoch")
+    p.add_argument("--eval-samples", type=int, help="z per test datum of each row's test ELBO (default 1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
@@ -384,8 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="reproduce a figure of the AEVB paper (fig2: AEVB vs wake-sleep, "
                        "fig3: log p(x), fig4: 2-D manifolds, fig5: samples)")
     p.add_argument("figure", choices=FIGURES)
-    p.add_argument("--budget", choices=("small", "full"), default="small",
-                   help="small: minutes on a laptop CPU (default); full: the paper's settings, hours")
+    p.add_argument("--budget", choices=list(BUDGETS), default="small",
+                   help="training samples per run: small 1.8e5 (minutes on a laptop CPU, the default), "
+                   "medium 1e7 (hours on a CPU), full 1e8 (the paper's; a GPU job); tiny for smoke tests")
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="default: runs/reproduce")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)

@@ -154,9 +154,10 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save a matplotlib figure as PNG, creating folders."""
+    """Save a matplotlib figure as PNG, creating folders (tight layout unless it has a layout engine)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path

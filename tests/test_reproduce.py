@@ -6,6 +6,9 @@ import pytest
 
 from pyro_vae.experiments.reproduce import (
     BUDGETS,
+    PAPER_XLIM,
+    _grid_figure,
+    budget_config,
     fig2,
     fig3,
     fig4,
@@ -31,7 +34,11 @@ def test_fig2_tiny(tmp_path, real_data_dir):
     expected = {("mnist", z, a) for z in b.mnist_z_dims for a in ("aevb", "wake-sleep")}
     expected |= {("frey", z, a) for z in b.frey_z_dims for a in ("aevb", "wake-sleep")}
     assert {(r["dataset"], r["z_dim"], r["algorithm"]) for r in rows} == expected
-    assert len(rows) == len(b.mnist_z_dims) * 2 * b.mnist_epochs + len(b.frey_z_dims) * 2 * b.frey_epochs
+    # tiny: one MNIST epoch (one row at its end); Frey 3400 samples = 2 epochs of 1700,
+    # rows at 10^3.5 (3162, reached at step 32) and at the end (3400)
+    mnist = sorted(r["samples_seen"] for r in rows if r["dataset"] == "mnist" and r["algorithm"] == "aevb")
+    frey = sorted(r["samples_seen"] for r in rows if r["dataset"] == "frey" and r["algorithm"] == "aevb")
+    assert (mnist, frey) == ([60_000], [3_200, 3_400])
     assert len(_csv(tmp_path / "fig2.csv")) == len(rows)
     assert (tmp_path / "fig2.png").stat().st_size > 0
     mnist_aevb = [r for r in rows if r["dataset"] == "mnist" and r["algorithm"] == "aevb"]
@@ -42,12 +49,13 @@ def test_fig2_tiny(tmp_path, real_data_dir):
 def test_fig3_tiny_and_resume(tmp_path, real_data_dir):
     rows = fig3(tmp_path, "tiny", real_data_dir)
     b = BUDGETS["tiny"]
-    small = min(b.fig3_num_train)
-    expected = {(n, a) for n in b.fig3_num_train for a in ("aevb", "wake-sleep")} | {(small, "mcem")}
+    expected = {(n, a) for n in b.fig3_num_train for a in ("aevb", "wake-sleep", "mcem")}
     assert {(r["num_train"], r["algorithm"]) for r in rows} == expected
-    assert sorted({r["samples_seen"] for r in rows}) == list(b.fig3_samples)
+    # 1000 training images: a row at 10^3 samples, then at the end (3000; 10^3.5 is not reached)
+    assert sorted(r["samples_seen"] for r in rows if r["algorithm"] == "aevb") == [1000, 3000]
+    assert sorted(r["samples_seen"] for r in rows if r["algorithm"] == "mcem") == [1000, 2000]
     for r in rows:
-        assert r["test_log_px"] < 0 and r["train_log_px"] < 0
+        assert r["test_log_px"] < 0 and r["train_log_px"] < 0 and (r["k"], r["num_points"]) == (5, 100)
     assert (tmp_path / "fig3.png").stat().st_size > 0
     checkpoints = sorted(tmp_path.glob("runs/*/checkpoint.pt"))
     assert len(checkpoints) == len(expected) and all("-n1000-" in p.parent.name for p in checkpoints)
@@ -88,7 +96,7 @@ def test_paper_config_and_run_names():
 
 
 def test_bad_names_are_reported(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown budget 'huge'; expected one of \['full', 'small', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"unknown budget 'huge'; expected one of \['full', 'medium', 'small', 'tiny'\]"):
         get_budget("huge")
     with pytest.raises(ValueError, match="unknown figure 'fig9'"):
         reproduce("fig9", tmp_path)
@@ -101,3 +109,51 @@ def test_reproduce_subcommand_parses():
     assert parser.parse_args(["reproduce", "fig2"]).out == Path("runs/reproduce")
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "fig7"])
+
+
+def test_budgets_count_training_samples(tmp_path):
+    medium = BUDGETS["medium"]
+    assert medium.mnist_samples == medium.frey_samples == medium.fig3_samples == 10**7
+    assert medium.mnist_z_dims == (3, 5, 10, 20, 200) and medium.frey_z_dims == (2, 5, 10, 20)
+    assert medium.evals_per_decade >= 10 and medium.paper_axes
+    config = budget_config(medium, "mnist", 3, 100, 10**7, None, "wake-sleep", num_train=50_000)
+    assert (config.epochs, config.evals_per_decade, config.algorithm) == (200, 10, "wake-sleep")
+    assert budget_config(medium, "mnist", 3, 100, 10**7, None, num_train=1000).epochs == 10**4
+
+
+def _tick_boxes(ax, renderer):
+    return [t.get_window_extent(renderer) for t in ax.get_xticklabels(which="both") + ax.get_yticklabels(which="both")
+            if t.get_visible() and t.get_text()]
+
+
+@pytest.mark.parametrize("xlim", [None, PAPER_XLIM])
+def test_learning_curve_figure_is_readable(tmp_path, xlim):
+    # rows like Frey Face's: 10 per decade from 1.7e3 to 1e7, where the small budget's
+    # minor tick labels ran into each other
+    samples = [int(10 ** (3.3 + j / 10)) for j in range(38)]
+    rows = [{"algorithm": a, "samples_seen": s, "train_elbo": 600 + 10 * i + k, "test_elbo": 590 + 10 * i + k}
+            for k, a in enumerate(("aevb", "wake-sleep")) for i, s in enumerate(samples)]
+    panels = {(0, c): (rows, f"panel {c}") for c in range(3)} | {(1, 0): (rows, "lower")}
+    path = _grid_figure(panels, {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}, "ELBO", tmp_path / "f.png",
+                        xlim)
+    assert path.stat().st_size > 0
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    axes = fig.subplots(2, 3, squeeze=False)
+    from pyro_vae.experiments.reproduce import _panel
+
+    _panel(axes[0][0], rows, {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}, "t", xlim)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    ax = axes[0][0]
+    boxes = _tick_boxes(ax, renderer)
+    labels = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_visible() and t.get_text()]
+    assert len(labels) >= 3  # the decades are labelled ...
+    assert all("10^" in t or "10^{" in t for t in labels)  # ... and only the decades
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    if xlim is not None:
+        assert ax.get_xlim() == pytest.approx(xlim)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    assert names == ["AEVB train", "AEVB test", "wake-sleep train", "wake-sleep test"]

@@ -8,7 +8,7 @@ from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_
 from pyro_vae.inference import ALGORITHMS
 from pyro_vae.inference.optim import iwae
 from pyro_vae.inference.svi import SVIAlgorithm
-from pyro_vae.training.loop import TrainConfig, TrainingDiverged, build_run, load_run, train
+from pyro_vae.training.loop import EvalSchedule, TrainConfig, TrainingDiverged, build_run, load_run, train
 
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
@@ -296,3 +296,49 @@ def test_training_leaves_the_global_param_store_alone(tmp_path):
     assert torch.equal(store["users_own"], torch.tensor([1.0, 2.0]))
     assert torch.equal(store["encoder$$$net.0.weight"], torch.zeros(3))
     assert run.vae.encoder.net[0].weight.shape == (16, 64)
+
+
+@pytest.mark.parametrize(
+    "evals_per_decade, steps_per_epoch, epochs, steps",
+    [
+        (0, 20, 3, [20, 40, 60]),  # the end of every epoch
+        # 10 steps of 100 per epoch, 100 epochs: 10^(j/10) samples for j = 30..50, in whole steps
+        (10, 10, 100, sorted({math.ceil(10 ** (j / 10) / 100 - 1e-9) for j in range(30, 51)})),
+        (2, 17, 6, [32, 100, 102]),  # 10^3.5, 10^4 samples; the first point is one epoch's 1700 or more
+    ],
+)
+def test_eval_schedule(evals_per_decade, steps_per_epoch, epochs, steps):
+    schedule = EvalSchedule(evals_per_decade, steps_per_epoch, 100, epochs)
+    assert [s for s in range(1, steps_per_epoch * epochs + 1) if schedule.due(s)] == steps
+
+
+def _without_times(rows):
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+
+
+def test_log_schedule_rows_resume_and_leave_training_alone(tmp_path):
+    config = dict(SMALL, evals_per_decade=3, eval_samples=4)
+    straight = train(TrainConfig(**config, epochs=6), tmp_path / "a", progress=False)
+    # rows at 10^(j/3) samples from one epoch (2000) on, in whole steps of 100, and at the end
+    assert [r["samples_seen"] for r in straight.metrics] == [2200, 4700, 10000, 12000]
+    assert [r["epoch"] for r in straight.metrics] == [2, 3, 5, 6]
+    train(TrainConfig(**config, epochs=4), tmp_path / "b", progress=False)
+    resumed = train(TrainConfig(**config, epochs=6), tmp_path / "b", resume=True, progress=False)
+    # the first call ended with a row at its last step (8000), so the next row's train ELBO
+    # averages the steps since then; every other number is the same
+    assert [r["samples_seen"] for r in resumed.metrics] == [2200, 4700, 8000, 10000, 12000]
+    rows, expected = _without_times(resumed.metrics), _without_times(straight.metrics)
+    assert rows[:2] == expected[:2] and rows[4:] == expected[3:]
+    assert rows[3]["test_elbo"] == expected[2]["test_elbo"]
+    for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
+        assert torch.equal(p, q)
+    # evaluation and on_eval draw on a forked RNG: the training is the same with any schedule
+    calls = []
+    other = train(TrainConfig(**{**config, "evals_per_decade": 7}, epochs=6), tmp_path / "c", progress=False,
+                  on_eval=lambda run: calls.append(torch.randn(1)) or {"extra": 1.5})
+    for p, q in zip(straight.vae.parameters(), other.vae.parameters()):
+        assert torch.equal(p, q)
+    assert len(calls) == len(other.metrics) and all(r["extra"] == 1.5 for r in other.metrics)
+    assert all(torch.equal(c, calls[0]) for c in calls)  # the same seed at every row
+    header = (tmp_path / "c" / "metrics.csv").read_text().splitlines()[0]
+    assert header.split(",")[-2:] == ["extra", "wall_seconds"]

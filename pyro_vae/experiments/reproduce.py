@@ -23,19 +23,22 @@ baseline is wake-sleep (:mod:`pyro_vae.inference.wake_sleep`) with the same netw
     the importance-sampled marginal likelihood
     log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x), of training
     and test images against training samples evaluated, Nz = 3, 100 hidden
-    units, training sets of 1000 and 50000 MNIST images, AEVB vs wake-sleep, and
-    Monte Carlo EM with an HMC E-step (:mod:`pyro_vae.inference.mcem`) on the smaller
-    training set. The proposal is each
-    model's own q, so the estimate is a stochastic lower bound (the IWAE bound).
+    units, training sets of 1000 and 50000 MNIST images, AEVB vs wake-sleep and
+    Monte Carlo EM with an HMC E-step (:mod:`pyro_vae.inference.mcem`). The proposal
+    is each model's own q, so the estimate is a stochastic lower bound (the IWAE bound).
 ``fig4``
     the learned 2-D manifolds: decoder means at z = Phi^-1(u) on a grid of u
     in the unit square, for MNIST and Frey Face models with Nz = 2.
 ``fig5``
     random samples (decoder means at z ~ p(z)) of MNIST models with Nz in {2, 5, 10, 20}.
 
-Budgets: ``small`` finishes each figure in minutes on two CPU cores (fewer
-latent sizes, few epochs), ``full`` follows the paper's settings as far as a
-single machine allows, ``tiny`` is for smoke tests.
+Budgets (:data:`BUDGETS`) count training samples per run: ``small`` finishes
+each figure in minutes on two CPU cores (fewer latent sizes, 1.8e5 MNIST
+samples), ``medium`` runs every setting of the paper for 1e7 samples (two
+decades of its axis, hours on a CPU), ``full`` for the paper's 1e8 (a GPU job),
+``tiny`` is for smoke tests. Learning curves are evaluated at points evenly spaced
+on the log axis (``evals_per_decade``) with the same evaluation noise at every
+point (:class:`~pyro_vae.training.loop.EvalSchedule`).
 """
 
 from __future__ import annotations
@@ -45,33 +48,41 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 import pyro
 import torch
 
+from pyro_vae.data import load_dataset
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.plots import plot_manifold, plot_samples, save_figure
 from pyro_vae.training.loop import PRESETS, Run, TrainConfig, train_or_resume, write_csv
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM (HMC)"}
+COLORS = {"aevb": "C0", "wake-sleep": "C1", "mcem": "C2"}
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How much of each experiment runs. Epoch counts are per run."""
+    """How much of each experiment runs: training samples per run, latent sizes, evaluation."""
 
-    mnist_epochs: int
-    frey_epochs: int
+    mnist_samples: int  # training samples per MNIST run of fig2, fig4, fig5 (rounded up to whole epochs)
+    frey_samples: int  # per Frey Face run
     mnist_z_dims: tuple[int, ...]  # fig2
     frey_z_dims: tuple[int, ...]  # fig2
     sample_z_dims: tuple[int, ...]  # fig5
     fig3_num_train: tuple[int, ...]
-    fig3_samples: tuple[int, ...]  # training samples after which log p(x) is estimated
+    fig3_samples: int  # training samples per fig3 run of AEVB and wake-sleep
+    mcem_samples: int  # per MCEM run: its HMC E-step costs ~100 decoder gradients per datum
+    evals_per_decade: int  # metrics rows (and fig3's log p(x) estimates) per decade of samples
+    eval_samples: int  # z per test image of each row's test ELBO
     eval_k: int  # importance samples K of fig3
     eval_points: int  # training and test images whose log p(x) fig3 estimates
+    paper_axes: bool = False  # draw the paper's x range, 10^5 to 10^8 training samples
     mnist_hidden: int = 500
     frey_hidden: int = 200
     fig3_hidden: int = 100
@@ -79,20 +90,27 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     "tiny": Budget(
-        mnist_epochs=1, frey_epochs=2, mnist_z_dims=(3,), frey_z_dims=(2,), sample_z_dims=(2, 5),
-        fig3_num_train=(1000,), fig3_samples=(1000, 2000), eval_k=5, eval_points=100,
-        mnist_hidden=50, frey_hidden=50, fig3_hidden=20,
+        mnist_samples=60_000, frey_samples=3_400, mnist_z_dims=(3,), frey_z_dims=(2,), sample_z_dims=(2, 5),
+        fig3_num_train=(1000,), fig3_samples=3_000, mcem_samples=2_000, evals_per_decade=2, eval_samples=1,
+        eval_k=5, eval_points=100, mnist_hidden=50, frey_hidden=50, fig3_hidden=20,
     ),
     "small": Budget(
-        mnist_epochs=3, frey_epochs=30, mnist_z_dims=(3, 20), frey_z_dims=(2, 10),
-        sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000),
-        fig3_samples=(10_000, 50_000, 150_000), eval_k=100, eval_points=500,
+        mnist_samples=180_000, frey_samples=51_000, mnist_z_dims=(3, 20), frey_z_dims=(2, 10),
+        sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000), fig3_samples=150_000, mcem_samples=150_000,
+        evals_per_decade=5, eval_samples=1, eval_k=100, eval_points=500,
     ),
-    # MNIST: 6e6 training samples per run (the paper goes to 1e8); Frey: 5.3e6.
+    # Two decades of the paper's axis (it goes to 1e8), every latent size of the paper.
+    "medium": Budget(
+        mnist_samples=10_000_000, frey_samples=10_000_000, mnist_z_dims=(3, 5, 10, 20, 200),
+        frey_z_dims=(2, 5, 10, 20), sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000),
+        fig3_samples=10_000_000, mcem_samples=1_000_000, evals_per_decade=10, eval_samples=10,
+        eval_k=200, eval_points=1000, paper_axes=True,
+    ),
     "full": Budget(
-        mnist_epochs=100, frey_epochs=3000, mnist_z_dims=(3, 5, 10, 20, 200), frey_z_dims=(2, 5, 10, 20),
-        sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000),
-        fig3_samples=(10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000), eval_k=1000, eval_points=1000,
+        mnist_samples=100_000_000, frey_samples=100_000_000, mnist_z_dims=(3, 5, 10, 20, 200),
+        frey_z_dims=(2, 5, 10, 20), sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000),
+        fig3_samples=100_000_000, mcem_samples=10_000_000, evals_per_decade=10, eval_samples=10,
+        eval_k=1000, eval_points=1000, paper_axes=True,
     ),
 }
 
@@ -121,6 +139,25 @@ def paper_config(dataset: str, z_dim: int, hidden: int, epochs: int, algorithm: 
     return TrainConfig(**values, algorithm=algorithm)
 
 
+@cache
+def _train_size(dataset: str, data_dir: str | None) -> int:
+    return len(load_dataset(dataset, data_dir).train)
+
+
+def budget_config(
+    b: Budget, dataset: str, z_dim: int, hidden: int, samples: int, data_dir: str | None,
+    algorithm: str = "aevb", num_train: int | None = None,
+) -> TrainConfig:
+    """:func:`paper_config` trained for ``samples`` training samples (rounded up to whole
+    epochs of M = 100) with the budget's evaluation schedule."""
+    n = num_train or _train_size(dataset, data_dir)
+    per_epoch = (n // PRESETS["paper"]["batch_size"]) * PRESETS["paper"]["batch_size"]
+    return paper_config(
+        dataset, z_dim, hidden, math.ceil(samples / per_epoch), algorithm, num_train=num_train,
+        evals_per_decade=b.evals_per_decade, eval_samples=b.eval_samples,
+    )
+
+
 def run_name(config: TrainConfig) -> str:
     """A readable, unique folder name: data set, algorithm, sizes and a hash of the settings
     that differ from :class:`TrainConfig`'s defaults (less epochs), so that a field added
@@ -132,13 +169,20 @@ def run_name(config: TrainConfig) -> str:
     return f"{config.dataset}-{config.algorithm}-z{config.z_dim}-h{'x'.join(map(str, config.hidden))}{subset}-{digest}"
 
 
-def train_named(config: TrainConfig, out_dir: Path, data_dir: str | None, device: str) -> tuple[Run, Path]:
+def train_named(
+    config: TrainConfig, out_dir: Path, data_dir: str | None, device: str,
+    on_eval: Callable[[Run], dict] | None = None,
+) -> tuple[Run, Path]:
     """Train ``config`` in ``out_dir/runs/<run_name>``, resuming (or reusing) a checkpoint there."""
     run_dir = out_dir / "runs" / run_name(config)
-    return train_or_resume(config, run_dir, data_dir=data_dir, device=device, progress=False), run_dir
+    run = train_or_resume(config, run_dir, data_dir=data_dir, device=device, progress=False, on_eval=on_eval)
+    return run, run_dir
 
 
 # --- output helpers -------------------------------------------------------------
+PAPER_XLIM = (1e5, 1e8)  # the paper's Figures 2 and 3: 10^5 to 10^8 training samples evaluated
+
+
 def _ylim(curves: Sequence[Sequence[float]]) -> tuple[float, float]:
     # Wake-sleep starts thousands of nats below its later values: show the curves
     # down to three times the spread between the best value and the worst final value.
@@ -149,37 +193,53 @@ def _ylim(curves: Sequence[Sequence[float]]) -> tuple[float, float]:
     return max(min(min(c) for c in finite), low_final - 3 * spread) - 0.05 * spread, top + 0.05 * spread
 
 
-def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], group_key: str, title: str) -> None:
-    """Curves ``metric`` vs samples_seen on a log axis for each value of ``group_key`` (the algorithm)."""
+def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str, xlim: tuple[float, float] | None) -> None:
+    """Curves ``metric`` vs samples_seen on a log axis, one colour per algorithm, one style per metric.
+
+    Only the decades are labelled (10^5, 10^6, ...), so tick labels never run into each
+    other; ``xlim`` (the paper's range) hides rows outside it."""
+    rows = [r for r in rows if xlim is None or xlim[0] <= r["samples_seen"] <= xlim[1]]
     curves = []
-    for i, group in enumerate(dict.fromkeys(r[group_key] for r in rows)):
-        mine = sorted((r for r in rows if r[group_key] == group), key=lambda r: r["samples_seen"])
+    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
+        mine = sorted((r for r in rows if r["algorithm"] == algorithm), key=lambda r: r["samples_seen"])
         for metric, (label, style) in series.items():
             ys = [r[metric] for r in mine]
             curves.append(ys)
-            ax.plot([r["samples_seen"] for r in mine], ys, style, color=f"C{i}", marker=".",
-                    label=f"{LABELS.get(group, group)} {label}")
+            ax.plot([r["samples_seen"] for r in mine], ys, style, color=COLORS[algorithm], marker=".",
+                    markersize=3, label=f"{LABELS[algorithm]} {label}")
     ax.set_xscale("log")
-    ax.set_ylim(*_ylim(curves))
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
+    ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=True))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    if curves:
+        ax.set_ylim(*_ylim(curves))
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("training samples evaluated")
     ax.grid(alpha=0.3)
 
 
-def _grid_figure(panels: dict[tuple[int, int], tuple[list[dict], str]], series, ylabel: str, path: Path) -> Path:
+def _grid_figure(
+    panels: dict[tuple[int, int], tuple[list[dict], str]], series, ylabel: str, path: Path, xlim=None,
+) -> Path:
+    """Panels on a grid with one legend for all of them, below the panels."""
     rows_n = 1 + max(r for r, _ in panels)
     cols_n = 1 + max(c for _, c in panels)
-    fig = Figure(figsize=(3.3 * cols_n, 3.0 * rows_n))
+    fig = Figure(figsize=(3.3 * cols_n, 2.9 * rows_n + 0.5), layout="constrained")
     axes = fig.subplots(rows_n, cols_n, squeeze=False)
     for (r, c), (rows, title) in panels.items():
-        _panel(axes[r][c], rows, series, "algorithm", title)
+        _panel(axes[r][c], rows, series, title, xlim)
         axes[r][0].set_ylabel(ylabel)
     for r in range(rows_n):
         for c in range(cols_n):
             if (r, c) not in panels:
                 axes[r][c].axis("off")
-    first = next(iter(panels))
-    axes[first[0]][first[1]].legend(fontsize=7)
+    legend = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 6), fontsize=8)
     return save_figure(fig, path)
 
 
@@ -188,16 +248,19 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
          device: str = "cpu") -> list[dict]:
     """Figure 2: train and test ELBO vs training samples, AEVB vs wake-sleep.
 
-    Writes ``fig2.csv`` (one row per algorithm, data set, Nz and epoch, with the
-    columns of ``metrics.csv``) and ``fig2.png`` (top row MNIST, bottom row Frey Face).
+    Writes ``fig2.csv`` (one row per algorithm, data set, Nz and metrics row of the
+    run, with the columns of ``metrics.csv``) and ``fig2.png`` (top row MNIST, bottom
+    row Frey Face). The train ELBO is the mean minibatch bound since the previous row,
+    the test ELBO the bound of the test set with ``budget.eval_samples`` z per image.
     """
     out_dir, b = Path(out_dir), get_budget(budget)
-    settings = [("mnist", z, b.mnist_hidden, b.mnist_epochs) for z in b.mnist_z_dims]
-    settings += [("frey", z, b.frey_hidden, b.frey_epochs) for z in b.frey_z_dims]
+    settings = [("mnist", z, b.mnist_hidden, b.mnist_samples) for z in b.mnist_z_dims]
+    settings += [("frey", z, b.frey_hidden, b.frey_samples) for z in b.frey_z_dims]
     rows = []
-    for dataset, z_dim, hidden, epochs in settings:
+    for dataset, z_dim, hidden, samples in settings:
         for algorithm in ("aevb", "wake-sleep"):
-            run, _ = train_named(paper_config(dataset, z_dim, hidden, epochs, algorithm), out_dir, data_dir, device)
+            config = budget_config(b, dataset, z_dim, hidden, samples, data_dir, algorithm)
+            run, _ = train_named(config, out_dir, data_dir, device)
             rows += [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m} for m in run.metrics]
     write_csv(rows, out_dir / "fig2.csv")
     panels = {}
@@ -206,7 +269,7 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
             mine = [row for row in rows if row["dataset"] == dataset and row["z_dim"] == z_dim]
             panels[r, c] = (mine, f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z$ = {z_dim}")
     series = {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}
-    _grid_figure(panels, series, "ELBO (nats per datum)", out_dir / "fig2.png")
+    _grid_figure(panels, series, "ELBO (nats per datum)", out_dir / "fig2.png", PAPER_XLIM if b.paper_axes else None)
     return rows
 
 
@@ -220,9 +283,8 @@ def _eval_points(run: Run, n: int, device: str) -> dict[str, torch.Tensor]:
     return {"train": x_train.to(device), "test": data.test[:n].to(device)}
 
 
-def marginal_likelihood(run: Run, num_points: int, k: int, device: str = "cpu", seed: int = 0) -> dict[str, float]:
+def marginal_likelihood(run: Run, num_points: int, k: int, device: str = "cpu") -> dict[str, float]:
     """Mean importance-sampled log p(x) (K = ``k``, proposal q(z|x)) of ``num_points`` training and test images."""
-    pyro.set_rng_seed(seed)
     points = _eval_points(run, num_points, device)
     return {
         f"{split}_log_px": evaluate(run.vae, x.split(100), num_samples=k, chunk_size=min(k, 500))["log_px"]
@@ -230,48 +292,34 @@ def marginal_likelihood(run: Run, num_points: int, k: int, device: str = "cpu", 
     }
 
 
-def _cached_marginal_likelihood(run: Run, run_dir: Path, b: Budget, device: str) -> dict[str, dict]:
-    """Estimates per epoch, kept in ``run_dir`` (a finished run's checkpoint holds only its last epoch)."""
-    path = run_dir / f"log_px-k{b.eval_k}-n{b.eval_points}.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    epoch = str(run.metrics[-1]["epoch"])
-    if epoch not in cache:
-        cache[epoch] = marginal_likelihood(run, b.eval_points, b.eval_k, device)
-        path.write_text(json.dumps(cache, indent=1) + "\n")
-    return cache
-
-
 def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | None = None,
          device: str = "cpu") -> list[dict]:
     """Figure 3: importance-sampled log p(x) vs training samples, Nz = 3, N_train in {1000, 50000}.
 
-    Each run is trained in stages (``budget.fig3_samples``, rounded up to whole
-    epochs) and log p(x) is estimated after each; ``num_train`` restricts the
-    training set.
+    Each run estimates log p(x) of ``budget.eval_points`` training and test images
+    at every metrics row (``budget.evals_per_decade`` per decade, the same z at every
+    row); ``num_train`` restricts the training set. Monte Carlo EM stops after
+    ``budget.mcem_samples``, its curve ends there.
     Writes ``fig3.csv`` and ``fig3.png``.
     """
     out_dir, b = Path(out_dir), get_budget(budget)
+
+    def log_px(run: Run) -> dict:
+        return {"k": b.eval_k, "num_points": b.eval_points, **marginal_likelihood(run, b.eval_points, b.eval_k, device)}
+
     rows = []
     for num_train in b.fig3_num_train:
-        # Monte Carlo EM (HMC E-step) on the small training set only, as in the paper
-        mcem = ("mcem",) if num_train == min(b.fig3_num_train) else ()
-        for algorithm in ("aevb", "wake-sleep", *mcem):
-            stages = sorted({max(1, math.ceil(s / num_train)) for s in b.fig3_samples})
-            for epochs in stages:
-                config = paper_config("mnist", 3, b.fig3_hidden, epochs, algorithm, num_train=num_train)
-                run, run_dir = train_named(config, out_dir, data_dir, device)
-                cache = _cached_marginal_likelihood(run, run_dir, b, device)
-            by_epoch = {m["epoch"]: m for m in run.metrics}
-            for epoch, values in sorted(cache.items(), key=lambda kv: int(kv[0])):
-                m = by_epoch[int(epoch)]
-                rows.append({"num_train": num_train, "algorithm": algorithm, "epoch": m["epoch"],
-                             "samples_seen": m["samples_seen"], "k": b.eval_k, "num_points": b.eval_points,
-                             **values, "test_elbo": m["test_elbo"]})
+        for algorithm in ("aevb", "wake-sleep", "mcem"):
+            samples = b.mcem_samples if algorithm == "mcem" else b.fig3_samples
+            config = budget_config(b, "mnist", 3, b.fig3_hidden, samples, data_dir, algorithm, num_train)
+            run, _ = train_named(config, out_dir, data_dir, device, on_eval=log_px)
+            rows += [{"num_train": num_train, "algorithm": algorithm, **m} for m in run.metrics]
     write_csv(rows, out_dir / "fig3.csv")
     panels = {(0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
               for c, n in enumerate(b.fig3_num_train)}
     series = {"train_log_px": ("train", "-"), "test_log_px": ("test", "--")}
-    _grid_figure(panels, series, f"log p(x), IS with K = {b.eval_k}", out_dir / "fig3.png")
+    _grid_figure(panels, series, f"log p(x), IS with K = {b.eval_k}", out_dir / "fig3.png",
+                 PAPER_XLIM if b.paper_axes else None)
     return rows
 
 
@@ -284,8 +332,8 @@ def fig4(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     """
     out_dir, b = Path(out_dir), get_budget(budget)
     rows = []
-    for dataset, hidden, epochs in (("mnist", b.mnist_hidden, b.mnist_epochs), ("frey", b.frey_hidden, b.frey_epochs)):
-        run, _ = train_named(paper_config(dataset, 2, hidden, epochs), out_dir, data_dir, device)
+    for dataset, hidden, samples in (("mnist", b.mnist_hidden, b.mnist_samples), ("frey", b.frey_hidden, b.frey_samples)):
+        run, _ = train_named(budget_config(b, dataset, 2, hidden, samples, data_dir), out_dir, data_dir, device)
         path = plot_manifold(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig4-{dataset}.png")
         rows.append({"dataset": dataset, "z_dim": 2, **_final(run), "figure": path.name})
     write_csv(rows, out_dir / "fig4.csv")
@@ -301,7 +349,8 @@ def fig5(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     out_dir, b = Path(out_dir), get_budget(budget)
     rows = []
     for z_dim in b.sample_z_dims:
-        run, _ = train_named(paper_config("mnist", z_dim, b.mnist_hidden, b.mnist_epochs), out_dir, data_dir, device)
+        config = budget_config(b, "mnist", z_dim, b.mnist_hidden, b.mnist_samples, data_dir)
+        run, _ = train_named(config, out_dir, data_dir, device)
         pyro.set_rng_seed(z_dim)
         path = plot_samples(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig5-z{z_dim}.png")
         rows.append({"dataset": "mnist", "z_dim": z_dim, **_final(run), "figure": path.name})

@@ -57,6 +57,7 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)
     num_labels: int | None = None  # keep this many training labels (balanced), the rest unlabelled
     labelled_per_batch: int = 0  # > 0: each minibatch holds this many labelled points (data.MixedBatches)
+    evals_per_decade: int = 0  # 0: a metrics row each epoch; d > 0: d rows per decade of samples (loop.EvalSchedule)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -75,6 +76,8 @@ class TrainConfig:
         for name in ("z_dim", "num_particles", "batch_size", "epochs", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.evals_per_decade < 0:
+            raise ValueError(f"evals_per_decade must be >= 0, got {self.evals_per_decade}")
         if self.labelled_per_batch and (self.num_labels is None or not 0 < self.labelled_per_batch < self.batch_size):
             raise ValueError(
                 f"labelled_per_batch={self.labelled_per_batch} needs num_labels and must lie in [1, batch_size)"

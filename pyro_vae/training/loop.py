@@ -10,9 +10,10 @@ then feeds the algorithm minibatches, dicts of the data the model asks for
 One call of :func:`train` runs (or resumes) a run directory holding
 
 * ``config.json``: the :class:`TrainConfig`;
-* ``metrics.csv``: one row per epoch (samples seen, learning rate, train and test ELBO per datum, time);
+* ``metrics.csv``: one row per epoch, or ``evals_per_decade`` rows per decade of
+  training samples (samples seen, learning rate, train and test ELBO per datum, time);
 * ``checkpoint.pt``: model, algorithm (optimizers, schedulers, baselines) and
-  RNG state after the last finished epoch, written atomically, from which
+  RNG state at the end of an epoch, written atomically, from which
   ``resume=True`` continues exactly as if the run had not stopped.
 
 The minibatch ELBO is scaled by N/M (``total_size`` of the data plate), so the
@@ -34,7 +35,8 @@ import dataclasses
 import io
 import math
 import time
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,6 +63,7 @@ __all__ = ["PRESETS", "Run", "TrainConfig", "TrainingDiverged", "build_run", "lo
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 CONFIG = "config.json"
+CHECKPOINT_SECONDS = 60.0  # between epochs without a metrics row, the longest a run goes unsaved
 
 
 class TrainingDiverged(RuntimeError):
@@ -188,14 +191,20 @@ def train(
     progress: bool = True,
     keep_every: int = 0,
     distributed: DistributedContext = SINGLE,
+    on_eval: Callable[[Run], dict] | None = None,
 ) -> Run:
     """Train (or, with ``resume=True``, continue) the run in ``run_dir`` up to ``config.epochs``.
 
     On resume the checkpoint's config must match ``config`` except for ``epochs``,
-    which may not be fewer than the epochs done. A NaN or infinite loss raises
-    :class:`TrainingDiverged` and leaves the checkpoint of the last finished epoch
-    untouched. With ``keep_every=n`` a copy of every n-th epoch's checkpoint is
-    kept in ``run_dir/checkpoints/``. The run folder is locked for the whole call
+    which may not be fewer than the epochs done. Metrics rows follow
+    ``config.evals_per_decade`` (:class:`EvalSchedule`); ``on_eval(run)`` adds columns
+    to each row (e.g. an importance-sampled log p(x)) and must be passed again on
+    resume. A checkpoint is written at the end of every epoch that wrote a row, of
+    the last epoch, and otherwise after :data:`CHECKPOINT_SECONDS`, always at an
+    epoch's end, so a resumed run repeats exactly what an uninterrupted one does.
+    A NaN or infinite loss raises :class:`TrainingDiverged` and leaves the last
+    checkpoint untouched. With ``keep_every=n`` a copy of every n-th epoch's
+    checkpoint is kept in ``run_dir/checkpoints/``. The run folder is locked for the whole call
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
     :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
 
@@ -222,7 +231,7 @@ def train(
             state = to_device(state, device)
         return _train_prepared(
             config, run_dir, state, data_dir=data_dir, device=device, progress=progress,
-            keep_every=keep_every, distributed=distributed,
+            keep_every=keep_every, distributed=distributed, on_eval=on_eval,
         )
 
 
@@ -260,6 +269,7 @@ def _train_prepared(
     progress: bool,
     keep_every: int,
     distributed: DistributedContext,
+    on_eval: Callable[[Run], dict] | None,
 ) -> Run:
     # train()'s body after _prepare, while rank 0 holds the run folder's lock.
     checkpoint_path = run_dir / CHECKPOINT
@@ -280,18 +290,22 @@ def _train_prepared(
         if own is not None:
             restore_state(algorithm.load_rank_state, own["param_stores"], "per-process", checkpoint_path)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
-        wall = run.metrics[-1]["wall_seconds"] if run.metrics else 0.0
+        wall = state.get("wall_seconds", run.metrics[-1]["wall_seconds"] if run.metrics else 0.0)
     distributed.broadcast_modules([vae, estimator.modules])
 
     distributed.on_main(lambda: atomic_write_json(run_dir / CONFIG, asdict(config)))
     n = len(dataset.train)
+    schedule: EvalSchedule | None = None
+    clock = _Clock(wall)
+    last_save, saved_epoch = time.perf_counter(), start_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
-        start = time.perf_counter()
         batches = dataset.train_batches(
             config.batch_size, generator, device, keys=vae.data_keys, shard=distributed.shard,
             labelled_per_batch=config.labelled_per_batch,
         )
-        total_loss = 0.0
+        if schedule is None:
+            schedule = EvalSchedule(config.evals_per_decade, len(batches), config.batch_size, config.epochs)
+        rows_before = len(run.metrics)
         bar = tqdm(
             batches, desc=f"epoch {epoch}/{config.epochs}", disable=not (progress and distributed.is_main), leave=False
         )
@@ -300,48 +314,130 @@ def _train_prepared(
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {loss} at epoch {epoch}, step {step}; training stopped. "
-                    f"The checkpoint of epoch {epoch - 1} ({checkpoint_path}) is intact; "
+                    f"The checkpoint of epoch {saved_epoch} ({checkpoint_path}) is intact; "
                     "lower --lr and resume, or start again"
                 )
-            total_loss += loss
+            clock.add_step(loss)
             if step % 50 == 0:
-                bar.set_postfix(elbo=f"{-total_loss / (step * n):.2f}")
+                bar.set_postfix(elbo=f"{-clock.loss / (clock.steps * n):.2f}")
+            global_step = (epoch - 1) * len(batches) + step
+            if schedule.due(global_step):
+                row = _metrics_row(run, epoch, global_step * config.batch_size, clock, device, distributed, on_eval)
+                run.metrics.append(row)
+                if progress and distributed.is_main:
+                    tqdm.write(
+                        f"epoch {epoch}, {row['samples_seen']:.3g} samples: train ELBO {row['train_elbo']:.2f}, "
+                        f"test ELBO {row['test_elbo']:.2f} nats ({row['train_seconds']:.1f} s)"
+                    )
         algorithm.end_epoch()
-        train_seconds = time.perf_counter() - start
-        test = evaluate(
-            vae, dataset.test_batches(1000, device, keys=vae.data_keys, shard=distributed.shard),
-            num_samples=config.eval_samples, reduce=distributed.sum,
-        )
-        wall += time.perf_counter() - start
-        run.metrics.append(
-            {
+        now = time.perf_counter()
+        if (len(run.metrics) > rows_before or epoch == config.epochs or now - last_save >= CHECKPOINT_SECONDS
+                or (keep_every and epoch % keep_every == 0)):
+            checkpoint = {
+                "config": asdict(config),
                 "epoch": epoch,
-                "samples_seen": epoch * len(batches) * config.batch_size,
-                "lr": config.lr * LR_SCHEDULES[config.lr_schedule](epoch - 1),
-                "train_elbo": -total_loss / (len(batches) * n),
-                "test_elbo": test["elbo"],
-                "train_seconds": train_seconds,
-                "wall_seconds": wall,
+                "model": vae.state_dict(),
+                "estimator": estimator.modules.state_dict(),
+                "optimizer": algorithm.state_dict(),
+                "rng": _rng_state(generator),
+                "metrics": run.metrics,
+                "wall_seconds": clock.wall(),
             }
-        )
-        checkpoint = {
-            "config": asdict(config),
-            "epoch": epoch,
-            "model": vae.state_dict(),
-            "estimator": estimator.modules.state_dict(),
-            "optimizer": algorithm.state_dict(),
-            "rng": _rng_state(generator),
-            "metrics": run.metrics,
-        }
-        checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
-        distributed.on_main(lambda: _write_epoch(run_dir, run.metrics, checkpoint, epoch, keep_every))
-        if progress and distributed.is_main:
-            row = run.metrics[-1]
-            tqdm.write(
-                f"epoch {epoch}: train ELBO {row['train_elbo']:.2f}, "
-                f"test ELBO {row['test_elbo']:.2f} nats ({train_seconds:.1f} s)"
-            )
+            checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
+            distributed.on_main(lambda: _write_epoch(run_dir, run.metrics, checkpoint, epoch, keep_every))
+            last_save, saved_epoch = now, epoch
     return run
+
+
+class EvalSchedule:
+    """The global steps after which the training loop writes a metrics row (and evaluates).
+
+    ``evals_per_decade = 0``: after the last step of every epoch. ``d > 0``: after the
+    first step at which the samples seen reach ``10^(j/d)``, for every integer j with
+    ``10^(j/d)`` at least one epoch's samples (points evenly spaced on a log axis, as the
+    paper's learning curves are drawn), and after the last step of training.
+    """
+
+    def __init__(self, evals_per_decade: int, steps_per_epoch: int, batch_size: int, epochs: int) -> None:
+        last = steps_per_epoch * epochs
+        if evals_per_decade == 0:
+            self.steps = set(range(steps_per_epoch, last + 1, steps_per_epoch))
+            return
+        self.steps = {last}
+        j = math.ceil(evals_per_decade * math.log10(steps_per_epoch * batch_size) - 1e-9)
+        while (samples := 10 ** (j / evals_per_decade)) <= last * batch_size:
+            self.steps.add(math.ceil(samples / batch_size - 1e-9))
+            j += 1
+
+    def due(self, step: int) -> bool:
+        return step in self.steps
+
+
+class _Clock:
+    """Training time and loss since the last metrics row, and the run's wall time."""
+
+    def __init__(self, wall: float) -> None:
+        self._wall_start = time.perf_counter() - wall
+        self._mark = time.perf_counter()
+        self.loss, self.steps, self.train_seconds = 0.0, 0, 0.0
+
+    def add_step(self, loss: float) -> None:
+        now = time.perf_counter()
+        self.train_seconds += now - self._mark
+        self._mark = now
+        self.loss += loss
+        self.steps += 1
+
+    def reset(self) -> None:
+        """Start the next row's interval (evaluation time is not training time)."""
+        self._mark = time.perf_counter()
+        self.loss, self.steps, self.train_seconds = 0.0, 0, 0.0
+
+    def wall(self) -> float:
+        return time.perf_counter() - self._wall_start
+
+
+def _metrics_row(
+    run: Run, epoch: int, samples_seen: int, clock: _Clock, device: str, distributed: DistributedContext,
+    on_eval: Callable[[Run], dict] | None,
+) -> dict:
+    """One metrics row: the mean minibatch bound since the last row, the test ELBO and ``on_eval``'s columns.
+
+    With a log schedule (``evals_per_decade > 0``) the test ELBO draws the same z at every
+    row (torch's RNG forked and seeded), so that differences between rows are changes of
+    the model, not of the Monte Carlo noise; ``on_eval`` always runs on a forked RNG.
+    Neither changes the training's random numbers.
+    """
+    config, vae = run.config, run.vae
+    batches = run.dataset.test_batches(1000, device, keys=vae.data_keys, shard=distributed.shard)
+    with _forked_rng(config.seed, device, fork=config.evals_per_decade > 0):
+        test = evaluate(vae, batches, num_samples=config.eval_samples, reduce=distributed.sum)
+    row = {
+        "epoch": epoch,
+        "samples_seen": samples_seen,
+        "lr": config.lr * LR_SCHEDULES[config.lr_schedule](epoch - 1),
+        "train_elbo": -clock.loss / (clock.steps * len(run.dataset.train)),
+        "test_elbo": test["elbo"],
+        "train_seconds": clock.train_seconds,
+    }
+    if on_eval is not None:
+        with _forked_rng(config.seed, device):
+            row.update(on_eval(run))
+    row["wall_seconds"] = clock.wall()
+    clock.reset()
+    return row
+
+
+@contextmanager
+def _forked_rng(seed: int, device: str, fork: bool = True) -> Iterator[None]:
+    """Run the body on torch's RNG seeded with ``seed``, restoring the RNG afterwards (if ``fork``)."""
+    if not fork:
+        yield
+        return
+    cuda = torch.device(device).type == "cuda"
+    with torch.random.fork_rng(devices=[torch.device(device)] if cuda else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _write_epoch(run_dir: Path, metrics: list[dict], checkpoint: dict, epoch: int, keep_every: int) -> None:
