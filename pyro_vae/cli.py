@@ -114,6 +114,8 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--eval-k", type=int, default=100, help="importance samples per test image for the final log p(x) (default 100; reported numbers use `evaluate -k 5000`)")
     p.add_argument("--keep-every", type=int, default=0, help="keep a copy of every N-th epoch's checkpoint")
+    p.add_argument("--validate-every-step", action="store_true",
+                   help="keep Pyro's validation on for every step (default: the first step only)")
     p.add_argument("--no-progress", action="store_true")
     _add_common(p)
 
@@ -188,6 +190,7 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
     run = train(
         config, run_dir, data_dir=args.data_dir, device=device, resume=args.resume,
         progress=not args.no_progress, keep_every=args.keep_every, distributed=distributed,
+        validate_every_step=args.validate_every_step,
     )
     _evaluate_report(run, run_dir, args.eval_k, device, None, distributed)
     distributed.on_main(lambda: [print(f"wrote {path}") for path in write_figures(run, run_dir / "figures")])
@@ -239,21 +242,31 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_benchmark(args) -> None:
-    from pyro_vae.experiments.benchmark import run_benchmark
+    from pyro_vae.experiments.benchmark import run_benchmark, run_eval_benchmark
 
     device = resolve_device(args.device)
-    result = run_benchmark(
-        hidden=tuple(args.hidden), z_dim=args.z_dim, batch_size=args.batch_size,
-        steps=args.steps, rounds=args.rounds, device=device,
-    )
-    result.update(machine=machine(), device=device, hidden=args.hidden, z_dim=args.z_dim, batch_size=args.batch_size)
+    preset = PRESETS[args.preset]
+    hidden, z_dim = tuple(args.hidden or preset["hidden"]), args.z_dim or preset["z_dim"]
+    if args.evaluate:
+        result = run_eval_benchmark(
+            hidden=hidden, z_dim=z_dim, num_images=args.num_images, num_samples=args.k, rounds=args.rounds,
+            device=device,
+        )
+        what = f"evaluation of {args.num_images} images, K = {args.k}"
+    else:
+        result = run_benchmark(
+            hidden=hidden, z_dim=z_dim, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
+            device=device, num_particles=args.num_particles,
+        )
+        what = "training step" + (f", IWAE k = {args.num_particles}" if args.num_particles > 1 else "")
+    result.update(machine=machine(), device=device, hidden=list(hidden), z_dim=z_dim, what=what)
     print(
-        f"hand-written PyTorch step {result['handwritten_ms']:.2f} ms, pyro_vae training step "
-        f"{result['pyro_vae_ms']:.2f} ms: ratio {result['ratio']:.2f} ({result['machine']})"
+        f"{what}, 784-{'-'.join(map(str, hidden))}-{z_dim}: hand-written PyTorch {result['handwritten_ms']:.2f} ms, "
+        f"pyro_vae {result['pyro_vae_ms']:.2f} ms: ratio {result['ratio']:.3f}, overhead "
+        f"{result['overhead_ms']:.2f} ms ({result['machine']})"
     )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-
 
 
 # --- graph autoencoders (issue #11): pyro-vae graph train | table ---------------------
@@ -373,12 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_variance)
 
-    p = sub.add_parser("benchmark", help="time a pyro_vae training step against a hand-written PyTorch step")
-    p.add_argument("--hidden", type=int, nargs="+", default=[500])
-    p.add_argument("--z-dim", type=int, default=20)
+    p = sub.add_parser("benchmark", help="time a pyro_vae training step (or evaluation) against hand-written PyTorch")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                   help="architecture: paper 784-500-20 (default), iwae 784-200-200-50")
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden sizes (default: the preset's)")
+    p.add_argument("--z-dim", type=int, help="latent size (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--num-particles", type=int, default=1, help="K > 1: the IWAE bound with K particles")
     p.add_argument("--steps", type=int, default=50, help="steps per timing round")
     p.add_argument("--rounds", type=int, default=10, help="alternating rounds; medians are reported")
+    p.add_argument("--evaluate", action="store_true",
+                   help="time evaluation (importance-sampled log p(x)) instead of a training step")
+    p.add_argument("-k", type=int, default=1000, help="--evaluate: importance samples per image (default 1000)")
+    p.add_argument("--num-images", type=int, default=200, help="--evaluate: images (default 200)")
     _add_threads(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="also write the result as JSON")

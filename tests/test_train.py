@@ -342,3 +342,20 @@ def test_log_schedule_rows_resume_and_leave_training_alone(tmp_path):
     assert all(torch.equal(c, calls[0]) for c in calls)  # the same seed at every row
     header = (tmp_path / "c" / "metrics.csv").read_text().splitlines()[0]
     assert header.split(",")[-2:] == ["extra", "wall_seconds"]
+
+
+@pytest.mark.parametrize("every_step", [False, True])
+def test_validation_runs_on_the_first_step_or_every_step(tmp_path, monkeypatch, every_step):
+    from pyro.infer.util import is_validation_enabled
+
+    seen, step = [], SVIAlgorithm.step
+
+    def recording(self, batch, total_size):
+        seen.append(is_validation_enabled())
+        return step(self, batch, total_size)
+
+    monkeypatch.setattr(SVIAlgorithm, "step", recording)
+    train(TrainConfig(**SMALL, epochs=2), tmp_path, progress=False, validate_every_step=every_step)
+    train(TrainConfig(**SMALL, epochs=3), tmp_path, resume=True, progress=False, validate_every_step=every_step)
+    first_of_each_call = [True] + [every_step] * 39 + [True] + [every_step] * 19
+    assert seen == first_of_each_call and is_validation_enabled()
