@@ -198,7 +198,8 @@ def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str,
     """Curves ``metric`` vs samples_seen on a log axis, one colour per algorithm, one style per metric.
 
     Only the decades are labelled (10^5, 10^6, ...), so tick labels never run into each
-    other; ``xlim`` (the paper's range) hides rows outside it."""
+    other; the x range is ``xlim`` (the paper's; rows outside it are hidden) or the
+    whole decades around the rows."""
     rows = [r for r in rows if xlim is None or xlim[0] <= r["samples_seen"] <= xlim[1]]
     curves = []
     for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
@@ -212,6 +213,9 @@ def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str,
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
     ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=True))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    if xlim is None and rows:  # whole decades, so that at least two are labelled
+        xs = [r["samples_seen"] for r in rows]
+        xlim = (10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs)) + 1e-9))
     if xlim is not None:
         ax.set_xlim(*xlim)
     if curves:
