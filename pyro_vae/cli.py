@@ -305,6 +305,8 @@ def _add_graph(sub) -> None:
     p.add_argument("--datasets", nargs="+", choices=GRAPH_DATASETS.names(), default=["cora", "citeseer"])
     p.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per model and data set (default 10)")
     p.add_argument("--out", type=Path, default=Path("runs/vgae"))
+    p.add_argument("--split-per-seed", action="store_true",
+                   help="run s uses the link split s too (tkipf/gae draws a new split per run); default: --split-seed")
     add_config(p)
     p.set_defaults(func=cmd_graph_table)
 
@@ -341,7 +343,8 @@ def cmd_graph_table(args) -> None:
 
     print(f"graph autoencoder table -> {args.out}\nmachine: {machine()}")
     summary = run_table(args.out, models=args.models, datasets=args.datasets, seeds=args.seeds,
-                        base=_graph_config(args), data_dir=args.data_dir, progress=not args.no_progress)
+                        base=_graph_config(args), data_dir=args.data_dir, progress=not args.no_progress,
+                        split_per_seed=args.split_per_seed)
     print(markdown_table(summary))
 
 

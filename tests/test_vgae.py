@@ -1,5 +1,7 @@
 """The (variational) graph autoencoder: program structure, objective, metrics, training, data, CLI."""
 
+import csv
+import json
 import os
 from pathlib import Path
 
@@ -267,3 +269,11 @@ def test_cli_graph_train_resume_and_table(tmp_path, capsys):
     assert "| VGAE | planted-partition | 2 |" in table and "| GAE | planted-partition | 2 |" in table
     assert (out / "embedding-planted-partition.png").is_file() and (out / "runs.csv").is_file()
     assert "already holds a run" in capsys.readouterr().err
+    assert {r["split_seed"] for r in csv.DictReader(open(out / "runs.csv"))} == {"0"}
+    per_seed = tmp_path / "per-seed"
+    assert main(["graph", "table", "--datasets", "planted-partition", "--models", "vgae", "--seeds", "2",
+                 "--epochs", "3", "--out", str(per_seed), "--no-progress", "--split-per-seed"]) == 0
+    rows = list(csv.DictReader(open(per_seed / "runs.csv")))
+    assert [(r["seed"], r["split_seed"]) for r in rows] == [("0", "0"), ("1", "1")]
+    for seed in (0, 1):
+        assert json.loads((per_seed / f"vgae-planted-partition-seed{seed}" / "config.json").read_text())["split_seed"] == seed

@@ -268,11 +268,14 @@ def run_table(
     base: GraphConfig | None = None,
     data_dir: str | Path | None = None,
     progress: bool = False,
+    split_per_seed: bool = False,
 ) -> list[dict]:
     """Train ``models`` x ``datasets`` x seeds 0..seeds-1 under ``out/<model>-<dataset>-seed<s>/``
     (finished runs are reused, stopped ones resumed), write ``runs.csv``, ``summary.csv``,
     ``table.md`` and ``embedding-<dataset>.png`` (the first model's seed-0 posterior means), and
-    return the summary rows."""
+    return the summary rows. Every run uses the link split ``base.split_seed``, or with
+    ``split_per_seed`` the split of its own seed (as ``tkipf/gae``, whose ``train.py`` draws
+    a new random split each time it runs)."""
     from pyro_vae.graph_plots import embedding_figure
 
     out = Path(out)
@@ -281,11 +284,15 @@ def run_table(
     for dataset in datasets:
         for seed in range(seeds):  # seeds outermost: a stopped table holds every model at the same seeds
             for model in models:
-                config = GraphConfig.from_dict({**asdict(base), "model": model, "dataset": dataset, "seed": seed})
+                split_seed = seed if split_per_seed else base.split_seed
+                config = GraphConfig.from_dict(
+                    {**asdict(base), "model": model, "dataset": dataset, "seed": seed, "split_seed": split_seed}
+                )
                 run_dir = out / f"{model}-{dataset}-seed{seed}"
                 run = train_or_resume_graph(config, run_dir, data_dir=data_dir, progress=progress)
                 report = evaluate_graph_run(run, run_dir)
-                rows.append({"model": model, "dataset": dataset, "seed": seed, "test_auc": report["auc"],
+                rows.append({"model": model, "dataset": dataset, "seed": seed, "split_seed": split_seed,
+                             "test_auc": report["auc"],
                              "test_ap": report["ap"], "train_wall_seconds": report["train_wall_seconds"]})
                 write_csv(rows, out / "runs.csv")
                 if model == models[0] and seed == 0:
