@@ -188,3 +188,17 @@ def test_encoder_exposes_its_features():
     loc, scale = vae.encoder.head(h)
     torch.testing.assert_close(torch.cat([loc, scale], -1), torch.cat(vae.encoder(x), -1))
     assert isinstance(vae.encoder.net[:2], torch.nn.Sequential) and len(vae.encoder.net[:2]) == 2
+
+
+def test_evaluation_refuses_bad_data_in_a_later_batch():
+    # Pyro's validation runs on the first batch only; the data check runs on every batch
+    from pyro_vae.inference.evaluate import evaluate
+
+    vae = VAE(4, z_dim=2, hidden=(8,))
+    good = torch.bernoulli(torch.full((3, 4), 0.5))
+    bad = good.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        evaluate(vae, [good, bad], num_samples=2)
+    with pytest.raises(ValueError, match=r"expects data in \[0, 1\]"):
+        evaluate(vae, [good, good * 3], num_samples=2)

@@ -37,6 +37,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import config_enumerate
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.inference.algorithms import ParamScope
@@ -162,13 +163,15 @@ def evaluate(
     program.eval()
     try:
         with ParamScope(program.parameters()):
-            for batch in batches:
+            for i, batch in enumerate(batches):
                 batch = dict(batch) if isinstance(batch, dict) else {"x": batch}
                 x = batch.pop("x")
-                bounds = importance_bounds(
-                    program.model, program.guide, x, num_samples, chunk_size, program.max_plate_nesting,
-                    data_plate=getattr(program, "data_plate_name", "data"), **batch,
-                )
+                # Pyro's validation checks the first batch (as training checks its first step)
+                with pyro.validation_enabled(is_validation_enabled() and i == 0):
+                    bounds = importance_bounds(
+                        program.model, program.guide, x, num_samples, chunk_size, program.max_plate_nesting,
+                        data_plate=getattr(program, "data_plate_name", "data"), **batch,
+                    )
                 for key in totals:
                     totals[key] += bounds[key].sum().item()
                 count += x.shape[0]
