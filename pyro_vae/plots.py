@@ -7,10 +7,12 @@ their own backend).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 import torch
 from torchvision.utils import make_grid
 
@@ -55,15 +57,28 @@ def plot_reconstructions(
     return save_image_grid(pairs, image_shape, path, title="data (odd rows) and reconstructions (even rows)")
 
 
+def samples_axis(ax, samples: Sequence[float], xlim: tuple[float, float] | None = None) -> None:
+    """A log x axis of training samples that labels only the decades (10^5, 10^6, ...), so tick
+    labels never run into each other, over ``xlim`` or the whole decades around ``samples``."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
+    ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=True))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if xlim is None and samples:
+        xlim = (10 ** math.floor(math.log10(min(samples))), 10 ** math.ceil(math.log10(max(samples)) + 1e-9))
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    ax.set_xlabel("training samples evaluated")
+
+
 def plot_curves(metrics: list[dict], path: str | Path) -> Path:
     """Train and test ELBO per datum against training samples seen (log scale, as paper Fig. 2)."""
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
     seen = [m["samples_seen"] for m in metrics]
-    ax.plot(seen, [m["train_elbo"] for m in metrics], label="train ELBO")
-    ax.plot(seen, [m["test_elbo"] for m in metrics], label="test ELBO")
-    ax.set_xscale("log")
-    ax.set_xlabel("training samples evaluated")
+    ax.plot(seen, [m["train_elbo"] for m in metrics], label="train ELBO", marker=".")
+    ax.plot(seen, [m["test_elbo"] for m in metrics], label="test ELBO", marker=".")
+    samples_axis(ax, seen)
     ax.set_ylabel("ELBO (nats per datum)")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -1,3 +1,5 @@
+import math
+
 import matplotlib.image as mpimg
 import pytest
 import torch
@@ -23,3 +25,23 @@ def test_image_grid_tiles_values_in_unit_range(tmp_path):
 def test_latent_scatter_any_dimension(tmp_path, z_dim):
     vae = VAE(4, z_dim=z_dim, hidden=(3,))
     assert plot_latents(vae, torch.rand(30, 4), torch.randint(3, (30,)), tmp_path / "l.png").exists()
+
+
+@pytest.mark.parametrize("samples", [[6e4 * e for e in range(1, 11)], [1.7e3, 1e7], [2e3, 3e3]])
+def test_samples_axis_labels_only_whole_decades(samples):
+    # the main job's curves (6e4 to 6e5) used to label minor ticks, "3x10^4x10^5" in one run
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from pyro_vae.plots import samples_axis
+
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot(samples, range(len(samples)))
+    samples_axis(ax, samples)
+    fig.draw(FigureCanvasAgg(fig).get_renderer())
+    labels = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_visible() and t.get_text()]
+    assert len(labels) >= 2 and all(t.startswith("$\\mathdefault{10^{") for t in labels)
+    low, high = ax.get_xlim()
+    assert low <= min(samples) and max(samples) <= high
+    assert math.log10(low) == round(math.log10(low)) and math.log10(high) == round(math.log10(high))

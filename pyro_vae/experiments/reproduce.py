@@ -52,13 +52,12 @@ from functools import cache
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 import pyro
 import torch
 
 from pyro_vae.data import load_dataset
 from pyro_vae.inference.evaluate import evaluate
-from pyro_vae.plots import plot_manifold, plot_samples, save_figure
+from pyro_vae.plots import plot_manifold, plot_samples, samples_axis, save_figure
 from pyro_vae.training.loop import PRESETS, Run, TrainConfig, train_or_resume, write_csv
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
@@ -197,9 +196,8 @@ def _ylim(curves: Sequence[Sequence[float]]) -> tuple[float, float]:
 def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str, xlim: tuple[float, float] | None) -> None:
     """Curves ``metric`` vs samples_seen on a log axis, one colour per algorithm, one style per metric.
 
-    Only the decades are labelled (10^5, 10^6, ...), so tick labels never run into each
-    other; the x range is ``xlim`` (the paper's; rows outside it are hidden) or the
-    whole decades around the rows."""
+    The x axis is :func:`~pyro_vae.plots.samples_axis` over ``xlim`` (the paper's; rows
+    outside it are hidden) or the whole decades around the rows."""
     rows = [r for r in rows if xlim is None or xlim[0] <= r["samples_seen"] <= xlim[1]]
     curves = []
     for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
@@ -209,19 +207,10 @@ def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str,
             curves.append(ys)
             ax.plot([r["samples_seen"] for r in mine], ys, style, color=COLORS[algorithm], marker=".",
                     markersize=3, label=f"{LABELS[algorithm]} {label}")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
-    ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=True))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    if xlim is None and rows:  # whole decades, so that at least two are labelled
-        xs = [r["samples_seen"] for r in rows]
-        xlim = (10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs)) + 1e-9))
-    if xlim is not None:
-        ax.set_xlim(*xlim)
+    samples_axis(ax, [r["samples_seen"] for r in rows], xlim)
     if curves:
         ax.set_ylim(*_ylim(curves))
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel("training samples evaluated")
     ax.grid(alpha=0.3)
 
 
