@@ -249,8 +249,13 @@ def test_planetoid_graphs(planetoid_dir, name, nodes, edges, features):
 
 # --- figure and CLI ----------------------------------------------------------
 def test_embedding_figure(tmp_path):
-    figure = embedding_figure(torch.randn(50, 16), torch.arange(50) % 3, "test")
-    assert len(figure.axes) == 1 and len(figure.axes[0].collections[0].get_offsets()) == 50
+    z = torch.randn(1000, 16)
+    z[0] = 1e3  # an outlying node does not set the axes
+    figure = embedding_figure(z, torch.arange(1000) % 3, "test")
+    (ax,) = figure.axes
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 1000
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["class 0", "class 1", "class 2"]
+    assert max(map(abs, ax.get_xlim())) < 100
     figure.savefig(tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 0
 
