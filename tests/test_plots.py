@@ -45,3 +45,19 @@ def test_samples_axis_labels_only_whole_decades(samples):
     low, high = ax.get_xlim()
     assert low <= min(samples) and max(samples) <= high
     assert math.log10(low) == round(math.log10(low)) and math.log10(high) == round(math.log10(high))
+
+
+def test_variance_panels_label_the_particle_counts(tmp_path, monkeypatch):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    import pyro_vae.experiments.variance_study as study
+
+    rows = [{"experiment": "particles", "estimator": e, "params": g, "num_particles": k, "total_variance": v * k}
+            for e, v in (("reparam", 1.0), ("score", 100.0)) for g in ("guide", "model") for k in (1, 4, 16)]
+    figures = []
+    monkeypatch.setattr(study, "save_figure", lambda fig, path: figures.append(fig) or path)
+    study.plot_variance(rows, "particles", "num_particles", tmp_path / "v.png")
+    (fig,) = figures
+    fig.draw(FigureCanvasAgg(fig).get_renderer())
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels(which="both") if t.get_visible() and t.get_text()]
+    assert labels == ["1", "4", "16"]

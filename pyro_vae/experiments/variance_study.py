@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 import torch
 
 from pyro_vae.inference.estimators import ESTIMATORS
@@ -157,8 +158,11 @@ def plot_variance(rows: list[dict], experiment: str, x_key: str, path: Path, sta
         ax.set_xlabel(x_key.replace("_", " "))
         ax.set_ylabel({"total_variance": "tr Cov(gradient)", "snr": "||E g|| / sqrt(tr Cov g) (bias-corrected)"}[stat])
         ax.grid(alpha=0.3)
-    if x_key in ("num_particles", "z_dim"):
+    if x_key in ("num_particles", "z_dim"):  # a log axis labelled at the values measured
+        values = sorted({r[x_key] for r in selected})
         axes[0].set_xscale("log")
+        axes[0].set_xticks(values, [f"{v:g}" for v in values])
+        axes[0].xaxis.set_minor_formatter(NullFormatter())
     axes[1].legend(fontsize=8)
     return save_figure(fig, path)
 
