@@ -235,7 +235,7 @@ def cmd_variance(args) -> None:
 
 def cmd_reproduce(args) -> None:
     print(f"reproducing {args.figure} ({args.budget} budget) -> {args.out}\nmachine: {machine()}")
-    rows = reproduce(args.figure, args.out, args.budget, args.data_dir, resolve_device(args.device))
+    rows = reproduce(args.figure, args.out, args.budget, args.data_dir, resolve_device(args.device), args.partial)
     print(f"{len(rows)} rows -> {args.out / (args.figure + '.csv')}")
     for path in sorted(args.out.glob(f"{args.figure}*.png")):
         print(f"wrote {path}")
@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training samples per run: small 1.8e5 (minutes on a laptop CPU, the default), "
                    "medium 1e7 (hours on a CPU), full 1e8 (the paper's; a GPU job); tiny for smoke tests")
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="default: runs/reproduce")
+    p.add_argument("--partial", action="store_true",
+                   help="fig2, fig3: draw the curves of the runs as far as their checkpoints go, training nothing")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
 

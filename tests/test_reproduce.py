@@ -61,7 +61,13 @@ def test_fig3_tiny_and_resume(tmp_path, real_data_dir):
     assert len(checkpoints) == len(expected) and all("-n1000-" in p.parent.name for p in checkpoints)
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
     assert fig3(tmp_path, "tiny", real_data_dir) == rows  # a second call reuses runs and estimates
+    assert reproduce("fig3", tmp_path, "tiny", real_data_dir, partial=True) == rows
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    # --partial trains nothing: on an empty folder it draws empty panels
+    assert fig3(tmp_path / "empty", "tiny", real_data_dir, partial=True) == []
+    assert (tmp_path / "empty" / "fig3.png").is_file() and not (tmp_path / "empty" / "runs").exists()
+    with pytest.raises(ValueError, match="--partial draws the learning curves"):
+        reproduce("fig4", tmp_path, "tiny", real_data_dir, partial=True)
 
 
 @pytest.mark.data

@@ -58,7 +58,8 @@ import torch
 from pyro_vae.data import load_dataset
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.plots import plot_manifold, plot_samples, samples_axis, save_figure
-from pyro_vae.training.loop import PRESETS, Run, TrainConfig, train_or_resume, write_csv
+from pyro_vae.training.checkpoint import load_checkpoint
+from pyro_vae.training.loop import CHECKPOINT, PRESETS, Run, TrainConfig, train_or_resume, write_csv
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM (HMC)"}
@@ -178,6 +179,18 @@ def train_named(
     return run, run_dir
 
 
+def run_metrics(
+    config: TrainConfig, out_dir: Path, data_dir: str | None, device: str,
+    on_eval: Callable[[Run], dict] | None = None, partial: bool = False,
+) -> list[dict]:
+    """The metrics rows of ``config``'s run: trained (or resumed) to the end, or with ``partial``
+    those of its last checkpoint as they stand (none for a run not started), training nothing."""
+    if not partial:
+        return train_named(config, out_dir, data_dir, device, on_eval)[0].metrics
+    path = out_dir / "runs" / run_name(config) / CHECKPOINT
+    return load_checkpoint(path)["metrics"] if path.exists() else []
+
+
 # --- output helpers -------------------------------------------------------------
 PAPER_XLIM = (1e5, 1e8)  # the paper's Figures 2 and 3: 10^5 to 10^8 training samples evaluated
 
@@ -233,13 +246,14 @@ def _grid_figure(
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 6), fontsize=8)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 6), fontsize=8)
     return save_figure(fig, path)
 
 
 # --- Figure 2 -------------------------------------------------------------------------
 def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | None = None,
-         device: str = "cpu") -> list[dict]:
+         device: str = "cpu", partial: bool = False) -> list[dict]:
     """Figure 2: train and test ELBO vs training samples, AEVB vs wake-sleep.
 
     Writes ``fig2.csv`` (one row per algorithm, data set, Nz and metrics row of the
@@ -255,8 +269,8 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     for dataset, z_dim, hidden, samples in settings:
         for algorithm in ("aevb", "wake-sleep"):
             config = budget_config(b, dataset, z_dim, hidden, samples, data_dir, algorithm)
-            run, _ = train_named(config, out_dir, data_dir, device)
-            rows += [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m} for m in run.metrics]
+            metrics = run_metrics(config, out_dir, data_dir, device, partial=partial)
+            rows += [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m} for m in metrics]
     write_csv(rows, out_dir / "fig2.csv")
     panels = {}
     for r, (dataset, z_dims) in enumerate((("mnist", b.mnist_z_dims), ("frey", b.frey_z_dims))):
@@ -288,7 +302,7 @@ def marginal_likelihood(run: Run, num_points: int, k: int, device: str = "cpu") 
 
 
 def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | None = None,
-         device: str = "cpu") -> list[dict]:
+         device: str = "cpu", partial: bool = False) -> list[dict]:
     """Figure 3: importance-sampled log p(x) vs training samples, Nz = 3, N_train in {1000, 50000}.
 
     Each run estimates log p(x) of ``budget.eval_points`` training and test images
@@ -307,8 +321,8 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
         for algorithm in ("aevb", "wake-sleep", "mcem"):
             samples = b.mcem_samples if algorithm == "mcem" else b.fig3_samples
             config = budget_config(b, "mnist", 3, b.fig3_hidden, samples, data_dir, algorithm, num_train)
-            run, _ = train_named(config, out_dir, data_dir, device, on_eval=log_px)
-            rows += [{"num_train": num_train, "algorithm": algorithm, **m} for m in run.metrics]
+            metrics = run_metrics(config, out_dir, data_dir, device, log_px, partial)
+            rows += [{"num_train": num_train, "algorithm": algorithm, **m} for m in metrics]
     write_csv(rows, out_dir / "fig3.csv")
     panels = {(0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
               for c, n in enumerate(b.fig3_num_train)}
@@ -359,11 +373,18 @@ def _final(run: Run) -> dict:
 
 
 REPRODUCTIONS: dict[str, Callable[..., list[dict]]] = {"fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5}
+PARTIAL = ("fig2", "fig3")  # the figures --partial can draw from runs in progress
 
 
 def reproduce(figure: str, out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
-              data_dir: str | None = None, device: str = "cpu") -> list[dict]:
-    """Run the reproduction of ``figure`` (one of :data:`FIGURES`)."""
+              data_dir: str | None = None, device: str = "cpu", partial: bool = False) -> list[dict]:
+    """Run the reproduction of ``figure`` (one of :data:`FIGURES`); with ``partial``, draw the
+    learning curves of fig2 or fig3 from their runs as far as they have gone (long budgets
+    train for hours; their runs resume where they stopped)."""
     if figure not in REPRODUCTIONS:
         raise ValueError(f"unknown figure {figure!r}; expected one of {list(FIGURES)}")
-    return REPRODUCTIONS[figure](out_dir, get_budget(budget), data_dir, device)
+    if not partial:
+        return REPRODUCTIONS[figure](out_dir, get_budget(budget), data_dir, device)
+    if figure not in PARTIAL:
+        raise ValueError(f"--partial draws the learning curves {list(PARTIAL)} only, not {figure!r}")
+    return REPRODUCTIONS[figure](out_dir, get_budget(budget), data_dir, device, partial=True)
