@@ -223,6 +223,9 @@ def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str,
     samples_axis(ax, [r["samples_seen"] for r in rows], xlim)
     if curves:
         ax.set_ylim(*_ylim(curves))
+    else:  # --partial, before this setting's runs have started
+        ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax.set_yticks([])
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
 
