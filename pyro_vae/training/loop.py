@@ -208,10 +208,12 @@ def train(
     checkpoint untouched. With ``keep_every=n`` a copy of every n-th epoch's
     checkpoint is kept in ``run_dir/checkpoints/``.
 
-    Pyro's validation (distribution arguments, supports, the data's range) runs on
-    the first step of the call and then, unless ``validate_every_step``, is off: the
-    minibatches come from a data set checked when it was loaded, a NaN loss still
-    stops the run, and the checks would cost ~10% of a step (``pyro-vae benchmark``). The run folder is locked for the whole call
+    Pyro's validation (distribution arguments and supports) runs on the first step of
+    the call and then, unless ``validate_every_step``, is off: the model still checks
+    each batch's shape, dtype and range, a NaN loss still stops the run, and the
+    checks would cost ~10% of a step (``pyro-vae benchmark``).
+
+    The run folder is locked for the whole call
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
     :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
 
@@ -415,8 +417,10 @@ def _metrics_row(
 
     With a log schedule (``evals_per_decade > 0``) the test ELBO draws the same z at every
     row (torch's RNG forked and seeded), so that differences between rows are changes of
-    the model, not of the Monte Carlo noise; ``on_eval`` always runs on a forked RNG.
-    Neither changes the training's random numbers.
+    the model, not of the Monte Carlo noise, and the training's random numbers do not
+    depend on the schedule. The per-epoch schedule (the default) draws the test ELBO's z
+    from the training's RNG stream, as runs recorded before the log schedule did, so their
+    numbers stay reproducible. ``on_eval`` always runs on a forked, seeded RNG.
     """
     config, vae = run.config, run.vae
     batches = run.dataset.test_batches(1000, device, keys=vae.data_keys, shard=distributed.shard)
