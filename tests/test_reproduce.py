@@ -113,6 +113,8 @@ def test_reproduce_subcommand_parses():
     args = parser.parse_args(["reproduce", "fig3", "--budget", "full", "--out", "x", "--device", "cpu"])
     assert (args.figure, args.budget, args.out, args.device, args.func) == ("fig3", "full", Path("x"), "cpu", cmd_reproduce)
     assert parser.parse_args(["reproduce", "fig2"]).out == Path("runs/reproduce")
+    assert parser.parse_args(["reproduce", "fig2", "--budget", "medium", "--partial"]).partial
+    assert not parser.parse_args(["reproduce", "fig2"]).partial
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "fig7"])
 
