@@ -235,7 +235,8 @@ def cmd_variance(args) -> None:
 
 def cmd_reproduce(args) -> None:
     print(f"reproducing {args.figure} ({args.budget} budget) -> {args.out}\nmachine: {machine()}")
-    rows = reproduce(args.figure, args.out, args.budget, args.data_dir, resolve_device(args.device), args.partial)
+    rows = reproduce(args.figure, args.out, args.budget, args.data_dir, resolve_device(args.device), args.partial,
+                     args.jobs)
     print(f"{len(rows)} rows -> {args.out / (args.figure + '.csv')}")
     for path in sorted(args.out.glob(f"{args.figure}*.png")):
         print(f"wrote {path}")
@@ -416,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="default: runs/reproduce")
     p.add_argument("--partial", action="store_true",
                    help="fig2, fig3: draw the curves of the runs as far as their checkpoints go, training nothing")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in its own process with --threads torch threads (default 1)")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -63,6 +63,11 @@ def test_fig3_tiny_and_resume(tmp_path, real_data_dir):
     assert fig3(tmp_path, "tiny", real_data_dir) == rows  # a second call reuses runs and estimates
     assert reproduce("fig3", tmp_path, "tiny", real_data_dir, partial=True) == rows
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    # the same runs trained two at a time in worker processes (log p(x) columns included) give the same numbers
+    timing = {"wall_seconds", "train_seconds"}
+    parallel = fig3(tmp_path / "jobs2", "tiny", real_data_dir, jobs=2)
+    assert [{k: v for k, v in r.items() if k not in timing} for r in parallel] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in rows]
     # --partial trains nothing: on an empty folder it draws empty panels
     assert fig3(tmp_path / "empty", "tiny", real_data_dir, partial=True) == []
     assert (tmp_path / "empty" / "fig3.png").is_file() and not (tmp_path / "empty" / "runs").exists()
@@ -115,6 +120,8 @@ def test_reproduce_subcommand_parses():
     assert parser.parse_args(["reproduce", "fig2"]).out == Path("runs/reproduce")
     assert parser.parse_args(["reproduce", "fig2", "--budget", "medium", "--partial"]).partial
     assert not parser.parse_args(["reproduce", "fig2"]).partial
+    assert parser.parse_args(["reproduce", "fig2", "--jobs", "2"]).jobs == 2
+    assert parser.parse_args(["reproduce", "fig2"]).jobs == 1
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "fig7"])
 

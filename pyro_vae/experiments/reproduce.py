@@ -48,7 +48,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, partial as bind
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -56,6 +56,7 @@ import pyro
 import torch
 
 from pyro_vae.data import load_dataset
+from pyro_vae.experiments.jobs import run_jobs
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.plots import plot_manifold, plot_samples, samples_axis, save_figure
 from pyro_vae.training.checkpoint import load_checkpoint
@@ -191,6 +192,16 @@ def run_metrics(
     return load_checkpoint(path)["metrics"] if path.exists() else []
 
 
+def runs_metrics(
+    configs: Sequence[TrainConfig], out_dir: Path, data_dir: str | None, device: str,
+    on_eval: Callable[[Run], dict] | None = None, partial: bool = False, jobs: int = 1,
+) -> list[list[dict]]:
+    """:func:`run_metrics` of each config, training ``jobs`` runs at once in worker processes
+    (:func:`~pyro_vae.experiments.jobs.run_jobs`; ``on_eval`` must then pickle)."""
+    job = bind(run_metrics, out_dir=out_dir, data_dir=data_dir, device=device, on_eval=on_eval, partial=partial)
+    return run_jobs(job, configs, 1 if partial else jobs)
+
+
 # --- output helpers -------------------------------------------------------------
 PAPER_XLIM = (1e5, 1e8)  # the paper's Figures 2 and 3: 10^5 to 10^8 training samples evaluated
 
@@ -256,7 +267,7 @@ def _grid_figure(
 
 # --- Figure 2 -------------------------------------------------------------------------
 def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | None = None,
-         device: str = "cpu", partial: bool = False) -> list[dict]:
+         device: str = "cpu", partial: bool = False, jobs: int = 1) -> list[dict]:
     """Figure 2: train and test ELBO vs training samples, AEVB vs wake-sleep.
 
     Writes ``fig2.csv`` (one row per algorithm, data set, Nz and metrics row of the
@@ -268,12 +279,11 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     # Frey Face first: its runs are the quicker ones
     settings = [("frey", z, b.frey_hidden, b.frey_samples) for z in b.frey_z_dims]
     settings += [("mnist", z, b.mnist_hidden, b.mnist_samples) for z in b.mnist_z_dims]
-    rows = []
-    for dataset, z_dim, hidden, samples in settings:
-        for algorithm in ("aevb", "wake-sleep"):
-            config = budget_config(b, dataset, z_dim, hidden, samples, data_dir, algorithm)
-            metrics = run_metrics(config, out_dir, data_dir, device, partial=partial)
-            rows += [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m} for m in metrics]
+    runs = [(dataset, z_dim, algorithm, budget_config(b, dataset, z_dim, hidden, samples, data_dir, algorithm))
+            for dataset, z_dim, hidden, samples in settings for algorithm in ("aevb", "wake-sleep")]
+    metrics = runs_metrics([run[-1] for run in runs], out_dir, data_dir, device, partial=partial, jobs=jobs)
+    rows = [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m}
+            for (dataset, z_dim, algorithm, _), run_rows in zip(runs, metrics) for m in run_rows]
     write_csv(rows, out_dir / "fig2.csv")
     panels = {}
     for r, (dataset, z_dims) in enumerate((("mnist", b.mnist_z_dims), ("frey", b.frey_z_dims))):
@@ -304,8 +314,13 @@ def marginal_likelihood(run: Run, num_points: int, k: int, device: str = "cpu") 
     }
 
 
+def _log_px_columns(run: Run, num_points: int, k: int, device: str) -> dict:
+    """Figure 3's columns of a metrics row (an ``on_eval`` of :func:`~pyro_vae.training.loop.train`)."""
+    return {"k": k, "num_points": num_points, **marginal_likelihood(run, num_points, k, device)}
+
+
 def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | None = None,
-         device: str = "cpu", partial: bool = False) -> list[dict]:
+         device: str = "cpu", partial: bool = False, jobs: int = 1) -> list[dict]:
     """Figure 3: importance-sampled log p(x) vs training samples, Nz = 3, N_train in {1000, 50000}.
 
     Each run estimates log p(x) of ``budget.eval_points`` training and test images
@@ -315,17 +330,14 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     Writes ``fig3.csv`` and ``fig3.png``.
     """
     out_dir, b = Path(out_dir), get_budget(budget)
-
-    def log_px(run: Run) -> dict:
-        return {"k": b.eval_k, "num_points": b.eval_points, **marginal_likelihood(run, b.eval_points, b.eval_k, device)}
-
-    rows = []
-    for num_train in b.fig3_num_train:
-        for algorithm in ("aevb", "wake-sleep", "mcem"):
-            samples = b.mcem_samples if algorithm == "mcem" else b.fig3_samples
-            config = budget_config(b, "mnist", 3, b.fig3_hidden, samples, data_dir, algorithm, num_train)
-            metrics = run_metrics(config, out_dir, data_dir, device, log_px, partial)
-            rows += [{"num_train": num_train, "algorithm": algorithm, **m} for m in metrics]
+    runs = [(num_train, algorithm, budget_config(b, "mnist", 3, b.fig3_hidden,
+                                                 b.mcem_samples if algorithm == "mcem" else b.fig3_samples,
+                                                 data_dir, algorithm, num_train))
+            for num_train in b.fig3_num_train for algorithm in ("aevb", "wake-sleep", "mcem")]
+    log_px = bind(_log_px_columns, num_points=b.eval_points, k=b.eval_k, device=device)
+    metrics = runs_metrics([run[-1] for run in runs], out_dir, data_dir, device, log_px, partial, jobs)
+    rows = [{"num_train": num_train, "algorithm": algorithm, **m}
+            for (num_train, algorithm, _), run_rows in zip(runs, metrics) for m in run_rows]
     write_csv(rows, out_dir / "fig3.csv")
     panels = {(0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
               for c, n in enumerate(b.fig3_num_train)}
@@ -337,32 +349,37 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
 
 # --- Figures 4 and 5 ------------------------------------------------------------------------
 def fig4(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | None = None,
-         device: str = "cpu") -> list[dict]:
+         device: str = "cpu", jobs: int = 1) -> list[dict]:
     """Figure 4: learned 2-D manifolds of AEVB models (Nz = 2) of MNIST and Frey Face.
 
     Writes ``fig4-mnist.png``, ``fig4-frey.png`` and ``fig4.csv`` (final test ELBO of each model).
     """
     out_dir, b = Path(out_dir), get_budget(budget)
+    configs = [budget_config(b, dataset, 2, hidden, samples, data_dir)
+               for dataset, hidden, samples in (("mnist", b.mnist_hidden, b.mnist_samples),
+                                                ("frey", b.frey_hidden, b.frey_samples))]
+    runs_metrics(configs, out_dir, data_dir, device, jobs=jobs)
     rows = []
-    for dataset, hidden, samples in (("mnist", b.mnist_hidden, b.mnist_samples), ("frey", b.frey_hidden, b.frey_samples)):
-        run, _ = train_named(budget_config(b, dataset, 2, hidden, samples, data_dir), out_dir, data_dir, device)
-        path = plot_manifold(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig4-{dataset}.png")
-        rows.append({"dataset": dataset, "z_dim": 2, **_final(run), "figure": path.name})
+    for config in configs:
+        run, _ = train_named(config, out_dir, data_dir, device)  # trained above: this loads it
+        path = plot_manifold(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig4-{config.dataset}.png")
+        rows.append({"dataset": config.dataset, "z_dim": 2, **_final(run), "figure": path.name})
     write_csv(rows, out_dir / "fig4.csv")
     return rows
 
 
 def fig5(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | None = None,
-         device: str = "cpu") -> list[dict]:
+         device: str = "cpu", jobs: int = 1) -> list[dict]:
     """Figure 5: 100 random samples (means of p(x|z), z ~ N(0, I)) of MNIST AEVB models per Nz.
 
     Writes ``fig5-z<Nz>.png`` and ``fig5.csv`` (final test ELBO of each model).
     """
     out_dir, b = Path(out_dir), get_budget(budget)
+    configs = [budget_config(b, "mnist", z_dim, b.mnist_hidden, b.mnist_samples, data_dir) for z_dim in b.sample_z_dims]
+    runs_metrics(configs, out_dir, data_dir, device, jobs=jobs)
     rows = []
-    for z_dim in b.sample_z_dims:
-        config = budget_config(b, "mnist", z_dim, b.mnist_hidden, b.mnist_samples, data_dir)
-        run, _ = train_named(config, out_dir, data_dir, device)
+    for z_dim, config in zip(b.sample_z_dims, configs):
+        run, _ = train_named(config, out_dir, data_dir, device)  # trained above: this loads it
         pyro.set_rng_seed(z_dim)
         path = plot_samples(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig5-z{z_dim}.png")
         rows.append({"dataset": "mnist", "z_dim": z_dim, **_final(run), "figure": path.name})
@@ -380,14 +397,15 @@ PARTIAL = ("fig2", "fig3")  # the figures --partial can draw from runs in progre
 
 
 def reproduce(figure: str, out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
-              data_dir: str | None = None, device: str = "cpu", partial: bool = False) -> list[dict]:
-    """Run the reproduction of ``figure`` (one of :data:`FIGURES`); with ``partial``, draw the
+              data_dir: str | None = None, device: str = "cpu", partial: bool = False, jobs: int = 1) -> list[dict]:
+    """Run the reproduction of ``figure`` (one of :data:`FIGURES`), training ``jobs`` of its runs
+    at once (:func:`~pyro_vae.experiments.jobs.run_jobs`); with ``partial``, draw the
     learning curves of fig2 or fig3 from their runs as far as they have gone (long budgets
     train for hours; their runs resume where they stopped)."""
     if figure not in REPRODUCTIONS:
         raise ValueError(f"unknown figure {figure!r}; expected one of {list(FIGURES)}")
     if not partial:
-        return REPRODUCTIONS[figure](out_dir, get_budget(budget), data_dir, device)
+        return REPRODUCTIONS[figure](out_dir, get_budget(budget), data_dir, device, jobs=jobs)
     if figure not in PARTIAL:
         raise ValueError(f"--partial draws the learning curves {list(PARTIAL)} only, not {figure!r}")
     return REPRODUCTIONS[figure](out_dir, get_budget(budget), data_dir, device, partial=True)
