@@ -2,9 +2,8 @@
 
 A figure of the paper is a set of independent runs (one per setting and algorithm).
 On a machine with several cores, ``run_jobs(fn, items, jobs)`` trains ``jobs`` of them at
-once, each in its own process with this process's torch thread count, which scales better
-than one process with more threads on networks as small as the paper's (a 100 x 500
-matrix product does not keep many threads busy). Every run seeds itself from its config,
+once, each in its own process with this process's torch thread count. Every run seeds
+itself from its config,
 so the results do not depend on ``jobs`` or on the order the runs finish in.
 """
 
