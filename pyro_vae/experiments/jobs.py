@@ -3,8 +3,8 @@
 A figure of the paper is a set of independent runs (one per setting and algorithm).
 On a machine with several cores, ``run_jobs(fn, items, jobs)`` trains ``jobs`` of them at
 once, each in its own process with this process's torch thread count. Every run seeds
-itself from its config,
-so the results do not depend on ``jobs`` or on the order the runs finish in.
+itself from its config, so the results do not depend on ``jobs`` or on the order the
+runs finish in.
 """
 
 from __future__ import annotations
