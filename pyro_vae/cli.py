@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: train, evaluate, plot, variance, reproduce, benchmark, graph.
+"""The ``pyro-vae`` command line: train, evaluate, plot, variance, reproduce, structures, benchmark, graph.
 
 Choices and their help come from the registries (models, estimators,
 algorithms, data sets, optimizers, schedules, likelihoods); ``--import
@@ -26,8 +26,8 @@ import torch
 
 from pyro_vae.data import DATASETS, DatasetNotFoundError
 from pyro_vae.experiments.reproduce import BUDGETS, FIGURES, reproduce
+from pyro_vae.experiments.structures import ENTRIES, run_table
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
-from pyro_vae.inference.evaluate import classification_error, evaluate
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.registry import Registry
@@ -35,6 +35,7 @@ from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext, launched_by_torchrun, session
 from pyro_vae.training.loop import CONFIG, TrainingDiverged, load_run, train
+from pyro_vae.training.report import evaluate_run
 from pyro_vae.training.resume import resume_config
 from pyro_vae.files import atomic_write_json
 from pyro_vae.training.run_dir import RunDirBusyError
@@ -137,24 +138,8 @@ def _evaluate_report(
 ) -> dict:
     """Evaluate (each process its shard of the test set), print the numbers, then write them
     (a failed write loses nothing printed); rank 0 alone prints and writes."""
-    if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
-        raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
-    batches = run.dataset.test_batches(100, device, keys=run.vae.data_keys, num=num_test, shard=distributed.shard)
-    num = len(run.dataset.test[:num_test])
-    start = time.perf_counter()
-    result = evaluate(run.vae, batches, num_samples=k, reduce=distributed.sum)
-    report = {
-        "k": k,
-        "num_test": num,
-        "test_elbo": result["elbo"],
-        "test_log_px": result["log_px"],
-        "epoch": run.metrics[-1]["epoch"] if run.metrics else 0,
-        "train_wall_seconds": run.metrics[-1]["wall_seconds"] if run.metrics else 0.0,
-        "eval_seconds": time.perf_counter() - start,
-        "machine": machine(),
-    }
-    if hasattr(run.vae, "classify") and "y" in run.vae.data_keys:
-        report["test_error"] = classification_error(run.vae, batches)
+    report = {**evaluate_run(run, k, device, num_test, distributed), "machine": machine()}
+    num = report["num_test"]
     path = run_dir / f"eval-epoch{report['epoch']:04d}-k{k}-n{num}.json"
 
     def write() -> None:
@@ -240,6 +225,14 @@ def cmd_reproduce(args) -> None:
     print(f"{len(rows)} rows -> {args.out / (args.figure + '.csv')}")
     for path in sorted(args.out.glob(f"{args.figure}*.png")):
         print(f"wrote {path}")
+
+
+def cmd_structures(args) -> None:
+    entries = args.entries or list(ENTRIES)
+    print(f"latent structures {' '.join(entries)} -> {args.out}\nmachine: {machine()}")
+    run_table(args.out, entries, args.seeds, args.epochs, args.k, args.num_test, args.data_dir,
+              resolve_device(args.device), args.jobs, args.num_train)
+    print((args.out / "table.md").read_text())
 
 
 def cmd_benchmark(args) -> None:
@@ -421,6 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs trained at once, each in its own process with --threads torch threads (default 1)")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("structures", help="train and evaluate every latent structure and objective at one budget "
+                       "(one table: ELBO, IS log p(x), M2's test error, against the papers)")
+    p.add_argument("entries", nargs="*", metavar="ENTRY",  # checked by run_table: argparse rejects [] with choices
+                   help="rows of the table (default: all): " + "; ".join(f"{k}: {v.description}" for k, v in ENTRIES.items()))
+    p.add_argument("--epochs", type=int, default=10, help="epochs per run (default 10)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per entry (default 1)")
+    p.add_argument("-k", type=int, default=5000, help="importance samples per test image (default 5000)")
+    p.add_argument("--num-test", type=int, help="first N test images (default: all 10,000)")
+    p.add_argument("--num-train", type=int, help="first N training images (default: all 60,000)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
+    p.add_argument("--out", type=Path, default=Path("runs/structures"), help="default: runs/structures")
+    _add_common(p)
+    p.set_defaults(func=cmd_structures)
 
     _add_graph(sub)
 

@@ -1,0 +1,37 @@
+"""The test-set report of a trained run: the importance-sampled bounds and, for a program
+that classifies (M2's q(y|x)), its test error."""
+
+from __future__ import annotations
+
+import time
+
+from pyro_vae.inference.evaluate import classification_error, evaluate
+from pyro_vae.training.distributed import SINGLE, DistributedContext
+from pyro_vae.training.loop import Run
+
+
+def evaluate_run(
+    run: Run, k: int, device: str = "cpu", num_test: int | None = None, distributed: DistributedContext = SINGLE,
+) -> dict:
+    """Evaluate ``run`` on its first ``num_test`` test images (all by default) with ``k``
+    importance samples per image (the proposal is the guide q(z|x)): ``test_elbo`` is the
+    mean of the k log-weights log p(x, z_k) - log q(z_k|x), ``test_log_px`` their
+    log-mean-exp (a lower bound on log p(x) that tightens as k grows), per image. Under
+    torchrun each process evaluates its shard and the sums are gathered."""
+    if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
+        raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
+    batches = run.dataset.test_batches(100, device, keys=run.vae.data_keys, num=num_test, shard=distributed.shard)
+    start = time.perf_counter()
+    result = evaluate(run.vae, batches, num_samples=k, reduce=distributed.sum)
+    report = {
+        "k": k,
+        "num_test": len(run.dataset.test[:num_test]),
+        "test_elbo": result["elbo"],
+        "test_log_px": result["log_px"],
+        "epoch": run.metrics[-1]["epoch"] if run.metrics else 0,
+        "train_wall_seconds": run.metrics[-1]["wall_seconds"] if run.metrics else 0.0,
+        "eval_seconds": time.perf_counter() - start,
+    }
+    if hasattr(run.vae, "classify") and "y" in run.vae.data_keys:
+        report["test_error"] = classification_error(run.vae, batches)
+    return report
