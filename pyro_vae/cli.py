@@ -207,12 +207,12 @@ def cmd_variance(args) -> None:
         estimators=args.estimators,
         num_draws=args.draws,
         adapt_steps=args.adapt_steps,
-        particles=args.particles,
         z_dims=args.z_dims,
+        **({"particles": args.particles} if args.particles else {}),
     )
     print(f"variance study -> {args.out}\nmachine: {machine()}")
     if args.run_dir:
-        compare_at_run(args.run_dir, study, args.out, args.data_dir, resolve_device(args.device))
+        compare_at_run(args.run_dir, study, args.out, args.data_dir, resolve_device(args.device), args.particles or ())
     else:
         run_study(study, args.out, args.data_dir, resolve_device(args.device))
     print((args.out / "summary.md").read_text())
@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=ESTIMATORS.describe())
     p.add_argument("--draws", type=int, default=100, help="gradient draws R per estimator (default 100)")
     p.add_argument("--adapt-steps", type=int, default=300, help="minibatches to adapt baselines on (default 300)")
-    p.add_argument("--particles", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--particles", type=int, nargs="+",
+                   help="particle counts K of step 3 (default 1 4 16; with --run-dir, none unless given)")
     p.add_argument("--z-dims", type=int, nargs="+", default=[2, 5, 10, 20, 50])
     p.add_argument("--run-dir", type=Path, help="only compare the estimators at this trained run's last checkpoint")
     _add_common(p)

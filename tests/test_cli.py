@@ -90,6 +90,16 @@ def test_variance_study_smoke(tmp_path):
                  "--draws", "3", "--adapt-steps", "1", "--out", str(at), "--device", "cpu"]) == 0
     rows = list(csv.DictReader(open(at / "variance.csv")))
     assert {(r["estimator"], r["epoch"]) for r in rows} == {("reparam", "1"), ("stl", "1")}
+    assert {r["experiment"] for r in rows} == {"training"}  # no particle sweep unless asked
+    # with --particles, the sweep at the checkpoint: IWAE and DReG with K samples
+    assert main(["variance", "--run-dir", str(out / "train-reparam"), "--estimators", "reparam", "iwae", "dreg",
+                 "--draws", "3", "--particles", "1", "3", "--out", str(at), "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(at / "variance.csv")))
+    sweep = {(r["estimator"], r["num_particles"]) for r in rows if r["experiment"] == "particles"}
+    assert sweep == {(e, k) for e in ("reparam", "iwae", "dreg") for k in ("1", "3")}
+    summary = (at / "summary.md").read_text()
+    assert "| estimator | K | guide (phi) SNR |" in summary and "| dreg | 3 |" in summary
+    assert (at / "snr_particles.png").is_file() and (at / "variance_particles.png").is_file()
 
 
 @pytest.mark.parametrize(

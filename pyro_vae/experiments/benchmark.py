@@ -51,7 +51,7 @@ def handwritten_step(vae: VAE, lr: float, total_size: int, num_particles: int = 
     """A plain PyTorch training step on deep copies of ``vae``'s encoder and decoder:
     the ELBO (``num_particles`` = 1) or the K-particle IWAE bound."""
     encoder, decoder = copy.deepcopy(vae.encoder), copy.deepcopy(vae.decoder)
-    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr, fused=True)
 
     def step(x: torch.Tensor) -> float:
         log_w = _log_weights(encoder, decoder, x, num_particles)

@@ -111,9 +111,13 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
 
 
 def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path, data_dir=None,
-                   device: str = "cpu") -> list[dict]:
+                   device: str = "cpu", particles: Sequence[int] = ()) -> list[dict]:
     """Step 2 alone, at the last checkpoint of an existing run (e.g. a long, converged one):
-    writes ``variance.csv`` and ``summary.md`` into ``out_dir``."""
+    writes ``variance.csv`` and ``summary.md`` into ``out_dir``. With ``particles``, also
+    step 3 at that checkpoint: every estimator with K particles for each K given (for
+    ``iwae`` and ``dreg`` the K-sample bound; Rainforth et al. 2018 show the guide's SNR
+    of the IWAE gradient falling as K grows, and DReG's not), drawn in
+    ``variance_particles.png`` and ``snr_particles.png`` and tabulated in ``summary.md``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = load_run(run_dir, data_dir, device)
@@ -122,9 +126,27 @@ def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path,
     generator = torch.Generator().manual_seed(run.config.seed)
     rows = [{"experiment": "training", "epoch": epoch, "z_dim": run.config.z_dim, **row}
             for row in _compare(run, study, 1, generator)]
+    rows += [{"experiment": "particles", "epoch": epoch, "z_dim": run.config.z_dim, **row}
+             for num_particles in particles for row in _compare(run, study, num_particles, generator)]
     write_csv(rows, out_dir / "variance.csv")
-    (out_dir / "summary.md").write_text(summary_table(rows, epoch))
+    summary = summary_table(rows, epoch)
+    if particles:
+        plot_variance(rows, "particles", "num_particles", out_dir / "variance_particles.png")
+        plot_variance(rows, "particles", "num_particles", out_dir / "snr_particles.png", stat="snr")
+        summary += "\n" + particles_table(rows)
+    (out_dir / "summary.md").write_text(summary)
     return rows
+
+
+def particles_table(rows: list[dict]) -> str:
+    """Markdown table of the ``particles`` rows: the guide's and the model's SNR and the
+    guide's tr Cov per estimator and number of particles K."""
+    lines = ["| estimator | K | guide (phi) SNR | guide tr Cov | model (theta) SNR |", "| --- | --- | --- | --- | --- |"]
+    selected = {(r["estimator"], r["num_particles"], r["params"]): r for r in rows if r["experiment"] == "particles"}
+    for name, k in dict.fromkeys((e, n) for e, n, _ in selected):
+        guide, model = selected[name, k, "guide"], selected[name, k, "model"]
+        lines.append(f"| {name} | {k} | {guide['snr']:.3g} | {guide['total_variance']:.3g} | {model['snr']:.3g} |")
+    return "\n".join(lines) + "\n"
 
 
 def summary_table(rows: list[dict], epoch: int) -> str:
