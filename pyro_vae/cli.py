@@ -107,6 +107,8 @@ def _add_train(sub) -> None:
     p.add_argument("--labelled-per-batch", type=int,
                    help="put M_l labelled points in every minibatch (with --num-labels; M2's setting)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--kl-warmup", type=int,
+                   help="KL warm-up over W epochs: the latent terms weighted by min(1, epoch / W) (default 0: off)")
     p.add_argument("--evals-per-decade", type=int,
                    help="metrics rows (test ELBO) per decade of training samples instead of one per epoch")
     p.add_argument("--eval-samples", type=int, help="z per test datum of each row's test ELBO (default 1)")

@@ -1,10 +1,9 @@
-"""Optimizers: fused kernels where torch has them, the same update as the per-tensor loop,
-and the learning-rate schedules."""
+"""Optimizers: fused kernels where torch has them, the same update as the per-tensor loop."""
 
 import pytest
 import torch
 
-from pyro_vae.inference.optim import LR_SCHEDULES, OPTIMIZERS, fused_option, make_optimizer
+from pyro_vae.inference.optim import OPTIMIZERS, fused_option, make_optimizer
 
 
 def _params(dtype=torch.float32) -> list[torch.nn.Parameter]:
@@ -49,10 +48,3 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="weight_decay must be >= 0, got -1"):
         make_optimizer(_params(), "adam", lr=0.1, weight_decay=-1.0)
 
-
-def test_iwae_schedule_stages():
-    schedule = LR_SCHEDULES["iwae"]
-    # stage i lasts 3**i epochs: epoch 0 is stage 0, epochs 1-3 stage 1, 4-12 stage 2, ...
-    assert [schedule(e) for e in (0, 1, 3, 4, 12, 13)] == pytest.approx(
-        [1.0, 10 ** (-1 / 7), 10 ** (-1 / 7), 10 ** (-2 / 7), 10 ** (-2 / 7), 10 ** (-3 / 7)])
-    assert schedule(10_000) == pytest.approx(0.1)

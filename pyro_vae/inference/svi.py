@@ -10,19 +10,28 @@ store. For Adam and Adagrad this is the same update as ``SVI`` with
 A program with an ``auxiliary_loss`` (see :mod:`pyro_vae.models.registry`;
 M2's alpha-weighted classification term) has it added to each step's loss:
 the step minimizes -bound + auxiliary and returns that sum.
+
+With ``config.kl_warmup = W`` the latent terms of the bound are weighted by
+beta = min(1, epoch / W) (:mod:`pyro_vae.inference.annealing`); the epoch is the
+scheduler's, so a resumed run keeps its place in the warm-up.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from pyro_vae.inference.algorithms import ParamScope, register_algorithm
+from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
 from pyro_vae.inference.optim import make_optimizer
 
 
 @register_algorithm("aevb")
 class SVIAlgorithm:
     """AEVB: SVI with the chosen gradient estimator (the default)."""
+
+    anneals = True  # reads config.kl_warmup
 
     def __init__(self, program, estimator, config) -> None:
         self.program, self.estimator = program, estimator
@@ -32,9 +41,15 @@ class SVIAlgorithm:
         )
         self.scope = ParamScope(params)
         self.auxiliary_loss = getattr(program, "auxiliary_loss", None)
+        self.kl_warmup = config.kl_warmup
+
+    def beta(self) -> float:
+        """The weight of the latent terms in this epoch (1 after the warm-up)."""
+        return warmup_factor(self.scheduler.last_epoch, self.kl_warmup)
 
     def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
-        with self.scope:
+        beta = self.beta()
+        with self.scope, AnnealLatents(beta) if beta < 1 else nullcontext():
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.estimator.elbo.loss_and_grads(
                 self.program.model, self.estimator.guide, **batch, total_size=total_size

@@ -58,6 +58,7 @@ class TrainConfig:
     num_labels: int | None = None  # keep this many training labels (balanced), the rest unlabelled
     labelled_per_batch: int = 0  # > 0: each minibatch holds this many labelled points (data.MixedBatches)
     evals_per_decade: int = 0  # 0: a metrics row each epoch; d > 0: d rows per decade of samples (loop.EvalSchedule)
+    kl_warmup: int = 0  # W > 0: the latent terms weighted by min(1, epoch / W) (inference.annealing)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -78,6 +79,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.evals_per_decade < 0:
             raise ValueError(f"evals_per_decade must be >= 0, got {self.evals_per_decade}")
+        if self.kl_warmup < 0:
+            raise ValueError(f"kl_warmup must be >= 0, got {self.kl_warmup}")
+        if self.kl_warmup and not getattr(ALGORITHMS[self.algorithm], "anneals", False):
+            raise ValueError(f"kl_warmup needs an algorithm that optimizes the ELBO (aevb), not {self.algorithm!r}")
         if self.labelled_per_batch and (self.num_labels is None or not 0 < self.labelled_per_batch < self.batch_size):
             raise ValueError(
                 f"labelled_per_batch={self.labelled_per_batch} needs num_labels and must lie in [1, batch_size)"

@@ -1,0 +1,61 @@
+"""KL warm-up: the latent terms weighted by beta, the schedule, exact resume, refusals."""
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO
+
+from pyro_vae import TrainConfig, train
+from pyro_vae.cli import main
+from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
+from pyro_vae.models import VAE
+
+SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_the_bound_weights_the_latent_terms_by_beta(beta):
+    torch.manual_seed(0)
+    vae = VAE(6, z_dim=2, hidden=(5,))
+    x = torch.bernoulli(torch.full((4, 6), 0.4))
+    pyro.set_rng_seed(1)
+    guide = poutine.trace(vae.guide).get_trace(x)
+    model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x)
+    log_px = model.nodes[vae.site("x")]["fn"].log_prob(x).sum()
+    log_pz = model.nodes[vae.site("z")]["fn"].log_prob(guide.nodes[vae.site("z")]["value"]).sum()
+    log_qz = guide.nodes[vae.site("z")]["fn"].log_prob(guide.nodes[vae.site("z")]["value"]).sum()
+    pyro.set_rng_seed(1)  # the same z
+    with AnnealLatents(beta):
+        loss = Trace_ELBO().loss(vae.model, vae.guide, x)
+    assert loss == pytest.approx(-(log_px + beta * (log_pz - log_qz)).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "finished, warmup, beta", [(0, 0, 1.0), (5, 0, 1.0), (0, 4, 0.25), (1, 4, 0.5), (3, 4, 1.0), (10, 4, 1.0)]
+)
+def test_warmup_factor(finished, warmup, beta):
+    assert warmup_factor(finished, warmup) == beta
+
+
+def test_warmup_changes_training_and_resumes_exactly(tmp_path):
+    config = dict(SMALL, kl_warmup=3)
+    straight = train(TrainConfig(**config, epochs=4), tmp_path / "a", progress=False)
+    train(TrainConfig(**config, epochs=2), tmp_path / "b", progress=False)
+    resumed = train(TrainConfig(**config, epochs=4), tmp_path / "b", resume=True, progress=False)
+    for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
+        assert torch.equal(p, q)
+    plain = train(TrainConfig(**SMALL, epochs=1), tmp_path / "c", progress=False)
+    assert not torch.equal(next(plain.vae.parameters()), next(train(
+        TrainConfig(**config, epochs=1), tmp_path / "d", progress=False).vae.parameters()))
+
+
+def test_bad_warmups_are_refused(capsys):
+    with pytest.raises(ValueError, match="kl_warmup needs an algorithm that optimizes the ELBO"):
+        TrainConfig(**SMALL, algorithm="wake-sleep", kl_warmup=2)
+    with pytest.raises(ValueError, match="kl_warmup must be >= 0, got -1"):
+        TrainConfig(**SMALL, kl_warmup=-1)
+    with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\], got 1.5"):
+        AnnealLatents(1.5)
+    assert main(["train", "--kl-warmup", "-2"]) == 2
+    assert "--kl-warmup must be at least 0, got -2" in capsys.readouterr().err
