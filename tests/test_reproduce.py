@@ -57,6 +57,10 @@ def test_fig3_tiny_and_resume(tmp_path, real_data_dir):
     for r in rows:
         assert r["test_log_px"] < 0 and r["train_log_px"] < 0 and (r["k"], r["num_points"]) == (5, 100)
     assert (tmp_path / "fig3.png").stat().st_size > 0
+    table = (tmp_path / "fig3.md").read_text().splitlines()
+    assert table[0] == "| num_train | algorithm | training samples | train_log_px | test_log_px | wall time (min) |"
+    last = max((r for r in rows if r["algorithm"] == "mcem"), key=lambda r: r["samples_seen"])
+    assert table[4].startswith(f"| 1000 | mcem | 2.00e+03 | {last['train_log_px']:.2f} | {last['test_log_px']:.2f} |")
     checkpoints = sorted(tmp_path.glob("runs/*/checkpoint.pt"))
     assert len(checkpoints) == len(expected) and all("-n1000-" in p.parent.name for p in checkpoints)
     stamps = [p.stat().st_mtime_ns for p in checkpoints]

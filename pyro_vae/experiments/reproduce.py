@@ -3,7 +3,8 @@
 Each ``figN(out_dir, budget)`` trains what it needs under ``out_dir/runs/``
 (one resumable run directory per configuration, named by its settings and a
 hash of its config, so figures share runs and a second call resumes or reuses
-them), writes ``out_dir/figN.csv`` and PNG figures, and returns the CSV rows.
+them), writes ``out_dir/figN.csv`` and PNG figures, and returns the CSV rows;
+fig2 and fig3 also write ``figN.md``, each run's last row (how far it has got).
 
 Paper settings (Section 5 and Appendix C): one hidden tanh layer (500 units for
 MNIST, 200 for Frey Face), weights ~ N(0, 0.01^2), Adagrad, minibatches of
@@ -57,6 +58,7 @@ import torch
 
 from pyro_vae.data import load_dataset
 from pyro_vae.experiments.jobs import run_jobs
+from pyro_vae.files import atomic_write_text
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.plots import plot_manifold, plot_samples, samples_axis, save_figure
 from pyro_vae.training.checkpoint import load_checkpoint
@@ -206,6 +208,23 @@ def runs_metrics(
 PAPER_XLIM = (1e5, 1e8)  # the paper's Figures 2 and 3: 10^5 to 10^8 training samples evaluated
 
 
+def last_rows_table(rows: list[dict], keys: Sequence[str], metrics: Sequence[str]) -> str:
+    """Markdown table of each run's last metrics row (runs told apart by ``keys``): where it
+    has got to (training samples), its ``metrics`` and its wall time."""
+    last: dict[tuple, dict] = {}
+    for row in rows:
+        run = tuple(row[k] for k in keys)
+        if run not in last or row["samples_seen"] > last[run]["samples_seen"]:
+            last[run] = row
+    lines = ["| " + " | ".join([*keys, "training samples", *metrics, "wall time (min)"]) + " |",
+             "|" + " --- |" * (len(keys) + len(metrics) + 2)]
+    for run, row in last.items():
+        values = [*map(str, run), f"{row['samples_seen']:.2e}", *(f"{row[m]:.2f}" for m in metrics),
+                  f"{row['wall_seconds'] / 60:.1f}"]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _ylim(curves: Sequence[Sequence[float]]) -> tuple[float, float]:
     """From the lowest curve's 10th percentile to the highest value: wake-sleep starts
     thousands of nats below its later values, and those first points would flatten the rest."""
@@ -285,6 +304,8 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     rows = [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m}
             for (dataset, z_dim, algorithm, _), run_rows in zip(runs, metrics) for m in run_rows]
     write_csv(rows, out_dir / "fig2.csv")
+    atomic_write_text(out_dir / "fig2.md", last_rows_table(rows, ("dataset", "z_dim", "algorithm"),
+                                                           ("train_elbo", "test_elbo")))
     panels = {}
     for r, (dataset, z_dims) in enumerate((("mnist", b.mnist_z_dims), ("frey", b.frey_z_dims))):
         for c, z_dim in enumerate(z_dims):
@@ -339,6 +360,8 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     rows = [{"num_train": num_train, "algorithm": algorithm, **m}
             for (num_train, algorithm, _), run_rows in zip(runs, metrics) for m in run_rows]
     write_csv(rows, out_dir / "fig3.csv")
+    atomic_write_text(out_dir / "fig3.md", last_rows_table(rows, ("num_train", "algorithm"),
+                                                           ("train_log_px", "test_log_px")))
     panels = {(0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
               for c, n in enumerate(b.fig3_num_train)}
     series = {"train_log_px": ("train", "-"), "test_log_px": ("test", "--")}
