@@ -50,6 +50,8 @@ def test_table_runs_on_mnist_and_a_rerun_reuses_its_runs(tmp_path, real_data_dir
         assert r["test_log_px"] >= r["test_elbo"] and "--num-train 500" in r["command"]
     table = (tmp_path / "table.md").read_text()
     assert "| M2, 100 labels | 1 | 1 |" in table and (tmp_path / "runs.csv").is_file()
+    assert (tmp_path / "m2-100-seed0" / "figures" / "analogies.png").is_file()
+    assert (tmp_path / "cvae-seed0" / "figures" / "samples.png").is_file()
     files = sorted(tmp_path.glob("*/checkpoint.pt")) + sorted(tmp_path.glob("*/eval-*.json"))
     stamps = [p.stat().st_mtime_ns for p in files]
     assert len(files) == 6

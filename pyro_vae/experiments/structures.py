@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pyro_vae.experiments.jobs import run_jobs
 from pyro_vae.files import atomic_write_json, atomic_write_text
+from pyro_vae.plots import write_figures
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.loop import train_or_resume, write_csv
 from pyro_vae.training.report import evaluate_run
@@ -93,7 +94,7 @@ def train_entry(job: tuple[str, int], out: Path, budget: dict, k: int, num_test:
                 data_dir: str | None, device: str) -> dict:
     """Train (or resume) one entry and seed under ``budget`` (``epochs``, optionally
     ``num_train``), evaluate it (reusing a saved evaluation of the same epoch, K and test
-    images) and return its row."""
+    images), write its figures into ``figures/`` and return its row."""
     name, seed = job
     entry, budget = ENTRIES[name], {**budget, "seed": seed}
     run_dir = out / f"{name}-seed{seed}"
@@ -104,6 +105,8 @@ def train_entry(job: tuple[str, int], out: Path, budget: dict, k: int, num_test:
     else:
         report = evaluate_run(run, k, device, num_test)
         atomic_write_json(path, report)
+    if not (run_dir / "figures").is_dir():  # samples, reconstructions, latents; M2's analogies
+        write_figures(run, run_dir / "figures")
     return {"entry": name, "seed": seed, "description": entry.description, **report,
             "command": entry.command(budget), "paper": entry.paper}
 
