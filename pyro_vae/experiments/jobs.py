@@ -32,6 +32,10 @@ def run_jobs(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1) -> list[R]
     or a :func:`functools.partial` of one. Results come back in the order of ``items``;
     the first exception of a worker is raised here, once the jobs already running end
     (those not started are dropped).
+
+    Ctrl-C stops the workers with this process (they share its process group); a signal to
+    this process alone leaves each worker to finish its current job, so stop a background
+    run by its process group (``kill -- -PGID``). Runs resume from their checkpoints either way.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
