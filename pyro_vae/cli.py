@@ -35,7 +35,7 @@ from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext, launched_by_torchrun, session
 from pyro_vae.training.loop import CONFIG, TrainingDiverged, load_run, train
-from pyro_vae.training.report import evaluate_run
+from pyro_vae.training.report import evaluate_run, report_path
 from pyro_vae.training.resume import resume_config
 from pyro_vae.files import atomic_write_json
 from pyro_vae.training.run_dir import RunDirBusyError
@@ -142,7 +142,7 @@ def _evaluate_report(
     (a failed write loses nothing printed); rank 0 alone prints and writes."""
     report = {**evaluate_run(run, k, device, num_test, distributed), "machine": machine()}
     num = report["num_test"]
-    path = run_dir / f"eval-epoch{report['epoch']:04d}-k{k}-n{num}.json"
+    path = report_path(run_dir, report["epoch"], k, num)
 
     def write() -> None:
         print(

@@ -32,7 +32,7 @@ from pyro_vae.files import atomic_write_json, atomic_write_text
 from pyro_vae.plots import write_figures
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.loop import train_or_resume, write_csv
-from pyro_vae.training.report import evaluate_run
+from pyro_vae.training.report import evaluate_run, report_path
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def train_entry(job: tuple[str, int], out: Path, budget: dict, k: int, num_test:
     entry, budget = ENTRIES[name], {**budget, "seed": seed}
     run_dir = out / f"{name}-seed{seed}"
     run = train_or_resume(entry.config(budget), run_dir, data_dir=data_dir, device=device, progress=False)
-    path = run_dir / f"eval-epoch{run.metrics[-1]['epoch']:04d}-k{k}-n{num_test or len(run.dataset.test)}.json"
+    path = report_path(run_dir, run.metrics[-1]["epoch"], k, len(run.dataset.test[:num_test]))
     if path.exists():
         report = json.loads(path.read_text())
     else:

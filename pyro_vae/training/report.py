@@ -4,6 +4,7 @@ that classifies (M2's q(y|x)), its test error."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from pyro_vae.inference.evaluate import classification_error, evaluate
 from pyro_vae.training.distributed import SINGLE, DistributedContext
@@ -35,3 +36,9 @@ def evaluate_run(
     if hasattr(run.vae, "classify") and "y" in run.vae.data_keys:
         report["test_error"] = classification_error(run.vae, batches)
     return report
+
+
+def report_path(run_dir: str | Path, epoch: int, k: int, num_test: int) -> Path:
+    """Where the report of :func:`evaluate_run` at ``epoch`` with ``k`` samples on
+    ``num_test`` test images is saved in ``run_dir``."""
+    return Path(run_dir) / f"eval-epoch{epoch:04d}-k{k}-n{num_test}.json"
