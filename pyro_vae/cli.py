@@ -61,6 +61,14 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
+def _add_pass_sizes(p: argparse.ArgumentParser, batch_help: str) -> None:
+    """Evaluation passes: ``--batch-size`` images x ``--chunk-size`` importance samples each."""
+    p.add_argument("--batch-size", type=int, default=100, help=batch_help)
+    p.add_argument("--chunk-size", type=int, default=500,
+                   help="importance samples per pass (default 500; larger passes pay Pyro's tracing less often, "
+                        "e.g. 5000 on a GPU)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     _add_threads(p)
     p.add_argument("--data-dir", help="folder with MNIST/raw, FashionMNIST/raw, frey/ (default: $PYRO_VAE_DATA, else download)")
@@ -137,10 +145,11 @@ def _config_from_args(args) -> TrainConfig:
 
 def _evaluate_report(
     run, run_dir: Path, k: int, device: str, num_test: int | None, distributed: DistributedContext = SINGLE,
+    **sizes: int,
 ) -> dict:
     """Evaluate (each process its shard of the test set), print the numbers, then write them
     (a failed write loses nothing printed); rank 0 alone prints and writes."""
-    report = {**evaluate_run(run, k, device, num_test, distributed), "machine": machine()}
+    report = {**evaluate_run(run, k, device, num_test, distributed, **sizes), "machine": machine()}
     num = report["num_test"]
     path = report_path(run_dir, report["epoch"], k, num)
 
@@ -187,7 +196,8 @@ def cmd_evaluate(args) -> None:
     with session(resolve_device(args.device)) as (distributed, device):
         with distributed.local_main_first():  # one data download per machine
             run = load_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
-        _evaluate_report(run, args.run_dir, args.k, device, args.num_test, distributed)
+        _evaluate_report(run, args.run_dir, args.k, device, args.num_test, distributed,
+                         batch_size=args.batch_size, chunk_size=args.chunk_size)
 
 
 def cmd_plot(args) -> None:
@@ -246,7 +256,7 @@ def cmd_benchmark(args) -> None:
     if args.evaluate:
         result = run_eval_benchmark(
             hidden=hidden, z_dim=z_dim, num_images=args.num_images, num_samples=args.k, rounds=args.rounds,
-            device=device,
+            device=device, batch_size=args.batch_size, chunk_size=args.chunk_size,
         )
         what = f"evaluation of {args.num_images} images, K = {args.k}"
     else:
@@ -357,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--num-test", type=int, help="evaluate on the first N test images only")
     p.add_argument("--checkpoint", type=Path, help="a kept checkpoint instead of the run's last one")
+    _add_pass_sizes(p, "test images per pass (default 100)")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -391,7 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture: paper 784-500-20 (default), iwae 784-200-200-50")
     p.add_argument("--hidden", type=int, nargs="+", help="hidden sizes (default: the preset's)")
     p.add_argument("--z-dim", type=int, help="latent size (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--num-particles", type=int, default=1, help="K > 1: the IWAE bound with K particles")
     p.add_argument("--steps", type=int, default=50, help="steps per timing round")
     p.add_argument("--rounds", type=int, default=10, help="alternating rounds; medians are reported")
@@ -399,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time evaluation (importance-sampled log p(x)) instead of a training step")
     p.add_argument("-k", type=int, default=1000, help="--evaluate: importance samples per image (default 1000)")
     p.add_argument("--num-images", type=int, default=200, help="--evaluate: images (default 200)")
+    _add_pass_sizes(p, "minibatch of a training step; with --evaluate, images per pass (default 100)")
     _add_threads(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="also write the result as JSON")

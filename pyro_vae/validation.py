@@ -131,7 +131,7 @@ _INT_AT_LEAST = {
     "z_dim": 1, "num_particles": 1, "batch_size": 1, "epochs": 1, "num_train": 1,
     "eval_k": 1, "keep_every": 0, "k": 1, "num_test": 1, "steps": 1, "rounds": 1,
     "draws": 2, "adapt_steps": 0, "threads": 1, "num_images": 1, "evals_per_decade": 0, "eval_samples": 1, "jobs": 1, "seeds": 1,
-    "kl_warmup": 0,
+    "kl_warmup": 0, "chunk_size": 1,
 }
 _INT_LISTS_AT_LEAST = {"hidden": 1, "particles": 1, "z_dims": 1}
 _FLOATS = {"lr": "> 0", "init_std": "> 0", "weight_decay": ">= 0"}

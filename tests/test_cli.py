@@ -29,6 +29,12 @@ def test_train_evaluate_plot_round_trip(tmp_path, capsys):
                  "--checkpoint", str(run / "checkpoints" / "epoch-0001.pt")]) == 0
     report = json.loads((run / "eval-epoch0001-k50-n100.json").read_text())
     assert report["epoch"] == 1 and report["num_test"] == 100 and report["test_log_px"] >= report["test_elbo"]
+    # other pass sizes (7 images x 13 samples): other draws of the same estimate (spread ~0.015 nats)
+    assert main(["evaluate", str(run), "-k", "50", "--num-test", "100", "--batch-size", "7", "--chunk-size", "13",
+                 "--checkpoint", str(run / "checkpoints" / "epoch-0001.pt")]) == 0
+    again = json.loads((run / "eval-epoch0001-k50-n100.json").read_text())
+    assert again["test_log_px"] != report["test_log_px"]
+    assert again["test_log_px"] == pytest.approx(report["test_log_px"], abs=0.1)
     assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", "--no-progress", "--eval-k", "5"]) == 0
     assert json.loads((run / "eval-epoch0003-k5-n500.json").read_text())["epoch"] == 3
     assert main(["plot", str(run), "--out", str(tmp_path / "figs")]) == 0
@@ -122,6 +128,9 @@ def test_variance_study_smoke(tmp_path):
         (["evaluate", "{tmp}/run", "--num-test", "0"], "--num-test must be at least 1, got 0"),
         (["evaluate", "{tmp}/run", "--num-test", "-1"], "--num-test must be at least 1, got -1"),
         (["evaluate", "{tmp}/run", "-k", "0"], "-k must be at least 1, got 0"),
+        (["evaluate", "{tmp}/run", "--chunk-size", "0"], "--chunk-size must be at least 1, got 0"),
+        (["evaluate", "{tmp}/run", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["benchmark", "--evaluate", "--chunk-size", "0"], "--chunk-size must be at least 1, got 0"),
         (["evaluate", "{tmp}/run", "--device", "gpu"], "--device 'gpu'"),
         (["benchmark", "--steps", "0"], "--steps must be at least 1, got 0"),
         (["benchmark", "--hidden", "-5"], "--hidden sizes must be at least 1, got -5"),
