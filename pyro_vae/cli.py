@@ -233,7 +233,7 @@ def cmd_variance(args) -> None:
 def cmd_reproduce(args) -> None:
     print(f"reproducing {args.figure} ({args.budget} budget) -> {args.out}\nmachine: {machine()}")
     rows = reproduce(args.figure, args.out, args.budget, args.data_dir, resolve_device(args.device), args.partial,
-                     args.jobs)
+                     args.jobs, args.z_dims)
     print(f"{len(rows)} rows -> {args.out / (args.figure + '.csv')}")
     for path in sorted(args.out.glob(f"{args.figure}*.png")):
         print(f"wrote {path}")
@@ -426,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fig2, fig3: draw the curves of the runs as far as their checkpoints go, training nothing")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own process with --threads torch threads (default 1)")
+    p.add_argument("--z-dims", type=int, nargs="+",
+                   help="fig2: only these of the budget's latent sizes (its runs and panels), e.g. 200")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -14,6 +14,7 @@ from pyro_vae.experiments.reproduce import (
     fig4,
     fig5,
     get_budget,
+    select_z_dims,
     paper_config,
     reproduce,
     run_name,
@@ -43,6 +44,11 @@ def test_fig2_tiny(tmp_path, real_data_dir):
     assert (tmp_path / "fig2.png").stat().st_size > 0
     mnist_aevb = [r for r in rows if r["dataset"] == "mnist" and r["algorithm"] == "aevb"]
     assert -300 < mnist_aevb[-1]["test_elbo"] < -80  # nats: a sane binarized-MNIST bound after one epoch
+    # --z-dims 3: the MNIST runs alone, drawn from the same checkpoints (the Frey row drops out)
+    only = reproduce("fig2", tmp_path / "mnist-only", "tiny", real_data_dir, partial=True, z_dims=[3])
+    assert only == []  # another folder: nothing trained there
+    only = reproduce("fig2", tmp_path, "tiny", real_data_dir, partial=True, z_dims=[3])
+    assert only == [r for r in rows if r["dataset"] == "mnist"]
 
 
 @pytest.mark.data
@@ -117,6 +123,18 @@ def test_bad_names_are_reported(tmp_path):
         reproduce("fig9", tmp_path)
 
 
+def test_select_z_dims_keeps_the_same_runs():
+    medium = BUDGETS["medium"]
+    cut = select_z_dims(medium, [10, 200])
+    assert (cut.mnist_z_dims, cut.frey_z_dims) == ((10, 200), (10,))
+    assert dataclasses.replace(cut, mnist_z_dims=medium.mnist_z_dims, frey_z_dims=medium.frey_z_dims) == medium
+    assert select_z_dims(medium, [200]).frey_z_dims == ()
+    with pytest.raises(ValueError, match=r"--z-dims 7 200: this budget's fig2 latent sizes are \[2, 3, 5, 10, 20, 200\]"):
+        select_z_dims(medium, [7, 200])
+    with pytest.raises(ValueError, match="--z-dims selects fig2's latent sizes; fig3 has no choice of them"):
+        reproduce("fig3", "unused", "medium", z_dims=[3])
+
+
 def test_reproduce_subcommand_parses():
     parser = build_parser()
     args = parser.parse_args(["reproduce", "fig3", "--budget", "full", "--out", "x", "--device", "cpu"])
@@ -126,6 +144,8 @@ def test_reproduce_subcommand_parses():
     assert not parser.parse_args(["reproduce", "fig2"]).partial
     assert parser.parse_args(["reproduce", "fig2", "--jobs", "2"]).jobs == 2
     assert parser.parse_args(["reproduce", "fig2"]).jobs == 1
+    assert parser.parse_args(["reproduce", "fig2", "--z-dims", "10", "200"]).z_dims == [10, 200]
+    assert parser.parse_args(["reproduce", "fig2"]).z_dims is None
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "fig7"])
 

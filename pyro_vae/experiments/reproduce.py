@@ -48,7 +48,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache, partial as bind
 from pathlib import Path
 
@@ -126,6 +126,19 @@ def get_budget(budget: str | Budget) -> Budget:
         return BUDGETS[budget]
     except KeyError:
         raise ValueError(f"unknown budget {budget!r}; expected one of {sorted(BUDGETS)}") from None
+
+
+def select_z_dims(budget: Budget, z_dims: Sequence[int]) -> Budget:
+    """``budget`` with Figure 2's settings cut down to the latent sizes ``z_dims`` (each one
+    of the budget's MNIST or Frey Face sizes): the same runs, fewer of them, e.g. to train or
+    draw the Nz = 200 MNIST runs alone. A data set with none of them drops out of the figure."""
+    offered = sorted({*budget.mnist_z_dims, *budget.frey_z_dims})
+    unknown = sorted(set(z_dims) - set(offered))
+    if unknown or not z_dims:
+        raise ValueError(f"--z-dims {' '.join(map(str, z_dims))}: this budget's fig2 latent sizes are {offered}")
+    keep = set(z_dims)
+    return replace(budget, mnist_z_dims=tuple(z for z in budget.mnist_z_dims if z in keep),
+                   frey_z_dims=tuple(z for z in budget.frey_z_dims if z in keep))
 
 
 # --- configurations and runs ------------------------------------------------------
@@ -307,7 +320,8 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     atomic_write_text(out_dir / "fig2.md", last_rows_table(rows, ("dataset", "z_dim", "algorithm"),
                                                            ("train_elbo", "test_elbo")))
     panels = {}
-    for r, (dataset, z_dims) in enumerate((("mnist", b.mnist_z_dims), ("frey", b.frey_z_dims))):
+    grid_rows = [(dataset, z_dims) for dataset, z_dims in (("mnist", b.mnist_z_dims), ("frey", b.frey_z_dims)) if z_dims]
+    for r, (dataset, z_dims) in enumerate(grid_rows):
         for c, z_dim in enumerate(z_dims):
             mine = [row for row in rows if row["dataset"] == dataset and row["z_dim"] == z_dim]
             panels[r, c] = (mine, f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z$ = {z_dim}")
@@ -420,15 +434,22 @@ PARTIAL = ("fig2", "fig3")  # the figures --partial can draw from runs in progre
 
 
 def reproduce(figure: str, out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
-              data_dir: str | None = None, device: str = "cpu", partial: bool = False, jobs: int = 1) -> list[dict]:
+              data_dir: str | None = None, device: str = "cpu", partial: bool = False, jobs: int = 1,
+              z_dims: Sequence[int] | None = None) -> list[dict]:
     """Run the reproduction of ``figure`` (one of :data:`FIGURES`), training ``jobs`` of its runs
     at once (:func:`~pyro_vae.experiments.jobs.run_jobs`); with ``partial``, draw the
     learning curves of fig2 or fig3 from their runs as far as they have gone (long budgets
-    train for hours; their runs resume where they stopped)."""
+    train for hours; their runs resume where they stopped); ``z_dims`` keeps only those
+    latent sizes of fig2 (:func:`select_z_dims`)."""
     if figure not in REPRODUCTIONS:
         raise ValueError(f"unknown figure {figure!r}; expected one of {list(FIGURES)}")
+    budget = get_budget(budget)
+    if z_dims is not None:
+        if figure != "fig2":
+            raise ValueError(f"--z-dims selects fig2's latent sizes; {figure} has no choice of them")
+        budget = select_z_dims(budget, z_dims)
     if not partial:
-        return REPRODUCTIONS[figure](out_dir, get_budget(budget), data_dir, device, jobs=jobs)
+        return REPRODUCTIONS[figure](out_dir, budget, data_dir, device, jobs=jobs)
     if figure not in PARTIAL:
         raise ValueError(f"--partial draws the learning curves {list(PARTIAL)} only, not {figure!r}")
-    return REPRODUCTIONS[figure](out_dir, get_budget(budget), data_dir, device, partial=True)
+    return REPRODUCTIONS[figure](out_dir, budget, data_dir, device, partial=True)
