@@ -30,6 +30,7 @@ from pyro_vae.experiments.structures import ENTRIES, run_table
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
+from pyro_vae.models.nets import ACTIVATIONS
 from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import PRESETS, TrainConfig
@@ -243,7 +244,7 @@ def cmd_structures(args) -> None:
     entries = args.entries or list(ENTRIES)
     print(f"latent structures {' '.join(entries)} -> {args.out}\nmachine: {machine()}")
     run_table(args.out, entries, args.seeds, args.epochs, args.k, args.num_test, args.data_dir,
-              resolve_device(args.device), args.jobs, args.num_train)
+              resolve_device(args.device), args.jobs, args.num_train, args.activation)
     print((args.out / "table.md").read_text())
 
 
@@ -441,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=int, help="first N test images (default: all 10,000)")
     p.add_argument("--num-train", type=int, help="first N training images (default: all 60,000)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS),
+                   help="hidden units of every entry instead of Burda et al.'s tanh (use another --out)")
     p.add_argument("--out", type=Path, default=Path("runs/structures"), help="default: runs/structures")
     _add_common(p)
     p.set_defaults(func=cmd_structures)

@@ -10,7 +10,8 @@ from pyro_vae.experiments.structures import ENTRIES, markdown_table, run_table
 
 
 @pytest.mark.parametrize("name", list(ENTRIES))
-@pytest.mark.parametrize("budget", [{"epochs": 10, "seed": 0}, {"epochs": 3, "seed": 2, "num_train": 5000}])
+@pytest.mark.parametrize("budget", [{"epochs": 10, "seed": 0}, {"epochs": 3, "seed": 2, "num_train": 5000},
+                                    {"epochs": 2, "seed": 1, "activation": "elu"}])
 def test_the_printed_command_builds_the_entrys_config(name, budget):
     entry = ENTRIES[name]
     words = shlex.split(entry.command(budget))
@@ -59,10 +60,24 @@ def test_table_runs_on_mnist_and_a_rerun_reuses_its_runs(tmp_path, real_data_dir
     assert [p.stat().st_mtime_ns for p in files] == stamps
 
 
+@pytest.mark.data
+def test_another_activation_is_its_own_run_and_named_in_the_row(tmp_path, real_data_dir):
+    rows = run_table(tmp_path, ["vae"], epochs=1, k=5, num_test=50, data_dir=str(real_data_dir), num_train=500,
+                     activation="elu")
+    assert rows[0]["description"] == "VAE, ELBO, elu units" and "--activation elu" in rows[0]["command"]
+    # the same folder under the entries' own tanh: the resume check names the changed field
+    with pytest.raises(ValueError, match="activation"):
+        run_table(tmp_path, ["vae"], epochs=1, k=5, num_test=50, data_dir=str(real_data_dir), num_train=500)
+
+
 def test_cli_parses_and_refuses_bad_input(capsys):
     args = build_parser().parse_args(["structures", "vae", "iaf", "--epochs", "2", "--jobs", "2", "-k", "100"])
     assert (args.entries, args.epochs, args.jobs, args.k, args.func) == (["vae", "iaf"], 2, 2, 100, cmd_structures)
     assert build_parser().parse_args(["structures"]).entries == []  # all of them
+    assert build_parser().parse_args(["structures", "--activation", "elu"]).activation == "elu"
+    assert build_parser().parse_args(["structures"]).activation is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["structures", "--activation", "sigmoid"])
     assert main(["structures", "vae", "--seeds", "0"]) == 2
     assert "--seeds must be at least 1, got 0" in capsys.readouterr().err
     assert main(["structures", "vae", "m3", "--out", "unused"]) == 2

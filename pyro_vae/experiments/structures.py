@@ -93,7 +93,7 @@ ENTRIES: dict[str, Entry] = {
 def train_entry(job: tuple[str, int], out: Path, budget: dict, k: int, num_test: int | None,
                 data_dir: str | None, device: str) -> dict:
     """Train (or resume) one entry and seed under ``budget`` (``epochs``, optionally
-    ``num_train``), evaluate it (reusing a saved evaluation of the same epoch, K and test
+    ``num_train`` and ``activation``), evaluate it (reusing a saved evaluation of the same epoch, K and test
     images), write its figures into ``figures/`` and return its row."""
     name, seed = job
     entry, budget = ENTRIES[name], {**budget, "seed": seed}
@@ -107,7 +107,8 @@ def train_entry(job: tuple[str, int], out: Path, budget: dict, k: int, num_test:
         atomic_write_json(path, report)
     if not (run_dir / "figures").is_dir():  # samples, reconstructions, latents; M2's analogies
         write_figures(run, run_dir / "figures")
-    return {"entry": name, "seed": seed, "description": entry.description, **report,
+    description = entry.description + (f", {budget['activation']} units" if "activation" in budget else "")
+    return {"entry": name, "seed": seed, "description": description, **report,
             "command": entry.command(budget), "paper": entry.paper}
 
 
@@ -137,15 +138,17 @@ def markdown_table(rows: list[dict]) -> str:
 
 def run_table(out: str | Path, entries: Sequence[str] = tuple(ENTRIES), seeds: int = 1, epochs: int = 10,
               k: int = 5000, num_test: int | None = None, data_dir: str | None = None, device: str = "cpu",
-              jobs: int = 1, num_train: int | None = None) -> list[dict]:
+              jobs: int = 1, num_train: int | None = None, activation: str | None = None) -> list[dict]:
     """Train and evaluate ``entries`` x seeds 0..seeds-1 under ``out`` (on the first
-    ``num_train`` training images if given), write ``runs.csv`` and ``table.md``, and
-    return the rows (one per run)."""
+    ``num_train`` training images if given, with ``activation`` hidden units instead of
+    the entries' tanh if given), write ``runs.csv`` and ``table.md``, and return the rows
+    (one per run)."""
     unknown = [name for name in entries if name not in ENTRIES]
     if unknown:
         raise ValueError(f"unknown entries {unknown}; expected some of {list(ENTRIES)}")
     out = Path(out)
-    budget = {"epochs": epochs, **({"num_train": num_train} if num_train else {})}
+    budget = {"epochs": epochs, **({"num_train": num_train} if num_train else {}),
+              **({"activation": activation} if activation else {})}
     job = partial(train_entry, out=out, budget=budget, k=k, num_test=num_test, data_dir=data_dir, device=device)
     rows = run_jobs(job, [(name, seed) for name in entries for seed in range(seeds)], jobs)
     write_csv(rows, out / "runs.csv")
