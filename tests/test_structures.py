@@ -302,3 +302,37 @@ def test_nvil_baseline_sits_on_data_plate_sites_and_passes_guide_arguments():
     estimator = make_estimator("score-nvil", m2)
     y = torch.tensor([0, -1, 1, -1])
     assert math.isfinite(estimator.elbo.loss(m2.model, estimator.guide, torch.randn(4, 3), y=y))
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("activation", ["tanh", "elu"])
+def test_vampprior_encoder_keeps_its_reconstruction_gradient_only_without_saturation(real_data_dir, activation):
+    """Why the VampPrior collapses with tanh units (docs/results.md#latent-structures): within
+    ~25 Adam steps the encoder's tanh units saturate, it maps every input, data and pseudo-inputs
+    alike, to one q (KL ~ 0), and the reconstruction term's gradient through it vanishes; with
+    ELU units it stays that of a learning encoder (100 steps on one real minibatch)."""
+    from pyro_vae.data import load_dataset
+    from pyro_vae.models.priors import VampPriorVAE
+
+    data = load_dataset("mnist", str(real_data_dir))
+    x = torch.bernoulli(data.train[:100], generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    vae = VampPriorVAE(data.x_shape, z_dim=50, hidden=(200, 200), activation=activation, num_components=50)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    elbo = pyro.infer.Trace_ELBO()
+    with pyro.get_param_store().scope():
+        for _ in range(100):
+            optimizer.zero_grad()
+            elbo.loss_and_grads(vae.model, vae.guide, x)
+            optimizer.step()
+        guide = pyro.poutine.trace(vae.guide).get_trace(x)
+        model = pyro.poutine.trace(pyro.poutine.replay(vae.model, trace=guide)).get_trace(x)
+    z = guide.nodes["z"]["value"]
+    reconstruction = model.nodes["x"]["fn"].log_prob(x).sum()
+    kl = (guide.nodes["z"]["fn"].log_prob(z) - model.nodes["z"]["fn"].log_prob(z)).mean()
+    grads = torch.autograd.grad(reconstruction, list(vae.encoder.parameters()))
+    grad_norm = torch.sqrt(sum((g ** 2).sum() for g in grads)).item()
+    if activation == "tanh":  # collapsed: q(z|x) is the prior, and nothing flows back to change that
+        assert kl.item() < 0.5 and grad_norm < 5.0
+    else:
+        assert kl.item() > 1.0 and grad_norm > 100.0
