@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae.data import DATASETS, DatasetNotFoundError
-from pyro_vae.experiments.reproduce import BUDGETS, FIGURES, reproduce
+from pyro_vae.experiments.reproduce import BUDGETS, FIG2_DATASETS, FIGURES, reproduce
 from pyro_vae.experiments.structures import ENTRIES, run_table
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.models import MODELS
@@ -234,7 +234,7 @@ def cmd_variance(args) -> None:
 def cmd_reproduce(args) -> None:
     print(f"reproducing {args.figure} ({args.budget} budget) -> {args.out}\nmachine: {machine()}")
     rows = reproduce(args.figure, args.out, args.budget, args.data_dir, resolve_device(args.device), args.partial,
-                     args.jobs, args.z_dims)
+                     args.jobs, args.z_dims, args.datasets)
     print(f"{len(rows)} rows -> {args.out / (args.figure + '.csv')}")
     for path in sorted(args.out.glob(f"{args.figure}*.png")):
         print(f"wrote {path}")
@@ -429,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs trained at once, each in its own process with --threads torch threads (default 1)")
     p.add_argument("--z-dims", type=int, nargs="+",
                    help="fig2: only these of the budget's latent sizes (its runs and panels), e.g. 200")
+    p.add_argument("--datasets", nargs="+", choices=FIG2_DATASETS, help="fig2: only these data sets")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
 

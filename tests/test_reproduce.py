@@ -14,7 +14,7 @@ from pyro_vae.experiments.reproduce import (
     fig4,
     fig5,
     get_budget,
-    select_z_dims,
+    select_settings,
     paper_config,
     reproduce,
     run_name,
@@ -49,6 +49,8 @@ def test_fig2_tiny(tmp_path, real_data_dir):
     assert only == []  # another folder: nothing trained there
     only = reproduce("fig2", tmp_path, "tiny", real_data_dir, partial=True, z_dims=[3])
     assert only == [r for r in rows if r["dataset"] == "mnist"]
+    assert reproduce("fig2", tmp_path, "tiny", real_data_dir, partial=True, datasets=["frey"]) == \
+        [r for r in rows if r["dataset"] == "frey"]
 
 
 @pytest.mark.data
@@ -123,15 +125,21 @@ def test_bad_names_are_reported(tmp_path):
         reproduce("fig9", tmp_path)
 
 
-def test_select_z_dims_keeps_the_same_runs():
+def test_select_settings_keeps_the_same_runs():
     medium = BUDGETS["medium"]
-    cut = select_z_dims(medium, [10, 200])
+    cut = select_settings(medium, [10, 200])
     assert (cut.mnist_z_dims, cut.frey_z_dims) == ((10, 200), (10,))
     assert dataclasses.replace(cut, mnist_z_dims=medium.mnist_z_dims, frey_z_dims=medium.frey_z_dims) == medium
-    assert select_z_dims(medium, [200]).frey_z_dims == ()
+    assert select_settings(medium, [200]).frey_z_dims == ()
+    mnist = select_settings(medium, [10, 20, 200], ["mnist"])
+    assert (mnist.mnist_z_dims, mnist.frey_z_dims) == ((10, 20, 200), ())
+    assert select_settings(medium, datasets=["frey"]).frey_z_dims == medium.frey_z_dims
+    assert select_settings(medium) == medium
     with pytest.raises(ValueError, match=r"--z-dims 7 200: this budget's fig2 latent sizes are \[2, 3, 5, 10, 20, 200\]"):
-        select_z_dims(medium, [7, 200])
-    with pytest.raises(ValueError, match="--z-dims selects fig2's latent sizes; fig3 has no choice of them"):
+        select_settings(medium, [7, 200])
+    with pytest.raises(ValueError, match=r"--datasets cifar: fig2's data sets are \['mnist', 'frey'\]"):
+        select_settings(medium, datasets=["cifar"])
+    with pytest.raises(ValueError, match="--z-dims and --datasets select fig2's settings; fig3 has no choice of them"):
         reproduce("fig3", "unused", "medium", z_dims=[3])
 
 
@@ -146,6 +154,7 @@ def test_reproduce_subcommand_parses():
     assert parser.parse_args(["reproduce", "fig2"]).jobs == 1
     assert parser.parse_args(["reproduce", "fig2", "--z-dims", "10", "200"]).z_dims == [10, 200]
     assert parser.parse_args(["reproduce", "fig2"]).z_dims is None
+    assert parser.parse_args(["reproduce", "fig2", "--datasets", "mnist"]).datasets == ["mnist"]
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "fig7"])
 

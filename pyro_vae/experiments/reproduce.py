@@ -128,17 +128,27 @@ def get_budget(budget: str | Budget) -> Budget:
         raise ValueError(f"unknown budget {budget!r}; expected one of {sorted(BUDGETS)}") from None
 
 
-def select_z_dims(budget: Budget, z_dims: Sequence[int]) -> Budget:
+FIG2_DATASETS = ("mnist", "frey")
+
+
+def select_settings(budget: Budget, z_dims: Sequence[int] | None = None,
+                    datasets: Sequence[str] | None = None) -> Budget:
     """``budget`` with Figure 2's settings cut down to the latent sizes ``z_dims`` (each one
-    of the budget's MNIST or Frey Face sizes): the same runs, fewer of them, e.g. to train or
-    draw the Nz = 200 MNIST runs alone. A data set with none of them drops out of the figure."""
+    of the budget's MNIST or Frey Face sizes) and the data sets ``datasets`` (of
+    :data:`FIG2_DATASETS`): the same runs, fewer of them, e.g. to train or draw the Nz = 200
+    MNIST runs alone. A data set left with no size drops out of the figure."""
     offered = sorted({*budget.mnist_z_dims, *budget.frey_z_dims})
-    unknown = sorted(set(z_dims) - set(offered))
-    if unknown or not z_dims:
+    if z_dims is not None and (not z_dims or set(z_dims) - set(offered)):
         raise ValueError(f"--z-dims {' '.join(map(str, z_dims))}: this budget's fig2 latent sizes are {offered}")
-    keep = set(z_dims)
-    return replace(budget, mnist_z_dims=tuple(z for z in budget.mnist_z_dims if z in keep),
-                   frey_z_dims=tuple(z for z in budget.frey_z_dims if z in keep))
+    if datasets is not None and (not datasets or set(datasets) - set(FIG2_DATASETS)):
+        raise ValueError(f"--datasets {' '.join(datasets)}: fig2's data sets are {list(FIG2_DATASETS)}")
+    keep_z = set(offered if z_dims is None else z_dims)
+    keep_data = set(FIG2_DATASETS if datasets is None else datasets)
+    return replace(
+        budget,
+        mnist_z_dims=tuple(z for z in budget.mnist_z_dims if z in keep_z and "mnist" in keep_data),
+        frey_z_dims=tuple(z for z in budget.frey_z_dims if z in keep_z and "frey" in keep_data),
+    )
 
 
 # --- configurations and runs ------------------------------------------------------
@@ -435,19 +445,19 @@ PARTIAL = ("fig2", "fig3")  # the figures --partial can draw from runs in progre
 
 def reproduce(figure: str, out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
               data_dir: str | None = None, device: str = "cpu", partial: bool = False, jobs: int = 1,
-              z_dims: Sequence[int] | None = None) -> list[dict]:
+              z_dims: Sequence[int] | None = None, datasets: Sequence[str] | None = None) -> list[dict]:
     """Run the reproduction of ``figure`` (one of :data:`FIGURES`), training ``jobs`` of its runs
     at once (:func:`~pyro_vae.experiments.jobs.run_jobs`); with ``partial``, draw the
     learning curves of fig2 or fig3 from their runs as far as they have gone (long budgets
-    train for hours; their runs resume where they stopped); ``z_dims`` keeps only those
-    latent sizes of fig2 (:func:`select_z_dims`)."""
+    train for hours; their runs resume where they stopped); ``z_dims`` and ``datasets`` keep
+    only those latent sizes and data sets of fig2 (:func:`select_settings`)."""
     if figure not in REPRODUCTIONS:
         raise ValueError(f"unknown figure {figure!r}; expected one of {list(FIGURES)}")
     budget = get_budget(budget)
-    if z_dims is not None:
+    if z_dims is not None or datasets is not None:
         if figure != "fig2":
-            raise ValueError(f"--z-dims selects fig2's latent sizes; {figure} has no choice of them")
-        budget = select_z_dims(budget, z_dims)
+            raise ValueError(f"--z-dims and --datasets select fig2's settings; {figure} has no choice of them")
+        budget = select_settings(budget, z_dims, datasets)
     if not partial:
         return REPRODUCTIONS[figure](out_dir, budget, data_dir, device, jobs=jobs)
     if figure not in PARTIAL:
