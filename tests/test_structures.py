@@ -13,10 +13,12 @@ from torch import nn
 
 from pyro_vae import DataSpec, TrainConfig, evaluate, load_run, register_model, train
 from pyro_vae.cli import main
+from pyro_vae.data import load_dataset
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.evaluate import importance_bounds
 from pyro_vae.inference.variance import GradientDraws, draw_gradients, parameter_groups
 from pyro_vae.models import MODELS, VAE, build_model
+from pyro_vae.models.priors import VampPriorVAE
 from pyro_vae.models.linear_gaussian import (
     exact_mixture_elbo,
     exact_mixture_log_marginal,
@@ -311,9 +313,6 @@ def test_vampprior_encoder_keeps_its_reconstruction_gradient_only_without_satura
     ~25 Adam steps the encoder's tanh units saturate, it maps every input, data and pseudo-inputs
     alike, to one q (KL ~ 0), and the reconstruction term's gradient through it vanishes; with
     ELU units it stays that of a learning encoder (100 steps on one real minibatch)."""
-    from pyro_vae.data import load_dataset
-    from pyro_vae.models.priors import VampPriorVAE
-
     data = load_dataset("mnist", str(real_data_dir))
     x = torch.bernoulli(data.train[:100], generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)

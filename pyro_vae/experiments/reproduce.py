@@ -330,8 +330,8 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     atomic_write_text(out_dir / "fig2.md", last_rows_table(rows, ("dataset", "z_dim", "algorithm"),
                                                            ("train_elbo", "test_elbo")))
     panels = {}
-    grid_rows = [(dataset, z_dims) for dataset, z_dims in (("mnist", b.mnist_z_dims), ("frey", b.frey_z_dims)) if z_dims]
-    for r, (dataset, z_dims) in enumerate(grid_rows):
+    grid_rows = [(dataset, getattr(b, f"{dataset}_z_dims")) for dataset in FIG2_DATASETS]
+    for r, (dataset, z_dims) in enumerate([row for row in grid_rows if row[1]]):  # a data set without sizes: no row
         for c, z_dim in enumerate(z_dims):
             mine = [row for row in rows if row["dataset"] == dataset and row["z_dim"] == z_dim]
             panels[r, c] = (mine, f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z$ = {z_dim}")

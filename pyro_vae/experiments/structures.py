@@ -93,8 +93,8 @@ ENTRIES: dict[str, Entry] = {
 def train_entry(job: tuple[str, int], out: Path, budget: dict, k: int, num_test: int | None,
                 data_dir: str | None, device: str) -> dict:
     """Train (or resume) one entry and seed under ``budget`` (``epochs``, optionally
-    ``num_train`` and ``activation``), evaluate it (reusing a saved evaluation of the same epoch, K and test
-    images), write its figures into ``figures/`` and return its row."""
+    ``num_train`` and ``activation``), evaluate it (reusing a saved evaluation of the same
+    epoch, K and test images), write its figures into ``figures/`` and return its row."""
     name, seed = job
     entry, budget = ENTRIES[name], {**budget, "seed": seed}
     run_dir = out / f"{name}-seed{seed}"

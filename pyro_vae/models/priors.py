@@ -30,9 +30,9 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
         sum_d (z_d - m_kd)^2 / s_kd^2 = (z^2) . (1/s_k^2) - 2 z . (m_k/s_k^2) + sum_d m_kd^2/s_kd^2,
 
     so evaluating 500 VampPrior components at 500 x 100 points (one pass of the evaluation)
-    costs two (50000 x D) x (D x 500) products, not a 500 x 100 x 500 x D tensor (5 GB for D = 50). Used when the components carry no batch dims of
-    their own (those a plate adds are broadcasts); otherwise ``MixtureSameFamily``'s own
-    ``log_prob``. Build it as ``DiagonalNormalMixture(Categorical, Normal(loc, scale).to_event(1))``
+    costs two (50000 x D) x (D x 500) products, not a 500 x 100 x 500 x D tensor (5 GB for
+    D = 50). Used when the components carry no batch dims of their own (those a plate adds
+    are broadcasts); otherwise ``MixtureSameFamily``'s own ``log_prob``. Build it as ``DiagonalNormalMixture(Categorical, Normal(loc, scale).to_event(1))``
     with ``loc`` and ``scale`` of shape ``(K, D)``.
     """
 
