@@ -128,6 +128,9 @@ def _add_train(sub) -> None:
     p.add_argument("--keep-every", type=int, default=0, help="keep a copy of every N-th epoch's checkpoint")
     p.add_argument("--validate-every-step", action="store_true",
                    help="keep Pyro's validation on for every step (default: the first step only)")
+    p.add_argument("--jit", action="store_true",
+                   help="compile the ELBO (Pyro's JitTrace_ELBO, one graph per batch shape): same numbers, "
+                        "without Pyro's per-step tracing; for models of static structure")
     p.add_argument("--no-progress", action="store_true")
     _add_common(p)
 
@@ -187,7 +190,7 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
     run = train(
         config, run_dir, data_dir=args.data_dir, device=device, resume=args.resume,
         progress=not args.no_progress, keep_every=args.keep_every, distributed=distributed,
-        validate_every_step=args.validate_every_step,
+        validate_every_step=args.validate_every_step, jit=args.jit,
     )
     _evaluate_report(run, run_dir, args.eval_k, device, None, distributed)
     distributed.on_main(lambda: [print(f"wrote {path}") for path in write_figures(run, run_dir / "figures")])
@@ -263,9 +266,10 @@ def cmd_benchmark(args) -> None:
     else:
         result = run_benchmark(
             hidden=hidden, z_dim=z_dim, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
-            device=device, num_particles=args.num_particles,
+            device=device, num_particles=args.num_particles, jit=args.jit,
         )
         what = "training step" + (f", IWAE k = {args.num_particles}" if args.num_particles > 1 else "")
+        what += ", pyro_vae with --jit" if args.jit else ""
     result.update(machine=machine(), device=device, hidden=list(hidden), z_dim=z_dim, what=what)
     print(
         f"{what}, 784-{'-'.join(map(str, hidden))}-{z_dim}: hand-written PyTorch {result['handwritten_ms']:.2f} ms, "
@@ -408,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=10, help="alternating rounds; medians are reported")
     p.add_argument("--evaluate", action="store_true",
                    help="time evaluation (importance-sampled log p(x)) instead of a training step")
+    p.add_argument("--jit", action="store_true", help="time pyro_vae's step with the ELBO compiled (train --jit)")
     p.add_argument("-k", type=int, default=1000, help="--evaluate: importance samples per image (default 1000)")
     p.add_argument("--num-images", type=int, default=200, help="--evaluate: images (default 200)")
     _add_pass_sizes(p, "minibatch of a training step; with --evaluate, images per pass (default 100)")

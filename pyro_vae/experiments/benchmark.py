@@ -30,6 +30,7 @@ import torch
 
 from pyro_vae.inference import ALGORITHMS, make_estimator
 from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.inference.jit import compile_estimator, data_check
 from pyro_vae.models.likelihoods import bernoulli_log_prob
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.config import TrainConfig
@@ -37,10 +38,13 @@ from pyro_vae.training.config import TrainConfig
 LOG_2PI = math.log(2 * math.pi)
 
 
-def _log_weights(encoder, decoder, x: torch.Tensor, num_particles: int) -> torch.Tensor:
-    """``log p(x, z_k) - log q(z_k|x)``, shape ``(num_particles, batch)``, z_k reparameterized."""
+def _log_weights(encoder, decoder, x: torch.Tensor, num_particles: int | None) -> torch.Tensor:
+    """``log p(x, z_k) - log q(z_k|x)``, shape ``(num_particles, batch)``, z_k reparameterized;
+    ``num_particles=None``: one draw, shape ``(batch,)``, with no particle dimension (x and the
+    logits then have equal shapes, the fastest case of ``bernoulli_log_prob``)."""
     loc, scale = encoder(x)
-    eps = torch.randn((num_particles, *loc.shape), dtype=loc.dtype, device=loc.device)
+    particles = () if num_particles is None else (num_particles,)
+    eps = torch.randn((*particles, *loc.shape), dtype=loc.dtype, device=loc.device)
     z = loc + scale * eps
     log_px = bernoulli_log_prob(decoder(z), x)  # the fastest tensor code we know for it
     # log p(z) - log q(z|x): the 2 pi terms cancel
@@ -54,8 +58,10 @@ def handwritten_step(vae: VAE, lr: float, total_size: int, num_particles: int = 
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr, fused=True)
 
     def step(x: torch.Tensor) -> float:
-        log_w = _log_weights(encoder, decoder, x, num_particles)
-        bound = log_w[0] if num_particles == 1 else torch.logsumexp(log_w, 0) - math.log(num_particles)
+        if num_particles == 1:
+            bound = _log_weights(encoder, decoder, x, None)
+        else:
+            bound = torch.logsumexp(_log_weights(encoder, decoder, x, num_particles), 0) - math.log(num_particles)
         loss = -bound.sum() * (total_size / x.shape[0])
         optimizer.zero_grad()
         loss.backward()
@@ -65,11 +71,15 @@ def handwritten_step(vae: VAE, lr: float, total_size: int, num_particles: int = 
     return step
 
 
-def pyro_vae_step(vae: VAE, lr: float, total_size: int, num_particles: int = 1) -> Callable[[torch.Tensor], float]:
+def pyro_vae_step(vae: VAE, lr: float, total_size: int, num_particles: int = 1,
+                  jit: bool = False) -> Callable[[torch.Tensor], float]:
     """The step ``pyro-vae train`` takes after its first (validated) one: the ``aevb``
     algorithm with the ``reparam`` estimator (``iwae`` with K > 1 particles), i.e. its
-    ``loss_and_grads`` and a torch Adam step, with Pyro's validation off."""
+    ``loss_and_grads`` and a torch Adam step, with Pyro's validation off; with ``jit``,
+    that of ``pyro-vae train --jit`` (the ELBO compiled, :mod:`pyro_vae.inference.jit`)."""
     estimator = make_estimator("reparam" if num_particles == 1 else "iwae", vae, num_particles)
+    if jit:
+        estimator = compile_estimator(estimator, data_check(vae))
     algorithm = ALGORITHMS["aevb"](vae, estimator, TrainConfig(lr=lr, num_particles=num_particles))
 
     def step(x: torch.Tensor) -> float:
@@ -133,8 +143,10 @@ def run_benchmark(
     device: str = "cpu",
     lr: float = 1e-3,
     num_particles: int = 1,
+    jit: bool = False,
 ) -> dict[str, float]:
-    """Training: median milliseconds per step of each side, their ratio and difference."""
+    """Training: median milliseconds per step of each side, their ratio and difference;
+    ``jit``: pyro_vae's step with the ELBO compiled (``pyro-vae train --jit``)."""
     _check_counts(z_dim=z_dim, batch_size=batch_size, steps=steps, rounds=rounds, num_particles=num_particles)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr}")
@@ -143,7 +155,7 @@ def run_benchmark(
     x = torch.bernoulli(torch.full((batch_size, 784), 0.2, device=device))
     variants = {
         "handwritten": handwritten_step(vae, lr, 60000, num_particles),
-        "pyro_vae": pyro_vae_step(vae, lr, 60000, num_particles),
+        "pyro_vae": pyro_vae_step(vae, lr, 60000, num_particles, jit),
     }
     return _alternate({k: (lambda s=s: s(x)) for k, s in variants.items()}, steps, rounds, x.is_cuda)
 

@@ -20,7 +20,10 @@ An algorithm class may define ``check_config(config)`` to refuse settings it
 cannot use, and sets ``splits_batches = False`` if its update is not a sum of
 per-datum terms (one importance weight for a whole minibatch), so that a
 minibatch split over processes (:mod:`pyro_vae.training.distributed`) would
-change what it computes; such an algorithm runs on one process only. Registered: ``aevb`` (:mod:`pyro_vae.inference.svi`),
+change what it computes; such an algorithm runs on one process only. One that sets
+``compiles = True`` steps nothing but ``estimator.elbo.loss_and_grads``, so ``train(...,
+jit=True)`` may hand it the estimator with its ELBO compiled (:mod:`pyro_vae.inference.jit`).
+Registered: ``aevb`` (:mod:`pyro_vae.inference.svi`),
 ``wake-sleep`` and ``rws`` (:mod:`pyro_vae.inference.wake_sleep`), ``mcem``
 (:mod:`pyro_vae.inference.mcem`).
 

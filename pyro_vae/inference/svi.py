@@ -32,6 +32,7 @@ class SVIAlgorithm:
     """AEVB: SVI with the chosen gradient estimator (the default)."""
 
     anneals = True  # reads config.kl_warmup
+    compiles = True  # steps estimator.elbo.loss_and_grads alone, which inference.jit can compile
 
     def __init__(self, program, estimator, config) -> None:
         self.program, self.estimator = program, estimator

@@ -95,7 +95,9 @@ class GaussianEncoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """h(x): the activations of the last hidden layer (``x`` itself without hidden layers)."""
-        return self.net[:-1](x)
+        for layer in list(self.net)[:-1]:  # not self.net[:-1], a new Sequential on every call
+            x = layer(x)
+        return x
 
     def head(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` from the features h(x)."""

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.inference import ALGORITHMS, Algorithm, Estimator, make_estimator
 from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.inference.jit import compile_estimator, data_check
 from pyro_vae.inference.optim import LR_SCHEDULES
 from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
@@ -194,6 +195,7 @@ def train(
     distributed: DistributedContext = SINGLE,
     on_eval: Callable[[Run], dict] | None = None,
     validate_every_step: bool = False,
+    jit: bool = False,
 ) -> Run:
     """Train (or, with ``resume=True``, continue) the run in ``run_dir`` up to ``config.epochs``.
 
@@ -213,6 +215,11 @@ def train(
     each batch's shape, dtype and range, a NaN loss still stops the run, and the
     checks would cost ~10% of a step (``pyro-vae benchmark``).
 
+    ``jit=True`` trains with the estimator's ELBO compiled (:mod:`pyro_vae.inference.jit`:
+    Pyro's ``JitTrace_ELBO``, one graph per batch shape): the same losses and parameters
+    to float rounding, without Pyro's per-step tracing. For programs of static structure
+    only; estimators, algorithms and KL warm-up it cannot compile are refused.
+
     The run folder is locked for the whole call
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
     :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
@@ -223,6 +230,8 @@ def train(
     """
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
+    if jit:
+        check_jit(config)
     if config.batch_size % distributed.world_size:
         raise ValueError(
             f"batch_size={config.batch_size} is not divisible by the {distributed.world_size} processes: "
@@ -241,8 +250,17 @@ def train(
         return _train_prepared(
             config, run_dir, state, data_dir=data_dir, device=device, progress=progress,
             keep_every=keep_every, distributed=distributed, on_eval=on_eval,
-            validate_every_step=validate_every_step,
+            validate_every_step=validate_every_step, jit=jit,
         )
+
+
+def check_jit(config: TrainConfig) -> None:
+    """Refuse ``--jit`` for a config whose step cannot be compiled (an algorithm without
+    ``compiles = True``, or KL warm-up, whose beta the first step's graph would fix)."""
+    if not getattr(ALGORITHMS[config.algorithm], "compiles", False):
+        raise ValueError(f"--jit compiles the ELBO of the aevb algorithm; the {config.algorithm} algorithm trains without it")
+    if config.kl_warmup:
+        raise ValueError("--jit cannot compile KL warm-up (its beta changes by epoch); train without --jit")
 
 
 def _prepare(
@@ -281,6 +299,7 @@ def _train_prepared(
     distributed: DistributedContext,
     on_eval: Callable[[Run], dict] | None,
     validate_every_step: bool,
+    jit: bool,
 ) -> Run:
     # train()'s body after _prepare, while rank 0 holds the run folder's lock.
     checkpoint_path = run_dir / CHECKPOINT
@@ -288,7 +307,8 @@ def _train_prepared(
         run = build_run(config, data_dir, device)
     check_program(run, device)
     vae, estimator, dataset = run.vae, run.estimator, run.dataset
-    algorithm: Algorithm = distributed.wrap(ALGORITHMS[config.algorithm](vae, estimator, config))
+    trained_by = compile_estimator(estimator, data_check(vae)) if jit else estimator
+    algorithm: Algorithm = distributed.wrap(ALGORITHMS[config.algorithm](vae, trained_by, config))
     generator = torch.Generator().manual_seed(config.seed)
     distributed.seed_noise(config.seed)
     start_epoch, wall = 0, 0.0

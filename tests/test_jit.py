@@ -1,0 +1,110 @@
+"""``--jit``: the compiled ELBO trains to the eager numbers, checks every batch, and refuses
+what a graph would fix (handlers, warm-up, estimators and algorithms it cannot compile)."""
+
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_vae import TrainConfig, load_run, train
+from pyro_vae.cli import build_parser, main
+from pyro_vae.inference import ALGORITHMS, make_estimator
+from pyro_vae.inference.jit import compile_estimator, data_check
+from pyro_vae.models.vae import VAE
+from pyro_vae.training.loop import check_jit
+
+SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2, epochs=2, num_train=1950)
+
+
+def _steps(estimator_name: str, jit: bool, batches: list[torch.Tensor]) -> tuple[list, list, object]:
+    torch.manual_seed(0)
+    vae = VAE(12, z_dim=3, hidden=(8,))
+    estimator = make_estimator(estimator_name, vae)
+    if jit:
+        estimator = compile_estimator(estimator, data_check(vae))
+    algorithm = ALGORITHMS["aevb"](vae, estimator, TrainConfig(lr=1e-2))
+    torch.manual_seed(1)
+    losses = [algorithm.step({"x": x}, 1000) for x in batches]
+    return losses, [p.detach().clone() for p in vae.parameters()], estimator.elbo
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "stl", "score"])
+def test_compiled_steps_give_the_eager_losses_and_parameters(estimator):
+    torch.manual_seed(2)
+    batches = [torch.bernoulli(torch.full((20 if i % 3 else 7, 12), 0.3)) for i in range(9)]  # two batch shapes
+    eager_losses, eager_params, _ = _steps(estimator, False, batches)
+    jit_losses, jit_params, compiled = _steps(estimator, True, batches)
+    assert len(compiled.graphs) == 2  # one graph per batch shape
+    assert jit_losses == pytest.approx(eager_losses, rel=1e-5)
+    assert len({round(v, 3) for v in eager_losses}) == len(batches)  # fresh noise each step, not one frozen draw
+    for p, q in zip(eager_params, jit_params, strict=True):
+        torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-5)
+
+
+def test_train_with_jit_matches_train_without_and_reloads(tmp_path):
+    config = TrainConfig(**SMALL)  # 1950 points: the last minibatch of each epoch has 50
+    eager = train(config, tmp_path / "eager", progress=False)
+    compiled = train(config, tmp_path / "jit", progress=False, jit=True)
+    for a, b in zip(eager.metrics, compiled.metrics, strict=True):
+        assert b["train_elbo"] == pytest.approx(a["train_elbo"], rel=1e-5)
+        assert b["test_elbo"] == pytest.approx(a["test_elbo"], rel=1e-5)
+    loaded = load_run(tmp_path / "jit")
+    for p, q in zip(compiled.vae.state_dict().values(), loaded.vae.state_dict().values()):
+        assert torch.equal(p, q)
+    resumed = train(TrainConfig(**{**SMALL, "epochs": 3}), tmp_path / "jit", progress=False, resume=True, jit=True)
+    assert resumed.metrics[-1]["epoch"] == 3
+
+
+def test_every_batch_is_still_checked_after_compiling():
+    vae = VAE(12, z_dim=3, hidden=(8,))
+    estimator = compile_estimator(make_estimator("reparam", vae), data_check(vae))
+    algorithm = ALGORITHMS["aevb"](vae, estimator, TrainConfig())
+    x = torch.bernoulli(torch.full((20, 12), 0.3))
+    algorithm.step({"x": x}, 100)
+    bad = x.clone()
+    bad[3, 4] = float("nan")
+    with pytest.raises(ValueError, match="x contains 1 NaN or infinite values"):
+        algorithm.step({"x": bad}, 100)
+    with pytest.raises(ValueError, match="Bernoulli"):
+        algorithm.step({"x": x * 2}, 100)
+
+
+def test_a_compiled_elbo_refuses_to_run_inside_a_handler():
+    vae = VAE(12, z_dim=3, hidden=(8,))
+    estimator = compile_estimator(make_estimator("reparam", vae))
+    x = torch.bernoulli(torch.full((20, 12), 0.3))
+    with pytest.raises(ValueError, match="inside Pyro handlers \\(ScaleMessenger\\)"), poutine.scale(scale=0.5):
+        estimator.elbo.loss_and_grads(vae.model, estimator.guide, x=x)
+
+
+@pytest.mark.parametrize("name, match", [
+    ("iwae", "the iwae estimator cannot be compiled: ImportanceWeighted has no compiled counterpart"),
+    ("score-rb", "the score-rb estimator cannot be compiled: TraceGraph_ELBO has no compiled counterpart"),
+    ("reparam-analytic-kl", "cannot be compiled: AnalyticKL has no compiled counterpart"),
+    ("score-nvil", "the score-nvil estimator trains its own modules"),
+])
+def test_estimators_without_a_compiled_elbo_are_refused(name, match):
+    vae = VAE(12, z_dim=3, hidden=(8,))
+    with pytest.raises(ValueError, match=match):
+        compile_estimator(make_estimator(name, vae, 2 if name == "iwae" else 1))
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"algorithm": "wake-sleep", "estimator": "score"}, "the wake-sleep algorithm trains without it"),
+    ({"kl_warmup": 2}, "cannot compile KL warm-up"),
+])
+def test_configs_that_cannot_be_compiled_are_refused_before_training(tmp_path, changes, match):
+    config = TrainConfig(**{**SMALL, **changes})
+    with pytest.raises(ValueError, match=match):
+        check_jit(config)
+    with pytest.raises(ValueError, match=match):
+        train(config, tmp_path, progress=False, jit=True)
+    assert not tmp_path.joinpath("checkpoint.pt").exists()
+
+
+def test_the_cli_passes_jit_to_training_and_the_benchmark(capsys):
+    assert build_parser().parse_args(["train", "--jit"]).jit
+    assert not build_parser().parse_args(["train"]).jit
+    assert main(["benchmark", "--jit", "--hidden", "8", "--z-dim", "2", "--steps", "2", "--rounds", "1"]) == 0
+    assert "pyro_vae with --jit" in capsys.readouterr().out
+    assert main(["benchmark", "--jit", "--num-particles", "3", "--steps", "1", "--rounds", "1"]) == 2
+    assert "iwae estimator cannot be compiled" in capsys.readouterr().err
