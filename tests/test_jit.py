@@ -9,30 +9,42 @@ from pyro_vae import TrainConfig, load_run, train
 from pyro_vae.cli import build_parser, main
 from pyro_vae.inference import ALGORITHMS, make_estimator
 from pyro_vae.inference.jit import compile_estimator, data_check
+from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.loop import check_jit
 
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2, epochs=2, num_train=1950)
 
 
-def _steps(estimator_name: str, jit: bool, batches: list[torch.Tensor]) -> tuple[list, list, object]:
+# built-in model -> constructor options for a small instance on 12-pixel data
+MODEL_OPTIONS = {
+    "vae": {}, "cvae": {}, "iaf": {}, "two-layer": {"z2_dim": 2, "hidden2": (5,)},
+    "mog-prior": {"num_components": 3}, "vampprior": {"num_components": 3},
+}
+
+
+def _steps(model: str, estimator_name: str, jit: bool, batches: list[torch.Tensor]) -> tuple[list, list, object]:
     torch.manual_seed(0)
-    vae = VAE(12, z_dim=3, hidden=(8,))
-    estimator = make_estimator(estimator_name, vae)
+    program = build_model(model, DataSpec((12,), num_classes=3), z_dim=2, hidden=(6,), **MODEL_OPTIONS[model])
+    estimator = make_estimator(estimator_name, program)
     if jit:
-        estimator = compile_estimator(estimator, data_check(vae))
-    algorithm = ALGORITHMS["aevb"](vae, estimator, TrainConfig(lr=1e-2))
+        estimator = compile_estimator(estimator, data_check(program))
+    algorithm = ALGORITHMS["aevb"](program, estimator, TrainConfig(lr=1e-2))
     torch.manual_seed(1)
-    losses = [algorithm.step({"x": x}, 1000) for x in batches]
-    return losses, [p.detach().clone() for p in vae.parameters()], estimator.elbo
+    losses = []
+    for x in batches:
+        batch = {"x": x, "y": torch.arange(len(x)) % 3} if "y" in program.data_keys else {"x": x}
+        losses.append(algorithm.step(batch, 1000))
+    return losses, [p.detach().clone() for p in program.parameters()], estimator.elbo
 
 
-@pytest.mark.parametrize("estimator", ["reparam", "stl", "score"])
-def test_compiled_steps_give_the_eager_losses_and_parameters(estimator):
+@pytest.mark.parametrize("model, estimator", [("vae", "reparam"), ("vae", "stl"), ("vae", "score"),
+                                              *((name, "reparam") for name in MODEL_OPTIONS if name != "vae")])
+def test_compiled_steps_give_the_eager_losses_and_parameters(model, estimator):
     torch.manual_seed(2)
     batches = [torch.bernoulli(torch.full((20 if i % 3 else 7, 12), 0.3)) for i in range(9)]  # two batch shapes
-    eager_losses, eager_params, _ = _steps(estimator, False, batches)
-    jit_losses, jit_params, compiled = _steps(estimator, True, batches)
+    eager_losses, eager_params, _ = _steps(model, estimator, False, batches)
+    jit_losses, jit_params, compiled = _steps(model, estimator, True, batches)
     assert len(compiled.graphs) == 2  # one graph per batch shape
     assert jit_losses == pytest.approx(eager_losses, rel=1e-5)
     assert len({round(v, 3) for v in eager_losses}) == len(batches)  # fresh noise each step, not one frozen draw
@@ -87,6 +99,7 @@ def test_a_compiled_elbo_refuses_to_run_inside_a_handler():
     ("score-rb", "the score-rb estimator cannot be compiled: TraceGraph_ELBO has no compiled counterpart"),
     ("reparam-analytic-kl", "cannot be compiled: AnalyticKL has no compiled counterpart"),
     ("score-nvil", "the score-nvil estimator trains its own modules"),
+    ("enum", "the enum estimator cannot be compiled: TraceEnum_ELBO has no compiled counterpart"),
 ])
 def test_estimators_without_a_compiled_elbo_are_refused(name, match):
     vae = VAE(12, z_dim=3, hidden=(8,))

@@ -20,8 +20,9 @@ handler around it. :class:`CompiledELBO` therefore
 
 Only a program with static structure can be compiled, Pyro's condition for its JIT
 ELBOs: the same sites, in the same order, whatever the data's values. The built-in
-VAE family on ``Trace_ELBO`` is; a user's model that branches in Python on tensor
-values is not, and should train without ``--jit``. ``torch.jit.trace``, on which
+models on ``Trace_ELBO`` are (``tests/test_jit.py`` checks each against its eager
+losses); a user's model that branches in Python on tensor values is not, and should
+train without ``--jit``. M2 trains with ``TraceEnum_ELBO``, which is not compiled. ``torch.jit.trace``, on which
 Pyro's JIT rests, is deprecated by PyTorch in favour of ``torch.compile``; its
 ``FutureWarning`` is silenced here.
 """
