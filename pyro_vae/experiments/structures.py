@@ -4,9 +4,9 @@ Each entry of :data:`ENTRIES` is a training setting over Burda et al.'s (2016) s
 architecture (784-200-200-50 tanh, Adam 1e-3, M = 100; the ``iwae`` preset): the VAE
 trained on the ELBO (Trace_ELBO, one reparameterized sample), on the IWAE bound and with
 DReG gradients (k = 50), two stochastic layers (on the ELBO and on the IWAE bound), an IAF
-guide, a mixture-of-Gaussians prior and the VampPrior (with KL warm-up, as its paper, beside the VAE with the same
-warm-up), the conditional VAE, and M2 on 100-3000 labels (its own
-784-500-50 networks, y summed out by enumeration where unlabelled). Every entry trains
+guide, a mixture-of-Gaussians prior and the VampPrior (with KL warm-up, as its paper,
+beside the VAE with the same warm-up), the conditional VAE, and M2 on 100-3000 labels (its
+own 784-500-50 networks, y summed out by enumeration where unlabelled). Every entry trains
 for the same number of epochs, so the rows compare structures at equal training, and
 each is evaluated the same way: log p(x) by importance sampling with K samples from the
 guide (:func:`~pyro_vae.training.report.evaluate_run`; for the CVAE, log p(x | y)), and
