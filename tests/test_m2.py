@@ -102,4 +102,23 @@ def test_m2_trains_through_the_cli_with_labelled_batches(tmp_path, capsys):
     batches = run.dataset.test_batches(100, keys=("x", "y"), num=200)
     assert report["test_error"] == pytest.approx(classification_error(run.vae, batches))
     assert 0.0 <= report["test_error"] < 0.75  # better than chance among the 4 classes
+    errors = [row["test_error"] for row in run.metrics]  # the classifier's learning curve, one per epoch
+    assert len(errors) == 2 and all(0.0 <= e <= 1.0 for e in errors)
+    assert errors[-1] == pytest.approx(classification_error(run.vae, run.dataset.test_batches(1000, keys=("x", "y"))))
     assert math.isfinite(report["test_log_px"])
+
+
+def test_classification_error_sums_the_shards_of_several_processes():
+    torch.manual_seed(0)
+    m2 = build_model("m2", DataSpec((1, 8, 8), 4), z_dim=2, hidden=(5,))  # untrained: errs on some, not all
+    data = load_dataset("synthetic")
+    keys = ("x", "y")
+    whole = classification_error(m2, data.test_batches(7, keys=keys))
+    counts = [(classification_error(m2, data.test_batches(7, keys=keys, shard=(r, 2))),
+               len(data.test[r::2])) for r in (0, 1)]
+    (e0, n0), (e1, n1) = counts
+    assert whole == pytest.approx((e0 * n0 + e1 * n1) / (n0 + n1))
+    other = torch.tensor([e1 * n1, n1], dtype=torch.float64)  # what the all-reduce adds on process 0
+    sharded = classification_error(m2, data.test_batches(7, keys=keys, shard=(0, 2)), reduce=lambda t: t + other)
+    assert sharded == pytest.approx(whole)
+    assert 0.0 < whole < 1.0

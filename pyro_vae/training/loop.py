@@ -11,7 +11,8 @@ One call of :func:`train` runs (or resumes) a run directory holding
 
 * ``config.json``: the :class:`TrainConfig`;
 * ``metrics.csv``: one row per epoch, or ``evals_per_decade`` rows per decade of
-  training samples (samples seen, learning rate, train and test ELBO per datum, time);
+  training samples (samples seen, learning rate, train and test ELBO per datum, time,
+  and the test error of a program that classifies);
 * ``checkpoint.pt``: model, algorithm (optimizers, schedulers, baselines) and
   RNG state at the end of an epoch, written atomically, from which
   ``resume=True`` continues exactly as if the run had not stopped.
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.inference import ALGORITHMS, Algorithm, Estimator, make_estimator
-from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
 from pyro_vae.inference.jit import compile_estimator, data_check
 from pyro_vae.inference.optim import LR_SCHEDULES
 from pyro_vae.models import MODELS, DataSpec, build_model
@@ -433,7 +434,8 @@ def _metrics_row(
     run: Run, epoch: int, samples_seen: int, clock: _Clock, device: str, distributed: DistributedContext,
     on_eval: Callable[[Run], dict] | None,
 ) -> dict:
-    """One metrics row: the mean minibatch bound since the last row, the test ELBO and ``on_eval``'s columns.
+    """One metrics row: the mean minibatch bound since the last row, the test ELBO, the
+    test error of a program that classifies (M2's q(y|x), :func:`classifies`) and ``on_eval``'s columns.
 
     With a log schedule (``evals_per_decade > 0``) the test ELBO draws the same z at every
     row (torch's RNG forked and seeded), so that differences between rows are changes of
@@ -454,6 +456,8 @@ def _metrics_row(
         "test_elbo": test["elbo"],
         "train_seconds": clock.train_seconds,
     }
+    if classifies(vae):
+        row["test_error"] = classification_error(vae, batches, reduce=distributed.sum)
     if on_eval is not None:
         with _forked_rng(config.seed, device):
             row.update(on_eval(run))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pyro_vae.inference.evaluate import classification_error, evaluate
+from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.loop import Run
 
@@ -36,8 +36,8 @@ def evaluate_run(
         "train_wall_seconds": run.metrics[-1]["wall_seconds"] if run.metrics else 0.0,
         "eval_seconds": time.perf_counter() - start,
     }
-    if hasattr(run.vae, "classify") and "y" in run.vae.data_keys:
-        report["test_error"] = classification_error(run.vae, batches)
+    if classifies(run.vae):
+        report["test_error"] = classification_error(run.vae, batches, reduce=distributed.sum)
     return report
 
 
