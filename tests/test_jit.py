@@ -52,8 +52,7 @@ def test_compiled_steps_give_the_eager_losses_and_parameters(model, estimator):
         torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_train_with_jit_matches_train_without_and_reloads(tmp_path, device):
     config = TrainConfig(**SMALL)  # 1950 points: the last minibatch of each epoch has 50
     eager = train(config, tmp_path / "eager", progress=False, device=device)
@@ -84,6 +83,21 @@ def test_every_batch_is_still_checked_after_compiling():
         algorithm.step({"x": bad}, 100)
     with pytest.raises(ValueError, match="Bernoulli"):
         algorithm.step({"x": x * 2}, 100)
+
+
+@pytest.mark.parametrize("labels, match", [
+    (torch.tensor([0, 1, 3, 2]), r"labels y must lie in \[0, 3\), got values in \[0, 3\]"),
+    (torch.tensor([0.0, 1.0, 2.0, 1.0]), "labels y must be integers"),
+    (torch.tensor([0, 1, 2]), "y has 3 entries for a batch of 4"),
+])
+def test_every_label_is_still_checked_after_compiling(labels, match):
+    cvae = build_model("cvae", DataSpec((12,), num_classes=3), z_dim=2, hidden=(6,))
+    estimator = compile_estimator(make_estimator("reparam", cvae), data_check(cvae))
+    algorithm = ALGORITHMS["aevb"](cvae, estimator, TrainConfig())
+    x = torch.bernoulli(torch.full((4, 12), 0.3))
+    algorithm.step({"x": x, "y": torch.tensor([0, 1, 2, 1])}, 100)
+    with pytest.raises(ValueError if labels.dtype == torch.int64 else TypeError, match=match):
+        algorithm.step({"x": x, "y": labels}, 100)
 
 
 def test_a_compiled_elbo_refuses_to_run_inside_a_handler():

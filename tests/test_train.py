@@ -172,10 +172,7 @@ def test_unknown_config_entry():
         TrainConfig.from_dict({"zdim": 3})
 
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize(
     "extra",
     [
@@ -199,7 +196,7 @@ def test_trains_and_resumes_on_cuda(tmp_path, extra):
     assert all(p.device.type == "cpu" for p in load_run(tmp_path / "b").vae.parameters())
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_evaluates_plots_and_compares_estimators_on_cuda(tmp_path):
     from pyro_vae.inference.evaluate import evaluate
     from pyro_vae.plots import write_figures

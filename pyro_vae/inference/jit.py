@@ -112,7 +112,11 @@ def compile_estimator(estimator: Estimator, check: Callable[[dict], None] | None
 
 
 def data_check(program) -> Callable[[dict], None] | None:
-    """The program's per-batch data check for :class:`CompiledELBO` (``program.check_data(x)``
-    where the program has one)."""
-    check = getattr(program, "check_data", None)
-    return None if check is None else (lambda batch: check(batch["x"]))
+    """The program's per-batch data check for :class:`CompiledELBO`, where it has one: the
+    checks its model runs on a call, ``program.batch_size(x, None, context)`` (the data's
+    shape, dtype and range, and the context's labels, as :class:`~pyro_vae.models.VAE`'s)."""
+    batch_size = getattr(program, "batch_size", None)
+    if batch_size is None:
+        return None
+    keys = [key for key in getattr(program, "data_keys", ("x",)) if key != "x"]
+    return lambda batch: batch_size(batch["x"], None, {key: batch[key] for key in keys if key in batch})

@@ -25,12 +25,17 @@ from pyro_vae.models.registry import DataSpec, register_model
 from pyro_vae.models.vae import VAE
 
 
-def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Float one-hot codes of integer labels, with a clear error for labels out of range."""
+def check_labels(y: torch.Tensor, num_classes: int) -> None:
+    """Raise a clear error unless ``y`` holds integer labels in ``[0, num_classes)``."""
     if y.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"labels y must be integers, got dtype {y.dtype}")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"labels y must lie in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]")
+
+
+def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Float one-hot codes of integer labels, with a clear error for labels out of range."""
+    check_labels(y, num_classes)
     return F.one_hot(y, num_classes).float()
 
 
@@ -92,4 +97,6 @@ class CVAE(VAE):
     def batch_size(self, x: torch.Tensor | None, num_samples: int | None, context: dict) -> int:
         if context.get("y") is None:
             raise ValueError(f"{type(self).__name__} needs the labels y of its data (y=...)")
+        if torch.is_tensor(context["y"]):
+            check_labels(context["y"], self.num_classes)
         return super().batch_size(x, num_samples, context)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import pyro_method
 
-from pyro_vae.models.cvae import CVAE, one_hot
+from pyro_vae.models.cvae import CVAE, check_labels
 from pyro_vae.models.nets import MLP
 from pyro_vae.models.registry import register_model
 
@@ -87,7 +87,7 @@ class M2(CVAE):
     def _labelled(self, y: torch.Tensor | None) -> torch.Tensor | None:
         if y is None:
             return None
-        one_hot(y.clamp_min(0), self.num_classes)  # dtype and range checks
+        check_labels(y.clamp_min(0), self.num_classes)
         if int(y.min()) < -1:
             raise ValueError(f"labels y must be -1 (unlabelled) or in [0, {self.num_classes}), got {int(y.min())}")
         return y >= 0
