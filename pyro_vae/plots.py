@@ -72,16 +72,24 @@ def samples_axis(ax, samples: Sequence[float], xlim: tuple[float, float] | None 
 
 
 def plot_curves(metrics: list[dict], path: str | Path) -> Path:
-    """Train and test ELBO per datum against training samples seen (log scale, as paper Fig. 2)."""
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.subplots()
+    """Train and test ELBO per datum against training samples seen (log scale, as paper Fig. 2);
+    beside them the test error of a program that classifies, where the rows carry one."""
+    scored = [m for m in metrics if m.get("test_error") is not None]
+    fig = Figure(figsize=(10 if scored else 5, 3.5))
+    ax, *error_ax = fig.subplots(1, 2 if scored else 1, squeeze=False)[0]
     seen = [m["samples_seen"] for m in metrics]
     ax.plot(seen, [m["train_elbo"] for m in metrics], label="train ELBO", marker=".")
     ax.plot(seen, [m["test_elbo"] for m in metrics], label="test ELBO", marker=".")
     samples_axis(ax, seen)
     ax.set_ylabel("ELBO (nats per datum)")
     ax.legend()
-    ax.grid(alpha=0.3)
+    for axis in (ax, *error_ax):
+        axis.grid(alpha=0.3)
+    if scored:
+        error_ax[0].plot([m["samples_seen"] for m in scored], [100 * m["test_error"] for m in scored], marker=".",
+                         color="C2")
+        samples_axis(error_ax[0], seen)
+        error_ax[0].set_ylabel("test error of the classifier (%)")
     return save_figure(fig, path)
 
 

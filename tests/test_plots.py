@@ -47,6 +47,25 @@ def test_samples_axis_labels_only_whole_decades(samples):
     assert math.log10(low) == round(math.log10(low)) and math.log10(high) == round(math.log10(high))
 
 
+@pytest.mark.parametrize("errors", [None, [None, 0.5, 0.25]])
+def test_curves_add_the_classifier_error_where_the_rows_carry_it(tmp_path, monkeypatch, errors):
+    import pyro_vae.plots as plots
+
+    rows = [{"samples_seen": 6e4 * e, "train_elbo": -100.0 + e, "test_elbo": -101.0 + e} for e in (1, 2, 3)]
+    for row, error in zip(rows, errors or []):
+        if error is not None:  # a run resumed under a version that did not score the classifier
+            row["test_error"] = error
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    plots.plot_curves(rows, tmp_path / "c.png")
+    (fig,) = figures
+    assert len(fig.axes) == (1 if errors is None else 2)
+    if errors is not None:
+        (line,) = fig.axes[1].get_lines()
+        assert list(line.get_xdata()) == [1.2e5, 1.8e5] and list(line.get_ydata()) == [50.0, 25.0]
+        assert "error" in fig.axes[1].get_ylabel()
+
+
 def test_variance_panels_label_the_particle_counts(tmp_path, monkeypatch):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
