@@ -190,6 +190,47 @@ def test_encoder_exposes_its_features():
     assert isinstance(vae.encoder.net[:2], torch.nn.Sequential) and len(vae.encoder.net[:2]) == 2
 
 
+@pytest.mark.parametrize("x_shape, code_shape", [
+    ((7, 6), (3, 1, 4)),  # the code repeats x (M2's enumerated classes): the split first layer
+    ((3, 7, 6), (3, 1, 4)),  # x already as wide as the broadcast: the concatenation
+    ((7, 6), (7, 4)),
+])
+@pytest.mark.parametrize("hidden", [(5, 4), ()])
+def test_an_mlp_on_x_and_a_code_is_the_mlp_of_their_concatenation(x_shape, code_shape, hidden):
+    from pyro_vae.models.nets import MLP, GaussianEncoder, with_code
+
+    torch.manual_seed(0)
+    x, code = torch.randn(x_shape), torch.randn(code_shape)
+    joined = with_code(x, code)
+    assert joined.shape == (*torch.broadcast_shapes(x_shape[:-1], code_shape[:-1]), 10)
+    mlp = MLP(10, hidden, 3)
+    torch.testing.assert_close(mlp.run(x, code), mlp(joined))
+    encoder = GaussianEncoder(10, 2, hidden)
+    torch.testing.assert_close(encoder.features(x, code), encoder.features(joined))
+    for a, b in zip(encoder(x, code), encoder(joined)):
+        torch.testing.assert_close(a, b)
+    (mlp.run(x, code) ** 2).sum().backward()  # the split layer's gradient is the joined one's
+    grads = [p.grad.clone() for p in mlp.parameters()]
+    mlp.zero_grad()
+    (mlp(joined) ** 2).sum().backward()
+    for g, p in zip(grads, mlp.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_an_mlp_refuses_a_code_of_the_wrong_width():
+    from pyro_vae.models.nets import MLP
+
+    with pytest.raises(ValueError, match=r"\[x, code\] has 6 \+ 3 features, the first layer takes 10"):
+        MLP(10, (5,), 3).run(torch.randn(7, 6), torch.randn(2, 1, 3))
+
+
+def test_a_float32_code_joins_float64_weights(float64):
+    from pyro_vae.models.nets import MLP, with_code
+
+    mlp, x, code = MLP(10, (5,), 3), torch.randn(7, 6), torch.eye(4, dtype=torch.float32)[:, None]
+    torch.testing.assert_close(mlp.run(x, code), mlp(with_code(x, code.double())))
+
+
 def test_evaluation_refuses_bad_data_in_a_later_batch():
     # Pyro's validation runs on the first batch only; the data check runs on every batch
     from pyro_vae.inference.evaluate import evaluate

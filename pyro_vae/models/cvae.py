@@ -39,12 +39,6 @@ def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(y, num_classes).float()
 
 
-def with_code(h: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """``[h, code]`` along the last dimension, broadcasting their leading (batch, particle) dimensions."""
-    shape = torch.broadcast_shapes(h.shape[:-1], code.shape[:-1])
-    return torch.cat([h.expand(*shape, h.shape[-1]), code.expand(*shape, code.shape[-1])], dim=-1)
-
-
 @register_model("cvae")
 class CVAE(VAE):
     """conditional VAE (Sohn et al. 2015): p(z) p(x|z,y), q(z|x,y)
@@ -87,12 +81,12 @@ class CVAE(VAE):
 
     def posterior(self, x: torch.Tensor, *, y: torch.Tensor, **context) -> dist.TorchDistribution:
         """q(z|x,y)."""
-        loc, scale = self.encoder(with_code(self.flatten(x), one_hot(y, self.num_classes)))
+        loc, scale = self.encoder(self.flatten(x), one_hot(y, self.num_classes))
         return dist.Normal(loc, scale).to_event(1)
 
     def decode(self, z: torch.Tensor, *, y: torch.Tensor, **context) -> dist.TorchDistribution:
         """p(x|z,y)."""
-        return self.likelihood(self.decoder(with_code(z, one_hot(y, self.num_classes))))
+        return self.likelihood(self.decoder.run(z, one_hot(y, self.num_classes)))
 
     def batch_size(self, x: torch.Tensor | None, num_samples: int | None, context: dict) -> int:
         if context.get("y") is None:
