@@ -6,7 +6,7 @@ import torch
 
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyro_vae.inference import ALGORITHMS
-from pyro_vae.inference.optim import iwae
+from pyro_vae.inference.optim import iwae_factor
 from pyro_vae.inference.svi import SVIAlgorithm
 from pyro_vae.training.loop import EvalSchedule, TrainConfig, TrainingDiverged, build_run, load_run, train
 
@@ -45,7 +45,7 @@ def test_resume_continues_the_same_run(tmp_path, estimator, optimizer):
 )
 def test_iwae_schedule_stages(finished_epochs, stage):
     # Burda et al. (2016): stage i lasts 3^i epochs at lr * 10^(-i/7); 3,280 epochs in all.
-    assert iwae(finished_epochs) == pytest.approx(10 ** (-stage / 7))
+    assert iwae_factor(finished_epochs) == pytest.approx(10 ** (-stage / 7))
 
 
 def _learning_rates(algorithm) -> set[float]:
@@ -71,15 +71,37 @@ def test_lr_schedule_reaches_the_optimizers(algorithm):
     assert rates == [{1e-2 * 10 ** (-i / 7)} for i in (0, 1, 1, 1, 2)]
 
 
-@pytest.mark.parametrize("algorithm", ["aevb", "wake-sleep"])
-def test_resume_keeps_the_lr_schedule(tmp_path, algorithm):
-    config = dict(SMALL, algorithm=algorithm, lr_schedule="iwae")
+@pytest.mark.parametrize(
+    "algorithm, schedule, factors",
+    [
+        ("aevb", dict(lr_schedule="iwae"), [10 ** (-i / 7) for i in (0, 1, 1, 1, 2)]),
+        ("wake-sleep", dict(lr_schedule="iwae"), [10 ** (-i / 7) for i in (0, 1, 1, 1, 2)]),
+        # linear warm-up over 2 epochs (1/3, 2/3), then cosine over the other 3 (with epochs=5 fixed by the run)
+        ("aevb", dict(lr_schedule="cosine", schedule_options={"warmup": 2}, optimizer="adamw",
+                      optimizer_options={"betas": (0.8, 0.99)}),
+         [1 / 3, 2 / 3, 1.0, 0.75, 0.25]),
+    ],
+)
+def test_resume_keeps_the_lr_schedule(tmp_path, algorithm, schedule, factors):
+    config = dict(SMALL, algorithm=algorithm, **schedule)
     straight = train(TrainConfig(**config, epochs=5), tmp_path / "a", progress=False)
-    train(TrainConfig(**config, epochs=2), tmp_path / "b", progress=False)
+    cls = ALGORITHMS[algorithm]
+    step, steps = cls.step, []
+
+    def interrupted(self, batch, total_size):  # killed in the first step of epoch 3 (20 steps an epoch)
+        steps.append(1)
+        if len(steps) > 40:
+            raise KeyboardInterrupt
+        return step(self, batch, total_size)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(cls, "step", interrupted)
+        train(TrainConfig(**config, epochs=5), tmp_path / "b", progress=False)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 2
     resumed = train(TrainConfig(**config, epochs=5), tmp_path / "b", resume=True, progress=False)
     for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
         assert torch.equal(p, q)
-    assert [m["lr"] for m in resumed.metrics] == pytest.approx([1e-2 * 10 ** (-i / 7) for i in (0, 1, 1, 1, 2)])
+    assert [m["lr"] for m in resumed.metrics] == pytest.approx([1e-2 * f for f in factors])
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -143,12 +165,16 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
     "kwargs, match",
     [
         (dict(estimator="magic"), "unknown estimator 'magic'; expected one of"),
-        (dict(optimizer="sgd"), "unknown optimizer 'sgd'"),
+        (dict(optimizer="lbfgs"), "unknown optimizer 'lbfgs'"),
         (dict(likelihood="poisson"), "unknown likelihood 'poisson'"),
         (dict(batch_size=0), "batch_size must be >= 1"),
         (dict(lr=-1.0), "lr must be > 0"),
         (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
-        (dict(lr_schedule="cosine"), "unknown learning-rate schedule 'cosine'; expected one of \\['constant', 'iwae'\\]"),
+        (dict(lr_schedule="cyclic"), "unknown learning-rate schedule 'cyclic'; expected one of \\['constant', 'iwae', 'cosine'"),
+        (dict(optimizer="sgd", optimizer_options=dict(mom=0.9)), r"optimizer 'sgd' does not take the option\(s\) \['mom'\]"),
+        (dict(optimizer="sgd", optimizer_options=dict(momentum=-1.0)), "optimizer 'sgd' with options.*momentum"),
+        (dict(lr_schedule="step", schedule_options=dict(gama=0.5)), r"schedule 'step' does not take the option\(s\) \['gama'\]"),
+        (dict(schedule_options=dict(warmup=-2)), "warmup must be an int >= 0"),
         (dict(model="magic"), "unknown model 'magic'; expected one of \\['vae'"),
         (dict(algorithm="magic"), "unknown algorithm 'magic'"),
         (dict(algorithm="rws", num_particles=1), "rws needs num_particles >= 2"),

@@ -10,12 +10,13 @@ and calls
   "y": ...}``), the minibatch scaled to ``total_size`` data; returns the loss
   (a negative ELBO estimate of the whole data set, or the algorithm's own loss);
 * ``end_epoch()``: steps learning-rate schedules;
+* ``learning_rate() -> float``: the learning rate of the current epoch (for the metrics);
 * ``state_dict()`` / ``load_state_dict(state)``: everything a checkpoint
   needs beyond the program's and estimator's parameters (optimizers,
   schedulers, baseline averages), so that a resumed run continues exactly.
 
-``config`` is read for ``optimizer``, ``lr``, ``weight_decay``,
-``lr_schedule`` and ``num_particles`` (a :class:`~pyro_vae.training.config.TrainConfig`).
+``config`` is read for ``optimizer``, ``lr``, ``weight_decay``, ``lr_schedule``,
+their options (:func:`~pyro_vae.inference.optim.optimizer_settings`) and ``num_particles`` (a :class:`~pyro_vae.training.config.TrainConfig`).
 An algorithm class may define ``check_config(config)`` to refuse settings it
 cannot use, and sets ``splits_batches = False`` if its update is not a sum of
 per-datum terms (one importance weight for a whole minibatch), so that a
@@ -54,6 +55,8 @@ class Algorithm(Protocol):
     def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float: ...
 
     def end_epoch(self) -> None: ...
+
+    def learning_rate(self) -> float: ...
 
     def state_dict(self) -> dict: ...
 

@@ -24,7 +24,7 @@ import torch
 
 from pyro_vae.inference.algorithms import ParamScope, register_algorithm
 from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
-from pyro_vae.inference.optim import make_optimizer
+from pyro_vae.inference.optim import make_optimizer, optimizer_settings
 
 
 @register_algorithm("aevb")
@@ -37,9 +37,7 @@ class SVIAlgorithm:
     def __init__(self, program, estimator, config) -> None:
         self.program, self.estimator = program, estimator
         params = [*program.parameters(), *estimator.modules.parameters()]
-        self.optimizer, self.scheduler = make_optimizer(
-            params, config.optimizer, config.lr, config.weight_decay, config.lr_schedule
-        )
+        self.optimizer, self.scheduler = make_optimizer(params, **optimizer_settings(config))
         self.scope = ParamScope(params)
         self.auxiliary_loss = getattr(program, "auxiliary_loss", None)
         self.kl_warmup = config.kl_warmup
@@ -64,6 +62,9 @@ class SVIAlgorithm:
 
     def end_epoch(self) -> None:
         self.scheduler.step()
+
+    def learning_rate(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
         return {

@@ -39,13 +39,14 @@ provides the data, loop, metrics and resumable checkpoints.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ReweightedWakeSleep
 
 from pyro_vae.inference.algorithms import register_algorithm
-from pyro_vae.inference.optim import make_optimizer
+from pyro_vae.inference.optim import make_optimizer, optimizer_settings
 from pyro_vae.models.vae import VAE
 
 
@@ -62,11 +63,18 @@ def generative_parameters(vae: VAE) -> list[torch.nn.Parameter]:
 
 
 def make_optimizers(
-    vae: VAE, name: str = "adagrad", lr: float = 0.02, weight_decay: float = 0.0, schedule: str = "constant"
+    vae: VAE, name: str = "adagrad", lr: float = 0.02, weight_decay: float = 0.0, schedule: str = "constant",
+    **settings: Any,
 ) -> tuple[tuple[torch.optim.Optimizer, torch.optim.Optimizer], list]:
-    """``((decoder_optim, encoder_optim), schedulers)``: one torch optimizer for theta, one for phi."""
-    decoder_optim, decoder_schedule = make_optimizer(generative_parameters(vae), name, lr, weight_decay, schedule)
-    encoder_optim, encoder_schedule = make_optimizer(recognition_parameters(vae), name, lr, weight_decay, schedule)
+    """``((decoder_optim, encoder_optim), schedulers)``: one torch optimizer for theta, one for phi,
+    each from the optimizer registry (``settings``: the other keywords of
+    :func:`~pyro_vae.inference.optim.make_optimizer`)."""
+    decoder_optim, decoder_schedule = make_optimizer(
+        generative_parameters(vae), name, lr, weight_decay, schedule, **settings
+    )
+    encoder_optim, encoder_schedule = make_optimizer(
+        recognition_parameters(vae), name, lr, weight_decay, schedule, **settings
+    )
     return (decoder_optim, encoder_optim), [decoder_schedule, encoder_schedule]
 
 
@@ -236,7 +244,7 @@ class WakeSleepAlgorithm:
             )
         self.vae = program
         (self.decoder_optim, self.encoder_optim), self.schedulers = make_optimizers(
-            program, config.optimizer, config.lr, config.weight_decay, config.lr_schedule
+            program, **optimizer_settings(config)
         )
 
     def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
@@ -245,6 +253,9 @@ class WakeSleepAlgorithm:
     def end_epoch(self) -> None:
         for scheduler in self.schedulers:
             scheduler.step()
+
+    def learning_rate(self) -> float:
+        return self.decoder_optim.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
         return {

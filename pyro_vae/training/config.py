@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pyro_vae.data import DATASETS
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
+from pyro_vae.inference.optim import check_optimizer_settings
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS
@@ -46,6 +47,8 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     lr_schedule: str = "constant"
+    optimizer_options: dict = field(default_factory=dict)  # the torch optimizer's own keywords (momentum, betas, ...)
+    schedule_options: dict = field(default_factory=dict)  # the schedule's keywords (gamma, step_size, warmup, ...)
     weight_decay: float = 0.0
     batch_size: int = 100
     epochs: int = 10
@@ -91,11 +94,13 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not isinstance(self.model_options, dict):
-            raise ValueError(f"model_options must be a dict, got {self.model_options!r}")
+        for name in ("model_options", "optimizer_options", "schedule_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict, got {getattr(self, name)!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
         check_train_config(self)
+        check_optimizer_settings(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

@@ -272,6 +272,9 @@ class DistributedAlgorithm:
     def end_epoch(self) -> None:
         self.algorithm.end_epoch()
 
+    def learning_rate(self) -> float:
+        return self.algorithm.learning_rate()
+
     def state_dict(self) -> dict:
         return self.algorithm.state_dict()
 

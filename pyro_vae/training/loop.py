@@ -49,7 +49,6 @@ from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.inference import ALGORITHMS, Algorithm, Estimator, make_estimator
 from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
 from pyro_vae.inference.jit import compile_estimator, data_check
-from pyro_vae.inference.optim import LR_SCHEDULES
 from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
 from pyro_vae.training.checkpoint import (
@@ -355,7 +354,10 @@ def _train_prepared(
                 bar.set_postfix(elbo=f"{-clock.loss / (clock.steps * n):.2f}")
             global_step = (epoch - 1) * len(batches) + step
             if schedule.due(global_step):
-                row = _metrics_row(run, epoch, global_step * config.batch_size, clock, device, distributed, on_eval)
+                row = _metrics_row(
+                    run, epoch, global_step * config.batch_size, algorithm.learning_rate(), clock, device,
+                    distributed, on_eval,
+                )
                 run.metrics.append(row)
                 if progress and distributed.is_main:
                     tqdm.write(
@@ -431,10 +433,10 @@ class _Clock:
 
 
 def _metrics_row(
-    run: Run, epoch: int, samples_seen: int, clock: _Clock, device: str, distributed: DistributedContext,
+    run: Run, epoch: int, samples_seen: int, lr: float, clock: _Clock, device: str, distributed: DistributedContext,
     on_eval: Callable[[Run], dict] | None,
 ) -> dict:
-    """One metrics row: the mean minibatch bound since the last row, the test ELBO, the
+    """One metrics row: the learning rate, the mean minibatch bound since the last row, the test ELBO, the
     test error of a program that classifies (M2's q(y|x), :func:`classifies`) and ``on_eval``'s columns.
 
     With a log schedule (``evals_per_decade > 0``) the test ELBO draws the same z at every
@@ -451,7 +453,7 @@ def _metrics_row(
     row = {
         "epoch": epoch,
         "samples_seen": samples_seen,
-        "lr": config.lr * LR_SCHEDULES[config.lr_schedule](epoch - 1),
+        "lr": lr,
         "train_elbo": -clock.loss / (clock.steps * len(run.dataset.train)),
         "test_elbo": test["elbo"],
         "train_seconds": clock.train_seconds,
