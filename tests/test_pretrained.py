@@ -2,6 +2,7 @@
 unknown or too large is one clear error."""
 
 import json
+from pathlib import Path
 
 import pyro
 import pytest
@@ -10,7 +11,9 @@ import torch
 import pyro_vae
 from pyro_vae import pretrained
 from pyro_vae.cli import main
-from pyro_vae.pretrained import MAX_BYTES, PretrainedError, export_pretrained, load_pretrained, resolve_run
+from pyro_vae.pretrained import (
+    MAX_BYTES, PretrainedError, export_pretrained, load_pretrained, report_dir, resolve_run,
+)
 from pyro_vae.registry import Registry
 from pyro_vae.training.loop import load_run
 
@@ -60,6 +63,11 @@ def test_export_then_load_is_the_same_model(entry, trained):
     x = original.dataset.test[:50]
     assert _elbo(loaded, x) == _elbo(original, x)
     assert _elbo(resolve_run("pretrained:toy"), x) == _elbo(resolve_run(trained), x)
+
+
+@pytest.mark.parametrize("target, folder", [("pretrained:toy", "runs/pretrained/toy"), ("runs/a", "runs/a")])
+def test_reports_of_a_pretrained_model_stay_out_of_the_package(target, folder):
+    assert report_dir(target) == Path(folder)
 
 
 def test_evaluate_target_pretrained_refuses_a_checkpoint(entry):

@@ -35,7 +35,7 @@ from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import CHECKPOINT, Run, build_run, load_run
 
 __all__ = ["FOLDER", "MAX_BYTES", "PRETRAINED", "PREFIX", "PretrainedError", "export_pretrained",
-           "load_pretrained", "register_pretrained", "resolve_run"]
+           "load_pretrained", "register_pretrained", "report_dir", "resolve_run"]
 
 FOLDER = Path(__file__).parent
 MAX_BYTES = 5 * 1024 * 1024
@@ -133,6 +133,15 @@ def resolve_run(target: str | Path, data_dir: str | None = None, device: str = "
             raise ValueError(f"--checkpoint names a run folder's checkpoint; {target} has none")
         return load_pretrained(target[len(PREFIX):], data_dir, device)
     return load_run(target, data_dir, device, checkpoint)
+
+
+def report_dir(target: str | Path) -> Path:
+    """Where the evaluation reports of an evaluate target go: the run folder itself, or for
+    ``pretrained:NAME`` ``runs/pretrained/NAME`` (the package folder stays as shipped)."""
+    target = str(target)
+    if target.startswith(PREFIX):
+        return Path("runs") / "pretrained" / target[len(PREFIX):]
+    return Path(target)
 
 
 def export_pretrained(run_dir: str | Path, name: str, command: str, description: str,
