@@ -23,6 +23,7 @@ from pyro_vae.models.likelihoods import Bernoulli, Gaussian, Likelihood, make_li
 from pyro_vae.models.nets import MLP, GaussianEncoder
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import Run, load_run, train
+from pyro_vae.pretrained import load_pretrained
 
 __all__ = [
     "ALGORITHMS",
@@ -46,6 +47,7 @@ __all__ = [
     "evaluate",
     "importance_bounds",
     "load_dataset",
+    "load_pretrained",
     "load_run",
     "log_importance_weights",
     "make_estimator",

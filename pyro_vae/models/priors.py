@@ -3,7 +3,7 @@
 Only :meth:`~pyro_vae.models.vae.VAE.prior` changes::
 
     mixture of Gaussians:  p(z) = (1/K) sum_k N(z; m_k, diag s_k^2), m_k and s_k learned
-    VampPrior:             p(z) = (1/K) sum_k q(z | u_k), u_k learned pseudo-inputs
+    VampPrior:             p(z) = (1/K) sum_k q(z | u_k), u_k = hardtanh(W e_k) learned pseudo-inputs
 
 so the guide, the likelihood and everything built on the program (training,
 evaluation, figures) are those of the VAE. The KL term has no closed form;
@@ -87,14 +87,69 @@ class MixturePriorVAE(VAE):
 class VampPriorVAE(VAE):
     """VAE with the VampPrior (Tomczak & Welling 2018): p(z) = mean_k q(z|u_k)
 
+    The pseudo-inputs are parameterised as in the paper's code: the output of a bias-free
+    linear layer ``pseudo_layer`` (K -> x_dim) applied to the fixed identity input, passed
+    through a hardtanh to [0, 1],
+
+        u_k = hardtanh_[0,1](W e_k) = clamp(W[:, k], 0, 1),
+
+    so the learned weights ``W`` may leave [0, 1] while the pseudo-inputs, which the encoder
+    sees like data, stay images. ``W`` starts at N(0.05, 0.01^2) (their MNIST setting), or
+    with ``pseudo_init="data"`` at the first K training images plus N(0, 0.01^2) noise (their
+    ``--use_training_data_init``), set by :meth:`initialize`.
+
     :param num_components: K, the number of pseudo-inputs (the paper: 500).
+    :param pseudo_init: ``"normal"`` (N(0.05, 0.01^2)) or ``"data"`` (training images, given to
+        :meth:`initialize` before the first step).
     Other parameters as :class:`~pyro_vae.models.vae.VAE`.
     """
 
-    def __init__(self, x_shape: int | Sequence[int], z_dim: int = 20, num_components: int = 500, **kwargs) -> None:
+    PSEUDO_INITS = ("normal", "data")
+    PSEUDO_MEAN, PSEUDO_STD = 0.05, 0.01
+
+    def __init__(self, x_shape: int | Sequence[int], z_dim: int = 20, num_components: int = 500,
+                 pseudo_init: str = "normal", **kwargs) -> None:
         super().__init__(x_shape, z_dim, **kwargs)
-        # Pseudo-inputs start as grey images around 0.5, as in the paper's code.
-        self.pseudo_inputs = nn.Parameter(0.5 + 0.01 * torch.randn(num_components, *self.x_shape))
+        if pseudo_init not in self.PSEUDO_INITS:
+            raise ValueError(f"pseudo_init must be one of {self.PSEUDO_INITS}, got {pseudo_init!r}")
+        if not isinstance(num_components, int) or num_components < 1:
+            raise ValueError(f"num_components must be a positive integer, got {num_components!r}")
+        self.num_components = num_components
+        self.pseudo_layer = nn.Linear(num_components, self.x_dim, bias=False)
+        nn.init.normal_(self.pseudo_layer.weight, self.PSEUDO_MEAN, self.PSEUDO_STD)
+        # "data" waits for initialize(); a loaded state dict (a checkpoint) counts as initialized
+        self._awaits_data = pseudo_init == "data"
+        self.register_load_state_dict_post_hook(VampPriorVAE._loaded)
+
+    @staticmethod
+    def _loaded(module: VampPriorVAE, incompatible_keys) -> None:
+        module._awaits_data = False
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The K pseudo-inputs u_k, shape ``(K,) + x_shape``, in [0, 1].
+
+        ``hardtanh(pseudo_layer(eye(K)))`` computed as ``hardtanh(W.T)``: a product with the
+        identity is exact, so these are the same numbers without the K x K x x_dim product."""
+        return nn.functional.hardtanh(self.pseudo_layer.weight.T, 0.0, 1.0).reshape(
+            self.num_components, *self.x_shape)
+
+    @torch.no_grad()
+    def initialize(self, x_train: torch.Tensor) -> None:
+        """With ``pseudo_init="data"``: W[:, k] = x_k + N(0, 0.01^2) for the first K training
+        images x_k (torch's global RNG draws the noise); otherwise nothing."""
+        if not self._awaits_data:
+            return
+        if x_train.shape[0] < self.num_components or tuple(x_train.shape[1:]) != self.x_shape:
+            raise ValueError(
+                f"pseudo_init='data' needs at least {self.num_components} training images of shape "
+                f"{self.x_shape}, got a tensor of shape {tuple(x_train.shape)}")
+        images = self.flatten(x_train[: self.num_components]).to(self.pseudo_layer.weight)
+        self.pseudo_layer.weight.copy_((images + self.PSEUDO_STD * torch.randn_like(images)).T)
+        self._awaits_data = False
 
     def prior(self, **context) -> dist.TorchDistribution:
+        if self._awaits_data:
+            raise ValueError("this VampPrior was built with pseudo_init='data': call initialize(x_train) "
+                             "with the training images before using it")
         return _mixture(*self.encode(self.pseudo_inputs))

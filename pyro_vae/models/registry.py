@@ -21,6 +21,9 @@ Optionally:
   ``None`` adds nothing. Evaluation ignores it. It receives the batch's data
   and ``total_size`` (N), and should be on the loss's scale: a total over the
   N data the minibatch stands for;
+* ``initialize(x_train)``: a data-dependent initialization (the VampPrior's
+  ``pseudo_init="data"``), to be called once with the training images after ``build``
+  and before the first step;
 * ``classify(x) -> torch.Tensor``: one predicted class per datum; ``pyro-vae
   evaluate`` then reports the test error.
 

@@ -1,0 +1,186 @@
+"""Pretrained models by name: ``load_pretrained("mnist-vae-z20")`` and ``pyro-vae evaluate pretrained:NAME``.
+
+Each entry is two files in this package folder:
+
+* ``NAME.pt``: the model's ``state_dict`` in float32 (at most :data:`MAX_BYTES`), nothing else;
+* ``NAME.json``: the run's config, the command that trained it, the command that exported it,
+  its learning curve (``metrics``), its measured numbers (the run's evaluation reports), and the
+  SHA-256 and size of ``NAME.pt``.
+
+Loading checks the file against its record before reading it (size, SHA-256: any damaged or
+replaced byte), reads it with ``torch.load(..., weights_only=True)``, and checks its keys,
+shapes and dtypes against the model the config builds; each failure is one
+:class:`PretrainedError` naming the file and the problem. :func:`export_pretrained` makes an
+entry from a run folder, so an entry is remade by rerunning the two recorded commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_vae.files import atomic_write_bytes, atomic_write_json
+from pyro_vae.registry import Registry
+from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.loop import CHECKPOINT, Run, build_run, load_run
+
+__all__ = ["FOLDER", "MAX_BYTES", "PRETRAINED", "PREFIX", "PretrainedError", "export_pretrained",
+           "load_pretrained", "register_pretrained", "report_dir", "resolve_run"]
+
+FOLDER = Path(__file__).parent
+MAX_BYTES = 5 * 1024 * 1024
+PREFIX = "pretrained:"
+FORMAT = "pyro_vae.pretrained/1"
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+class PretrainedError(ValueError):
+    """A pretrained entry is unknown, missing, damaged, too large or does not fit its config."""
+
+
+PRETRAINED: Registry[Path] = Registry("pretrained model")
+
+
+def register_pretrained(record: str | Path) -> Path:
+    """Register the entry whose record is ``record`` (``NAME.json``, its weights ``NAME.pt`` beside
+    it) under ``NAME``; a damaged record is registered too, and refused when loaded."""
+    record = Path(record)
+    try:
+        description = _read_record(record).get("description", "")
+    except PretrainedError as err:
+        description = str(err)
+    return PRETRAINED.register(record.stem, record, help=description, replace=True)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PretrainedError(f"pretrained record {path} is unreadable: {err}") from None
+    missing = [k for k in ("config", "sha256", "bytes", "metrics") if k not in record]
+    if not isinstance(record, dict) or missing:
+        raise PretrainedError(f"pretrained record {path} lacks the entries {missing}")
+    return record
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _weights(path: Path, record: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``, checked against ``record`` (size, SHA-256, format, float32)."""
+    if not path.is_file():
+        raise PretrainedError(f"pretrained weights {path} are missing")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise PretrainedError(f"pretrained weights {path} are {size} bytes, over the limit of {MAX_BYTES}")
+    data = path.read_bytes()
+    if size != record["bytes"] or _sha256(data) != record["sha256"]:
+        raise PretrainedError(
+            f"pretrained weights {path} are damaged: {size} bytes with SHA-256 {_sha256(data)[:12]}..., "
+            f"the record says {record['bytes']} bytes, {record['sha256'][:12]}...; restore the file or re-export it")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as err:
+        raise PretrainedError(f"pretrained weights {path} are unreadable: {err}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("model"), dict):
+        raise PretrainedError(f"{path} is not a pyro_vae pretrained weights file (expected format {FORMAT!r})")
+    wrong = [k for k, v in state["model"].items()
+             if not torch.is_tensor(v) or (v.is_floating_point() and v.dtype != torch.float32)]
+    if wrong:
+        raise PretrainedError(f"pretrained weights {path}: {wrong[:3]} are not float32 tensors")
+    return state["model"]
+
+
+def load_pretrained(name: str, data_dir: str | None = None, device: str = "cpu") -> Run:
+    """The run of the pretrained entry ``name``: its program with the shipped weights, its data
+    set (``data_dir`` or ``$PYRO_VAE_DATA``), estimator and learning curve, as
+    :func:`~pyro_vae.training.loop.load_run` gives for a run folder. An unknown name is a
+    :class:`PretrainedError` listing the known ones."""
+    try:
+        record_path = PRETRAINED[name]
+    except ValueError as err:
+        raise PretrainedError(str(err)) from None
+    record = _read_record(record_path)
+    path = record_path.with_suffix(".pt")
+    state = _weights(path, record)
+    run = build_run(TrainConfig.from_dict(record["config"]), data_dir, device)
+    try:
+        load_module_state(run.vae, state, "model", path)
+    except CheckpointError as err:
+        raise PretrainedError(str(err)) from None
+    run.metrics = record["metrics"]
+    return run
+
+
+def resolve_run(target: str | Path, data_dir: str | None = None, device: str = "cpu",
+                checkpoint: str | Path | None = None) -> Run:
+    """The run an evaluate target names: ``pretrained:NAME`` (:func:`load_pretrained`) or a run
+    folder (:func:`~pyro_vae.training.loop.load_run`, from ``checkpoint`` if given)."""
+    target = str(target)
+    if target.startswith(PREFIX):
+        if checkpoint is not None:
+            raise ValueError(f"--checkpoint names a run folder's checkpoint; {target} has none")
+        return load_pretrained(target[len(PREFIX):], data_dir, device)
+    return load_run(target, data_dir, device, checkpoint)
+
+
+def report_dir(target: str | Path) -> Path:
+    """Where the evaluation reports of an evaluate target go: the run folder itself, or for
+    ``pretrained:NAME`` ``runs/pretrained/NAME`` (the package folder stays as shipped)."""
+    target = str(target)
+    if target.startswith(PREFIX):
+        return Path("runs") / "pretrained" / target[len(PREFIX):]
+    return Path(target)
+
+
+def export_pretrained(run_dir: str | Path, name: str, command: str, description: str,
+                      folder: str | Path = FOLDER) -> Path:
+    """Make the entry ``name`` in ``folder`` (this package's by default) from the run in ``run_dir``:
+    its checkpoint's model weights in float32 as ``NAME.pt`` and ``NAME.json`` recording the config,
+    ``command`` (the one that trained the run), ``description``, the learning curve and the
+    evaluation reports of the checkpoint's epoch (``eval-epochEEEE-k*-n*.json``). Refused when the
+    weights exceed :data:`MAX_BYTES`. Returns the record's path; an entry in this package's
+    folder is registered when :mod:`pyro_vae.pretrained` is next imported (or by
+    :func:`register_pretrained`)."""
+    if not NAME.fullmatch(name):
+        raise PretrainedError(f"a pretrained name is lower-case letters, digits, '.', '_' and '-', got {name!r}")
+    run_dir, folder = Path(run_dir), Path(folder)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    model = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "model": model}, buffer)
+    data = buffer.getvalue()
+    if len(data) > MAX_BYTES:
+        raise PretrainedError(f"the weights of {run_dir} are {len(data)} bytes in float32, over the limit of {MAX_BYTES}")
+    reports = {p.stem: json.loads(p.read_text()) for p in sorted(run_dir.glob(f"eval-epoch{state['epoch']:04d}-k*-n*.json"))}
+    record = {
+        "description": description,
+        "command": command,
+        "exported_with": f"export_pretrained({str(run_dir)!r}, {name!r}, command={command!r}, "
+                         f"description={description!r})",
+        "epoch": state["epoch"],
+        "reports": reports,
+        "config": dataclasses.asdict(TrainConfig.from_dict(state["config"])),
+        "metrics": state["metrics"],
+        "torch": torch.__version__,
+        "bytes": len(data),
+        "sha256": _sha256(data),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / f"{name}.pt", data)
+    return atomic_write_json(folder / f"{name}.json", record)
+
+
+for _record in sorted(FOLDER.glob("*.json")):
+    register_pretrained(_record)

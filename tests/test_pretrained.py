@@ -1,0 +1,158 @@
+"""Pretrained weights by name: export then load is the same model, and what is damaged,
+unknown or too large is one clear error."""
+
+import json
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+import pyro_vae
+from pyro_vae import pretrained
+from pyro_vae.cli import main
+from pyro_vae.pretrained import (
+    MAX_BYTES, PretrainedError, export_pretrained, load_pretrained, report_dir, resolve_run,
+)
+from pyro_vae.registry import Registry
+from pyro_vae.training.loop import load_run
+
+COMMAND = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--lr", "0.01", "--epochs", "2",
+           "--no-progress", "--eval-k", "5"]
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """An empty registry of pretrained entries for the test (the package's own stay untouched)."""
+    fresh = Registry("pretrained model")
+    monkeypatch.setattr(pretrained, "PRETRAINED", fresh)
+    return fresh
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    pyro.set_rng_seed(0)
+    assert main([*COMMAND, "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.fixture
+def entry(tmp_path, trained, registry):
+    record = export_pretrained(trained, "toy", command=" ".join(COMMAND), description="a toy", folder=tmp_path)
+    pretrained.register_pretrained(record)
+    return record
+
+
+def _elbo(run, x):
+    pyro.set_rng_seed(1)
+    with pyro.get_param_store().scope():
+        return pyro.infer.Trace_ELBO(num_particles=3).loss(run.vae.model, run.vae.guide, x)
+
+
+def test_export_then_load_is_the_same_model(entry, trained):
+    record = json.loads(entry.read_text())
+    assert record["command"] == " ".join(COMMAND) and record["epoch"] == 2
+    assert list(record["reports"]) == ["eval-epoch0002-k5-n500"]
+    assert record["reports"]["eval-epoch0002-k5-n500"]["k"] == 5 and entry.with_suffix(".pt").stat().st_size == record["bytes"]
+    original, loaded = load_run(trained), pyro_vae.load_pretrained("toy")
+    assert original.vae.state_dict().keys() == loaded.vae.state_dict().keys()
+    for (name, p), q in zip(original.vae.state_dict().items(), loaded.vae.state_dict().values()):
+        assert q.dtype == torch.float32 and torch.equal(p, q), name
+    assert loaded.metrics == original.metrics
+    x = original.dataset.test[:50]
+    assert _elbo(loaded, x) == _elbo(original, x)
+    assert _elbo(resolve_run("pretrained:toy"), x) == _elbo(resolve_run(trained), x)
+
+
+@pytest.mark.parametrize("target, folder", [("pretrained:toy", "runs/pretrained/toy"), ("runs/a", "runs/a")])
+def test_reports_of_a_pretrained_model_stay_out_of_the_package(target, folder):
+    assert report_dir(target) == Path(folder)
+
+
+def test_evaluate_target_pretrained_refuses_a_checkpoint(entry):
+    with pytest.raises(ValueError, match="pretrained:toy has none"):
+        resolve_run("pretrained:toy", checkpoint="x.pt")
+
+
+def test_unknown_name_lists_the_known_ones(entry):
+    with pytest.raises(PretrainedError, match="unknown pretrained model 'nope'; expected one of \\['toy'\\]"):
+        load_pretrained("nope")
+    with pytest.raises(PretrainedError, match="unknown pretrained model 'nope'"):
+        resolve_run("pretrained:nope")
+
+
+def _flip_byte(path, at):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "missing"])
+def test_damaged_weights_are_refused(entry, damage):
+    weights = entry.with_suffix(".pt")
+    if damage == "flip":
+        _flip_byte(weights, weights.stat().st_size // 2)  # inside a tensor: torch.load would not notice
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        weights.unlink()
+    message = "are missing" if damage == "missing" else "are damaged: .* the record says"
+    with pytest.raises(PretrainedError, match=f"pretrained weights .*toy.pt {message}"):
+        load_pretrained("toy")
+
+
+def _rewrite(entry, weights: object, **record_changes):
+    """Replace the weights file by ``torch.save(weights)`` and record its true hash (a file the record vouches for)."""
+    path = entry.with_suffix(".pt")
+    torch.save(weights, path)
+    record = json.loads(entry.read_text())
+    data = path.read_bytes()
+    record.update(bytes=len(data), sha256=pretrained._sha256(data), **record_changes)
+    entry.write_text(json.dumps(record))
+
+
+def test_weights_of_another_kind_are_refused(entry):
+    state = torch.load(entry.with_suffix(".pt"), weights_only=True)
+    _rewrite(entry, [1, 2, 3])
+    with pytest.raises(PretrainedError, match="is not a pyro_vae pretrained weights file"):
+        load_pretrained("toy")
+    _rewrite(entry, {**state, "model": {k: v.double() for k, v in state["model"].items()}})
+    with pytest.raises(PretrainedError, match="are not float32 tensors"):
+        load_pretrained("toy")
+    config = json.loads(entry.read_text())["config"]
+    _rewrite(entry, state, config={**config, "z_dim": 3})
+    with pytest.raises(PretrainedError, match="does not fit the model its config describes.*shape of"):
+        load_pretrained("toy")
+
+
+def test_size_limit(tmp_path, trained, entry, monkeypatch):
+    size = entry.with_suffix(".pt").stat().st_size
+    monkeypatch.setattr(pretrained, "MAX_BYTES", size - 1)
+    with pytest.raises(PretrainedError, match=f"are {size} bytes, over the limit of {size - 1}"):
+        load_pretrained("toy")
+    with pytest.raises(PretrainedError, match=f"weights of .* are {size} bytes in float32, over the limit"):
+        export_pretrained(trained, "toy2", command="", description="", folder=tmp_path)
+    assert not (tmp_path / "toy2.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["", "Toy", "a/b", "pretrained:x"])
+def test_export_refuses_a_name_that_is_no_file_name(tmp_path, trained, name):
+    with pytest.raises(PretrainedError, match="a pretrained name is lower-case letters"):
+        export_pretrained(trained, name, command="", description="", folder=tmp_path)
+
+
+def test_shipped_entries_are_float32_under_the_limit_and_match_their_records():
+    assert "mnist-vae-z20-e10" in pretrained.PRETRAINED
+    for name in pretrained.PRETRAINED:
+        record_path = pretrained.PRETRAINED[name]
+        record = json.loads(record_path.read_text())
+        assert record_path.with_suffix(".pt").stat().st_size <= MAX_BYTES
+        state = pretrained._weights(record_path.with_suffix(".pt"), record)
+        assert all(v.dtype == torch.float32 for v in state.values()) and record["command"].startswith("uv run pyro-vae")
+
+
+@pytest.mark.data
+def test_shipped_main_job_loads_and_fits_its_model(real_data_dir):
+    run = load_pretrained("mnist-vae-z20-e10", str(real_data_dir))
+    assert run.config.hidden == (500,) and run.config.z_dim == 20 and run.metrics[-1]["epoch"] == 10
