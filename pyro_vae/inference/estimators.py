@@ -43,7 +43,7 @@ guide parameters phi is estimated by
 ``iwae``
     the K-sample importance-weighted bound (Burda et al. 2016) per datum,
     L_K = (N/M) sum_i log (1/K) sum_k w_ik, K = ``num_particles``, with its
-    pathwise gradient: :class:`ImportanceWeighted`. K = 1 is the ELBO.
+    pathwise gradient: :class:`~pyro_vae.inference.importance_weighted.ImportanceWeighted`. K = 1 is the ELBO.
 ``dreg``
     the same bound with the doubly reparameterized guide gradient (Tucker et
     al. 2019), sum_k w~_k^2 d log w_k / dz_k dz_k / dphi: :class:`ImportanceWeighted`
@@ -65,167 +65,21 @@ an :class:`Estimator` for a program (an object with ``model``, ``guide``,
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.distributions.torch_distribution import TorchDistribution
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
-from pyro.infer.enum import get_importance_trace
 from pyro.infer.inspect import get_dependencies
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import get_plates
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch import nn
 
-from pyro_vae.inference.evaluate import _per_datum
+from pyro_vae.inference.handlers import Baseline, Enumerated, PathDerivative, Pathwise, ScoreFunction
+from pyro_vae.inference.importance_weighted import ImportanceWeighted
 from pyro_vae.models.nets import MLP
 from pyro_vae.registry import Registry
 
-
-class _Wrapper(TorchDistribution):
-    """A distribution that delegates to ``base``; subclasses change one behaviour."""
-
-    arg_constraints: dict = {}
-
-    def __init__(self, base: TorchDistribution) -> None:
-        self.base = base
-        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
-
-    @property
-    def support(self):
-        return self.base.support
-
-    def expand(self, batch_shape, _instance=None):
-        return type(self)(self.base.expand(batch_shape))
-
-    def sample(self, sample_shape=torch.Size()):
-        return self.base.sample(sample_shape)
-
-    def log_prob(self, value):
-        return self.base.log_prob(value)
-
-
-class NonReparameterized(_Wrapper):
-    """``base`` with ``has_rsample = False``: samples carry no gradient, so Pyro's
-    ELBOs fall back to the score-function estimator for this site."""
-
-    has_rsample = False
-
-
-class StopScore(_Wrapper):
-    """``base`` reparameterized as usual, but the gradient of ``log_prob`` keeps
-    only its path term: ``log q(z) - log q(stop(z)) + stop(log q(stop(z)))``
-    has the value of log q(z) and the gradient d log q / dz * dz / dphi (the
-    path-derivative estimator); it needs nothing of ``base`` but ``log_prob``."""
-
-    has_rsample = True
-
-    def rsample(self, sample_shape=torch.Size()):
-        return self.base.rsample(sample_shape)
-
-    def log_prob(self, value):
-        fixed = self.base.log_prob(value.detach())
-        return self.base.log_prob(value) - fixed + fixed.detach()
-
-
-class _LatentSiteMessenger(Messenger):
-    """Checks, then rewrites, every latent (unobserved, non-subsample, non-enumerated) sample site.
-
-    With ``pathwise = True`` a latent site without a reparameterized sampler
-    (a discrete latent) raises ``ValueError`` naming the site; a guide with no
-    latent site at all raises too.
-    """
-
-    pathwise = True
-
-    def __enter__(self):
-        self.num_latent = 0
-        return super().__enter__()
-
-    def __exit__(self, exc_type, exc_value, traceback):
-        result = super().__exit__(exc_type, exc_value, traceback)
-        if exc_type is None and self.num_latent == 0:
-            raise ValueError(f"{type(self).__name__}: the guide has no latent sample site to estimate a gradient for")
-        return result
-
-    def _pyro_sample(self, msg) -> None:
-        if msg["is_observed"] or site_is_subsample(msg):
-            return
-        self.num_latent += 1
-        if msg["infer"].get("enumerate") == "parallel":
-            return
-        if self.pathwise and not msg["fn"].has_rsample:
-            raise ValueError(
-                f"site {msg['name']!r} ({type(msg['fn']).__name__}) has no reparameterized sampler; "
-                f"{type(self).__name__} needs continuous, reparameterizable latents: use --estimator enum "
-                "to sum a discrete latent out, or a score-function estimator"
-            )
-        self.rewrite(msg)
-
-    def rewrite(self, msg) -> None:
-        raise NotImplementedError
-
-
-class Pathwise(_LatentSiteMessenger):
-    """Handler: check that every latent site is reparameterized (or enumerated); change nothing."""
-
-    def rewrite(self, msg) -> None:
-        pass
-
-
-class Enumerated(_LatentSiteMessenger):
-    """Handler for ``TraceEnum_ELBO``: enumerated sites are summed out, reparameterized
-    ones are pathwise, and any other (a discrete latent without enumeration support)
-    gets TraceEnum_ELBO's score-function term; nothing is rewritten."""
-
-    pathwise = False
-
-    def rewrite(self, msg) -> None:
-        pass
-
-
-class ScoreFunction(_LatentSiteMessenger):
-    """Handler: sample every latent site without reparameterization (any latent, discrete included)."""
-
-    pathwise = False
-
-    def rewrite(self, msg) -> None:
-        if msg["fn"].has_rsample:
-            msg["fn"] = NonReparameterized(msg["fn"])
-
-
-class PathDerivative(_LatentSiteMessenger):
-    """Handler: drop the score term of q at every latent site (Roeder et al. 2017)."""
-
-    def rewrite(self, msg) -> None:
-        msg["fn"] = StopScore(msg["fn"])
-
-
-class Baseline(ScoreFunction):
-    """Handler: score-function sampling plus ``TraceGraph_ELBO`` baseline options.
-
-    ``options`` is the ``infer["baseline"]`` dict of Pyro's TraceGraph_ELBO,
-    e.g. ``{"use_decaying_avg_baseline": True}``. ``data_options`` (e.g. NVIL's
-    ``{"nn_baseline": net, "nn_baseline_input": x}``, one value per datum)
-    are added only at sites inside the plate named ``data_plate``: a latent
-    outside it (a global latent) keeps ``options`` alone.
-    """
-
-    def __init__(self, options: dict, data_options: dict | None = None, data_plate: str | None = None) -> None:
-        super().__init__()
-        self.options, self.data_options, self.data_plate = options, data_options or {}, data_plate
-
-    def rewrite(self, msg) -> None:
-        super().rewrite(msg)
-        options = dict(self.options)
-        if any(frame.name == self.data_plate for frame in msg["cond_indep_stack"]):
-            options.update(self.data_options)
-        msg["infer"] = {**msg["infer"], "baseline": options}
 
 
 class NeuralBaseline(nn.Module):
@@ -383,130 +237,6 @@ def score_nvil(program, num_particles: int = 1) -> Estimator:
     )
 
 
-class ImportanceWeighted(ELBO):
-    r"""The K-sample importance-weighted bound (IWAE, Burda et al. 2016), per datum, and its gradients.
-
-    For datum i of a minibatch of M out of N and K particles z_ik ~ q(z|x_i)
-    (all latents of the datum), ``log w_ik = log p(x_i, z_ik) - log q(z_ik|x_i)``
-    sums the unscaled log densities of every site in the data plate over the
-    datum's inner plates (as :mod:`pyro_vae.inference.evaluate` does). The bound is
-
-        L_K = (N/M) sum_i log (1/K) sum_k w_ik,
-
-    the scale N/M taken from the sites (``total_size`` of the data plate), applied
-    outside the log-mean-exp. It is <= log p(x), increases with K, and equals the
-    ELBO at K = 1. ``loss`` and ``loss_and_grads`` return -L_K.
-
-    Gradients, with normalized weights w~_ik = w_ik / sum_k' w_ik':
-
-    * ``doubly_reparameterized=False`` (IWAE): the pathwise gradient of L_K,
-      sum_k w~_ik grad log w_ik for every parameter.
-    * ``doubly_reparameterized=True`` (DReG, Tucker et al. 2019): the model
-      parameters theta get the same sum_k w~_ik d/dtheta log p(x_i, z_ik); the guide's phi get
-      sum_k w~_ik^2 (d log w_ik / dz_ik)(dz_ik / dphi), with log q's direct dependence
-      on phi removed (the guide runs under :class:`PathDerivative`). The surrogate is
-      sum_k stop(w~) A_k + stop(w~^2) (log w_k - A_k), where A_k = log p(x_i, stop(z_ik))
-      is the model replayed on detached latents (its theta-gradient cancels that of
-      log p(x_i, z_ik) inside log w_k). Its expectation is the IWAE gradient, its
-      guide-gradient SNR does not fall with K (Rainforth et al. 2018). Per-site stopping
-      of phi is exact only when no guide latent's distribution depends on another guide
-      latent, so a hierarchical guide (e.g. ``two-layer``'s q(z2|z)) is refused by name.
-
-    A latent outside the data plate has no per-datum weight and is refused by name;
-    sites of one datum must share one scale (``total_size``).
-    """
-
-    def __init__(self, num_particles: int, max_plate_nesting: int, data_plate: str,
-                 doubly_reparameterized: bool = False) -> None:
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-        self.data_plate = data_plate
-        self.doubly_reparameterized = doubly_reparameterized
-        self._checked = False
-
-    def _per_datum_sum(self, trace: poutine.Trace) -> tuple[torch.Tensor, object]:
-        """Sum over the sample sites of ``trace`` of their unscaled (masked) log densities,
-        ``(K or 1, M)``, and the sites' common scale."""
-        total, scale, first = 0.0, None, None
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            log_prob = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-            total = total + _per_datum(site, self.max_plate_nesting, self.data_plate, log_prob)
-            if first is None:
-                scale, first = site["scale"], name
-            elif not torch.equal(torch.as_tensor(site["scale"]), torch.as_tensor(scale)):
-                raise ValueError(
-                    f"sites {first!r} and {name!r} have different scales; the importance-weighted bound "
-                    "needs one scale (N/M) for all sites of a datum"
-                )
-        return total, scale
-
-    def _check_guide(self, guide: Callable, args: tuple, kwargs: dict) -> None:
-        if self._checked or not self.doubly_reparameterized:
-            return
-        for z, upstream in get_dependencies(guide, args, kwargs)["prior_dependencies"].items():
-            parents = sorted(set(upstream) - {z})
-            if parents:
-                raise ValueError(
-                    f"dreg needs a guide whose latents depend on x only: q({z!r}) depends on the latents "
-                    f"{parents}, and stopping phi per site would bias the doubly reparameterized gradient; "
-                    "use iwae"
-                )
-        self._checked = True
-
-    def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
-        """``(log w, A, scale)``: log weights (K, M); A = log p(x, stop(z)) for DReG, else ``None``."""
-        self._check_guide(guide, args, kwargs)
-        particles = pyro.plate("num_particles_vectorized", self.num_particles, dim=-1 - self.max_plate_nesting)
-        model_trace, guide_trace = get_importance_trace(
-            "flat", self.max_plate_nesting + 1, particles(model), particles(guide), args, kwargs
-        )
-        log_p, scale = self._per_datum_sum(model_trace)
-        log_q, _ = self._per_datum_sum(guide_trace)
-        detached = None
-        if self.doubly_reparameterized:
-            fixed = poutine.Trace()
-            for name, site in model_trace.nodes.items():
-                if site["type"] == "sample" and not site["is_observed"]:
-                    fixed.add_node(name, **{**site, "value": site["value"].detach()})
-            replayed = poutine.trace(poutine.replay(particles(model), trace=fixed)).get_trace(*args, **kwargs)
-            replayed.compute_log_prob()
-            detached, _ = self._per_datum_sum(prune_subsample_sites(replayed))
-        log_w = log_p - log_q
-        return log_w.expand(self.num_particles, log_w.shape[-1]), detached, scale
-
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError("ImportanceWeighted draws its K particles jointly; see _terms")
-
-    def _bound(self, log_w: torch.Tensor, scale) -> torch.Tensor:
-        lme = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
-        return (torch.as_tensor(scale, dtype=lme.dtype, device=lme.device) * lme).sum()
-
-    def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """-L_K, an estimate of the negative K-sample bound."""
-        with torch.no_grad():
-            log_w, _, scale = self._terms(model, guide, args, kwargs)
-            return -self._bound(log_w, scale).item()
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        """The surrogate loss whose gradient is the estimator's (its value is -L_K only for ``iwae``)."""
-        return self._surrogate(*self._terms(model, guide, args, kwargs))[0]
-
-    def _surrogate(self, log_w: torch.Tensor, detached, scale) -> tuple[torch.Tensor, float]:
-        bound = self._bound(log_w, scale)
-        if detached is None:
-            return -bound, -bound.item()
-        w = torch.softmax(log_w.detach(), dim=0)
-        per_datum = (w * detached + w**2 * (log_w - detached)).sum(0)
-        surrogate = (torch.as_tensor(scale, dtype=log_w.dtype, device=log_w.device) * per_datum).sum()
-        return -surrogate, -bound.item()
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """Backpropagate the surrogate; return -L_K."""
-        surrogate, loss = self._surrogate(*self._terms(model, guide, args, kwargs))
-        if surrogate.requires_grad:
-            surrogate.backward()
-        return loss
 
 
 def _register_importance_weighted(name: str, handler: Callable[[], Messenger], doubly: bool, help: str) -> None:

@@ -36,7 +36,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import pyro
 import pyro.poutine as poutine
 import torch
 

@@ -1,0 +1,144 @@
+"""The K-sample importance-weighted bound (Burda et al. 2016) as a Pyro ELBO, with the
+pathwise and the doubly reparameterized (Tucker et al. 2019) guide gradients."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO
+from pyro.infer.enum import get_importance_trace
+from pyro.infer.inspect import get_dependencies
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+
+from pyro_vae.inference.evaluate import _per_datum
+
+
+class ImportanceWeighted(ELBO):
+    r"""The K-sample importance-weighted bound (IWAE, Burda et al. 2016), per datum, and its gradients.
+
+    For datum i of a minibatch of M out of N and K particles z_ik ~ q(z|x_i)
+    (all latents of the datum), ``log w_ik = log p(x_i, z_ik) - log q(z_ik|x_i)``
+    sums the unscaled log densities of every site in the data plate over the
+    datum's inner plates (as :mod:`pyro_vae.inference.evaluate` does). The bound is
+
+        L_K = (N/M) sum_i log (1/K) sum_k w_ik,
+
+    the scale N/M taken from the sites (``total_size`` of the data plate), applied
+    outside the log-mean-exp. It is <= log p(x), increases with K, and equals the
+    ELBO at K = 1. ``loss`` and ``loss_and_grads`` return -L_K.
+
+    Gradients, with normalized weights w~_ik = w_ik / sum_k' w_ik':
+
+    * ``doubly_reparameterized=False`` (IWAE): the pathwise gradient of L_K,
+      sum_k w~_ik grad log w_ik for every parameter.
+    * ``doubly_reparameterized=True`` (DReG, Tucker et al. 2019): the model
+      parameters theta get the same sum_k w~_ik d/dtheta log p(x_i, z_ik); the guide's phi get
+      sum_k w~_ik^2 (d log w_ik / dz_ik)(dz_ik / dphi), with log q's direct dependence
+      on phi removed (the guide runs under :class:`PathDerivative`). The surrogate is
+      sum_k stop(w~) A_k + stop(w~^2) (log w_k - A_k), where A_k = log p(x_i, stop(z_ik))
+      is the model replayed on detached latents (its theta-gradient cancels that of
+      log p(x_i, z_ik) inside log w_k). Its expectation is the IWAE gradient, its
+      guide-gradient SNR does not fall with K (Rainforth et al. 2018). Per-site stopping
+      of phi is exact only when no guide latent's distribution depends on another guide
+      latent, so a hierarchical guide (e.g. ``two-layer``'s q(z2|z)) is refused by name.
+
+    A latent outside the data plate has no per-datum weight and is refused by name;
+    sites of one datum must share one scale (``total_size``).
+    """
+
+    def __init__(self, num_particles: int, max_plate_nesting: int, data_plate: str,
+                 doubly_reparameterized: bool = False) -> None:
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+        self.data_plate = data_plate
+        self.doubly_reparameterized = doubly_reparameterized
+        self._checked = False
+
+    def _per_datum_sum(self, trace: poutine.Trace) -> tuple[torch.Tensor, object]:
+        """Sum over the sample sites of ``trace`` of their unscaled (masked) log densities,
+        ``(K or 1, M)``, and the sites' common scale."""
+        total, scale, first = 0.0, None, None
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            log_prob = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
+            total = total + _per_datum(site, self.max_plate_nesting, self.data_plate, log_prob)
+            if first is None:
+                scale, first = site["scale"], name
+            elif not torch.equal(torch.as_tensor(site["scale"]), torch.as_tensor(scale)):
+                raise ValueError(
+                    f"sites {first!r} and {name!r} have different scales; the importance-weighted bound "
+                    "needs one scale (N/M) for all sites of a datum"
+                )
+        return total, scale
+
+    def _check_guide(self, guide: Callable, args: tuple, kwargs: dict) -> None:
+        if self._checked or not self.doubly_reparameterized:
+            return
+        for z, upstream in get_dependencies(guide, args, kwargs)["prior_dependencies"].items():
+            parents = sorted(set(upstream) - {z})
+            if parents:
+                raise ValueError(
+                    f"dreg needs a guide whose latents depend on x only: q({z!r}) depends on the latents "
+                    f"{parents}, and stopping phi per site would bias the doubly reparameterized gradient; "
+                    "use iwae"
+                )
+        self._checked = True
+
+    def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
+        """``(log w, A, scale)``: log weights (K, M); A = log p(x, stop(z)) for DReG, else ``None``."""
+        self._check_guide(guide, args, kwargs)
+        particles = pyro.plate("num_particles_vectorized", self.num_particles, dim=-1 - self.max_plate_nesting)
+        model_trace, guide_trace = get_importance_trace(
+            "flat", self.max_plate_nesting + 1, particles(model), particles(guide), args, kwargs
+        )
+        log_p, scale = self._per_datum_sum(model_trace)
+        log_q, _ = self._per_datum_sum(guide_trace)
+        detached = None
+        if self.doubly_reparameterized:
+            fixed = poutine.Trace()
+            for name, site in model_trace.nodes.items():
+                if site["type"] == "sample" and not site["is_observed"]:
+                    fixed.add_node(name, **{**site, "value": site["value"].detach()})
+            replayed = poutine.trace(poutine.replay(particles(model), trace=fixed)).get_trace(*args, **kwargs)
+            replayed.compute_log_prob()
+            detached, _ = self._per_datum_sum(prune_subsample_sites(replayed))
+        log_w = log_p - log_q
+        return log_w.expand(self.num_particles, log_w.shape[-1]), detached, scale
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError("ImportanceWeighted draws its K particles jointly; see _terms")
+
+    def _bound(self, log_w: torch.Tensor, scale) -> torch.Tensor:
+        lme = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        return (torch.as_tensor(scale, dtype=lme.dtype, device=lme.device) * lme).sum()
+
+    def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
+        """-L_K, an estimate of the negative K-sample bound."""
+        with torch.no_grad():
+            log_w, _, scale = self._terms(model, guide, args, kwargs)
+            return -self._bound(log_w, scale).item()
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
+        """The surrogate loss whose gradient is the estimator's (its value is -L_K only for ``iwae``)."""
+        return self._surrogate(*self._terms(model, guide, args, kwargs))[0]
+
+    def _surrogate(self, log_w: torch.Tensor, detached, scale) -> tuple[torch.Tensor, float]:
+        bound = self._bound(log_w, scale)
+        if detached is None:
+            return -bound, -bound.item()
+        w = torch.softmax(log_w.detach(), dim=0)
+        per_datum = (w * detached + w**2 * (log_w - detached)).sum(0)
+        surrogate = (torch.as_tensor(scale, dtype=log_w.dtype, device=log_w.device) * per_datum).sum()
+        return -surrogate, -bound.item()
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
+        """Backpropagate the surrogate; return -L_K."""
+        surrogate, loss = self._surrogate(*self._terms(model, guide, args, kwargs))
+        if surrogate.requires_grad:
+            surrogate.backward()
+        return loss
