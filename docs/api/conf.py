@@ -36,8 +36,9 @@ extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 exclude_patterns = ["_build"]
 html_theme = "alabaster"  # ships with Sphinx
 
-# The docstrings are reST (``:param x:`` fields, math in double backticks); napoleon reads the
-# few Google-style ``Args:``/``Returns:`` sections.
+# The docstrings are reST (``:param x:`` fields, prose with the math in double backticks), which
+# autodoc renders as they are; napoleon reads Google-style sections (``Args:``, ``Returns:``),
+# none of which the code has today, so that one added later renders too. No NumPy style.
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 autodoc_member_order = "bysource"
