@@ -486,6 +486,7 @@ def make_synthetic(num_train: int = 2000, num_test: int = 500, seed: int = 0) ->
     )
 
 
+#: The data sets by name (``--dataset``): functions of the data folder (or ``None``) returning a :class:`Dataset`.
 DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
 DATASETS.register("mnist", lambda root: _torchvision_images("mnist", root),
                   help="binarized MNIST (dynamic binarization), Bernoulli decoder")

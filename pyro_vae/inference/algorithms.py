@@ -63,6 +63,8 @@ class Algorithm(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+#: The training algorithms by name (``--algorithm``): classes built as ``ALGORITHMS[name](program,
+#: estimator, config)`` that implement :class:`Algorithm` (``aevb``, ``wake-sleep``, ``rws``, ``mcem``).
 ALGORITHMS: Registry[type] = Registry("algorithm")
 register_algorithm = ALGORITHMS.register
 

@@ -177,6 +177,8 @@ class AnalyticKL(TraceMeanField_ELBO):
 
 DECAYING_AVERAGE = {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}
 
+#: The gradient estimators of the ELBO by name (``--estimator``): functions ``(program, num_particles)
+#: -> Estimator`` (the pathwise, score-function and enumerated estimators of the module docstring).
 ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("estimator")
 register_estimator = ESTIMATORS.register
 

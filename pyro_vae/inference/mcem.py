@@ -42,7 +42,7 @@ def e_step(
     (:func:`pyro.ops.integrator.velocity_verlet`) for ``num_steps`` steps on the
     potential U = sum_i U_i, U_i(z_i) = -log p(z_i) - log p_theta(x_i | z_i),
     and accepts or rejects *each datum's* proposal with its own Metropolis
-    probability min(1, exp(H_i - H_i')), H_i = U_i + |r_i|^2 / 2. The step size
+    probability min(1, exp(H_i - H_i')), ``H_i = U_i + |r_i|^2 / 2``. The step size
     is drawn per chain from U(0.5, 1.5) * ``step_size``: a fixed trajectory
     length can resonate with a posterior scale and then barely move.
     The M chains are thus independent, as if run one by one; a single joint

@@ -25,6 +25,8 @@ from torch.optim import lr_scheduler
 
 from pyro_vae.registry import Registry
 
+#: The optimizers by name (``--optimizer``): :class:`torch.optim.Optimizer` classes, built by
+#: :func:`make_optimizer` over the program's parameters with ``lr``, ``weight_decay`` and their own options.
 OPTIMIZERS: Registry[type[torch.optim.Optimizer]] = Registry("optimizer")
 OPTIMIZERS.register("adam", torch.optim.Adam, help="Adam (Kingma & Ba 2015)")
 OPTIMIZERS.register("adamw", torch.optim.AdamW, help="Adam with decoupled weight decay (Loshchilov & Hutter 2019)")
@@ -33,6 +35,8 @@ OPTIMIZERS.register("sgd", torch.optim.SGD, help="stochastic gradient descent (o
 OPTIMIZERS.register("rmsprop", torch.optim.RMSprop, help="RMSprop (Tieleman & Hinton 2012)")
 
 Schedule = Callable[..., lr_scheduler.LRScheduler]
+#: The learning-rate schedules by name (``--lr-schedule``): factories ``(optimizer, epochs, **options)
+#: -> LRScheduler`` multiplying the learning rate by a factor per epoch, built by :func:`make_schedule`.
 LR_SCHEDULES: Registry[Schedule] = Registry("learning-rate schedule")
 register_schedule = LR_SCHEDULES.register
 

@@ -44,6 +44,7 @@ class CVAE(VAE):
     """conditional VAE (Sohn et al. 2015): p(z) p(x|z,y), q(z|x,y)
 
     :param num_classes: number of label values.
+
     Other parameters as :class:`~pyro_vae.models.vae.VAE`.
     """
 

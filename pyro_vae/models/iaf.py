@@ -32,6 +32,7 @@ class IAFVAE(VAE):
 
     :param num_flows: L, the number of autoregressive transforms.
     :param flow_hidden: hidden sizes of each transform's autoregressive network.
+
     Other parameters as :class:`~pyro_vae.models.vae.VAE`.
     """
 

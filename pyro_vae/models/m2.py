@@ -45,6 +45,7 @@ class M2(CVAE):
 
     :param alpha_scale: the classification weight alpha as a multiple of N, the number
         of training data (the paper's alpha = 0.1 N); see :meth:`auxiliary_loss`.
+
     Other parameters as :class:`~pyro_vae.models.cvae.CVAE`; the classifier q(y|x)
     has the encoder's hidden sizes.
     """

@@ -71,6 +71,7 @@ class MixturePriorVAE(VAE):
     """VAE with a learned mixture-of-Gaussians prior (K equal-weight components)
 
     :param num_components: K.
+
     Other parameters as :class:`~pyro_vae.models.vae.VAE`.
     """
 
@@ -101,6 +102,7 @@ class VampPriorVAE(VAE):
     :param num_components: K, the number of pseudo-inputs (the paper: 500).
     :param pseudo_init: ``"normal"`` (N(0.05, 0.01^2)) or ``"data"`` (training images, given to
         :meth:`initialize` before the first step).
+
     Other parameters as :class:`~pyro_vae.models.vae.VAE`.
     """
 

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 from pyro_vae.registry import Registry
 
+#: The probabilistic programs by name (``--model``): classes with ``model``, ``guide`` and
+#: ``build(spec, **options)`` as the module docstring describes, e.g. ``vae`` for p(z) p(x|z), q(z|x).
 MODELS: Registry[type] = Registry("model")
 register_model = MODELS.register
 

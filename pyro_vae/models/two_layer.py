@@ -34,6 +34,7 @@ class TwoLayerVAE(VAE):
 
     :param z2_dim: size of the top layer z2.
     :param hidden2: hidden sizes of q(z2|z); p(z|z2) mirrors them.
+
     Other parameters as :class:`~pyro_vae.models.vae.VAE` (``z_dim`` is the size of z).
     """
 

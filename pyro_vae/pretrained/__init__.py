@@ -37,8 +37,11 @@ from pyro_vae.training.loop import CHECKPOINT, Run, build_run, load_run
 __all__ = ["FOLDER", "MAX_BYTES", "PRETRAINED", "PREFIX", "PretrainedError", "export_pretrained",
            "load_pretrained", "register_pretrained", "report_dir", "resolve_run"]
 
+#: The folder of the shipped entries (``NAME.pt`` and ``NAME.json``): this package's.
 FOLDER = Path(__file__).parent
+#: The largest weights file an entry may have, in bytes (5 MiB).
 MAX_BYTES = 5 * 1024 * 1024
+#: How an evaluate target names a pretrained entry: ``pretrained:NAME``.
 PREFIX = "pretrained:"
 FORMAT = "pyro_vae.pretrained/1"
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -48,6 +51,7 @@ class PretrainedError(ValueError):
     """A pretrained entry is unknown, missing, damaged, too large or does not fit its config."""
 
 
+#: The pretrained entries by name: the path of each one's record ``NAME.json``.
 PRETRAINED: Registry[Path] = Registry("pretrained model")
 
 

@@ -21,6 +21,7 @@ from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS
 from pyro_vae.validation import check_train_config
 
+#: Named sets of config values from the papers (``--preset``): architecture, optimizer and batch size.
 PRESETS: dict[str, dict] = {
     # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
     "paper": dict(

@@ -235,6 +235,7 @@ class DistributedContext:
         return state["distributed"]["ranks"][self.rank] if self.active else None
 
 
+#: The context of a run on one process (world size 1, rank 0), whose methods do nothing.
 SINGLE = DistributedContext()
 
 
