@@ -1,6 +1,7 @@
 """Unbiasedness and variance of the ELBO gradient estimators."""
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -10,6 +11,7 @@ import torch
 from pyro_vae.inference.estimators import ESTIMATORS, make_estimator
 from pyro_vae.models.linear_gaussian import exact_elbo, linear_gaussian_vae, loc_gradient_variances
 from pyro_vae.inference.variance import compare_estimators, draw_gradients
+from pyro_vae.models.priors import MixturePriorVAE
 from pyro_vae.models.vae import VAE
 
 
@@ -153,12 +155,44 @@ def test_pathwise_estimators_refuse_a_discrete_latent(name):
         estimator.elbo.loss(vae.model, estimator.guide, torch.zeros(3, 6))
 
 
-@pytest.mark.parametrize("name", ["score", "score-rb", "score-baseline", "enum"])
-def test_score_function_and_enumeration_accept_a_discrete_latent(name):
+@pytest.mark.parametrize("name", ["score", "score-rb", "score-baseline"])
+def test_score_function_estimators_accept_a_discrete_latent(name):
     vae = DiscreteVAE(6, z_dim=2, hidden=(5,))
     estimator = make_estimator(name, vae)
     loss = estimator.elbo.loss(vae.model, estimator.guide, torch.zeros(3, 6))
     assert math.isfinite(loss)
+
+
+def test_enum_refuses_a_latent_it_cannot_enumerate():
+    vae = DiscreteVAE(6, z_dim=2, hidden=(5,))
+    estimator = make_estimator("enum", vae)
+    with pytest.raises(ValueError, match=r"enum cannot sum out site 'z' \(Independent\): its discrete values lie in "
+                                         r"event dimensions \(.to_event hides them.*pyro.plate.*score-function"):
+        estimator.elbo.loss(vae.model, estimator.guide, torch.zeros(3, 6))
+
+
+class OneBit:
+    """z_i ~ Bernoulli(1/2) per datum (enumerable), x_i ~ N(z_i 1, I); q(z_i|x_i) = Bernoulli(1/2)."""
+
+    max_plate_nesting = 1
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(x.shape[0])))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1).expand(z.shape + (6,)), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(x.shape[0])))
+
+
+def test_enum_sums_an_enumerable_discrete_latent_exactly():
+    program, x = OneBit(), torch.zeros(3, 6)
+    estimator = make_estimator("enum", program)
+    # q(z|x) = p(z), so the ELBO is sum_i E_q log p(x_i|z_i) = 3 (log N(0; 0, I) + log N(0; 1, I)) / 2, exactly
+    log_px_z = [dist.Normal(float(z), 1.0).log_prob(torch.zeros(6)).sum().item() for z in (0, 1)]
+    exact = -3 * (log_px_z[0] + log_px_z[1]) / 2
+    assert estimator.elbo.loss(program.model, estimator.guide, x) == pytest.approx(exact, rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["reparam", "stl", "score", "score-baseline"])
@@ -167,3 +201,18 @@ def test_guide_without_latent_is_named(name):
     estimator = make_estimator(name, vae)
     with pytest.raises(ValueError, match="no latent sample site"):
         estimator.elbo.loss(vae.model, estimator.guide, torch.zeros(3, 6))
+
+
+def test_analytic_kl_names_the_sites_that_fall_back_to_monte_carlo():
+    x = torch.zeros(3, 6)
+    mixture = MixturePriorVAE(6, z_dim=2, hidden=(5,), num_components=3)
+    estimator = make_estimator("reparam-analytic-kl", mixture)
+    with pytest.warns(UserWarning, match=r"no closed-form KL for the site\(s\) \['z'\].*Monte Carlo"):
+        estimator.elbo.loss(mixture.model, estimator.guide, x)
+    assert estimator.elbo.monte_carlo_kl == ["z"]
+    vae = VAE(6, z_dim=2, hidden=(5,))
+    analytic = make_estimator("reparam-analytic-kl", vae)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        analytic.elbo.loss(vae.model, analytic.guide, x)
+    assert analytic.elbo.monte_carlo_kl == []

@@ -65,10 +65,13 @@ an :class:`Estimator` for a program (an object with ``model``, ``guide``,
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pyro.poutine as poutine
 import torch
+from pyro.distributions.kl import kl_divergence
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
 from pyro.infer.inspect import get_dependencies
 from pyro.poutine.messenger import Messenger
@@ -161,18 +164,47 @@ def check_mean_field(model: Callable, guide: Callable, args: tuple, kwargs: dict
             )
 
 
+def monte_carlo_kl_sites(model_trace: poutine.Trace, guide_trace: poutine.Trace) -> list[str]:
+    """The latent sites of ``guide_trace`` whose KL(q || p) against ``model_trace`` has no
+    closed form in torch (``kl_divergence`` not implemented, e.g. a mixture prior or a
+    flow guide): ``TraceMeanField_ELBO`` estimates their KL term by Monte Carlo."""
+    names = []
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or name not in model_trace.nodes:
+            continue
+        try:
+            kl_divergence(site["fn"], model_trace.nodes[name]["fn"])
+        except NotImplementedError:
+            names.append(name)
+    return names
+
+
 class AnalyticKL(TraceMeanField_ELBO):
-    """``TraceMeanField_ELBO`` that checks :func:`check_mean_field` on its first use."""
+    """``TraceMeanField_ELBO`` that checks :func:`check_mean_field` on its first use and
+    says, once, which sites have no closed-form KL and fall back to its Monte Carlo term
+    (a ``UserWarning`` naming them; they are kept in ``monte_carlo_kl``)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._checked = False
+        self.monte_carlo_kl: list[str] = []
 
     def _get_trace(self, model, guide, args, kwargs):
-        if not self._checked:
+        first = not self._checked
+        if first:
             check_mean_field(model, guide, args, kwargs)
             self._checked = True
-        return super()._get_trace(model, guide, args, kwargs)
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        if first:
+            self.monte_carlo_kl = monte_carlo_kl_sites(model_trace, guide_trace)
+            if self.monte_carlo_kl:
+                warnings.warn(
+                    f"reparam-analytic-kl: no closed-form KL for the site(s) {self.monte_carlo_kl} (torch has no "
+                    "kl_divergence for their guide and prior); their KL term is the Monte Carlo estimate of "
+                    "estimator A, the others are analytic",
+                    stacklevel=2,
+                )
+        return model_trace, guide_trace
 
 
 DECAYING_AVERAGE = {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}

@@ -11,6 +11,7 @@ estimators of :mod:`pyro_vae.inference.estimators` combine them with Pyro's ELBO
 
 from __future__ import annotations
 
+import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.poutine.messenger import Messenger
@@ -109,13 +110,30 @@ class Pathwise(_LatentSiteMessenger):
 
 class Enumerated(_LatentSiteMessenger):
     """Handler for ``TraceEnum_ELBO``: enumerated sites are summed out, reparameterized
-    ones are pathwise, and any other (a discrete latent without enumeration support)
-    gets TraceEnum_ELBO's score-function term; nothing is rewritten."""
+    ones are pathwise, and any other latent (a discrete one without enumeration support,
+    e.g. ``Bernoulli(p).to_event(1)``, whose event dimension hides its values from
+    enumeration) raises ``ValueError`` naming the site and the fix: ``enum`` never
+    silently falls back to sampling."""
 
     pathwise = False
 
     def rewrite(self, msg) -> None:
-        pass
+        fn = msg["fn"]
+        if fn.has_rsample:
+            return
+        base = fn
+        while not isinstance(base, dist.Independent) and hasattr(base, "base_dist"):
+            base = base.base_dist
+        why = (
+            "its discrete values lie in event dimensions (.to_event hides them from enumeration): "
+            "declare those dimensions with pyro.plate instead"
+            if isinstance(base, dist.Independent) and base.base_dist.has_enumerate_support
+            else "its distribution has no enumeration support"
+        )
+        raise ValueError(
+            f"--estimator enum cannot sum out site {msg['name']!r} ({type(fn).__name__}): {why}, "
+            "or train it with a score-function estimator (score, score-rb, score-baseline)"
+        )
 
 
 class ScoreFunction(_LatentSiteMessenger):
