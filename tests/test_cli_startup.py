@@ -101,3 +101,26 @@ def test_startup_benchmark_reports_both_sides(tmp_path, capsys):
     assert result["ratio"] == pytest.approx(result["cli_cpu_s"] / result["import_cpu_s"])
     assert len(result["times"]["cli"]) == len(result["times"]["import"]) == 1
     assert "pyro-vae --help" in capsys.readouterr().out
+
+
+def test_a_registered_experiment_is_a_subcommand(tmp_path, monkeypatch, capsys):
+    """A new experiment registers its flags and its function; the parser is not edited."""
+    (tmp_path / "my_experiment.py").write_text(
+        "from pyro_vae.cli import register_command\n"
+        "from pyro_vae.cli.args import positive_int\n"
+        "def add(p):\n"
+        "    p.add_argument('--repeats', type=positive_int, default=1)\n"
+        "def run(args):\n"
+        "    print('hello ' * args.repeats)\n"
+        "register_command('hello', add, run, help='say hello')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(COMMANDS, "_entries", dict(COMMANDS._entries))  # forgotten after the test
+    monkeypatch.setattr(COMMANDS, "_help", dict(COMMANDS._help))
+    assert main(["--import", "my_experiment", "hello", "--repeats", "2"]) == 0
+    assert capsys.readouterr().out == "hello hello \n"
+    assert main(["--import", "my_experiment", "hello", "--repeats", "0"]) == 2
+    assert capsys.readouterr().err == "pyro-vae: error: --repeats must be at least 1, got 0\n"
+    with pytest.raises(SystemExit):
+        main(["--import", "my_experiment", "--help"])
+    assert "say hello" in capsys.readouterr().out
