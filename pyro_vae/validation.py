@@ -1,27 +1,23 @@
 """Checks of user input, made up front so that every bad value is one clear error naming it.
 
-Torch, when handed a negative layer size, an infinite learning rate or a
-device called ``gpu``, fails late and deep (a size error in ``nn.Linear``, a
-dump of Pyro's parameters, a traceback after all training). The functions here
-refuse such values before anything runs:
+Torch, when handed a negative layer size or an infinite learning rate, fails
+late and deep (a size error in ``nn.Linear``, a dump of Pyro's parameters, a
+traceback after all training). The functions here refuse such values before
+anything runs:
 
 * :func:`check_sizes` and :func:`check_train_config` for the library
   (:class:`~pyro_vae.models.vae.VAE`, ``TrainConfig``);
-* :func:`check_model_fits`: a model too big for the machine's memory;
-* :func:`check_device` and :func:`check_cli_args` for the command line, whose
-  messages name the flag;
-* :func:`describe_error` and :func:`interrupted_message`: the one line the CLI
-  prints for an error or a Ctrl-C.
+* :func:`check_model_fits`: a model too big for the machine's memory.
+
+The command line checks its own flags while parsing them (each declares its
+bound, :mod:`pyro_vae.cli.args`), and ``--device`` there too.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,77 +100,3 @@ def check_model_fits(config: Any, x_shape: Sequence[int], device: str | torch.de
             f"{params:,} weights, batch {config.batch_size}) needs at least {need / 2**30:,.1f} GiB to train, "
             f"more than the {memory / 2**30:,.1f} GiB of memory of {device}; choose smaller sizes"
         )
-
-
-_CUDA = re.compile(r"^cuda(:(\d+))?$")
-
-
-def check_device(name: str) -> str:
-    """The device a ``--device`` value names: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``
-    (CUDA if available, else the CPU); anything else, or CUDA where there is none, is refused."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return name
-    match = _CUDA.match(name)
-    if match is None:
-        raise ValueError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    if match.group(2) is not None and int(match.group(2)) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return name
-
-
-# argparse destination -> smallest allowed value, for integer flags of any subcommand.
-_INT_AT_LEAST = {
-    "z_dim": 1, "num_particles": 1, "batch_size": 1, "epochs": 1, "num_train": 1,
-    "eval_k": 1, "keep_every": 0, "k": 1, "num_test": 1, "steps": 1, "rounds": 1,
-    "draws": 2, "adapt_steps": 0, "threads": 1, "num_images": 1, "evals_per_decade": 0, "eval_samples": 1, "jobs": 1, "seeds": 1,
-    "kl_warmup": 0, "chunk_size": 1,
-}
-_INT_LISTS_AT_LEAST = {"hidden": 1, "particles": 1, "z_dims": 1}
-_FLOATS = {"lr": "> 0", "init_std": "> 0", "weight_decay": ">= 0"}
-
-
-def _flag(dest: str) -> str:
-    return "-k" if dest == "k" else "--" + dest.replace("_", "-")
-
-
-def check_cli_args(args: argparse.Namespace) -> None:
-    """Refuse bad numeric flags before any work starts; the message names the flag and the value."""
-    values = vars(args)
-    for dest, low in _INT_AT_LEAST.items():
-        value = values.get(dest)
-        if value is not None and value < low:
-            raise ValueError(f"{_flag(dest)} must be at least {low}, got {value}")
-    for dest, low in _INT_LISTS_AT_LEAST.items():
-        value = values.get(dest)
-        if value is not None and any(v < low for v in value):
-            raise ValueError(f"{_flag(dest)} sizes must be at least {low}, got {' '.join(map(str, value))}")
-    for dest, bound in _FLOATS.items():
-        value = values.get(dest)
-        if value is None:
-            continue
-        ok = math.isfinite(value) and (value > 0 if bound == "> 0" else value >= 0)
-        if not ok:
-            raise ValueError(f"{_flag(dest)} must be a finite number {bound}, got {value}")
-
-
-def describe_error(err: BaseException) -> str:
-    """The one line the CLI prints for a user error: an ``OSError`` names the file and
-    the errno in words (``cannot write X: no space left on device (ENOSPC)``)."""
-    from pyro_vae.training.run_dir import describe_os_error
-
-    if isinstance(err, OSError):
-        return describe_os_error(err)
-    return str(err)
-
-
-def interrupted_message(command: str, run_dir: Path | None) -> str:
-    """What Ctrl-C prints: for ``train``, how to resume (or that there is nothing to resume yet)."""
-    if command != "train" or run_dir is None:
-        return "interrupted"
-    if (Path(run_dir) / "checkpoint.pt").is_file():
-        return f"interrupted; resume with pyro-vae train --run-dir {run_dir} --resume"
-    return f"interrupted before the first epoch finished; {run_dir} holds no checkpoint to resume"

@@ -64,7 +64,7 @@ def test_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
 def test_every_command_takes_threads(command, monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    monkeypatch.setattr(cli, f"cmd_{command[0]}", lambda args: None)
+    monkeypatch.setattr(cli.COMMANDS[command[0]], "run", lambda args: None)
     assert main([*command, "--threads", "3"]) == 0 and calls == [3]
 
 
@@ -111,8 +111,8 @@ def test_variance_study_smoke(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--hidden", "-5"], "--hidden sizes must be at least 1, got -5"),
-        (["train", "--hidden", "200", "0"], "--hidden sizes must be at least 1, got 200 0"),
+        (["train", "--hidden", "-5"], "--hidden must be at least 1, got -5"),
+        (["train", "--hidden", "200", "0"], "--hidden must be at least 1, got 0"),
         (["train", "--z-dim", "0"], "--z-dim must be at least 1, got 0"),
         (["train", "--init-std", "-1"], "--init-std must be a finite number > 0, got -1.0"),
         (["train", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
@@ -133,7 +133,7 @@ def test_variance_study_smoke(tmp_path):
         (["benchmark", "--evaluate", "--chunk-size", "0"], "--chunk-size must be at least 1, got 0"),
         (["evaluate", "{tmp}/run", "--device", "gpu"], "--device 'gpu'"),
         (["benchmark", "--steps", "0"], "--steps must be at least 1, got 0"),
-        (["benchmark", "--hidden", "-5"], "--hidden sizes must be at least 1, got -5"),
+        (["benchmark", "--hidden", "-5"], "--hidden must be at least 1, got -5"),
         (["variance", "--draws", "1"], "--draws must be at least 2, got 1"),
     ],
 )

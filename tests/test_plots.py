@@ -49,7 +49,7 @@ def test_samples_axis_labels_only_whole_decades(samples):
 
 @pytest.mark.parametrize("errors", [None, [None, 0.5, 0.25]])
 def test_curves_add_the_classifier_error_where_the_rows_carry_it(tmp_path, monkeypatch, errors):
-    import pyro_vae.plots as plots
+    import pyro_vae.plots.curves as plots
 
     rows = [{"samples_seen": 6e4 * e, "train_elbo": -100.0 + e, "test_elbo": -101.0 + e} for e in (1, 2, 3)]
     for row, error in zip(rows, errors or []):
@@ -80,3 +80,13 @@ def test_variance_panels_label_the_particle_counts(tmp_path, monkeypatch):
     fig.draw(FigureCanvasAgg(fig).get_renderer())
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels(which="both") if t.get_visible() and t.get_text()]
     assert labels == ["1", "4", "16"]
+
+
+@pytest.mark.parametrize("num, nrow, shape", [(7, 3, (1, 5, 4)), (10, 10, (1, 28, 20)), (4, 6, (3, 2, 2)), (12, 5, (1, 3, 3))])
+def test_image_grid_is_torchvisions_make_grid(num, nrow, shape):
+    from torchvision.utils import make_grid
+
+    from pyro_vae.plots import image_grid
+
+    images = torch.rand(num, *shape)
+    assert torch.equal(image_grid(images, nrow=nrow), make_grid(images, nrow=nrow, padding=1, pad_value=1.0))

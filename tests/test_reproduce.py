@@ -6,8 +6,6 @@ import pytest
 
 from pyro_vae.experiments.reproduce import (
     BUDGETS,
-    PAPER_XLIM,
-    _grid_figure,
     budget_config,
     fig2,
     fig3,
@@ -20,6 +18,7 @@ from pyro_vae.experiments.reproduce import (
     run_name,
 )
 from pyro_vae.cli import build_parser, cmd_reproduce
+from pyro_vae.plots import PAPER_XLIM, curve_grid_figure, curve_panel
 from pyro_vae.training.loop import TrainConfig
 
 
@@ -184,7 +183,7 @@ def test_learning_curve_figure_is_readable(tmp_path, xlim, num_points):
     rows = [{"algorithm": a, "samples_seen": s, "train_elbo": 600 + 10 * i + k, "test_elbo": 590 + 10 * i + k}
             for k, a in enumerate(("aevb", "wake-sleep")) for i, s in enumerate(samples)]
     panels = {(0, c): (rows, f"panel {c}") for c in range(3)} | {(1, 0): (rows, "lower")}
-    path = _grid_figure(panels, {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}, "ELBO", tmp_path / "f.png",
+    path = curve_grid_figure(panels, {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}, "ELBO", tmp_path / "f.png",
                         xlim)
     assert path.stat().st_size > 0
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -192,9 +191,7 @@ def test_learning_curve_figure_is_readable(tmp_path, xlim, num_points):
 
     fig = Figure(figsize=(10, 6), layout="constrained")
     axes = fig.subplots(2, 3, squeeze=False)
-    from pyro_vae.experiments.reproduce import _panel
-
-    _panel(axes[0][0], rows, {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}, "t", xlim)
+    curve_panel(axes[0][0], rows, {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}, "t", xlim)
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw(renderer)
     ax = axes[0][0]

@@ -13,6 +13,10 @@ Evaluation: :func:`~pyro_vae.inference.evaluate.evaluate` (the importance-sample
 log p(x) with K samples per image, in chunks) against the same log-weights in
 tensor code, with the same batches and chunks.
 
+Start-up: the CPU time (user + system, of a child process) of ``pyro-vae --help``
+against ``python -c "import torch, pyro"``, the floor of any command (issue #25:
+within 1.3x).
+
 Timings alternate between the two sides in rounds so that both see the same
 machine load; the medians are reported.
 """
@@ -21,7 +25,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -187,3 +194,32 @@ def run_eval_benchmark(
 
     result = _alternate({"handwritten": floor, "pyro_vae": ours}, 1, rounds, x.is_cuda)
     return {**result, **estimates}
+
+
+STARTUP_COMMANDS = {
+    "cli": [sys.executable, "-m", "pyro_vae", "--help"],
+    "import": [sys.executable, "-c", "import torch, pyro"],
+}
+
+
+def child_cpu_seconds(argv: Sequence[str]) -> float:
+    """User + system CPU seconds that the child process ``argv`` takes (its output discarded)."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}: {stderr.decode().strip()}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_startup_benchmark(rounds: int = 10) -> dict:
+    """Median CPU seconds of ``pyro-vae --help`` and of ``python -c "import torch, pyro"``
+    over ``rounds`` alternating runs of each, and their ratio."""
+    _check_counts(rounds=rounds)
+    times: dict[str, list[float]] = {name: [] for name in STARTUP_COMMANDS}
+    for _ in range(rounds):
+        for name, argv in STARTUP_COMMANDS.items():
+            times[name].append(child_cpu_seconds(argv))
+    cli, floor = statistics.median(times["cli"]), statistics.median(times["import"])
+    return {"cli_cpu_s": cli, "import_cpu_s": floor, "ratio": cli / floor, "rounds": rounds, "times": times}

@@ -52,7 +52,6 @@ from dataclasses import asdict, dataclass, replace
 from functools import cache, partial as bind
 from pathlib import Path
 
-from matplotlib.figure import Figure
 import pyro
 import torch
 
@@ -60,13 +59,11 @@ from pyro_vae.data import load_dataset
 from pyro_vae.experiments.jobs import run_jobs
 from pyro_vae.files import atomic_write_text
 from pyro_vae.inference.evaluate import evaluate
-from pyro_vae.plots import plot_manifold, plot_samples, samples_axis, save_figure
+from pyro_vae.plots import PAPER_XLIM, curve_grid_figure, plot_manifold, plot_samples
 from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training.loop import CHECKPOINT, PRESETS, Run, TrainConfig, train_or_resume, write_csv
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
-LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM (HMC)"}
-COLORS = {"aevb": "C0", "wake-sleep": "C1", "mcem": "C2"}
 
 
 @dataclass(frozen=True)
@@ -227,10 +224,7 @@ def runs_metrics(
     return run_jobs(job, configs, 1 if partial else jobs)
 
 
-# --- output helpers -------------------------------------------------------------
-PAPER_XLIM = (1e5, 1e8)  # the paper's Figures 2 and 3: 10^5 to 10^8 training samples evaluated
-
-
+# --- tables ---------------------------------------------------------------------------
 def last_rows_table(rows: list[dict], keys: Sequence[str], metrics: Sequence[str]) -> str:
     """Markdown table of each run's last metrics row (runs told apart by ``keys``): where it
     has got to (training samples), its ``metrics`` and its wall time."""
@@ -246,65 +240,6 @@ def last_rows_table(rows: list[dict], keys: Sequence[str], metrics: Sequence[str
                   f"{row['wall_seconds'] / 60:.1f}"]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _ylim(curves: Sequence[Sequence[float]]) -> tuple[float, float]:
-    """From the lowest curve's 10th percentile to the highest value: wake-sleep starts
-    thousands of nats below its later values, and those first points would flatten the rest."""
-    finite = [sorted(v for v in c if math.isfinite(v)) for c in curves]
-    finite = [c for c in finite if c]
-    top = max(c[-1] for c in finite)
-    low = min(c[int(0.1 * (len(c) - 1))] for c in finite)
-    pad = 0.05 * max(top - low, 1.0)
-    return low - pad, top + pad
-
-
-def _panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str, xlim: tuple[float, float] | None) -> None:
-    """Curves ``metric`` vs samples_seen on a log axis, one colour per algorithm, one style per metric.
-
-    The x axis is :func:`~pyro_vae.plots.samples_axis` over ``xlim`` (the paper's; rows
-    outside it are hidden) or the whole decades around the rows."""
-    rows = [r for r in rows if xlim is None or xlim[0] <= r["samples_seen"] <= xlim[1]]
-    curves = []
-    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
-        mine = sorted((r for r in rows if r["algorithm"] == algorithm), key=lambda r: r["samples_seen"])
-        for metric, (label, style) in series.items():
-            ys = [r[metric] for r in mine]
-            curves.append(ys)
-            ax.plot([r["samples_seen"] for r in mine], ys, style, color=COLORS[algorithm], marker=".",
-                    markersize=3, label=f"{LABELS[algorithm]} {label}")
-    samples_axis(ax, [r["samples_seen"] for r in rows], xlim)
-    if curves:
-        ax.set_ylim(*_ylim(curves))
-    else:  # --partial, before this setting's runs have started
-        ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
-        ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-
-
-def _grid_figure(
-    panels: dict[tuple[int, int], tuple[list[dict], str]], series, ylabel: str, path: Path, xlim=None,
-) -> Path:
-    """Panels on a grid with one legend for all of them, below the panels."""
-    rows_n = 1 + max(r for r, _ in panels)
-    cols_n = 1 + max(c for _, c in panels)
-    fig = Figure(figsize=(3.3 * cols_n, 2.9 * rows_n + 0.5), layout="constrained")
-    axes = fig.subplots(rows_n, cols_n, squeeze=False)
-    for (r, c), (rows, title) in panels.items():
-        _panel(axes[r][c], rows, series, title, xlim)
-        axes[r][0].set_ylabel(ylabel)
-    for r in range(rows_n):
-        for c in range(cols_n):
-            if (r, c) not in panels:
-                axes[r][c].axis("off")
-    legend = {}
-    for ax in fig.axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    if legend:
-        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 6), fontsize=8)
-    return save_figure(fig, path)
 
 
 # --- Figure 2 -------------------------------------------------------------------------
@@ -336,7 +271,7 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
             mine = [row for row in rows if row["dataset"] == dataset and row["z_dim"] == z_dim]
             panels[r, c] = (mine, f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z$ = {z_dim}")
     series = {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}
-    _grid_figure(panels, series, "ELBO (nats per datum)", out_dir / "fig2.png", PAPER_XLIM if b.paper_axes else None)
+    curve_grid_figure(panels, series, "ELBO (nats per datum)", out_dir / "fig2.png", PAPER_XLIM if b.paper_axes else None)
     return rows
 
 
@@ -389,8 +324,8 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     panels = {(0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
               for c, n in enumerate(b.fig3_num_train)}
     series = {"train_log_px": ("train", "-"), "test_log_px": ("test", "--")}
-    _grid_figure(panels, series, f"log p(x), IS with K = {b.eval_k}", out_dir / "fig3.png",
-                 PAPER_XLIM if b.paper_axes else None)
+    curve_grid_figure(panels, series, f"log p(x), IS with K = {b.eval_k}", out_dir / "fig3.png",
+                      PAPER_XLIM if b.paper_axes else None)
     return rows
 
 

@@ -1,0 +1,110 @@
+"""Argument helpers shared by the subcommands: bounded number types and the common flags.
+
+Each numeric flag declares its bound where it is defined, as its argparse
+``type`` (``type=positive_int``, ``type=at_least(0)``, ``type=positive_float``),
+so a bad value is refused while parsing, in one line naming the flag
+(``--z-dim must be at least 1, got 0``), before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import re
+from collections.abc import Callable
+
+import torch
+
+from pyro_vae.registry import Registry
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int = at_least(1)
+
+
+def _finite_float(bound: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {value}")
+        return value
+
+    parse.__name__ = f"finite number {bound}"
+    return parse
+
+
+positive_float = _finite_float("> 0", lambda value: value > 0)
+non_negative_float = _finite_float(">= 0", lambda value: value >= 0)
+
+
+def model_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with a Python name as KEY; VALUE a Python literal, else a plain string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a Python name as KEY, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a plain string
+
+
+_CUDA = re.compile(r"^cuda(:(\d+))?$")
+
+
+def resolve_device(name: str) -> str:
+    """The device a ``--device`` value names: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``
+    (CUDA if available, else the CPU); anything else, or CUDA where there is none, is refused."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    match = _CUDA.match(name)
+    if match is None:
+        raise ValueError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    if match.group(2) is not None and int(match.group(2)) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return name
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+
+
+def add_pass_sizes(p: argparse.ArgumentParser, batch_help: str) -> None:
+    """Evaluation passes: ``--batch-size`` images x ``--chunk-size`` importance samples each."""
+    p.add_argument("--batch-size", type=positive_int, default=100, help=batch_help)
+    p.add_argument("--chunk-size", type=positive_int, default=500,
+                   help="importance samples per pass (default 500; larger passes pay Pyro's tracing less often, "
+                        "e.g. 5000 on a GPU)")
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """``--threads``, ``--data-dir`` and ``--device``."""
+    add_threads(p)
+    p.add_argument("--data-dir", help="folder with MNIST/raw, FashionMNIST/raw, frey/ (default: $PYRO_VAE_DATA, else download)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+
+def add_choice(p: argparse.ArgumentParser, flag: str, registry: Registry, **kwargs) -> None:
+    """``--flag NAME`` with the registry's names as choices and their help lines as help."""
+    p.add_argument(flag, choices=registry.names(), help=registry.describe(), **kwargs)

@@ -1,0 +1,119 @@
+"""The ``pyro-vae`` command line: train, evaluate, plot, variance, reproduce, structures, benchmark, graph.
+
+Choices and their help come from the registries (models, estimators,
+algorithms, data sets, optimizers, schedules, likelihoods, subcommands);
+``--import MODULE`` (before the subcommand) imports a module that registers
+more, e.g. a user's own model for ``pyro-vae --import mymodels train --model mine``.
+
+``train`` and ``evaluate`` also run on several processes, launched by torchrun:
+``torchrun --nproc_per_node 2 -m pyro_vae train ...``
+(:mod:`pyro_vae.training.distributed`); rank 0 alone prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+import torch
+
+from pyro_vae.cli.commands import COMMANDS
+from pyro_vae.cli.errors import USER_ERRORS, describe_error, interrupted_message
+from pyro_vae.training.distributed import launched_by_torchrun
+
+
+class UsageError(SystemExit):
+    """A bad command line (exit status 2), its one line already printed."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that adds its arguments on first use (parsing or help), so that
+    building the ``pyro-vae`` parser runs no subcommand's builder, and whose errors are one
+    line: ``pyro-vae: error: --z-dim must be at least 1, got 0``."""
+
+    def __init__(self, *args, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._add_arguments = add_arguments
+
+    def build(self) -> CommandParser:
+        """Add the arguments, once."""
+        if self._add_arguments is not None:
+            add, self._add_arguments = self._add_arguments, None
+            add(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.build()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.build()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.build()
+        return super().format_help()
+
+    def error(self, message: str) -> NoReturn:
+        flag, _, rest = message.partition(": ")  # argparse: "argument --z-dim: must be at least 1, got 0"
+        if flag.startswith("argument ") and rest.startswith("must be"):
+            message = f"{flag.removeprefix('argument ')} {rest}"
+        print(f"pyro-vae: error: {message}", file=sys.stderr)
+        raise UsageError(2)
+
+
+def build_parser() -> CommandParser:
+    """The parser of every registered subcommand (each one's flags added when it is used)."""
+    parser = CommandParser(prog="pyro-vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", default=[],
+                        help="import MODULE first (it may register models, estimators, ...); repeatable")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    for name in COMMANDS:
+        command = COMMANDS[name]
+        p = sub.add_parser(name, help=COMMANDS.help(name), add_arguments=command.add_arguments)
+        if command.run is not None:
+            p.set_defaults(func=command.run)
+    return parser
+
+
+def _import_plugins(argv: list[str]) -> None:
+    """Import the ``--import MODULE`` modules before the parser is built, so that what
+    they register appears among the choices."""
+    names = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--import"]
+    names += [arg.partition("=")[2] for arg in argv if arg.startswith("--import=")]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ValueError(f"--import {name}: {err}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        _import_plugins(argv)
+    except ValueError as err:
+        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        args = build_parser().parse_args(argv)  # every numeric flag checked here, before any work
+    except UsageError as err:
+        return err.code
+    try:
+        if launched_by_torchrun() and not COMMANDS[args.command].distributed:
+            distributed = " and ".join(name for name in COMMANDS if COMMANDS[name].distributed)
+            raise ValueError(f"{args.command} runs on one process; only {distributed} run under torchrun")
+        if getattr(args, "threads", None) is not None:
+            torch.set_num_threads(args.threads)
+        args.func(args)
+    except USER_ERRORS as err:
+        print(f"pyro-vae: error: {describe_error(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pyro-vae: {interrupted_message(args.command, getattr(args, 'run_dir', None))}", file=sys.stderr)
+        return 130
+    return 0

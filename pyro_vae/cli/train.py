@@ -1,0 +1,174 @@
+"""``pyro-vae train``, ``evaluate`` and ``plot``: one run, from training to its report and figures."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from pyro_vae.cli.args import (
+    add_choice,
+    add_common,
+    add_pass_sizes,
+    at_least,
+    model_option,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
+from pyro_vae.cli.commands import machine, register_command
+from pyro_vae.data import DATASETS
+from pyro_vae.files import atomic_write_json
+from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
+from pyro_vae.models import MODELS
+from pyro_vae.models.likelihoods import LIKELIHOODS
+from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.distributed import SINGLE, DistributedContext, session
+from pyro_vae.training.loop import load_run, train
+from pyro_vae.training.report import evaluate_run, report_path
+from pyro_vae.training.resume import resume_config
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50")
+    add_choice(p, "--model", MODELS)
+    p.add_argument("--model-option", dest="model_option", type=model_option, action="append", metavar="KEY=VALUE",
+                   help="an option of the model's constructor, e.g. --model-option num_components=10 (repeatable)")
+    add_choice(p, "--dataset", DATASETS)
+    p.add_argument("--z-dim", type=positive_int)
+    p.add_argument("--hidden", type=positive_int, nargs="+", help="hidden layer sizes, e.g. --hidden 200 200")
+    p.add_argument("--activation")
+    add_choice(p, "--likelihood", LIKELIHOODS)
+    p.add_argument("--init-std", type=positive_float, help="weights ~ N(0, std^2) (paper: 0.01)")
+    add_choice(p, "--estimator", ESTIMATORS)
+    p.add_argument("--num-particles", type=positive_int, help="samples L per datum")
+    add_choice(p, "--optimizer", OPTIMIZERS)
+    p.add_argument("--lr", type=positive_float)
+    add_choice(p, "--lr-schedule", LR_SCHEDULES)
+    p.add_argument("--weight-decay", type=non_negative_float, help="1.0 is a N(0, I) prior on the weights")
+    p.add_argument("--batch-size", type=positive_int, help="minibatch size M")
+    add_choice(p, "--algorithm", ALGORITHMS)
+    p.add_argument("--num-train", type=positive_int, help="train on the first N training points only")
+    p.add_argument("--num-labels", type=positive_int,
+                   help="keep N training labels, balanced over classes (semi-supervised)")
+    p.add_argument("--labelled-per-batch", type=at_least(0),
+                   help="put M_l labelled points in every minibatch (with --num-labels; M2's setting)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--kl-warmup", type=at_least(0),
+                   help="KL warm-up over W epochs: the latent terms weighted by min(1, epoch / W) (default 0: off)")
+    p.add_argument("--evals-per-decade", type=at_least(0),
+                   help="metrics rows (test ELBO) per decade of training samples instead of one per epoch")
+    p.add_argument("--eval-samples", type=positive_int, help="z per test datum of each row's test ELBO (default 1)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--eval-k", type=positive_int, default=100, help="importance samples per test image for the final log p(x) (default 100; reported numbers use `evaluate -k 5000`)")
+    p.add_argument("--keep-every", type=at_least(0), default=0, help="keep a copy of every N-th epoch's checkpoint")
+    p.add_argument("--validate-every-step", action="store_true",
+                   help="keep Pyro's validation on for every step (default: the first step only)")
+    p.add_argument("--jit", action="store_true",
+                   help="compile the ELBO (Pyro's JitTrace_ELBO, one graph per batch shape): same numbers, "
+                        "without Pyro's per-step tracing; for models of static structure")
+    p.add_argument("--no-progress", action="store_true")
+    add_common(p)
+
+
+def _config_from_args(args) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.model_option:
+        given["model_options"] = dict(args.model_option)
+    if args.resume:  # the checkpoint's config, see pyro_vae.training.resume
+        if args.run_dir is None:
+            raise ValueError("--resume needs --run-dir")
+        return resume_config(args.run_dir, given, args.preset)
+    return TrainConfig.from_dict({**PRESETS.get(args.preset, {}), **given})
+
+
+def _evaluate_report(
+    run, run_dir: Path, k: int, device: str, num_test: int | None, distributed: DistributedContext = SINGLE,
+    **sizes: int,
+) -> dict:
+    """Evaluate (each process its shard of the test set), print the numbers, then write them
+    (a failed write loses nothing printed); rank 0 alone prints and writes."""
+    report = {**evaluate_run(run, k, device, num_test, distributed, **sizes), "machine": machine()}
+    num = report["num_test"]
+    path = report_path(run_dir, report["epoch"], k, num)
+
+    def write() -> None:
+        print(
+            f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
+            f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images"
+            + (f", test error {100 * report['test_error']:.2f}%" if "test_error" in report else "") + f" -> {path}",
+            flush=True,
+        )
+        atomic_write_json(path, report)
+
+    distributed.on_main(write)
+    return report
+
+
+def cmd_train(args) -> None:
+    with session(resolve_device(args.device)) as (distributed, device):
+        _train_command(args, distributed, device)
+
+
+def _train_command(args, distributed: DistributedContext, device: str) -> None:
+    from pyro_vae.plots import write_figures
+
+    def start() -> tuple[TrainConfig, Path]:  # on rank 0: one config, one folder name for all
+        config = _config_from_args(args)
+        run_dir = args.run_dir or Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        processes = f" ({distributed.world_size} processes)" if distributed.active else ""
+        print(f"run directory: {run_dir}\nconfig: {asdict(config)}\nmachine: {machine()}{processes}")
+        return config, run_dir
+
+    config, run_dir = distributed.on_main(start)
+    args.run_dir = run_dir
+    run = train(
+        config, run_dir, data_dir=args.data_dir, device=device, resume=args.resume,
+        progress=not args.no_progress, keep_every=args.keep_every, distributed=distributed,
+        validate_every_step=args.validate_every_step, jit=args.jit,
+    )
+    _evaluate_report(run, run_dir, args.eval_k, device, None, distributed)
+    distributed.on_main(lambda: [print(f"wrote {path}") for path in write_figures(run, run_dir / "figures")])
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("-k", type=positive_int, default=5000, help="importance samples per test image (default 5000)")
+    p.add_argument("--num-test", type=positive_int, help="evaluate on the first N test images only")
+    p.add_argument("--checkpoint", type=Path, help="a kept checkpoint instead of the run's last one")
+    add_pass_sizes(p, "test images per pass (default 100)")
+    add_common(p)
+
+
+def cmd_evaluate(args) -> None:
+    with session(resolve_device(args.device)) as (distributed, device):
+        with distributed.local_main_first():  # one data download per machine
+            run = load_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
+        _evaluate_report(run, args.run_dir, args.k, device, args.num_test, distributed,
+                         batch_size=args.batch_size, chunk_size=args.chunk_size)
+
+
+def add_plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="default: RUN_DIR/figures")
+    add_common(p)
+
+
+def cmd_plot(args) -> None:
+    from pyro_vae.plots import write_figures
+
+    run = load_run(args.run_dir, args.data_dir, resolve_device(args.device))
+    for path in write_figures(run, args.out or args.run_dir / "figures"):
+        print(f"wrote {path}")
+
+
+register_command("train", add_train_arguments, cmd_train, distributed=True,
+                 help="train a model with SVI (or a baseline algorithm), evaluate it and write its figures")
+register_command("evaluate", add_evaluate_arguments, cmd_evaluate, distributed=True,
+                 help="test ELBO and importance-sampled log p(x) of a trained run")
+register_command("plot", add_plot_arguments, cmd_plot, help="samples, reconstructions, curves, latents, manifold of a run")

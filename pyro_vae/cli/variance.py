@@ -1,0 +1,59 @@
+"""``pyro-vae variance``: the variance of ELBO gradient estimators (:mod:`pyro_vae.experiments.variance_study`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pyro_vae.cli.args import add_choice, add_common, at_least, positive_int, resolve_device
+from pyro_vae.cli.commands import machine, register_command
+from pyro_vae.data import DATASETS
+from pyro_vae.inference import ESTIMATORS
+from pyro_vae.training.config import PRESETS, TrainConfig
+
+
+def add_variance_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/variance"))
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    add_choice(p, "--dataset", DATASETS)
+    p.add_argument("--z-dim", type=positive_int)
+    p.add_argument("--hidden", type=positive_int, nargs="+")
+    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per estimator (default 5)")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS.names(), default=ESTIMATORS.names(),
+                   help=ESTIMATORS.describe())
+    p.add_argument("--draws", type=at_least(2), default=100, help="gradient draws R per estimator (default 100)")
+    p.add_argument("--adapt-steps", type=at_least(0), default=300,
+                   help="minibatches to adapt baselines on (default 300)")
+    p.add_argument("--particles", type=positive_int, nargs="+",
+                   help="particle counts K of step 3 (default 1 4 16; with --run-dir, none unless given)")
+    p.add_argument("--z-dims", type=positive_int, nargs="+", default=[2, 5, 10, 20, 50])
+    p.add_argument("--run-dir", type=Path, help="only compare the estimators at this trained run's last checkpoint")
+    add_common(p)
+
+
+def cmd_variance(args) -> None:
+    from pyro_vae.experiments.variance_study import StudyConfig, compare_at_run, run_study
+
+    preset = dict(PRESETS.get(args.preset, {}))
+    values = {**preset, **{k: v for k, v in vars(args).items() if k in ("dataset", "z_dim", "hidden", "epochs", "batch_size", "seed") and v is not None}}
+    values.setdefault("dataset", "mnist")
+    study = StudyConfig(
+        base=TrainConfig.from_dict(values),
+        estimators=args.estimators,
+        num_draws=args.draws,
+        adapt_steps=args.adapt_steps,
+        z_dims=args.z_dims,
+        **({"particles": args.particles} if args.particles else {}),
+    )
+    print(f"variance study -> {args.out}\nmachine: {machine()}")
+    if args.run_dir:
+        compare_at_run(args.run_dir, study, args.out, args.data_dir, resolve_device(args.device), args.particles or ())
+    else:
+        run_study(study, args.out, args.data_dir, resolve_device(args.device))
+    print((args.out / "summary.md").read_text())
+
+
+register_command("variance", add_variance_arguments, cmd_variance,
+                 help="compare the variance of ELBO gradient estimators and write table + figures")

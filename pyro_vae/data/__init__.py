@@ -1,0 +1,48 @@
+"""Data sets: binarized MNIST, FashionMNIST, Frey Face and a synthetic set.
+
+One job per module:
+
+* :mod:`~pyro_vae.data.dataset`: the :class:`Dataset` type (train/test tensors, labels);
+* :mod:`~pyro_vae.data.batches`: minibatches (:class:`Batches`, :class:`MixedBatches`);
+* :mod:`~pyro_vae.data.cache`: where files come from (``--data-dir``, ``$PYRO_VAE_DATA``,
+  download) and the verified cache (md5, CRC-32, atomic replacement);
+* :mod:`~pyro_vae.data.sources`: the loaders of each source and the :data:`DATASETS`
+  registry (a loader taking the data folder).
+"""
+
+from pyro_vae.data.batches import UNLABELLED, Batches, MixedBatches
+from pyro_vae.data.cache import (
+    ENV_CACHE,
+    ENV_DATA,
+    CorruptDataError,
+    DataCacheError,
+    DatasetNotFoundError,
+    cache_dir,
+    data_dir,
+    prepare_raw_files,
+)
+from pyro_vae.data.dataset import TEST_BINARIZATION_SEED, Dataset
+from pyro_vae.data.sources import DATASETS, FREY_MD5, FREY_URL, load_dataset, load_frey_face, make_synthetic, read_frey_mat
+
+__all__ = [
+    "CorruptDataError",
+    "DATASETS",
+    "DataCacheError",
+    "Dataset",
+    "DatasetNotFoundError",
+    "Batches",
+    "ENV_CACHE",
+    "ENV_DATA",
+    "FREY_MD5",
+    "FREY_URL",
+    "MixedBatches",
+    "TEST_BINARIZATION_SEED",
+    "UNLABELLED",
+    "cache_dir",
+    "data_dir",
+    "load_dataset",
+    "load_frey_face",
+    "make_synthetic",
+    "prepare_raw_files",
+    "read_frey_mat",
+]

@@ -1,0 +1,115 @@
+"""The :class:`Dataset` type: train and test tensors, labels, and how to batch them.
+
+MNIST and FashionMNIST are binarized as in the AEVB/IWAE literature: each
+training image is re-binarized with a fresh Bernoulli draw every time it is
+used (dynamic binarization); the test set is binarized once, with a fixed seed,
+so that every evaluation sees the same binary test images.
+
+:meth:`Dataset.with_labels` keeps N training labels, balanced over classes,
+and marks the others unknown (``y = -1``); ``train_batches(...,
+labelled_per_batch=M_l)`` then puts M_l labelled points in every minibatch
+(:class:`~pyro_vae.data.batches.MixedBatches`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from pyro_vae.data.batches import UNLABELLED, Batches, MixedBatches
+
+TEST_BINARIZATION_SEED = 0
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors of shape ``(N, *x_shape)`` with values in [0, 1].
+
+    ``binarize`` marks data to be binarized by Bernoulli draws (dynamically for
+    the training set); ``likelihood`` is the decoder the data set calls for;
+    ``image_shape`` is ``(channels, height, width)`` for plotting.
+    """
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None
+    test_labels: torch.Tensor | None
+    image_shape: tuple[int, int, int]
+    likelihood: str
+    binarize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.binarize:
+            generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
+            self.test = torch.bernoulli(self.test, generator=generator)
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of the labels (``None`` without labels)."""
+        labels = self.test_labels if self.test_labels is not None else self.train_labels
+        return None if labels is None else int(labels.max()) + 1
+
+    def _labels(self, labels: torch.Tensor | None, keys: Sequence[str]) -> torch.Tensor | None:
+        if "y" not in keys:
+            return None
+        if labels is None:
+            raise ValueError(f"the data set {self.name!r} has no labels, and the model asks for y")
+        return labels
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, device: str | torch.device = "cpu",
+        keys: Sequence[str] = ("x",), shard: tuple[int, int] = (0, 1), labelled_per_batch: int = 0,
+    ) -> Batches:
+        """Shuffled training minibatches (short last batch dropped), binarized afresh;
+        ``keys`` names the entries of each batch (``"x"``, ``"y"``). With ``shard=(r, W)``
+        each batch is process r's part of the global one (see :class:`Batches`). With
+        ``labelled_per_batch`` > 0, each batch is that many labelled points plus
+        unlabelled ones (:class:`MixedBatches`; one process only)."""
+        labels = self._labels(self.train_labels, keys)
+        if labelled_per_batch:
+            if labels is None:
+                raise ValueError("labelled_per_batch needs a model of labelled data (keys with 'y')")
+            if shard[1] > 1:
+                raise ValueError("labelled_per_batch is not supported on several processes yet")
+            return MixedBatches(self.train, batch_size, labelled_per_batch, labels, device, generator, self.binarize)
+        return Batches(self.train, batch_size, device, generator=generator, binarize=self.binarize,
+                       labels=labels, shard=shard)
+
+    def test_batches(
+        self, batch_size: int, device: str | torch.device = "cpu", keys: Sequence[str] = ("x",),
+        num: int | None = None, shard: tuple[int, int] = (0, 1),
+    ) -> Batches:
+        """Test minibatches in a fixed order (the first ``num`` test points if given);
+        with ``shard=(r, W)`` only the points r, r + W, r + 2W, ... of them."""
+        labels = self._labels(self.test_labels, keys)
+        rank, world = shard
+        test = self.test[:num][rank::world]
+        return Batches(test, batch_size, device, labels=None if labels is None else labels[:num][rank::world])
+
+    def with_labels(self, num_labels: int, seed: int = 0) -> Dataset:
+        """The same data with only ``num_labels`` training labels kept, the same number
+        per class (chosen with ``seed``); the others become ``UNLABELLED`` (-1)."""
+        if self.train_labels is None:
+            raise ValueError(f"the data set {self.name!r} has no labels")
+        classes = self.num_classes
+        if num_labels < classes or num_labels % classes:
+            raise ValueError(f"num_labels must be a positive multiple of the {classes} classes, got {num_labels}")
+        generator = torch.Generator().manual_seed(seed)
+        keep = []
+        for c in range(classes):
+            members = (self.train_labels == c).nonzero().squeeze(-1)
+            if len(members) < num_labels // classes:
+                raise ValueError(f"class {c} has only {len(members)} training points")
+            keep.append(members[torch.randperm(len(members), generator=generator)[: num_labels // classes]])
+        labels = torch.full_like(self.train_labels, UNLABELLED)
+        index = torch.cat(keep)
+        labels[index] = self.train_labels[index]
+        return replace(self, train_labels=labels)  # re-binarizing the binary test set changes nothing
+

@@ -1,0 +1,37 @@
+"""The latent scatter: posterior means of z coloured by label."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from pyro_vae.models.vae import VAE
+from pyro_vae.plots.figure import save_figure
+
+
+@torch.no_grad()
+def plot_latents(
+    vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path, **context
+) -> Path:
+    """Posterior means of z (:meth:`VAE.embed`) coloured by label; projected on 2
+    principal axes when z has more than 2 dimensions."""
+    loc = vae.embed(x, **context).reshape(len(x), -1).cpu()
+    axes = ("z[0]", "z[1]")
+    if loc.shape[1] > 2:
+        centred = loc - loc.mean(0)
+        _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+        loc, axes = centred @ v, ("principal axis 1", "principal axis 2")
+    elif loc.shape[1] == 1:
+        loc, axes = torch.cat([loc, torch.zeros_like(loc)], 1), ("z[0]", "")
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
+    colours = None if labels is None else labels[: len(loc)].cpu()
+    scatter = ax.scatter(loc[:, 0], loc[:, 1], c=colours, s=3, cmap="tab10", alpha=0.7)
+    if labels is not None:
+        fig.colorbar(scatter, ax=ax, label="label")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title("means of q(z|x) on test data")
+    return save_figure(fig, path)

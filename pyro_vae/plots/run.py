@@ -1,0 +1,38 @@
+"""All figures of a trained run (``pyro-vae train`` and ``pyro-vae plot`` write them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pyro_vae.plots.curves import plot_curves
+from pyro_vae.plots.images import plot_analogies, plot_manifold, plot_reconstructions, plot_samples
+from pyro_vae.plots.latents import plot_latents
+
+
+def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path]:
+    """All figures for a :class:`~pyro_vae.training.loop.Run` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    vae, data = run.vae, run.dataset
+    vae.eval()
+    device = vae.prior_loc.device
+    x = data.test[:num_points].to(device)
+    labels = None if data.test_labels is None else data.test_labels[:num_points].to(device)
+    test, generated = {}, {}
+    if "y" in vae.data_keys:  # a model of labelled data: condition on the labels, one class per column
+        test = {"y": labels}
+        generated = {"y": torch.arange(100, device=device) % data.num_classes}
+    paths = [
+        plot_samples(vae, data.image_shape, out_dir / "samples.png", **generated),
+        plot_reconstructions(vae, x, data.image_shape, out_dir / "reconstructions.png", **test),
+        plot_latents(vae, x, data.test_labels, out_dir / "latents.png", **test),
+    ]
+    if run.metrics:
+        paths.append(plot_curves(run.metrics, out_dir / "curves.png"))
+    if hasattr(vae, "classify"):
+        paths.append(plot_analogies(vae, x, data.image_shape, out_dir / "analogies.png"))
+    if vae.z_dim == 2:
+        one_class = {"y": torch.zeros(400, dtype=torch.long, device=device)} if generated else {}
+        paths.append(plot_manifold(vae, data.image_shape, out_dir / "manifold.png", **one_class))
+    return paths
