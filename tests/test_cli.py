@@ -50,6 +50,11 @@ def test_train_evaluate_plot_round_trip(tmp_path, capsys):
         (["train", "--dataset", "synthetic", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["train", "--dataset", "synthetic", "--device", "cuda:7"], "CUDA is not available"),
         (["evaluate", "{tmp}/nothing", "--threads", "0"], "--threads must be at least 1, got 0"),
+        (["train", "--dataset", "synthetic", "--optimizer", "sgd", "--optimizer-option", "mom=0.9"],
+         "optimizer 'sgd' does not take the option(s) ['mom']; it takes ['momentum'"),
+        (["train", "--dataset", "synthetic", "--lr-schedule", "step", "--schedule-option", "size=3"],
+         "schedule 'step' does not take the option(s) ['size']"),
+        (["evaluate", "pretrained:nothing"], "unknown pretrained model 'nothing'"),
     ],
 )
 def test_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
@@ -66,6 +71,20 @@ def test_every_command_takes_threads(command, monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     monkeypatch.setattr(cli.COMMANDS[command[0]], "run", lambda args: None)
     assert main([*command, "--threads", "3"]) == 0 and calls == [3]
+
+
+def test_optimizer_and_schedule_options_reach_the_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--epochs", "3",
+                 "--optimizer", "adamw", "--optimizer-option", "betas=(0.8,0.99)", "--lr", "0.01",
+                 "--lr-schedule", "exponential", "--schedule-option", "gamma=0.5", "--schedule-option", "warmup=1",
+                 "--num-test", "50", "--eval-k", "5", "--run-dir", str(run), "--no-progress"]) == 0
+    assert "over 50 test images" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["optimizer_options"] == {"betas": [0.8, 0.99]}
+    assert config["schedule_options"] == {"gamma": 0.5, "warmup": 1}
+    rates = [float(line.split(",")[2]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert rates == pytest.approx([0.005, 0.01, 0.005])  # warm-up 1/2, then 0.5^0, 0.5^1
 
 
 def test_unknown_estimator_rejected_by_parser(capsys):

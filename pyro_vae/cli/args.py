@@ -55,7 +55,7 @@ positive_float = _finite_float("> 0", lambda value: value > 0)
 non_negative_float = _finite_float(">= 0", lambda value: value >= 0)
 
 
-def model_option(text: str) -> tuple[str, object]:
+def key_value(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with a Python name as KEY; VALUE a Python literal, else a plain string."""
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():

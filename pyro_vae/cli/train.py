@@ -12,7 +12,7 @@ from pyro_vae.cli.args import (
     add_common,
     add_pass_sizes,
     at_least,
-    model_option,
+    key_value,
     non_negative_float,
     positive_float,
     positive_int,
@@ -24,6 +24,7 @@ from pyro_vae.files import atomic_write_json
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
+from pyro_vae.pretrained import report_dir, resolve_run
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext, session
 from pyro_vae.training.loop import load_run, train
@@ -34,7 +35,7 @@ from pyro_vae.training.resume import resume_config
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50")
     add_choice(p, "--model", MODELS)
-    p.add_argument("--model-option", dest="model_option", type=model_option, action="append", metavar="KEY=VALUE",
+    p.add_argument("--model-option", dest="model_option", type=key_value, action="append", metavar="KEY=VALUE",
                    help="an option of the model's constructor, e.g. --model-option num_components=10 (repeatable)")
     add_choice(p, "--dataset", DATASETS)
     p.add_argument("--z-dim", type=positive_int)
@@ -46,7 +47,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-particles", type=positive_int, help="samples L per datum")
     add_choice(p, "--optimizer", OPTIMIZERS)
     p.add_argument("--lr", type=positive_float)
+    p.add_argument("--optimizer-option", dest="optimizer_option", type=key_value, action="append",
+                   metavar="KEY=VALUE", help="a keyword of the torch optimizer, e.g. --optimizer-option momentum=0.9 "
+                                             "or betas=(0.9,0.999) (repeatable)")
     add_choice(p, "--lr-schedule", LR_SCHEDULES)
+    p.add_argument("--schedule-option", dest="schedule_option", type=key_value, action="append", metavar="KEY=VALUE",
+                   help="a keyword of the schedule, e.g. --schedule-option gamma=0.5, or warmup=W for a linear "
+                        "warm-up over the first W epochs in front of any schedule (repeatable)")
     p.add_argument("--weight-decay", type=non_negative_float, help="1.0 is a N(0, I) prior on the weights")
     p.add_argument("--batch-size", type=positive_int, help="minibatch size M")
     add_choice(p, "--algorithm", ALGORITHMS)
@@ -65,6 +72,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--eval-k", type=positive_int, default=100, help="importance samples per test image for the final log p(x) (default 100; reported numbers use `evaluate -k 5000`)")
+    p.add_argument("--num-test", type=positive_int,
+                   help="the final evaluation on the first N test images only (default: all)")
     p.add_argument("--keep-every", type=at_least(0), default=0, help="keep a copy of every N-th epoch's checkpoint")
     p.add_argument("--validate-every-step", action="store_true",
                    help="keep Pyro's validation on for every step (default: the first step only)")
@@ -78,8 +87,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if args.model_option:
-        given["model_options"] = dict(args.model_option)
+    for flag in ("model", "optimizer", "schedule"):
+        if getattr(args, f"{flag}_option"):
+            given[f"{flag}_options"] = dict(getattr(args, f"{flag}_option"))
     if args.resume:  # the checkpoint's config, see pyro_vae.training.resume
         if args.run_dir is None:
             raise ValueError("--resume needs --run-dir")
@@ -132,12 +142,12 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
         progress=not args.no_progress, keep_every=args.keep_every, distributed=distributed,
         validate_every_step=args.validate_every_step, jit=args.jit,
     )
-    _evaluate_report(run, run_dir, args.eval_k, device, None, distributed)
+    _evaluate_report(run, run_dir, args.eval_k, device, args.num_test, distributed)
     distributed.on_main(lambda: [print(f"wrote {path}") for path in write_figures(run, run_dir / "figures")])
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", metavar="RUN", help="a run folder, or pretrained:NAME (pyro_vae.pretrained)")
     p.add_argument("-k", type=positive_int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--num-test", type=positive_int, help="evaluate on the first N test images only")
     p.add_argument("--checkpoint", type=Path, help="a kept checkpoint instead of the run's last one")
@@ -148,8 +158,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args) -> None:
     with session(resolve_device(args.device)) as (distributed, device):
         with distributed.local_main_first():  # one data download per machine
-            run = load_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
-        _evaluate_report(run, args.run_dir, args.k, device, args.num_test, distributed,
+            run = resolve_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
+        _evaluate_report(run, report_dir(args.run_dir), args.k, device, args.num_test, distributed,
                          batch_size=args.batch_size, chunk_size=args.chunk_size)
 
 
