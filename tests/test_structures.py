@@ -145,7 +145,8 @@ def test_a_users_model_trains_by_name_from_the_cli(tmp_path, monkeypatch, capsys
         "class Mine(VAE):\n"
         "    '''my VAE'''\n"
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # --import searches the current directory first
+    monkeypatch.setattr(sys, "path", list(sys.path))
     run = tmp_path / "run"
     argv = ["--import", "my_models", "train", "--model", "mine", "--dataset", "synthetic", "--z-dim", "2",
             "--hidden", "8", "--epochs", "1", "--run-dir", str(run), "--eval-k", "5", "--no-progress"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -82,14 +83,17 @@ def build_parser() -> CommandParser:
 
 def _import_plugins(argv: list[str]) -> None:
     """Import the ``--import MODULE`` modules before the parser is built, so that what
-    they register appears among the choices."""
+    they register appears among the choices. The current directory is searched first, as
+    ``python -m`` does, so ``pyro-vae --import mymodels`` finds ``./mymodels.py``."""
     names = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--import"]
     names += [arg.partition("=")[2] for arg in argv if arg.startswith("--import=")]
+    if names and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for name in names:
         try:
             importlib.import_module(name)
         except ImportError as err:
-            raise ValueError(f"--import {name}: {err}") from None
+            raise ValueError(f"--import {name}: {err} (searched the current directory {os.getcwd()} first)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
