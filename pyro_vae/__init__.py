@@ -20,7 +20,7 @@ from pyro_vae.inference.evaluate import evaluate, importance_bounds, log_importa
 from pyro_vae.inference.variance import compare_estimators, draw_gradients
 from pyro_vae.models import MODELS, VAE, DataSpec, register_model
 from pyro_vae.models.likelihoods import Bernoulli, Gaussian, Likelihood, make_likelihood
-from pyro_vae.models.nets import MLP, GaussianEncoder
+from pyro_vae.models.nets import MLP, GaussianEncoder, with_code
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import Run, load_run, train
 from pyro_vae.pretrained import load_pretrained
@@ -56,4 +56,5 @@ __all__ = [
     "register_estimator",
     "register_model",
     "train",
+    "with_code",
 ]

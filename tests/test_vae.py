@@ -243,3 +243,13 @@ def test_evaluation_refuses_bad_data_in_a_later_batch():
         evaluate(vae, [good, bad], num_samples=2)
     with pytest.raises(ValueError, match=r"expects data in \[0, 1\]"):
         evaluate(vae, [good, good * 3], num_samples=2)
+
+
+def test_with_code_broadcasts_an_enumerated_code_against_the_batch():
+    from pyro_vae import with_code
+
+    h = torch.randn(3, 5)
+    code = torch.eye(4).reshape(4, 1, 4)  # 4 enumerated classes, broadcast over the batch of 3
+    joined = with_code(h, code)
+    assert joined.shape == (4, 3, 9)
+    assert torch.equal(joined[2, 1], torch.cat([h[1], torch.eye(4)[2]]))
