@@ -216,3 +216,25 @@ def test_analytic_kl_names_the_sites_that_fall_back_to_monte_carlo():
         warnings.simplefilter("error")
         analytic.elbo.loss(vae.model, analytic.guide, x)
     assert analytic.elbo.monte_carlo_kl == []
+
+
+def test_estimator_options_reach_a_users_builder():
+    from pyro_vae.inference.estimators import ESTIMATORS, Estimator
+    from pyro.infer import Trace_ELBO
+
+    def beta_elbo(program, num_particles=1, beta=1.0):
+        """a user's beta-ELBO: the latent terms weighted by beta"""
+        return Estimator(f"beta-{beta}", Trace_ELBO(num_particles=num_particles), program.guide)
+
+    ESTIMATORS.register("test-beta", beta_elbo)
+    try:
+        vae = VAE(6, z_dim=2, hidden=(5,))
+        assert make_estimator("test-beta", vae, options={"beta": 4.0}).name == "beta-4.0"
+        with pytest.raises(ValueError, match=r"estimator 'test-beta' does not take the option\(s\) \['gamma'\]; "
+                                             r"it takes \['beta'\]"):
+            make_estimator("test-beta", vae, options={"gamma": 1})
+        with pytest.raises(ValueError, match=r"estimator 'reparam' does not take the option\(s\) \['beta'\]; it takes \[\]"):
+            make_estimator("reparam", vae, options={"beta": 2})
+    finally:
+        ESTIMATORS._entries.pop("test-beta")
+        ESTIMATORS._help.pop("test-beta")

@@ -65,9 +65,11 @@ an :class:`Estimator` for a program (an object with ``model``, ``guide``,
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyro.poutine as poutine
 import torch
@@ -291,8 +293,15 @@ _register_importance_weighted(
 )
 
 
-def make_estimator(name: str, program, num_particles: int = 1) -> Estimator:
-    """Build the registered estimator ``name`` for ``program`` (see the module docstring)."""
+def make_estimator(name: str, program, num_particles: int = 1, options: dict[str, Any] | None = None) -> Estimator:
+    """Build the registered estimator ``name`` for ``program`` (see the module docstring);
+    ``options`` are the keyword arguments its builder takes beyond ``(program,
+    num_particles)`` (e.g. the ``beta`` of a user's beta-ELBO: ``--estimator-option beta=4``)."""
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    return ESTIMATORS[name](program, num_particles)
+    build, options = ESTIMATORS[name], dict(options or {})
+    accepted = list(inspect.signature(build).parameters)[2:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"estimator {name!r} does not take the option(s) {unknown}; it takes {accepted}")
+    return build(program, num_particles, **options)
