@@ -95,7 +95,8 @@ def test_m2_trains_through_the_cli_with_labelled_batches(tmp_path, capsys):
     assert main(args) == 0, capsys.readouterr().err
     assert (tmp_path / "figures" / "analogies.png").is_file()
     assert main(["evaluate", str(tmp_path), "-k", "5", "--num-test", "200"]) == 0
-    assert "test error" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test error" in out and "log p(x, y) (IS, K=5)" in out
     report = json.loads(next(tmp_path.glob("eval-epoch0002-k5-n200.json")).read_text())
     run = load_run(tmp_path)
     assert run.config.labelled_per_batch == 10
@@ -105,7 +106,15 @@ def test_m2_trains_through_the_cli_with_labelled_batches(tmp_path, capsys):
     errors = [row["test_error"] for row in run.metrics]  # the classifier's learning curve, one per epoch
     assert len(errors) == 2 and all(0.0 <= e <= 1.0 for e in errors)
     assert errors[-1] == pytest.approx(classification_error(run.vae, run.dataset.test_batches(1000, keys=("x", "y"))))
-    assert math.isfinite(report["test_log_px"])
+    assert math.isfinite(report["test_log_px"]) and report["log_likelihood_of"] == "log p(x, y)"
+    # y summed out by M2's own q(y|x): log p(x) = log sum_y p(x, y) > log p(x, y_true), on every image
+    assert main(["evaluate", str(tmp_path), "-k", "200", "--num-test", "200", "--marginal"]) == 0
+    assert "log p(x) (IS, K=200)" in capsys.readouterr().out
+    marginal = json.loads((tmp_path / "eval-epoch0002-k200-n200-marginal.json").read_text())
+    assert marginal["log_likelihood_of"] == "log p(x)" and "test_error" in marginal
+    assert main(["evaluate", str(tmp_path), "-k", "200", "--num-test", "200"]) == 0
+    joint = json.loads((tmp_path / "eval-epoch0002-k200-n200.json").read_text())
+    assert marginal["test_log_px"] > joint["test_log_px"]
 
 
 def test_classification_error_sums_the_shards_of_several_processes():

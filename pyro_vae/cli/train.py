@@ -99,18 +99,18 @@ def _config_from_args(args) -> TrainConfig:
 
 def _evaluate_report(
     run, run_dir: Path, k: int, device: str, num_test: int | None, distributed: DistributedContext = SINGLE,
-    **sizes: int,
+    **options,
 ) -> dict:
     """Evaluate (each process its shard of the test set), print the numbers, then write them
     (a failed write loses nothing printed); rank 0 alone prints and writes."""
-    report = {**evaluate_run(run, k, device, num_test, distributed, **sizes), "machine": machine()}
+    report = {**evaluate_run(run, k, device, num_test, distributed, **options), "machine": machine()}
     num = report["num_test"]
-    path = report_path(run_dir, report["epoch"], k, num)
+    path = report_path(run_dir, report["epoch"], k, num, options.get("marginal", False))
 
     def write() -> None:
         print(
             f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
-            f"log p(x) (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images"
+            f"{report['log_likelihood_of']} (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images"
             + (f", test error {100 * report['test_error']:.2f}%" if "test_error" in report else "") + f" -> {path}",
             flush=True,
         )
@@ -151,6 +151,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=positive_int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--num-test", type=positive_int, help="evaluate on the first N test images only")
     p.add_argument("--checkpoint", type=Path, help="a kept checkpoint instead of the run's last one")
+    p.add_argument("--marginal", action="store_true",
+                   help="a labelled program (M2) is given x alone and sums y out: log p(x) instead of log p(x, y)")
     add_pass_sizes(p, "test images per pass (default 100)")
     add_common(p)
 
@@ -160,7 +162,7 @@ def cmd_evaluate(args) -> None:
         with distributed.local_main_first():  # one data download per machine
             run = resolve_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
         _evaluate_report(run, report_dir(args.run_dir), args.k, device, args.num_test, distributed,
-                         batch_size=args.batch_size, chunk_size=args.chunk_size)
+                         batch_size=args.batch_size, chunk_size=args.chunk_size, marginal=args.marginal)
 
 
 def add_plot_arguments(p: argparse.ArgumentParser) -> None:
