@@ -81,7 +81,7 @@ class TrainConfig:
         if self.likelihood is not None:
             LIKELIHOODS.check(self.likelihood)
         check_data_kind(self)
-        for checker in (ALGORITHMS[self.algorithm], MODELS[self.model]):
+        for checker in (MODELS[self.model], ALGORITHMS[self.algorithm]):
             check = getattr(checker, "check_config", None)
             if check is not None:
                 check(self)
