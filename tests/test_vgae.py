@@ -171,9 +171,9 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, estimator):
 
 def test_a_folder_being_trained_refuses_a_second_trainer(tmp_path):
     train(graph_config(epochs=2), tmp_path, progress=False)
-    with lock_run_dir(tmp_path):  # another trainer holds the folder
-        with pytest.raises(RunDirBusyError, match="in use by another training"):
-            train(graph_config(epochs=4), tmp_path, resume=True, progress=False)
+    # another trainer holds the folder
+    with lock_run_dir(tmp_path), pytest.raises(RunDirBusyError, match="in use by another training"):
+        train(graph_config(epochs=4), tmp_path, resume=True, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(graph_config(epochs=4), tmp_path, progress=False)
 
@@ -241,7 +241,7 @@ def test_table_experiment_on_the_shared_machinery(tmp_path):
     table = markdown_table(summary)
     assert "| VGAE | planted-partition | 2 |" in table and "| GAE | planted-partition | 2 |" in table
     assert (tmp_path / "embedding-planted-partition.png").is_file() and (tmp_path / "table.md").is_file()
-    rows = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    rows = list(csv.DictReader((tmp_path / "runs.csv").read_text().splitlines()))
     assert {r["split_seed"] for r in rows} == {"0"}
     # a finished run is reused as it is: same numbers, no new epoch
     again = train_or_resume(base, tmp_path / "vgae-planted-partition-seed0", progress=False)
