@@ -22,7 +22,7 @@ from pyro_vae.models import MODELS, VAE, DataSpec, register_model
 from pyro_vae.models.likelihoods import Bernoulli, Gaussian, Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder, with_code
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.loop import Run, load_run, train
+from pyro_vae.training import Run, load_run, train
 from pyro_vae.pretrained import load_pretrained
 
 __all__ = [

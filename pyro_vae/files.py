@@ -5,11 +5,12 @@ folder, is ``fsync`` ed and moved into place with ``os.replace``; on any failure
 the temporary file is removed and the previous file stays intact. Errors from
 the operating system are re-raised as ``OSError`` naming the target, so a
 caller can print one line such as ``.../checkpoint.pt: no space left on device``.
-Used for checkpoints, run-folder files and the data cache.
+Used for checkpoints, run-folder files (:func:`write_csv` for metrics and tables) and the data cache.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -78,3 +79,13 @@ def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Copy ``source`` to ``target`` atomically (a kill leaves the old ``target`` or none, never half)."""
     with open(source, "rb") as f:
         return atomic_write_stream(target, f)
+
+
+def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write ``rows`` as CSV, columns the union of their keys in first-seen order,
+    atomically (a temporary file, then a rename); creates the folder."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, text.getvalue())

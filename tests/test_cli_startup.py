@@ -89,9 +89,9 @@ def test_bounded_types_accept_the_bound(parse, text, value):
 
 
 def test_graph_flags_are_bounded_in_one_line(capsys):
-    assert main(["graph", "train", "--hidden", "0"]) == 2
+    assert main(["graph", "table", "--epochs", "0"]) == 2
     err = capsys.readouterr().err
-    assert err == "pyro-vae: error: --hidden must be at least 1, got 0\n"
+    assert err == "pyro-vae: error: --epochs must be at least 1, got 0\n"
 
 
 def test_startup_benchmark_reports_both_sides(tmp_path, capsys):

@@ -15,7 +15,7 @@ import torch
 import pyro_vae.training.run_dir as run_dir_module
 from pyro_vae.cli import main
 from pyro_vae.training.checkpoint import load_checkpoint
-from pyro_vae.training.loop import TrainConfig, train
+from pyro_vae.training import TrainConfig, train
 from pyro_vae.training.run_dir import (
     RunDirBusyError, RunDirWarning, clean_stale_temp_files, describe_os_error, lock_run_dir,
 )

@@ -8,7 +8,7 @@ from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_
 from pyro_vae.inference import ALGORITHMS
 from pyro_vae.inference.optim import iwae_factor
 from pyro_vae.inference.svi import SVIAlgorithm
-from pyro_vae.training.loop import EvalSchedule, TrainConfig, TrainingDiverged, build_run, load_run, train
+from pyro_vae.training import EvalSchedule, TrainConfig, TrainingDiverged, build_run, load_run, train
 
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 

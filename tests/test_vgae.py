@@ -1,4 +1,5 @@
-"""The (variational) graph autoencoder: program structure, objective, metrics, training, data, CLI."""
+"""The (variational) graph autoencoder: program structure, objective, metrics, training on the
+shared run machinery, data and its cache, the Table-1 experiment."""
 
 import csv
 import json
@@ -12,13 +13,21 @@ import torch
 import torch.nn.functional as F
 from pyro.infer import Trace_ELBO
 
-from pyro_vae.cli import main
-from pyro_vae.data import DatasetNotFoundError
-from pyro_vae.experiments.graph import GraphConfig, train_graph
-from pyro_vae.graph_data import GRAPH_DATASETS, check_graph, link_split, load_graph, planted_partition
+from pyro_vae.data import DATASETS, DatasetNotFoundError
+from pyro_vae.experiments.graph import markdown_table, run_table
+from pyro_vae.data.graphs import check_graph, link_split, load_graph, planted_partition
 from pyro_vae.graph_plots import embedding_figure
 from pyro_vae.inference.link_prediction import average_precision, roc_auc
+from pyro_vae.models import MODELS
 from pyro_vae.models.vgae import GAE, VGAE, Pairs, paper_pairs
+from pyro_vae.training import PRESETS, TrainConfig, evaluate_graph_run, load_run, train, train_or_resume
+from pyro_vae.training.resume import resume_config
+from pyro_vae.training.run_dir import RunDirBusyError, lock_run_dir
+
+
+def graph_config(**settings) -> TrainConfig:
+    """The paper's settings (preset ``kipf``) for a VGAE on the planted partition, with ``settings``."""
+    return TrainConfig(**{**PRESETS["kipf"], "model": "vgae", "dataset": "planted-partition", **settings})
 
 
 @pytest.fixture(autouse=True)
@@ -128,45 +137,121 @@ def test_metrics_need_both_classes():
 
 # --- training ---------------------------------------------------------------
 def test_vgae_learns_a_planted_partition_in_seconds(tmp_path):
-    run = train_graph(GraphConfig(dataset="planted-partition"), tmp_path, progress=False)
+    run = train(graph_config(), tmp_path, progress=False)
     assert run.test_metrics()["auc"] > 0.9
     assert run.metrics[-1]["wall_seconds"] < 60  # about 1-2 s on one idle core
     assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "config.json").is_file()
 
 
+# Test AUC and AP after 30 epochs, seed 1, recorded with the graph loop of experiments/graph.py
+# (GraphConfig, train_graph) before graph runs moved onto the shared run machinery (issue #25).
+RECORDED = {
+    ("vgae", "reparam"): (0.9523374726077429, 0.895185010621734),
+    ("gae", "reparam"): (0.9521345669994319, 0.8961279365537931),
+}
+
+
+@pytest.mark.parametrize("model, estimator", list(RECORDED))
+def test_same_auc_and_ap_as_before_the_shared_machinery(tmp_path, model, estimator):
+    run = train(graph_config(model=model, estimator=estimator, epochs=30, seed=1), tmp_path, progress=False)
+    metrics = run.test_metrics()
+    assert (metrics["auc"], metrics["ap"]) == RECORDED[model, estimator]
+
+
 @pytest.mark.parametrize("estimator", ["reparam", "score-baseline"])
 def test_resume_equals_an_uninterrupted_run(tmp_path, estimator):
-    config = GraphConfig(dataset="planted-partition", epochs=6, estimator=estimator)
-    whole = train_graph(config, tmp_path / "whole", progress=False)
-    train_graph(GraphConfig(**{**vars(config), "epochs": 3}), tmp_path / "split", progress=False)
-    resumed = train_graph(config, tmp_path / "split", resume=True, progress=False)
+    config = graph_config(epochs=6, estimator=estimator)
+    whole = train(config, tmp_path / "whole", progress=False)
+    train(graph_config(epochs=3, estimator=estimator), tmp_path / "split", progress=False)
+    resumed = train(config, tmp_path / "split", resume=True, progress=False)
     assert [r["loss"] for r in resumed.metrics] == [r["loss"] for r in whole.metrics]
-    for name, value in whole.model.state_dict().items():
-        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    for name, value in whole.vae.state_dict().items():
+        assert torch.equal(value, resumed.vae.state_dict()[name]), name
+
+
+def test_a_folder_being_trained_refuses_a_second_trainer(tmp_path):
+    train(graph_config(epochs=2), tmp_path, progress=False)
+    # another trainer holds the folder
+    with lock_run_dir(tmp_path), pytest.raises(RunDirBusyError, match="in use by another training"):
+        train(graph_config(epochs=4), tmp_path, resume=True, progress=False)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(graph_config(epochs=4), tmp_path, progress=False)
+
+
+def test_resume_cleans_a_killed_writers_temp_file_and_trusts_the_checkpoint(tmp_path):
+    train(graph_config(epochs=2, seed=3), tmp_path, progress=False)
+    stale = tmp_path / ".checkpoint.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    (tmp_path / "config.json").write_text("{ damaged")
+    config = resume_config(tmp_path, {"epochs": 3})  # every setting from the checkpoint
+    assert (config.seed, config.model, config.hidden) == (3, "vgae", (32,))
+    run = train(config, tmp_path, resume=True, progress=False)
+    assert not stale.exists()
+    assert [r["epoch"] for r in run.metrics] == [1, 2, 3]
+    assert json.loads((tmp_path / "config.json").read_text())["seed"] == 3
+
+
+def test_snapshots_and_load_run(tmp_path):
+    run = train(graph_config(epochs=4), tmp_path, progress=False, keep_every=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch-0002.pt", "epoch-0004.pt"]
+    loaded = load_run(tmp_path)
+    assert loaded.test_metrics() == run.test_metrics()
+    assert loaded.metrics == run.metrics
+    early = load_run(tmp_path, checkpoint=tmp_path / "checkpoints" / "epoch-0002.pt")
+    assert early.metrics == run.metrics[:2]
+    report = evaluate_graph_run(loaded, tmp_path)
+    assert json.loads((tmp_path / "test-epoch0004.json").read_text()) == report
+    assert report["auc"] == run.test_metrics()["auc"]
 
 
 @pytest.mark.parametrize("model", ["vgae", "gae"])
 def test_score_function_estimator_trains_the_graph_model(tmp_path, model):
-    run = train_graph(GraphConfig(model=model, dataset="planted-partition", epochs=5, estimator="score"), tmp_path,
-                      progress=False)
+    run = train(graph_config(model=model, epochs=5, estimator="score"), tmp_path, progress=False)
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in run.metrics)
 
 
 def test_training_leaves_no_global_state(tmp_path):
     rng = torch.get_rng_state()
-    train_graph(GraphConfig(dataset="planted-partition", epochs=2, estimator="score-baseline"), tmp_path,
-                progress=False)
+    train(graph_config(epochs=2, estimator="score-baseline"), tmp_path, progress=False)
     assert len(pyro.get_param_store()) == 0
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-def test_config_errors():
-    with pytest.raises(ValueError, match="score-nvil.*one datum"):
-        GraphConfig(estimator="score-nvil")
-    with pytest.raises(ValueError, match="unknown graph dataset 'mnist'"):
-        GraphConfig(dataset="mnist")
-    with pytest.raises(ValueError, match="unknown graph model"):
-        GraphConfig(model="vae")
+@pytest.mark.parametrize("settings, message", [
+    ({"estimator": "score-nvil"}, "score-nvil.*one datum"),
+    ({"dataset": "mnist"}, r"'vgae' trains on graph data and the data set 'mnist' holds vectors; use one of .*'cora'"),
+    ({"model": "vae"}, r"'vae' trains on vectors data and the data set 'planted-partition' holds graph"),
+    ({"hidden": (32, 32)}, "one hidden GCN layer"),
+    ({"algorithm": "rws"}, "trains with the aevb algorithm"),
+    ({"kl_warmup": 5}, r"does not use \['kl_warmup'\]"),
+])
+def test_config_errors(settings, message):
+    with pytest.raises(ValueError, match=message):
+        graph_config(**settings)
+
+
+def test_graph_runs_refuse_jit_and_several_processes(tmp_path):
+    with pytest.raises(ValueError, match="graph models train without it"):
+        train(graph_config(epochs=1), tmp_path, jit=True, progress=False)
+
+
+def test_table_experiment_on_the_shared_machinery(tmp_path):
+    base = graph_config(epochs=3)
+    summary = run_table(tmp_path, datasets=["planted-partition"], seeds=2, base=base)
+    table = markdown_table(summary)
+    assert "| VGAE | planted-partition | 2 |" in table and "| GAE | planted-partition | 2 |" in table
+    assert (tmp_path / "embedding-planted-partition.png").is_file() and (tmp_path / "table.md").is_file()
+    rows = list(csv.DictReader((tmp_path / "runs.csv").read_text().splitlines()))
+    assert {r["split_seed"] for r in rows} == {"0"}
+    # a finished run is reused as it is: same numbers, no new epoch
+    again = train_or_resume(base, tmp_path / "vgae-planted-partition-seed0", progress=False)
+    assert str(again.test_metrics()["auc"]) == rows[0]["test_auc"] and len(again.metrics) == 3
+    per_seed = run_table(tmp_path / "per-seed", models=["vgae"], datasets=["planted-partition"], seeds=2, base=base,
+                         split_per_seed=True)
+    assert per_seed[0]["seeds"] == 2
+    for seed in (0, 1):
+        config = json.loads((tmp_path / "per-seed" / f"vgae-planted-partition-seed{seed}" / "config.json").read_text())
+        assert config["split_seed"] == seed
 
 
 # --- bad input ----------------------------------------------------------------
@@ -206,10 +291,12 @@ def test_missing_raw_file_is_one_clear_error(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(Planetoid, "download", offline)
-    with pytest.raises(DatasetNotFoundError, match=r"missing raw files \['ind.pubmed.allx'\]"):
+    with pytest.raises(DatasetNotFoundError, match=r"PubMed/raw lacks ind.pubmed.allx;"):
         load_graph("pubmed", tmp_path / "data")
-    assert main(["graph", "train", "--dataset", "pubmed", "--data-dir", str(tmp_path / "data"),
-                 "--run-dir", str(tmp_path / "run")]) == 2
+    monkeypatch.setenv("PYRO_VAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PYRO_VAE_DATA", raising=False)
+    with pytest.raises(DatasetNotFoundError, match=r"missing there: \['ind.pubmed.x', .*'ind.pubmed.test.index'\]"):
+        load_graph("pubmed")  # no folder given, an empty cache, offline
 
 
 # --- data -------------------------------------------------------------------
@@ -227,7 +314,9 @@ def test_planted_partition_and_split():
     assert not set(map(tuple, split.train_edge_index.T.tolist())) & set(map(tuple, split.test_pos.T.tolist()))
     again = link_split(graph, seed=0)
     assert torch.equal(again.test_pos, split.test_pos) and torch.equal(again.test_neg, split.test_neg)
-    assert set(GRAPH_DATASETS) >= {"cora", "citeseer", "pubmed", "planted-partition"}
+    graphs = {name for name in DATASETS if getattr(DATASETS[name], "data_kind", None) == "graph"}
+    assert graphs == {"cora", "citeseer", "pubmed", "planted-partition"}
+    assert {name for name in MODELS if getattr(MODELS[name], "data_kind", None) == "graph"} == {"vgae", "gae"}
 
 
 @pytest.fixture
@@ -247,7 +336,25 @@ def test_planetoid_graphs(planetoid_dir, name, nodes, edges, features):
     assert split.test_pos.shape[1] == edges // 10 and split.val_pos.shape[1] == edges // 20
 
 
-# --- figure and CLI ----------------------------------------------------------
+@pytest.mark.data
+def test_the_data_dir_wins_over_a_damaged_cache(planetoid_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYRO_VAE_CACHE", str(tmp_path / "cache"))
+    graph = load_graph("cora", planetoid_dir)
+    cached = tmp_path / "cache" / "Planetoid" / "Cora" / "raw" / "ind.cora.graph"
+    source = planetoid_dir / "Planetoid" / "Cora" / "raw" / "ind.cora.graph"
+    cached.write_bytes(source.read_bytes()[:1000])  # truncated, as by a kill during a copy
+    again = load_graph("cora", planetoid_dir)
+    assert cached.read_bytes() == source.read_bytes()
+    assert torch.equal(again.edge_index, graph.edge_index) and torch.equal(again.x, graph.x)
+    # the cache is filled, and still a bad folder is an error naming what is wrong
+    with pytest.raises(DatasetNotFoundError, match=r"the data folder .*nowhere .* does not exist"):
+        load_graph("cora", tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=r"empty/Planetoid/Cora/raw lacks ind.cora.x, ind.cora.tx"):
+        load_graph("cora", tmp_path / "empty")
+
+
+# --- figure ----------------------------------------------------------
 def test_embedding_figure(tmp_path):
     z = torch.randn(1000, 16)
     z[0] = 1e3  # an outlying node does not set the axes
@@ -258,27 +365,3 @@ def test_embedding_figure(tmp_path):
     assert max(map(abs, ax.get_xlim())) < 100
     figure.savefig(tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 0
-
-
-def test_cli_graph_train_resume_and_table(tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    args = ["graph", "train", "--dataset", "planted-partition", "--run-dir", str(run_dir), "--no-progress"]
-    assert main([*args, "--epochs", "2"]) == 0
-    assert main([*args, "--epochs", "4", "--resume"]) == 0
-    assert (run_dir / "test-epoch0004.json").is_file() and (run_dir / "checkpoint.pt").is_file()
-    assert main([*args, "--epochs", "4"]) == 2  # the folder holds a run
-    out = tmp_path / "table"
-    assert main(["graph", "table", "--datasets", "planted-partition", "--seeds", "2", "--epochs", "3",
-                 "--out", str(out), "--no-progress"]) == 0
-    table = (out / "table.md").read_text()
-    assert "| VGAE | planted-partition | 2 |" in table and "| GAE | planted-partition | 2 |" in table
-    assert (out / "embedding-planted-partition.png").is_file() and (out / "runs.csv").is_file()
-    assert "already holds a run" in capsys.readouterr().err
-    assert {r["split_seed"] for r in csv.DictReader(open(out / "runs.csv"))} == {"0"}
-    per_seed = tmp_path / "per-seed"
-    assert main(["graph", "table", "--datasets", "planted-partition", "--models", "vgae", "--seeds", "2",
-                 "--epochs", "3", "--out", str(per_seed), "--no-progress", "--split-per-seed"]) == 0
-    rows = list(csv.DictReader(open(per_seed / "runs.csv")))
-    assert [(r["seed"], r["split_seed"]) for r in rows] == [("0", "0"), ("1", "1")]
-    for seed in (0, 1):
-        assert json.loads((per_seed / f"vgae-planted-partition-seed{seed}" / "config.json").read_text())["split_seed"] == seed

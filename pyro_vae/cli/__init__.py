@@ -21,7 +21,7 @@ from pyro_vae.cli.variance import cmd_variance
 from pyro_vae.cli.benchmark import cmd_benchmark
 from pyro_vae.cli.reproduce import cmd_reproduce
 from pyro_vae.cli.structures import cmd_structures
-from pyro_vae.cli.graph import cmd_graph_table, cmd_graph_train
+from pyro_vae.cli.graph import cmd_graph_table
 
 __all__ = [
     "COMMANDS",
@@ -31,7 +31,6 @@ __all__ = [
     "cmd_benchmark",
     "cmd_evaluate",
     "cmd_graph_table",
-    "cmd_graph_train",
     "cmd_plot",
     "cmd_reproduce",
     "cmd_structures",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pyro_vae.data import DatasetNotFoundError
 from pyro_vae.training.checkpoint import CheckpointError
-from pyro_vae.training.loop import TrainingDiverged
+from pyro_vae.training import TrainingDiverged
 from pyro_vae.training.run_dir import RunDirBusyError, describe_os_error
 
 # OSError covers FileExistsError, DatasetNotFoundError and a failed write (read-only folder, full disk).

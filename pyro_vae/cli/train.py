@@ -25,15 +25,16 @@ from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.pretrained import report_dir, resolve_run
-from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
 from pyro_vae.training.distributed import SINGLE, DistributedContext, session
-from pyro_vae.training.loop import load_run, train
+from pyro_vae.training import evaluate_graph_run, load_run, train
 from pyro_vae.training.report import evaluate_run, report_path
 from pyro_vae.training.resume import resume_config
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=sorted(PRESETS), help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50; "
+                   "kipf: Kipf & Welling's graph autoencoder (GCN 32-16, Adam 0.01, 200 epochs)")
     add_choice(p, "--model", MODELS)
     p.add_argument("--model-option", dest="model_option", type=key_value, action="append", metavar="KEY=VALUE",
                    help="an option of the model's constructor, e.g. --model-option num_components=10 (repeatable)")
@@ -69,6 +70,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="metrics rows (test ELBO) per decade of training samples instead of one per epoch")
     p.add_argument("--eval-samples", type=positive_int, help="z per test datum of each row's test ELBO (default 1)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--split-seed", type=int, help="graph data: seed of the 85/5/10 link split (default 0)")
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--eval-k", type=positive_int, default=100, help="importance samples per test image for the final log p(x) (default 100; reported numbers use `evaluate -k 5000`)")
@@ -120,6 +122,14 @@ def _evaluate_report(
     return report
 
 
+def _graph_report(run, run_dir: Path) -> dict:
+    """Test AUC and AP of a graph run, printed and written to ``run_dir/test-epochNNNN.json``."""
+    report = evaluate_graph_run(run, run_dir)
+    print(f"epoch {report['epoch']}: test AUC {100 * report['auc']:.2f}, AP {100 * report['ap']:.2f} "
+          f"({report['train_wall_seconds']:.1f} s of training)")
+    return report
+
+
 def cmd_train(args) -> None:
     with session(resolve_device(args.device)) as (distributed, device):
         _train_command(args, distributed, device)
@@ -142,6 +152,9 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
         progress=not args.no_progress, keep_every=args.keep_every, distributed=distributed,
         validate_every_step=args.validate_every_step, jit=args.jit,
     )
+    if data_kind(config) == "graph":
+        _graph_report(run, run_dir)
+        return
     _evaluate_report(run, run_dir, args.eval_k, device, args.num_test, distributed)
     distributed.on_main(lambda: [print(f"wrote {path}") for path in write_figures(run, run_dir / "figures")])
 
@@ -161,6 +174,9 @@ def cmd_evaluate(args) -> None:
     with session(resolve_device(args.device)) as (distributed, device):
         with distributed.local_main_first():  # one data download per machine
             run = resolve_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
+        if data_kind(run.config) == "graph":
+            _graph_report(run, report_dir(args.run_dir))
+            return
         _evaluate_report(run, report_dir(args.run_dir), args.k, device, args.num_test, distributed,
                          batch_size=args.batch_size, chunk_size=args.chunk_size, marginal=args.marginal)
 

@@ -1,4 +1,4 @@
-"""Data sets: binarized MNIST, FashionMNIST, Frey Face and a synthetic set.
+"""Data sets: binarized MNIST, FashionMNIST, Frey Face, a synthetic set, and graphs (Planetoid).
 
 One job per module:
 
@@ -7,7 +7,9 @@ One job per module:
 * :mod:`~pyro_vae.data.cache`: where files come from (``--data-dir``, ``$PYRO_VAE_DATA``,
   download) and the verified cache (md5, CRC-32, atomic replacement);
 * :mod:`~pyro_vae.data.sources`: the loaders of each source and the :data:`DATASETS`
-  registry (a loader taking the data folder).
+  registry (a loader taking the data folder);
+* :mod:`~pyro_vae.data.graphs`: graphs with node features (Cora, CiteSeer, PubMed, a planted
+  partition), their verified cache and the link split; registered in :data:`DATASETS` too.
 """
 
 from pyro_vae.data.batches import UNLABELLED, Batches, MixedBatches
@@ -23,6 +25,7 @@ from pyro_vae.data.cache import (
 )
 from pyro_vae.data.dataset import TEST_BINARIZATION_SEED, Dataset
 from pyro_vae.data.sources import DATASETS, FREY_MD5, FREY_URL, load_dataset, load_frey_face, make_synthetic, read_frey_mat
+from pyro_vae.data import graphs  # noqa: E402, I001  (registers the graph data sets after the others)
 
 __all__ = [
     "CorruptDataError",

@@ -58,7 +58,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "pyro_vae")
 
 
-def _md5(path: Path) -> str:
+def file_md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -82,7 +82,7 @@ def _unpacked_matches(gz: Path, unpacked: Path) -> bool:
     return value == crc
 
 
-def _cache_error(err: OSError, cache: Path) -> DataCacheError:
+def cache_error(err: OSError, cache: Path) -> DataCacheError:
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return DataCacheError(
             f"the data cache {cache} is not writable ({err.strerror}: {err.filename}); "
@@ -119,7 +119,7 @@ def prepare_raw_files(cls: type, root: Path | None, cache: Path) -> None:
                 f"there (torchvision's layout {folder}/raw/), or drop --data-dir / ${ENV_DATA} to download"
             )
         for name, md5 in resources:
-            actual = _md5(source / name)
+            actual = file_md5(source / name)
             if actual != md5:
                 raise CorruptDataError(
                     f"{source / name} is corrupt: its md5 is {actual}, torchvision's is {md5}; replace the file"
@@ -127,7 +127,7 @@ def prepare_raw_files(cls: type, root: Path | None, cache: Path) -> None:
     try:
         for name, md5 in resources:
             gz, unpacked = raw / name, raw / name.removesuffix(".gz")
-            if not (gz.is_file() and _md5(gz) == md5):
+            if not (gz.is_file() and file_md5(gz) == md5):
                 unpacked.unlink(missing_ok=True)
                 if source is None:
                     gz.unlink(missing_ok=True)  # torchvision downloads it again
@@ -141,5 +141,5 @@ def prepare_raw_files(cls: type, root: Path | None, cache: Path) -> None:
     except OSError as err:
         if isinstance(err, DataCacheError) or err.filename is None or not str(err.filename).startswith(str(cache)):
             raise
-        raise _cache_error(err, cache) from None
+        raise cache_error(err, cache) from None
 

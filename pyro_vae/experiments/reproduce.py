@@ -39,7 +39,7 @@ samples), ``medium`` runs every setting of the paper for 1e7 samples (two
 decades of its axis, hours on a CPU), ``full`` for the paper's 1e8 (a GPU job),
 ``tiny`` is for smoke tests. Learning curves are evaluated at points evenly spaced
 on the log axis (``evals_per_decade``) with the same evaluation noise at every
-point (:class:`~pyro_vae.training.loop.EvalSchedule`).
+point (:class:`~pyro_vae.training.metrics.EvalSchedule`).
 """
 
 from __future__ import annotations
@@ -57,11 +57,12 @@ import torch
 
 from pyro_vae.data import load_dataset
 from pyro_vae.experiments.jobs import run_jobs
-from pyro_vae.files import atomic_write_text
+from pyro_vae.files import atomic_write_text, write_csv
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.plots import PAPER_XLIM, curve_grid_figure, plot_manifold, plot_samples
 from pyro_vae.training.checkpoint import load_checkpoint
-from pyro_vae.training.loop import CHECKPOINT, PRESETS, Run, TrainConfig, train_or_resume, write_csv
+from pyro_vae.training import PRESETS, Run, TrainConfig, train_or_resume
+from pyro_vae.training.folder import CHECKPOINT
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 

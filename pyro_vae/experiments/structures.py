@@ -28,10 +28,10 @@ from functools import partial
 from pathlib import Path
 
 from pyro_vae.experiments.jobs import run_jobs
-from pyro_vae.files import atomic_write_json, atomic_write_text
+from pyro_vae.files import atomic_write_json, atomic_write_text, write_csv
 from pyro_vae.plots import write_figures
 from pyro_vae.training.config import PRESETS, TrainConfig
-from pyro_vae.training.loop import train_or_resume, write_csv
+from pyro_vae.training import train_or_resume
 from pyro_vae.training.report import evaluate_run, report_path
 
 

@@ -30,8 +30,9 @@ import torch
 
 from pyro_vae.inference.estimators import ESTIMATORS
 from pyro_vae.inference.variance import compare_estimators
+from pyro_vae.files import write_csv
 from pyro_vae.plots import save_figure
-from pyro_vae.training.loop import TrainConfig, build_run, load_run, train_or_resume, write_csv
+from pyro_vae.training import TrainConfig, build_run, load_run, train_or_resume
 
 
 @dataclasses.dataclass

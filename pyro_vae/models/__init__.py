@@ -4,7 +4,8 @@ Importing this package registers every built-in model in :data:`MODELS`:
 ``vae`` (:mod:`~pyro_vae.models.vae`), ``cvae`` (:mod:`~pyro_vae.models.cvae`),
 ``m2`` (:mod:`~pyro_vae.models.m2`), ``two-layer`` (:mod:`~pyro_vae.models.two_layer`),
 ``iaf`` (:mod:`~pyro_vae.models.iaf`), ``mog-prior`` and ``vampprior``
-(:mod:`~pyro_vae.models.priors`).
+(:mod:`~pyro_vae.models.priors`), and the graph models ``vgae`` and ``gae``
+(:mod:`~pyro_vae.models.vgae`).
 """
 
 from pyro_vae.models.registry import MODELS, DataSpec, build_model, register_model
@@ -14,13 +15,16 @@ from pyro_vae.models.m2 import M2
 from pyro_vae.models.two_layer import TwoLayerVAE
 from pyro_vae.models.iaf import IAFVAE
 from pyro_vae.models.priors import MixturePriorVAE, VampPriorVAE
+from pyro_vae.models.vgae import GAE, VGAE
 
 __all__ = [
     "CVAE",
+    "GAE",
     "IAFVAE",
     "M2",
     "MODELS",
     "VAE",
+    "VGAE",
     "DataSpec",
     "MixturePriorVAE",
     "PosteriorMean",

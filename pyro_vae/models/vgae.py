@@ -33,8 +33,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from pyro_vae.graph_data import check_graph, pyg
-from pyro_vae.registry import Registry
+from pyro_vae.graph_tensors import check_graph, pyg
+from pyro_vae.models.registry import DataSpec, register_model
 
 
 @dataclass
@@ -103,6 +103,7 @@ def paper_pairs(edge_index: torch.Tensor, num_nodes: int) -> Pairs:
     return Pairs(index=None, target=target, weight=weight, scale=1.0 / n2)
 
 
+@register_model("vgae")
 class VGAE(PyroModule):
     """Variational graph autoencoder: N(0, I) node prior, inner-product Bernoulli, GCN guide.
 
@@ -110,10 +111,39 @@ class VGAE(PyroModule):
     :param hidden: units of the first GCN layer (paper: 32).
     :param z_dim: latent dimension D (paper: 16).
     :param prefix: prefix of every site and plate name.
+
+    Registered in :data:`~pyro_vae.models.MODELS` as a model of graphs
+    (``data_kind = "graph"``): it trains on a graph data set, one full-graph step per
+    epoch (:mod:`pyro_vae.training.graph_loop`); ``data_keys`` are the entries of
+    that one batch.
     """
 
     max_plate_nesting = 1
     variational = True
+    data_kind = "graph"
+    data_keys = ("x", "edge_index", "pairs")
+
+    @classmethod
+    def build(cls, spec: DataSpec, *, z_dim: int = 16, hidden: tuple[int, ...] = (32,)) -> VGAE:
+        """A model for graphs of ``spec.x_shape = (F,)`` node features, one GCN layer of ``hidden`` units."""
+        return cls(spec.x_shape[0], hidden[0], z_dim)
+
+    @staticmethod
+    def check_config(config) -> None:
+        """Refuse the training settings a graph model cannot use (a ``TrainConfig``)."""
+        if len(config.hidden) != 1:
+            raise ValueError(f"a graph model has one hidden GCN layer: give one --hidden size, got {config.hidden}")
+        if config.estimator == "score-nvil":
+            raise ValueError(
+                "estimator 'score-nvil' needs a per-datum input for its baseline network b(x), and a graph is "
+                "one datum; use another estimator"
+            )
+        if config.algorithm != "aevb":
+            raise ValueError(f"a graph model trains with the aevb algorithm, not {config.algorithm!r}")
+        unused = {"likelihood": None, "num_train": None, "num_labels": None, "kl_warmup": 0, "evals_per_decade": 0}
+        given = [name for name, default in unused.items() if getattr(config, name) != default]
+        if given:
+            raise ValueError(f"a graph model does not use {given}: one full-graph step per epoch, a Bernoulli A_ij")
 
     def __init__(self, in_features: int, hidden: int = 32, z_dim: int = 16, prefix: str = "") -> None:
         super().__init__(name=prefix)
@@ -157,8 +187,11 @@ class VGAE(PyroModule):
 
     # --- the probabilistic program ---------------------------------------
     @pyro_method
-    def model(self, x: torch.Tensor, edge_index: torch.Tensor, pairs: Pairs | None = None) -> torch.Tensor:
-        """p(z) p(A | z) on the pairs of ``pairs``; ``None`` draws a dense adjacency."""
+    def model(
+        self, x: torch.Tensor, edge_index: torch.Tensor, pairs: Pairs | None = None, total_size: int | None = None,
+    ) -> torch.Tensor:
+        """p(z) p(A | z) on the pairs of ``pairs``; ``None`` draws a dense adjacency. A graph is
+        one datum, so ``total_size`` (the training loop's data count) scales nothing."""
         self.check_input(x, edge_index)
         pairs = pairs or Pairs()
         num_pairs = pairs.size(x.shape[0])
@@ -174,7 +207,9 @@ class VGAE(PyroModule):
                 )
 
     @pyro_method
-    def guide(self, x: torch.Tensor, edge_index: torch.Tensor, pairs: Pairs | None = None) -> torch.Tensor:
+    def guide(
+        self, x: torch.Tensor, edge_index: torch.Tensor, pairs: Pairs | None = None, total_size: int | None = None,
+    ) -> torch.Tensor:
         """q(z | X, A), amortized by the GCN encoder."""
         with poutine.scale(scale=(pairs or Pairs()).scale):
             with pyro.plate(self.site("nodes"), x.shape[0], dim=-1):
@@ -195,12 +230,8 @@ class VGAE(PyroModule):
         return self.encode(x, edge_index)[0]
 
 
+@register_model("gae")
 class GAE(VGAE):
     """Graph autoencoder, non-variational: point-mass guide z = mu, no prior term."""
 
     variational = False
-
-
-GRAPH_MODELS: Registry[type[VGAE]] = Registry("graph model")
-GRAPH_MODELS.register("vgae", VGAE)
-GRAPH_MODELS.register("gae", GAE)

@@ -1,1 +1,32 @@
-"""Training runs: configuration, the loop, checkpoints."""
+"""Training runs: configuration, building runs, the loops, metrics, checkpoints, run folders.
+
+Modules: :mod:`~pyro_vae.training.config` (``TrainConfig``),
+:mod:`~pyro_vae.training.build` (building and reloading a run),
+:mod:`~pyro_vae.training.loop` (``train``: the minibatch loop, and the entry point of
+every run), :mod:`~pyro_vae.training.graph_loop` (graph models),
+:mod:`~pyro_vae.training.metrics` (metrics rows and when they are written),
+:mod:`~pyro_vae.training.folder` (the run-folder API both loops use).
+"""
+
+from pyro_vae.training.build import RUN_KINDS, Run, build_program, build_run, load_run
+from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.folder import TrainingDiverged
+from pyro_vae.training.graph_loop import GraphRun, evaluate_graph_run
+from pyro_vae.training.loop import train, train_or_resume
+from pyro_vae.training.metrics import EvalSchedule
+
+__all__ = [
+    "PRESETS",
+    "RUN_KINDS",
+    "EvalSchedule",
+    "GraphRun",
+    "Run",
+    "TrainConfig",
+    "TrainingDiverged",
+    "build_program",
+    "build_run",
+    "evaluate_graph_run",
+    "load_run",
+    "train",
+    "train_or_resume",
+]

@@ -6,6 +6,13 @@ work starts. ``model_options`` holds a registered model's own constructor
 arguments (e.g. ``{"num_components": 10}``); ``num_labels`` keeps that many
 training labels, balanced over classes (the semi-supervised setting), and
 ``labelled_per_batch`` puts that many of them in every minibatch.
+
+Graph models (``vgae``, ``gae``) train on graph data sets (``cora``,
+``planted-partition``, ...): a model class and a data set loader may declare a
+``data_kind`` (default ``"vectors"``), and the two must agree. ``split_seed`` picks
+the link split of a graph (:func:`pyro_vae.data.graphs.link_split`). A model class
+may define ``check_config(config)`` to refuse settings it cannot use, as an
+algorithm may.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ PRESETS: dict[str, dict] = {
     ),
     # Burda et al. (2016), single stochastic layer: 784-200-200-50, Adam.
     "iwae": dict(hidden=(200, 200), z_dim=50, optimizer="adam", lr=1e-3, batch_size=100),
+    # Kipf & Welling (2016): GCN 32-16, Adam 0.01, 200 full-graph steps (a graph is one batch).
+    "kipf": dict(hidden=(32,), z_dim=16, optimizer="adam", lr=0.01, epochs=200),
 }
 
 
@@ -63,6 +72,7 @@ class TrainConfig:
     labelled_per_batch: int = 0  # > 0: each minibatch holds this many labelled points (data.MixedBatches)
     evals_per_decade: int = 0  # 0: a metrics row each epoch; d > 0: d rows per decade of samples (loop.EvalSchedule)
     kl_warmup: int = 0  # W > 0: the latent terms weighted by min(1, epoch / W) (inference.annealing)
+    split_seed: int = 0  # graph data: the seed of the link split (data.graphs.link_split)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -73,9 +83,11 @@ class TrainConfig:
             registry.check(name)
         if self.likelihood is not None:
             LIKELIHOODS.check(self.likelihood)
-        check = getattr(ALGORITHMS[self.algorithm], "check_config", None)
-        if check is not None:
-            check(self)
+        check_data_kind(self)
+        for checker in (MODELS[self.model], ALGORITHMS[self.algorithm]):
+            check = getattr(checker, "check_config", None)
+            if check is not None:
+                check(self)
         if self.num_train is not None and self.num_train < self.batch_size:
             raise ValueError(f"num_train={self.num_train} is smaller than batch_size={self.batch_size}")
         for name in ("z_dim", "num_particles", "batch_size", "epochs", "eval_samples"):
@@ -110,6 +122,23 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config entries {sorted(unknown)}")
         return cls(**d)
+
+
+def data_kind(config: TrainConfig) -> str:
+    """The kind of data ``config.model`` trains on: its class's ``data_kind``, ``"vectors"`` by default."""
+    return getattr(MODELS[config.model], "data_kind", "vectors")
+
+
+def check_data_kind(config: TrainConfig) -> None:
+    """Refuse a model and a data set of different kinds (a graph model on images, ...)."""
+    model_kind = data_kind(config)
+    dataset_kind = getattr(DATASETS[config.dataset], "data_kind", "vectors")
+    if model_kind != dataset_kind:
+        fits = [name for name in DATASETS if getattr(DATASETS[name], "data_kind", "vectors") == model_kind]
+        raise ValueError(
+            f"the model {config.model!r} trains on {model_kind} data and the data set {config.dataset!r} "
+            f"holds {dataset_kind}; use one of the data sets {fits}"
+        )
 
 
 def require_same_config(saved, config, run_dir: str | Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
 from pyro_vae.training.distributed import SINGLE, DistributedContext
-from pyro_vae.training.loop import Run
+from pyro_vae.training.build import Run
 
 
 def evaluate_run(

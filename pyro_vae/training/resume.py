@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint
-from pyro_vae.training.loop import CHECKPOINT, PRESETS, TrainConfig
+from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.folder import CHECKPOINT
 
 
 def resume_config(run_dir: str | Path, given: dict[str, Any], preset: str | None = None) -> TrainConfig:

@@ -5,10 +5,16 @@ Where the Planetoid files come from (as for MNIST in :mod:`pyro_vae.data`):
 ``Planetoid/{Cora,CiteSeer,PubMed}/raw/ind.<name>.*``. It may be read-only, so
 the raw files are copied into the writable cache (``$PYRO_VAE_CACHE``, default
 ``~/.cache/pyro_vae``), ``Planetoid/<Name>/raw/``, where PyTorch Geometric's
-:class:`~torch_geometric.datasets.Planetoid` processes them. A raw file missing
-from both folders is downloaded by PyG; offline that ends in one
+:class:`~torch_geometric.datasets.Planetoid` processes them. The folder given
+always wins: it must hold every raw file, and a cached copy that differs from
+it (truncated, damaged) is copied again (:func:`prepare_planetoid_files`).
+Without a folder, PyG downloads what the cache lacks; offline that ends in one
 :class:`~pyro_vae.data.DatasetNotFoundError` naming the missing files (the
 shared folder lacks PubMed's ``ind.pubmed.allx``).
+
+The graph data sets are registered in :data:`pyro_vae.data.DATASETS` with
+``data_kind = "graph"``: a loader returns a :class:`Graph`, and only a graph model
+(``data_kind = "graph"``, :mod:`pyro_vae.models.vgae`) trains on one.
 
 Every graph is undirected, without self-loops, with node features ``x``
 (Planetoid: the binary bag-of-words features as given, not normalized, as in
@@ -24,20 +30,18 @@ deterministic function of ``seed`` and leaves the global RNGs untouched.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import random
 import shutil
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import torch
-from pyro.infer.util import is_validation_enabled
 
-from pyro_vae.data import DatasetNotFoundError, cache_dir, data_dir
-from pyro_vae.registry import Registry
+from pyro_vae.data.cache import ENV_DATA, DatasetNotFoundError, cache_dir, cache_error, file_md5 as md5
+from pyro_vae.data.sources import DATASETS, load_dataset
+from pyro_vae.files import atomic_write_stream
+from pyro_vae.graph_tensors import check_graph, pyg
 
 
 @dataclass
@@ -88,73 +92,84 @@ class LinkSplit:
     test_neg: torch.Tensor
 
 
-def check_graph(x: torch.Tensor, edge_index: torch.Tensor) -> None:
-    """Raise one clear ``ValueError``/``TypeError`` unless ``x`` is a ``(N, F)`` float tensor,
-    finite (checked while Pyro's validation is enabled: a pass over all features), and
-    ``edge_index`` a ``(2, M)`` integer tensor of node ids in [0, N)."""
-    if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 2:
-        raise TypeError(f"node features must be a float tensor of shape (num_nodes, num_features), got {_describe(x)}")
-    if is_validation_enabled() and not torch.isfinite(x).all():
-        raise ValueError(f"node features contain {int((~torch.isfinite(x)).sum())} NaN or infinite values")
-    if not torch.is_tensor(edge_index) or edge_index.dtype != torch.long or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise TypeError(f"edge_index must be a long tensor of shape (2, num_edges), got {_describe(edge_index)}")
-    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= x.shape[0]):
-        raise ValueError(
-            f"edge_index holds node ids in [{int(edge_index.min())}, {int(edge_index.max())}], "
-            f"outside [0, {x.shape[0]}) for a graph of {x.shape[0]} nodes"
-        )
+PLANETOID_PARTS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 
 
-def _describe(t: object) -> str:
-    return f"{t.dtype} tensor of shape {tuple(t.shape)}" if torch.is_tensor(t) else type(t).__name__
+def prepare_planetoid_files(name: str, root: Path | None, cache: Path) -> None:
+    """Make ``cache/<name>/raw`` hold verified copies of Planetoid ``name``'s raw files,
+    from ``root/Planetoid/<name>/raw`` when ``root`` is given (as
+    :func:`pyro_vae.data.prepare_raw_files` does for MNIST).
 
-
-def pyg(module: str) -> ModuleType:
-    """``torch_geometric.<module>``, imported on first use (so ``pyro-vae --help`` stays fast)
-    without PyG's import-time FutureWarning that ``torch.jit.script`` is deprecated."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return importlib.import_module(f"torch_geometric.{module}")
-
-
-GRAPH_DATASETS: Registry = Registry("graph dataset")
-
-
-def _planetoid(name: str, root: Path | None) -> Graph:
-    """Load Planetoid ``name`` (``Cora``, ``CiteSeer``, ``PubMed``) through the cache."""
-    cache = cache_dir() / "Planetoid"
-    raw = cache / name / "raw"
-    source = root / "Planetoid" / name / "raw" if root is not None else None
-    if source is not None and source.is_dir():
-        raw.mkdir(parents=True, exist_ok=True)
-        for path in source.glob(f"ind.{name.lower()}.*"):
-            if not (raw / path.name).exists():
-                shutil.copyfile(path, raw / path.name)
-    expected = [f"ind.{name.lower()}.{part}" for part in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")]
-    try:
-        data = pyg("datasets").Planetoid(str(cache), name)[0]
-    except Exception as err:  # PyG raises URLError, OSError, ... when the download fails
-        missing = [f for f in expected if not (raw / f).exists()]
-        where = source if source is not None else raw
+    ``root`` given: it must exist and hold every raw file
+    (:class:`~pyro_vae.data.DatasetNotFoundError` naming the missing ones otherwise);
+    every cached copy whose md5 differs from the source's (truncated, damaged, another
+    version) is replaced, and PyG's processed files, made from the old copies, are
+    removed so that PyG processes the new ones. ``root`` ``None``: the cache is used as
+    it is, and PyG downloads what is missing.
+    """
+    if root is None:
+        return
+    source, raw = root / "Planetoid" / name / "raw", cache / name / "raw"
+    files = [f"ind.{name.lower()}.{part}" for part in PLANETOID_PARTS]
+    if not root.is_dir():
         raise DatasetNotFoundError(
-            f"{name} is not on disk and could not be downloaded ({type(err).__name__}: {err}); "
-            f"missing raw files {missing} in {where}. Point --data-dir or $PYRO_VAE_DATA at a folder "
-            f"holding Planetoid/{name}/raw/."
-        ) from None
-    utils = pyg("utils")
-    edge_index = utils.to_undirected(utils.remove_self_loops(data.edge_index)[0], num_nodes=data.num_nodes)
-    return Graph(name.lower(), data.x.float(), edge_index, data.y)
+            f"{name} is not on disk: the data folder {root} (--data-dir or ${ENV_DATA}) does not exist; "
+            f"expected the files {', '.join(files)} in {source}"
+        )
+    missing = [f for f in files if not (source / f).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{name} is not on disk: {source} lacks {', '.join(missing)}; expected the files {', '.join(files)} "
+            f"there (PyG's layout Planetoid/{name}/raw/), or drop --data-dir / ${ENV_DATA} to download"
+        )
+    try:
+        replaced = False
+        for f in files:
+            if not ((raw / f).is_file() and md5(raw / f) == md5(source / f)):
+                raw.mkdir(parents=True, exist_ok=True)
+                with open(source / f, "rb") as stream:
+                    atomic_write_stream(raw / f, stream)
+                replaced = True
+        if replaced:
+            shutil.rmtree(cache / name / "processed", ignore_errors=True)
+    except OSError as err:
+        if err.filename is None or not str(err.filename).startswith(str(cache)):
+            raise
+        raise cache_error(err, cache) from None
+
+
+class PlanetoidLoader:
+    """The loader of Planetoid ``name`` (``Cora``, ``CiteSeer``, ``PubMed``) for
+    :data:`~pyro_vae.data.DATASETS`: a :class:`Graph`, through the verified cache."""
+
+    data_kind = "graph"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.__doc__ = f"Planetoid {name} citation graph (PyG), features as given"
+
+    def __call__(self, root: Path | None) -> Graph:
+        cache = cache_dir() / "Planetoid"
+        prepare_planetoid_files(self.name, root, cache)
+        raw = cache / self.name / "raw"
+        try:
+            data = pyg("datasets").Planetoid(str(cache), self.name)[0]
+        except Exception as err:  # PyG raises URLError, OSError, ... when the download fails
+            missing = [f for part in PLANETOID_PARTS if not (raw / (f := f"ind.{self.name.lower()}.{part}")).exists()]
+            raise DatasetNotFoundError(
+                f"{self.name} is not in the cache {raw} and could not be downloaded ({type(err).__name__}: {err}); "
+                f"missing there: {missing}. Point --data-dir or ${ENV_DATA} at a folder holding "
+                f"Planetoid/{self.name}/raw/."
+            ) from None
+        utils = pyg("utils")
+        edge_index = utils.to_undirected(utils.remove_self_loops(data.edge_index)[0], num_nodes=data.num_nodes)
+        return Graph(self.name.lower(), data.x.float(), edge_index, data.y)
 
 
 for _name in ("Cora", "CiteSeer", "PubMed"):
-    GRAPH_DATASETS.register(
-        _name.lower(),
-        lambda root, _name=_name: _planetoid(_name, root),
-        help=f"Planetoid {_name} citation graph (PyG), features as given",
-    )
+    DATASETS.register(_name.lower(), PlanetoidLoader(_name))
 
 
-@GRAPH_DATASETS.register("planted-partition")
 def planted_partition(
     root: Path | None = None,
     num_nodes: int = 100,
@@ -178,9 +193,16 @@ def planted_partition(
     return Graph("planted-partition", torch.eye(num_nodes), edge_index, block)
 
 
+planted_partition.data_kind = "graph"
+DATASETS.register("planted-partition", planted_partition)
+
+
 def load_graph(name: str, data_dir_: str | Path | None = None) -> Graph:
-    """The graph data set ``name`` of :data:`GRAPH_DATASETS` (files: see the module docstring)."""
-    return GRAPH_DATASETS[name](data_dir(data_dir_))
+    """The graph data set ``name`` of :data:`~pyro_vae.data.DATASETS` (files: see the module docstring)."""
+    graph = load_dataset(name, data_dir_)
+    if not isinstance(graph, Graph):
+        raise ValueError(f"the data set {name!r} is not a graph")
+    return graph
 
 
 @contextlib.contextmanager

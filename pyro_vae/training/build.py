@@ -1,0 +1,125 @@
+"""Building a run from its config, and rebuilding one from its checkpoint.
+
+:func:`build_run` seeds torch's RNG, loads the data set and builds the registered
+model ``config.model`` with the estimator ``config.estimator``; :func:`load_run`
+rebuilds the program of a run folder from a checkpoint (the config recorded in it).
+
+What a run trains on decides how it is built and trained: a model class declares
+its ``data_kind`` (default ``"vectors"``: minibatches of data points; ``"graph"``:
+one graph, :mod:`pyro_vae.training.graph_loop`), and :data:`RUN_KINDS` holds, per
+kind, the function building a run and the loop training one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pyro_vae.data import Dataset, load_dataset
+from pyro_vae.inference import Estimator, make_estimator
+from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.models import MODELS, DataSpec, build_model
+from pyro_vae.models.likelihoods import Gaussian
+from pyro_vae.registry import Registry
+from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
+from pyro_vae.training.config import TrainConfig, data_kind
+from pyro_vae.training.folder import CHECKPOINT
+from pyro_vae.validation import check_model_fits
+
+
+@dataclass
+class Run:
+    """A trained (or training) program with its data, estimator and history."""
+
+    config: TrainConfig
+    dataset: Dataset
+    vae: torch.nn.Module  # the program: a registered model (a VAE or a relative)
+    estimator: Estimator
+    metrics: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """How runs of one kind of data are built (``build(config, data_dir, device) -> Run``)
+    and trained (``train(config, run_dir, **options) -> Run``, the options of
+    :func:`pyro_vae.training.loop.train`)."""
+
+    build: Callable[..., Run]
+    train: Callable[..., Run]
+
+
+RUN_KINDS: Registry[RunKind] = Registry("kind of data")
+
+
+def build_program(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
+    """The registered model ``config.model`` a config describes, shaped for ``dataset``.
+
+    A Gaussian decoder squashes its means into (0, 1) with a sigmoid, like the
+    paper's Frey Face decoder (all bundled data sets lie in [0, 1]).
+    """
+    name = config.likelihood or dataset.likelihood
+    likelihood = Gaussian(dataset.x_shape, squash_mean=True) if name == "gaussian" else name
+    spec = DataSpec(dataset.x_shape, dataset.num_classes)
+    return build_model(
+        config.model, spec, z_dim=config.z_dim, hidden=config.hidden, activation=config.activation,
+        likelihood=likelihood, init_std=config.init_std, **config.model_options,
+    )
+
+
+def build_run(config: TrainConfig, data_dir: str | None = None, device: str = "cpu") -> Run:
+    """Seed torch's RNG, load the data, and build the program and estimator on ``device``
+    (for a graph model: :func:`~pyro_vae.training.graph_loop.build_graph_run`)."""
+    return RUN_KINDS[data_kind(config)].build(config, data_dir, device)
+
+
+def build_vector_run(config: TrainConfig, data_dir: str | None = None, device: str = "cpu") -> Run:
+    """:func:`build_run` for a model of data points (minibatches of a :class:`Dataset`)."""
+    torch.manual_seed(config.seed)
+    dataset = load_dataset(config.dataset, data_dir)
+    if config.num_train is not None:
+        if config.num_train > len(dataset.train):
+            raise ValueError(f"num_train={config.num_train} exceeds the {len(dataset.train)} training points of {dataset.name}")
+        labels = None if dataset.train_labels is None else dataset.train_labels[: config.num_train]
+        dataset = dataclasses.replace(dataset, train=dataset.train[: config.num_train], train_labels=labels)
+    if config.num_labels is not None:
+        dataset = dataset.with_labels(config.num_labels, config.seed)
+    check_model_fits(config, dataset.x_shape, device)
+    program = build_program(config, dataset).to(device)
+    estimator = make_estimator(config.estimator, program, config.num_particles)
+    estimator.modules.to(device)
+    return Run(config, dataset, program, estimator)
+
+
+def check_program(run: Run, device: str = "cpu") -> None:
+    """Evaluate the program on two test points, one sample each, before any training,
+    so that what evaluation refuses (a latent outside the data plate) fails at once.
+    Torch's RNG is restored afterwards: the run's numbers do not change."""
+    with torch.random.fork_rng():
+        evaluate(run.vae, run.dataset.test_batches(2, device, keys=run.vae.data_keys, num=2), num_samples=1)
+
+
+def load_run(
+    run_dir: str | Path,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    checkpoint: str | Path | None = None,
+) -> Run:
+    """Rebuild the program of a run directory (its recorded model class) from its last
+    (or the given) checkpoint. A user's model must be registered first (import its module)."""
+    path = Path(checkpoint or Path(run_dir) / CHECKPOINT)
+    state = load_checkpoint(path, map_location=device)
+    model = state["config"].get("model", "vae")
+    if model not in MODELS:
+        raise CheckpointError(
+            f"{path} holds a run of the model {model!r}, which is not registered here; import the module "
+            f"that registers it first (pyro-vae --import MODULE ...). Registered: {MODELS.names()}"
+        )
+    run = build_run(TrainConfig.from_dict(state["config"]), data_dir, device)
+    load_module_state(run.vae, state["model"], "model", path)
+    load_module_state(run.estimator.modules, state["estimator"], "estimator", path)
+    run.metrics = state["metrics"]
+    return run

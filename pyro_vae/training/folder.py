@@ -1,0 +1,89 @@
+"""The run API every training loop shares: open a run folder, write an epoch.
+
+A run folder holds
+
+* ``config.json``: the :class:`~pyro_vae.training.config.TrainConfig`, a copy for
+  people and tools (resuming reads the checkpoint's, :mod:`pyro_vae.training.resume`);
+* ``metrics.csv``: the loop's metrics rows;
+* ``checkpoint.pt``: everything a resumed run needs to continue exactly
+  (program, estimator, algorithm, RNG state, metrics), written atomically;
+* ``checkpoints/epoch-NNNN.pt``: with ``keep_every``, kept snapshots.
+
+:func:`open_run` gives a loop, for the duration of a ``with`` block, the
+folder's lock (:func:`~pyro_vae.training.run_dir.lock_run_dir`), the removal of
+temporary files a killed writer left, and the checkpoint to resume from, checked
+against the config (every setting but ``epochs`` must be the checkpoint's), with
+its snapshots repaired. :func:`write_epoch` writes the metrics and the checkpoint
+of an epoch, each atomically. Every loop (:mod:`pyro_vae.training.loop`,
+:mod:`pyro_vae.training.graph_loop`) goes through both, so every run folder has
+the same guarantees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from pyro_vae.files import atomic_copy, atomic_write_json, write_csv
+from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
+from pyro_vae.training.config import TrainConfig, require_same_config
+from pyro_vae.training.distributed import SINGLE, DistributedContext
+from pyro_vae.training.run_dir import clean_stale_temp_files, lock_run_dir, repair_snapshots, snapshot_path
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+CONFIG = "config.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@contextmanager
+def open_run(
+    config: TrainConfig, run_dir: str | Path, *, resume: bool, keep_every: int = 0, map_location: str = "cpu",
+    distributed: DistributedContext = SINGLE,
+) -> Iterator[dict | None]:
+    """Lock ``run_dir`` for the ``with`` block and yield the checkpoint to resume from
+    (``None`` for a new run), after removing stale temporary files.
+
+    ``resume=True``: the checkpoint's config must equal ``config`` but for ``epochs``,
+    which may not be fewer than the epochs done; the snapshots of ``keep_every`` are
+    repaired. ``resume=False`` refuses a folder that already holds a checkpoint.
+    A second trainer of the same folder gets
+    :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
+    """
+    run_dir = Path(run_dir)
+    with lock_run_dir(run_dir):
+        clean_stale_temp_files(run_dir)
+        checkpoint_path = run_dir / CHECKPOINT
+        state = load_checkpoint(checkpoint_path, map_location=map_location) if resume else None
+        if state is not None:
+            saved = TrainConfig.from_dict({**state["config"], "epochs": config.epochs})
+            require_same_config(saved, config, run_dir)
+            if state["epoch"] > config.epochs:
+                raise ValueError(
+                    f"cannot resume {run_dir} to {config.epochs} epochs: it has already run {state['epoch']}; "
+                    f"ask for at least {state['epoch']} epochs"
+                )
+            distributed.check_checkpoint(state, checkpoint_path)
+            repair_snapshots(run_dir, checkpoint_path, state["epoch"], keep_every, verify_checkpoint)
+        elif checkpoint_path.exists():
+            raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) or use a new directory")
+        yield state
+
+
+def write_config(config: TrainConfig, run_dir: str | Path) -> None:
+    """``run_dir/config.json``, rewritten (atomically) at every start."""
+    atomic_write_json(Path(run_dir) / CONFIG, asdict(config))
+
+
+def write_epoch(run_dir: str | Path, metrics: list[dict], checkpoint: dict, keep_every: int = 0) -> None:
+    """Write an epoch's metrics and checkpoint (and its snapshot every ``keep_every`` epochs), each atomically."""
+    run_dir, epoch = Path(run_dir), checkpoint["epoch"]
+    write_csv(metrics, run_dir / METRICS)
+    save_checkpoint(checkpoint, run_dir / CHECKPOINT)
+    if keep_every and epoch % keep_every == 0:
+        atomic_copy(run_dir / CHECKPOINT, snapshot_path(run_dir, epoch))

@@ -1,0 +1,98 @@
+"""The package's layering, read from its source (ast): imports point down.
+
+Every module belongs to a component (its first name under ``pyro_vae``) and every
+component to a layer. A module may import its own component and any component of a
+lower layer; never one of a higher layer, nor another component of its own layer
+(data and models are independent of each other). Files stay below ``MAX_LINES``
+unless listed in ``LARGE_ON_PURPOSE`` with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vae"
+
+LAYERS: dict[str, int] = {
+    "registry": 0, "files": 0, "validation": 0,
+    "data": 1, "models": 1,
+    "inference": 2,
+    "training": 3,
+    "plots": 4,
+    "experiments": 5,
+    "cli": 6,
+    "__init__": 7, "__main__": 7,
+}
+MAX_LINES = 400
+LARGE_ON_PURPOSE: dict[str, str] = {}
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def component(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def imported_components(path: Path, root: Path = PACKAGE) -> set[str]:
+    """The ``pyro_vae`` components that ``path`` (a file under ``root``) imports, by absolute
+    and relative imports."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package_parts = path.relative_to(root.parent).with_suffix("").parts[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package_parts[: len(package_parts) - node.level + 1]
+                module = ".".join((*base, node.module) if node.module else base)
+            else:
+                module = node.module or ""
+            names = [module] if node.module or node.level else []
+            if module == "pyro_vae":  # from pyro_vae import data, models
+                names = [f"pyro_vae.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "pyro_vae" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def test_every_component_has_a_layer():
+    unknown = {component(path) for path in modules()} - set(LAYERS)
+    assert not unknown, f"components without a layer in LAYERS: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(path: Path):
+    own = component(path)
+    wrong = [
+        other for other in sorted(imported_components(path) - {own})
+        if other in LAYERS and LAYERS[other] >= LAYERS[own]
+    ]
+    assert not wrong, f"{path.relative_to(PACKAGE)} (layer {LAYERS[own]}) imports {wrong} of layer >= its own"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_size(path: Path):
+    name = str(path.relative_to(PACKAGE))
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES or name in LARGE_ON_PURPOSE, (
+        f"{name} has {lines} lines (> {MAX_LINES}): split it, or list it in LARGE_ON_PURPOSE with the reason"
+    )
+
+
+def test_the_checker_sees_an_upward_import(tmp_path: Path):
+    """The import reader finds absolute, relative and ``from pyro_vae import x`` imports."""
+    sub = tmp_path / "pyro_vae" / "models"
+    sub.mkdir(parents=True)
+    module = sub / "bad.py"
+    module.write_text("from ..training import loop\nfrom pyro_vae import cli\nimport pyro_vae.experiments.graph\n")
+    assert imported_components(module, tmp_path / "pyro_vae") == {"training", "cli", "experiments"}
