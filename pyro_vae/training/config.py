@@ -18,7 +18,7 @@ from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS
-from pyro_vae.validation import check_train_config
+from pyro_vae.validation import check_fields, check_train_config
 
 PRESETS: dict[str, dict] = {
     # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
@@ -61,6 +61,7 @@ class TrainConfig:
     kl_warmup: int = 0  # W > 0: the latent terms weighted by min(1, epoch / W) (inference.annealing)
 
     def __post_init__(self) -> None:
+        check_fields(self)  # every field against its annotation: ints are ints, counts >= 1
         self.hidden = tuple(self.hidden)
         for registry, name in (
             (DATASETS, self.dataset), (ESTIMATORS, self.estimator), (ALGORITHMS, self.algorithm),

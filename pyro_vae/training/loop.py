@@ -53,7 +53,8 @@ from pyro_vae.inference.optim import LR_SCHEDULES
 from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
 from pyro_vae.training.checkpoint import (
-    CheckpointError, load_checkpoint, load_module_state, restore_state, save_checkpoint, verify_checkpoint,
+    CheckpointError, load_algorithm_state, load_checkpoint, load_module_state, restore_state, save_checkpoint,
+    verify_checkpoint,
 )
 from pyro_vae.training.config import PRESETS, TrainConfig, require_same_config
 from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
@@ -316,7 +317,7 @@ def _train_prepared(
     if state is not None:
         load_module_state(vae, state["model"], "model", checkpoint_path)
         load_module_state(estimator.modules, state["estimator"], "estimator", checkpoint_path)
-        restore_state(algorithm.load_state_dict, state["optimizer"], "optimizer", checkpoint_path)
+        load_algorithm_state(algorithm, state["optimizer"], checkpoint_path)
         own = distributed.rank_entry(state)
         _set_rng_state(state["rng"] if own is None else own["rng"], generator)
         if own is not None:
