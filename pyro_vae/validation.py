@@ -66,12 +66,14 @@ def check_train_config(config: Any) -> None:
         raise ValueError(f"num_train must be >= 1, got {config.num_train}")
 
 
+def mlp_weight_count(sizes: Sequence[int]) -> int:
+    """Weights and biases of an MLP with layer sizes ``sizes`` (input, hidden..., output)."""
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 def parameter_count(x_dim: int, z_dim: int, hidden: Sequence[int]) -> int:
     """Weights and biases of the encoder ``x-hidden-2z`` and decoder ``z-reversed(hidden)-x``."""
-    def mlp(sizes: list[int]) -> int:
-        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-
-    return mlp([x_dim, *hidden, 2 * z_dim]) + mlp([z_dim, *reversed(hidden), x_dim])
+    return mlp_weight_count([x_dim, *hidden, 2 * z_dim]) + mlp_weight_count([z_dim, *reversed(hidden), x_dim])
 
 
 def device_memory(device: str | torch.device) -> int | None:
@@ -257,7 +259,10 @@ def check_fields(obj: Any) -> None:
 
 def check_arguments(fn: Callable, **values: Any) -> None:
     """:func:`check_value` for each keyword ``values`` of ``fn`` that ``fn`` annotates."""
-    hints = typing.get_type_hints(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except NameError:  # an annotation naming what its module imports for type checkers only
+        hints = {}
     for name, value in values.items():
         if name in hints:
             check_value(name, value, hints[name])

@@ -60,7 +60,7 @@ from pyro_vae.training.config import PRESETS, TrainConfig, require_same_config
 from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
 from pyro_vae.files import atomic_copy, atomic_write_json, atomic_write_text
 from pyro_vae.training.run_dir import clean_stale_temp_files, lock_run_dir, repair_snapshots, snapshot_path
-from pyro_vae.validation import check_model_fits
+from pyro_vae.validation import check_arguments, check_model_fits
 
 __all__ = ["PRESETS", "Run", "TrainConfig", "TrainingDiverged", "build_run", "load_run", "train", "train_or_resume"]
 
@@ -230,6 +230,7 @@ def train(
     call one process of a multi-process run: every process calls it with the same
     arguments (its own ``device``); rank 0 holds the lock and writes the files.
     """
+    check_arguments(train, **locals())  # every argument against its annotation, before any work
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
     if jit:
