@@ -238,16 +238,19 @@ def _matches(value: Any, annotation: Any) -> bool:
     return not isinstance(cls, type) or isinstance(value, cls)
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """A value of the wrong type for an argument (both a ``TypeError`` and, as every
+    bad value before it, a ``ValueError``)."""
+
+
 def check_value(name: str, value: Any, annotation: Any) -> None:
-    """Raise ``TypeError`` naming ``name`` unless ``value`` has the annotated type, and
-    ``ValueError`` unless an int named like a count (``num_*``, ``*_size``, ``*_dim``,
-    ``*_samples``) is >= 1 and every number is finite."""
+    """Raise :class:`ArgumentTypeError` naming ``name`` unless ``value`` has the annotated type,
+    and ``ValueError`` unless an int named like a count (``num_*``, ``*_size``, ``*_dim``,
+    ``*_samples``) is >= 1. Other ranges are the caller's to check."""
     if not _matches(value, annotation):
-        raise TypeError(f"{name} must be {_describe(annotation)}, got {value!r} ({type(value).__name__})")
+        raise ArgumentTypeError(f"{name} must be {_describe(annotation)}, got {value!r:.80} ({type(value).__name__})")
     if _is_int(value) and _COUNT.search(name) and value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
+        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def check_fields(obj: Any) -> None:

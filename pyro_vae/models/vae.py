@@ -101,8 +101,8 @@ class VAE(PyroModule):
         decoder: nn.Module | None = None,
         plate: str | None = None,
     ) -> None:
-        check_arguments(
-            VAE.__init__, x_shape=x_shape, z_dim=z_dim, hidden=hidden, activation=activation, init_std=init_std,
+        check_arguments(  # z_dim and hidden: check_sizes
+            VAE.__init__, x_shape=x_shape, activation=activation, init_std=init_std,
             prefix=prefix, encoder=encoder, decoder=decoder, plate=plate,
         )
         super().__init__(name=prefix)
