@@ -34,13 +34,15 @@ from pyro_vae.models.nets import ACTIVATIONS
 from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import PRESETS, TrainConfig
-from pyro_vae.training.distributed import SINGLE, DistributedContext, launched_by_torchrun, session
+from pyro_vae.training.distributed import SINGLE, DistributedContext, launched_by_torchrun, lost_peer_message, session
 from pyro_vae.training.loop import CONFIG, TrainingDiverged, load_run, train
 from pyro_vae.training.report import evaluate_run, report_path
 from pyro_vae.training.resume import resume_config
 from pyro_vae.files import atomic_write_json
 from pyro_vae.training.run_dir import RunDirBusyError
-from pyro_vae.validation import check_cli_args, check_device, describe_error, interrupted_message
+from pyro_vae.validation import (
+    Terminated, check_cli_args, check_device, describe_error, interrupted_message, sigterm_interrupts,
+)
 
 # OSError covers FileExistsError, DatasetNotFoundError and a failed write (read-only folder, full disk).
 USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, TrainingDiverged, OSError, RunDirBusyError)
@@ -340,6 +342,9 @@ def cmd_graph_train(args) -> None:
         if not (args.run_dir / CONFIG).is_file():
             raise CheckpointError(f"no {CONFIG} in {args.run_dir}: nothing to resume")
         values = json.loads((args.run_dir / CONFIG).read_text())
+        if "split_seed" not in values:  # a TrainConfig's: a VAE run
+            raise CheckpointError(f"{args.run_dir} holds a pyro-vae train run, not a graph run; resume it with "
+                                  f"pyro-vae train --run-dir {args.run_dir} --resume")
     config = _graph_config(args, **values)
     run_dir = args.run_dir or Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"run directory: {run_dir}\nconfig: {asdict(config)}\nmachine: {machine()}")
@@ -486,13 +491,19 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.command} runs on one process; only train and evaluate run under torchrun")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        args.func(args)
+        with sigterm_interrupts():  # SIGTERM says how to resume, as Ctrl-C does
+            args.func(args)
     except USER_ERRORS as err:
         print(f"pyro-vae: error: {describe_error(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(f"pyro-vae: {interrupted_message(args.command, getattr(args, 'run_dir', None))}", file=sys.stderr)
-        return 130
+        return err.exit_status if isinstance(err, Terminated) else 130
+    except RuntimeError as err:  # under torchrun: a peer process died
+        if (line := lost_peer_message(err, args.command, getattr(args, "run_dir", None))) is None:
+            raise
+        print(f"pyro-vae: error: {line}", file=sys.stderr)
+        return 1
     return 0
 
 

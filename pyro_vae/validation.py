@@ -11,7 +11,10 @@ refuse such values before anything runs:
 * :func:`check_device` and :func:`check_cli_args` for the command line, whose
   messages name the flag;
 * :func:`describe_error` and :func:`interrupted_message`: the one line the CLI
-  prints for an error or a Ctrl-C.
+  prints for an error or a Ctrl-C (or a SIGTERM, :func:`sigterm_interrupts`);
+* :func:`check_fields`, :func:`check_arguments`: values against their annotations
+  (ints are ints, counts >= 1), for dataclasses and public functions;
+* :func:`check_fits` and its uses: sizes whose memory the machine does not have.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ import dataclasses
 import math
 import os
 import re
+import signal
+import threading
 import types
 import typing
 from collections import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +51,18 @@ def check_sizes(x_shape: Sequence[int], z_dim: int, hidden: Sequence[int]) -> No
         raise ValueError(f"hidden layer sizes must be integers >= 1, got {tuple(hidden)}")
 
 
+MAX_INIT_STD = 1.0
+
+
 def check_init_std(init_std: float | None) -> None:
     """``None`` (PyTorch's initialisation) or a finite standard deviation > 0."""
     if init_std is not None and not (math.isfinite(init_std) and init_std > 0):
         raise ValueError(f"init_std must be a finite number > 0 (or None), got {init_std}")
+    if init_std is not None and init_std > MAX_INIT_STD:
+        raise ValueError(
+            f"init_std={init_std} is above {MAX_INIT_STD}: weights that large saturate every unit and overflow "
+            "the encoder's scale exp(log sigma^2 / 2) at the first step (the paper: 0.01)"
+        )
 
 
 def check_train_config(config: Any) -> None:
@@ -180,7 +194,8 @@ def describe_error(err: BaseException) -> str:
 
     if isinstance(err, OSError):
         return describe_os_error(err)
-    return str(err)
+    lines = str(err).strip().splitlines()  # Pyro appends a dump of the trace's shapes: the first line says it
+    return lines[0] if lines else type(err).__name__
 
 
 def interrupted_message(command: str, run_dir: Path | None) -> str:
@@ -313,3 +328,29 @@ def check_pass_fits(num_data: int, num_samples: int, datum_numel: int, device: s
 def check_metrics_fit(epochs: int, device: str | torch.device = "cpu") -> None:
     """Refuse a run whose metrics rows (one per epoch, kept in memory) cannot fit."""
     check_fits(epochs * METRICS_ROW_BYTES, f"epochs={epochs:,} (one metrics row each)", device)
+
+
+# --- signals: SIGTERM unwinds like Ctrl-C ---------------------------------------------
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C raises ``KeyboardInterrupt``: the run
+    unwinds the same way (its lock released, its last checkpoint intact); exit status 143."""
+
+    exit_status = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """In the block (main thread only), SIGTERM raises :class:`Terminated` instead of ending
+    the process silently; the previous handler is restored after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

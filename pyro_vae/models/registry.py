@@ -49,6 +49,11 @@ def _check_model(name: str, obj: object) -> None:
         raise TypeError(f"model {name!r}: {obj.__name__} is not a PyroModule subclass (e.g. of pyro_vae's VAE)")
     if not callable(obj):
         raise TypeError(f"model {name!r}: {obj!r} is neither a PyroModule subclass nor a factory function")
+    if not isinstance(obj, type):
+        try:
+            inspect.signature(obj).bind(DataSpec((1,)))
+        except TypeError:
+            raise TypeError(f"model {name!r}: a factory must take (spec, **options), got {obj!r}") from None
 
 
 MODELS: Registry[type | Callable] = Registry("model", check=_check_model)
