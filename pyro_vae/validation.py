@@ -198,12 +198,19 @@ def describe_error(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def resume_command(run_dir: str | os.PathLike) -> str:
+    """The command that resumes the run in ``run_dir``: under torchrun, with as many processes."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node {world_size} -m pyro_vae" if world_size > 1 else "pyro-vae"
+    return f"{launcher} train --run-dir {run_dir} --resume"
+
+
 def interrupted_message(command: str, run_dir: Path | None) -> str:
     """What Ctrl-C prints: for ``train``, how to resume (or that there is nothing to resume yet)."""
     if command != "train" or run_dir is None:
         return "interrupted"
     if (Path(run_dir) / "checkpoint.pt").is_file():
-        return f"interrupted; resume with pyro-vae train --run-dir {run_dir} --resume"
+        return f"interrupted; resume with {resume_command(run_dir)}"
     return f"interrupted before the first epoch finished; {run_dir} holds no checkpoint to resume"
 
 

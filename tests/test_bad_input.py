@@ -158,3 +158,11 @@ def test_sigterm_is_one_line_with_how_to_resume(tmp_path):
             proc.wait()
     assert proc.returncode == 143
     assert err == f"pyro-vae: interrupted; resume with pyro-vae train --run-dir {run} --resume\n"
+
+
+@pytest.mark.parametrize("world_size, command", [("1", "pyro-vae train"), ("3", "torchrun --nproc_per_node 3 -m pyro_vae train")])
+def test_an_interrupted_run_says_how_to_resume_it(run_dir, monkeypatch, world_size, command):
+    from pyro_vae.validation import interrupted_message
+
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    assert interrupted_message("train", run_dir) == f"interrupted; resume with {command} --run-dir {run_dir} --resume"

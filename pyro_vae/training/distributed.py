@@ -82,6 +82,7 @@ import torch
 import torch.distributed as dist
 
 from pyro_vae.inference.algorithms import Algorithm, ParamScope
+from pyro_vae.validation import resume_command
 
 __all__ = [
     "SINGLE", "DistributedAlgorithm", "DistributedContext", "launched_by_torchrun", "lost_peer_message", "session",
@@ -322,8 +323,7 @@ def lost_peer_message(err: BaseException, command: str, run_dir: str | os.PathLi
     rank, world_size = os.environ["RANK"], os.environ["WORLD_SIZE"]
     checkpoint = None if run_dir is None else os.path.join(run_dir, "checkpoint.pt")
     if command == "train" and checkpoint is not None and os.path.isfile(checkpoint):
-        how = (f"resume with torchrun --nproc_per_node {world_size} -m pyro_vae train --run-dir {run_dir} --resume "
-               "(the same number of processes)")
+        how = f"resume with {resume_command(run_dir)} (the same number of processes)"
     else:
         how = f"nothing to resume; start {command} again"
     reason = cause or (text.strip().splitlines() or [type(err).__name__])[0][:120]
