@@ -134,7 +134,7 @@ def train_graph(
     """
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
-    state = load_checkpoint(checkpoint_path) if resume else None
+    state = load_checkpoint(checkpoint_path, generators=("torch",)) if resume else None
     if state is not None:
         saved = GraphConfig.from_dict({**state["config"], "epochs": config.epochs})
         require_same_config(saved, config, run_dir)

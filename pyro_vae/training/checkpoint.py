@@ -35,6 +35,7 @@ from pyro_vae.files import atomic_write_bytes
 
 FORMAT = "pyro_vae.training.checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "optimizer", "rng", "metrics")
+GENERATORS = ("torch", "data")  # the training loop's: torch's global RNG and the data order's generator
 
 
 class CheckpointError(RuntimeError):
@@ -64,8 +65,11 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
         )
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read and verify a checkpoint written by :func:`save_checkpoint`, or raise :class:`CheckpointError`."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", generators: tuple[str, ...] = GENERATORS,
+) -> dict:
+    """Read and verify a checkpoint written by :func:`save_checkpoint`, or raise :class:`CheckpointError`;
+    ``generators`` name the RNG states its ``rng`` entry must hold (:func:`check_schema`)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -80,7 +84,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the entries {missing}")
-    check_schema(state, path)
+    check_schema(state, path, generators)
     return state
 
 
@@ -104,12 +108,12 @@ def _bad(path: str | os.PathLike, field: str, expected: str, value: Any) -> Chec
     )
 
 
-def _check_rng(rng: Any, field: str, path: str | os.PathLike) -> None:
-    """``{"torch": state, "data": state, "cuda": [state, ...]?}``, each a CPU generator's byte state."""
+def _check_rng(rng: Any, field: str, path: str | os.PathLike, generators: tuple[str, ...]) -> None:
+    """``{"torch": state, "data": state, "cuda": [state, ...]?}``, each of ``generators`` a CPU generator's byte state."""
     if not isinstance(rng, Mapping):
         raise _bad(path, field, "a dict of RNG states", rng)
     size = torch.get_rng_state().numel()
-    for key in ("torch", "data"):
+    for key in generators:
         value = rng.get(key)
         if not (torch.is_tensor(value) and value.dtype == torch.uint8 and tuple(value.shape) == (size,)):
             raise _bad(path, f"{field}.{key}", f"a uint8 tensor of shape ({size},) (a CPU generator's state)", value)
@@ -123,7 +127,7 @@ def _check_state_dict(value: Any, field: str, path: str | os.PathLike) -> None:
         raise _bad(path, field, "a state dict (names to tensors)", value)
 
 
-def check_schema(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+def check_schema(state: Mapping[str, Any], path: str | os.PathLike, generators: tuple[str, ...] = GENERATORS) -> None:
     """Raise :class:`CheckpointError` naming the first field of ``state`` that is not what
     :func:`save_checkpoint` writes (the optimizer's contents are checked on resume, against the model)."""
     epoch = state["epoch"]
@@ -141,7 +145,7 @@ def check_schema(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     _check_state_dict(state["estimator"], "estimator", path)
     if not isinstance(state["optimizer"], dict):
         raise _bad(path, "optimizer", "a dict (the algorithm's state)", state["optimizer"])
-    _check_rng(state["rng"], "rng", path)
+    _check_rng(state["rng"], "rng", path, generators)
     wall = state.get("wall_seconds", 0.0)
     if not (isinstance(wall, (int, float)) and not isinstance(wall, bool) and 0 <= wall < float("inf")):
         raise _bad(path, "wall_seconds", "a finite number >= 0", wall)
@@ -162,7 +166,7 @@ def _check_distributed(entry: Any, path: str | os.PathLike) -> None:
         field = f"distributed.ranks[{r}]"
         if not isinstance(rank, Mapping):
             raise _bad(path, field, "a dict", rank)
-        _check_rng(rank.get("rng"), f"{field}.rng", path)
+        _check_rng(rank.get("rng"), f"{field}.rng", path, GENERATORS)
         stores = rank.get("param_stores")
         if not isinstance(stores, list):
             raise _bad(path, f"{field}.param_stores", "a list of state dicts", stores)
