@@ -219,7 +219,7 @@ _COUNT = re.compile(r"^num_|_size$|_dim$|_samples$")  # int parameters named so 
 
 
 def _describe(annotation: Any) -> str:
-    """``annotation`` in words: ``an int``, ``a number``, ``a tuple of int``, ``a string or None``."""
+    """``annotation`` in words: ``an int``, ``a number``, ``a sequence of int``, ``a str or None``."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
@@ -252,8 +252,8 @@ def _matches(value: Any, annotation: Any) -> bool:
             return False
         item = args[0] if args else Any
         return all(_matches(v, item) for v in value)
-    if origin is dict or origin is abc.Mapping:
-        return isinstance(value, abc.Mapping) and all(_matches(k, args[0]) for k in value) if args else isinstance(value, abc.Mapping)
+    if origin in (dict, abc.Mapping):
+        return isinstance(value, abc.Mapping) and (not args or all(_matches(k, args[0]) for k in value))
     if origin is abc.Callable or annotation is abc.Callable:
         return callable(value)
     cls = origin or annotation

@@ -6,9 +6,11 @@ import subprocess
 import sys
 import time
 
+from collections.abc import Sequence
+
+import numpy as np
 import pytest
 import scipy.io
-import numpy as np
 import torch
 
 from pyro_vae.cli import main
@@ -18,6 +20,7 @@ from pyro_vae.models import MODELS, DataSpec, build_model, register_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.distributed import lost_peer_message
 from pyro_vae.training.loop import TrainConfig, load_run, train
+from pyro_vae.validation import ArgumentTypeError, check_value, interrupted_message
 
 SYNTHETIC = ["--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--no-progress", "--device", "cpu",
              "--eval-k", "2"]
@@ -162,7 +165,21 @@ def test_sigterm_is_one_line_with_how_to_resume(tmp_path):
 
 @pytest.mark.parametrize("world_size, command", [("1", "pyro-vae train"), ("3", "torchrun --nproc_per_node 3 -m pyro_vae train")])
 def test_an_interrupted_run_says_how_to_resume_it(run_dir, monkeypatch, world_size, command):
-    from pyro_vae.validation import interrupted_message
-
     monkeypatch.setenv("WORLD_SIZE", world_size)
     assert interrupted_message("train", run_dir) == f"interrupted; resume with {command} --run-dir {run_dir} --resume"
+
+
+@pytest.mark.parametrize(
+    "value, annotation, accepted",
+    [
+        (3, int, True), (True, int, False), (3.0, int, False), (3, float, True), (True, float, False),
+        ("1e-3", float, False), (None, int | None, True), ((1, 2), tuple[int, ...], True),
+        ([1, "2"], tuple[int, ...], False), ("ab", Sequence[int], False), ({"a": 1}, dict, True),
+    ],
+)
+def test_the_generic_checker_reads_annotations(value, annotation, accepted):
+    if accepted:
+        check_value("v", value, annotation)
+    else:
+        with pytest.raises(ArgumentTypeError, match="^v must be "):
+            check_value("v", value, annotation)
