@@ -8,20 +8,24 @@ registered from Python (``@register_model("mine")``) is at once a valid
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # a name a shell passes as is: --model my-model
 
 
 class Registry(Generic[T]):
     """A mapping from names to objects of one kind, with a help line per name.
 
     :param kind: what the names name (``"model"``, ``"estimator"``, ...), for errors.
+    :param check: raises ``TypeError`` for an object this registry cannot hold (called on registration).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, check: Callable[[str, T], None] | None = None) -> None:
         self.kind = kind
+        self._check = check
         self._entries: dict[str, T] = {}
         self._help: dict[str, str] = {}
 
@@ -33,8 +37,12 @@ class Registry(Generic[T]):
         Registering a taken name raises ``ValueError`` unless ``replace=True``.
         """
         def add(obj: T) -> T:
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+            if not isinstance(name, str) or not NAME.match(name):
+                raise ValueError(
+                    f"a {self.kind} name must be lower-case letters, digits, '-' and '_' ({NAME.pattern}), got {name!r}"
+                )
+            if self._check is not None:
+                self._check(name, obj)
             if name in self._entries and not replace and self._entries[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is already registered; pass replace=True to replace it")
             self._entries[name] = obj

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import pyro_vae.training.run_dir as run_dir_module
 from pyro_vae.cli import main

@@ -22,8 +22,8 @@ from typing import NoReturn
 import torch
 
 from pyro_vae.cli.commands import COMMANDS
-from pyro_vae.cli.errors import USER_ERRORS, describe_error, interrupted_message
-from pyro_vae.training.distributed import launched_by_torchrun
+from pyro_vae.cli.errors import USER_ERRORS, Terminated, describe_error, interrupted_message, sigterm_interrupts
+from pyro_vae.training.distributed import launched_by_torchrun, lost_peer_message
 
 
 class UsageError(SystemExit):
@@ -113,11 +113,17 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.command} runs on one process; only {distributed} run under torchrun")
         if getattr(args, "threads", None) is not None:
             torch.set_num_threads(args.threads)
-        args.func(args)
+        with sigterm_interrupts():  # SIGTERM says how to resume, as Ctrl-C does
+            args.func(args)
     except USER_ERRORS as err:
         print(f"pyro-vae: error: {describe_error(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(f"pyro-vae: {interrupted_message(args.command, getattr(args, 'run_dir', None))}", file=sys.stderr)
-        return 130
+        return err.exit_status if isinstance(err, Terminated) else 130
+    except RuntimeError as err:  # under torchrun: a peer process died
+        if (line := lost_peer_message(err, args.command, getattr(args, "run_dir", None))) is None:
+            raise
+        print(f"pyro-vae: error: {line}", file=sys.stderr)
+        return 1
     return 0

@@ -102,7 +102,9 @@ def read_frey_mat(path: Path):
 
     try:
         contents = scipy.io.loadmat(path)
-    except OSError:
+    except OSError as err:
+        if err.filename is None:  # scipy's "could not read bytes": a truncated file, not a missing one
+            raise CorruptDataError(f"{path} is truncated or unreadable ({err})") from None
         raise
     except Exception as err:  # MatReadError, ValueError, TypeError, ... from a damaged file
         raise CorruptDataError(f"{path} is not a readable MATLAB file ({type(err).__name__}: {err})") from None

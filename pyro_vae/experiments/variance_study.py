@@ -33,6 +33,7 @@ from pyro_vae.inference.variance import compare_estimators
 from pyro_vae.files import write_csv
 from pyro_vae.plots import save_figure
 from pyro_vae.training import TrainConfig, build_run, load_run, train_or_resume
+from pyro_vae.validation import check_fields
 
 
 @dataclasses.dataclass
@@ -45,6 +46,15 @@ class StudyConfig:
     adapt_steps: int = 300
     particles: Sequence[int] = (1, 4, 16)
     z_dims: Sequence[int] = (2, 5, 10, 20, 50)
+
+    def __post_init__(self) -> None:
+        self.estimators = [ESTIMATORS.check(name) for name in self.estimators]
+        check_fields(self)
+        repeated = sorted({name for name in self.estimators if self.estimators.count(name) > 1})
+        if repeated:
+            raise ValueError(f"estimators {repeated} are named more than once; each estimator is one row of the study")
+        if self.num_draws < 2:
+            raise ValueError(f"num_draws must be >= 2 (a variance needs two draws), got {self.num_draws}")
 
 
 def _compare(run, study: StudyConfig, num_particles: int, generator: torch.Generator) -> list[dict]:

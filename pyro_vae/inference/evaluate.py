@@ -41,6 +41,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.inference.algorithms import ParamScope
+from pyro_vae.validation import check_arguments, check_pass_fits
 
 
 def _per_datum(
@@ -126,11 +127,16 @@ def importance_bounds(
     """Per-datum ``elbo`` and ``log_px`` (log-mean-exp of ``num_samples`` weights).
 
     The weights are drawn ``chunk_size`` at a time; only per-chunk
-    log-sum-exps are kept, so memory does not grow with ``num_samples``.
+    log-sum-exps are kept, so memory does not grow with ``num_samples``; a pass
+    of ``len(x)`` data x ``chunk_size`` samples too big for the device's memory is
+    refused up front (:func:`~pyro_vae.validation.check_pass_fits`).
     ``kwargs`` (e.g. labels ``y``) go to model and guide.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    check_arguments(importance_bounds, x=x, num_samples=num_samples, chunk_size=chunk_size,
+                    max_plate_nesting=max_plate_nesting, data_plate=data_plate)
+    if x.dim() == 0:
+        raise ValueError("x must have a batch dimension, got a scalar tensor")
+    check_pass_fits(x.shape[0], min(chunk_size, num_samples), x[0].numel(), x.device)
     lse_chunks, sum_elbo = [], torch.zeros(x.shape[0], device=x.device)
     for start in range(0, num_samples, chunk_size):
         k = min(chunk_size, num_samples - start)
@@ -157,6 +163,7 @@ def evaluate(
     over processes when each evaluates its shard of the data (then every
     process gets the means over all shards, see :mod:`pyro_vae.training.distributed`).
     """
+    check_arguments(evaluate, program=program, num_samples=num_samples, chunk_size=chunk_size)
     totals = {"elbo": 0.0, "log_px": 0.0}
     count = 0
     was_training = program.training
@@ -164,6 +171,8 @@ def evaluate(
     try:
         with ParamScope(program.parameters()):
             for i, batch in enumerate(batches):
+                if not (torch.is_tensor(batch) or isinstance(batch, dict) and "x" in batch):
+                    raise TypeError(f"evaluate: batch {i} must be a tensor x or a dict with x, got {batch!r:.80}")
                 batch = dict(batch) if isinstance(batch, dict) else {"x": batch}
                 x = batch.pop("x")
                 # Pyro's validation checks the first batch (as training checks its first step)

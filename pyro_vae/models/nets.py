@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyro_vae.validation import check_arguments, check_parameters_fit, check_sizes, mlp_weight_count
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -47,7 +49,10 @@ class MLP(nn.Sequential):
         activation_name: str = "tanh",
         init_std: float | None = None,
     ) -> None:
+        check_arguments(MLP.__init__, in_dim=in_dim, hidden=hidden, out_dim=out_dim, init_std=init_std)
         sizes = [in_dim, *hidden, out_dim]
+        check_sizes((in_dim, out_dim), 1, hidden)
+        check_parameters_fit(mlp_weight_count(sizes), f"the MLP {'-'.join(map(str, sizes))}")
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             if i > 0:

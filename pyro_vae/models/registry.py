@@ -36,13 +36,32 @@ like the built-in models.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from pyro.nn import PyroModule
+
 from pyro_vae.registry import Registry
+from pyro_vae.validation import check_arguments
+
+
+def _check_model(name: str, obj: object) -> None:
+    """A model is a :class:`~pyro.nn.PyroModule` subclass or a factory ``f(spec, **options)`` returning one."""
+    if isinstance(obj, type) and not issubclass(obj, PyroModule):
+        raise TypeError(f"model {name!r}: {obj.__name__} is not a PyroModule subclass (e.g. of pyro_vae's VAE)")
+    if not callable(obj):
+        raise TypeError(f"model {name!r}: {obj!r} is neither a PyroModule subclass nor a factory function")
+    if not isinstance(obj, type):
+        try:
+            inspect.signature(obj).bind(DataSpec((1,)))
+        except TypeError:
+            raise TypeError(f"model {name!r}: a factory must take (spec, **options), got {obj!r}") from None
+
 
 #: The probabilistic programs by name (``--model``): classes with ``model``, ``guide`` and
 #: ``build(spec, **options)`` as the module docstring describes, e.g. ``vae`` for p(z) p(x|z), q(z|x).
-MODELS: Registry[type] = Registry("model")
+MODELS: Registry[type | Callable] = Registry("model", check=_check_model)
 register_model = MODELS.register
 
 
@@ -56,14 +75,22 @@ class DataSpec:
 
 
 def build_model(name: str, spec: DataSpec, **options) -> object:
-    """An instance of registered model ``name`` for data ``spec``.
+    """An instance of registered model ``name`` for data ``spec``: ``cls.build(spec, **options)``
+    for a class, ``factory(spec, **options)`` for a factory.
 
-    An option the model's ``build`` does not take is one ``ValueError`` naming it.
+    An option the model does not take, or of another type than its constructor's annotation
+    (``num_components="abc"``), is one error naming it; so is a factory that returns no ``PyroModule``.
     """
-    cls = MODELS[name]
+    obj = MODELS[name]
+    build = obj.build if inspect.isclass(obj) else obj
+    forwards = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(build).parameters.values())
+    check_arguments(obj.__init__ if inspect.isclass(obj) and forwards else build, **options)
     try:
-        return cls.build(spec, **options)
+        program = build(spec, **options)
     except TypeError as err:
         if "unexpected keyword argument" in str(err):
             raise ValueError(f"model {name!r} does not take the option in: {err}") from None
         raise
+    if not isinstance(program, PyroModule):
+        raise TypeError(f"model {name!r}: its factory returned {program!r}, not a PyroModule (e.g. a VAE)")
+    return program

@@ -44,7 +44,7 @@ from torch import nn
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
 from pyro_vae.models.registry import DataSpec, register_model
-from pyro_vae.validation import check_init_std, check_sizes
+from pyro_vae.validation import check_arguments, check_init_std, check_parameters_fit, check_sizes, parameter_count
 
 
 class PosteriorMean(Messenger):
@@ -101,11 +101,17 @@ class VAE(PyroModule):
         decoder: nn.Module | None = None,
         plate: str | None = None,
     ) -> None:
+        check_arguments(  # z_dim and hidden: check_sizes
+            VAE.__init__, x_shape=x_shape, activation=activation, init_std=init_std,
+            prefix=prefix, encoder=encoder, decoder=decoder, plate=plate,
+        )
         super().__init__(name=prefix)
         self.x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
         check_sizes(self.x_shape, z_dim, tuple(hidden))
         check_init_std(init_std)
         self.x_dim = math.prod(self.x_shape)
+        sizes = "-".join(map(str, (self.x_dim, *hidden, z_dim)))
+        check_parameters_fit(parameter_count(self.x_dim, z_dim, tuple(hidden)), f"the VAE {sizes}")
         self.z_dim = z_dim
         if isinstance(likelihood, str):
             likelihood = make_likelihood(likelihood, self.x_shape)

@@ -8,9 +8,14 @@ stays intact, and a full disk is reported as the ``OSError`` it is.
 
 Loading verifies the CRC-32 of every member of the archive before unpickling
 (``weights_only=True``): ``torch.load`` does not, so a flipped byte inside a
-tensor would otherwise load as a silently wrong weight. Entries the trainer
-needs and state dicts that do not fit the model are reported as one
-:class:`CheckpointError` line each.
+tensor would otherwise load as a silently wrong weight. Then every field is
+checked against the checkpoint's schema (:func:`check_schema`: the epoch a
+non-negative int, the metrics a list of rows, the RNG states byte tensors of
+torch's sizes, ...), and on resume the optimizer state against the parameters it
+steps (:func:`load_algorithm_state`: groups, parameters and each state
+tensor's shape) before torch's optimizer sees it: a CRC-valid but hand-made or
+mixed-up file is one :class:`CheckpointError` naming the field, never a
+``KeyError`` or a crash inside a fused optimizer kernel.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pyro_vae.files import atomic_write_bytes
 
 FORMAT = "pyro_vae.training.checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "optimizer", "rng", "metrics")
+GENERATORS = ("torch", "data")  # the training loop's: torch's global RNG and the data order's generator
 
 
 class CheckpointError(RuntimeError):
@@ -59,14 +65,19 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
         )
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read and verify a checkpoint written by :func:`save_checkpoint`, or raise :class:`CheckpointError`."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", generators: tuple[str, ...] = ("torch",),
+) -> dict:
+    """Read and verify a checkpoint written by :func:`save_checkpoint`, or raise :class:`CheckpointError`;
+    ``generators`` name the RNG states its ``rng`` entry must hold (:func:`check_schema`): torch's,
+    which every run keeps, by default; a loop that restores more asks for them (:data:`GENERATORS`)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    device = _device(map_location)
     verify_checkpoint(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, RuntimeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {err}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -74,7 +85,94 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the entries {missing}")
+    check_schema(state, path, generators)
     return state
+
+
+def _device(map_location: str | torch.device) -> torch.device:
+    """``map_location`` as a device this machine has, else ``ValueError`` naming it
+    (not a corrupt-checkpoint error: the file is fine)."""
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {map_location!r} is not a torch device: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {map_location!r}: CUDA is not available on this machine")
+    return device
+
+
+def _bad(path: str | os.PathLike, field: str, expected: str, value: Any) -> CheckpointError:
+    shown = repr(value) if not torch.is_tensor(value) else f"a tensor of shape {tuple(value.shape)}, {value.dtype}"
+    return CheckpointError(
+        f"checkpoint {path}: the field {field} must be {expected}, got {shown[:80]}; "
+        "the file is not one pyro_vae wrote (use another checkpoint)"
+    )
+
+
+def _check_rng(rng: Any, field: str, path: str | os.PathLike, generators: tuple[str, ...]) -> None:
+    """``{"torch": state, "data": state, "cuda": [state, ...]?}``, each of ``generators`` a CPU generator's byte state."""
+    if not isinstance(rng, Mapping):
+        raise _bad(path, field, "a dict of RNG states", rng)
+    size = torch.get_rng_state().numel()
+    for key in generators:
+        value = rng.get(key)
+        if not (torch.is_tensor(value) and value.dtype == torch.uint8 and tuple(value.shape) == (size,)):
+            raise _bad(path, f"{field}.{key}", f"a uint8 tensor of shape ({size},) (a CPU generator's state)", value)
+    cuda = rng.get("cuda", [])
+    if not (isinstance(cuda, list) and all(torch.is_tensor(s) and s.dtype == torch.uint8 for s in cuda)):
+        raise _bad(path, f"{field}.cuda", "a list of uint8 tensors", cuda)
+
+
+def _check_state_dict(value: Any, field: str, path: str | os.PathLike) -> None:
+    if not (isinstance(value, Mapping) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in value.items())):
+        raise _bad(path, field, "a state dict (names to tensors)", value)
+
+
+def check_schema(state: Mapping[str, Any], path: str | os.PathLike, generators: tuple[str, ...] = GENERATORS) -> None:
+    """Raise :class:`CheckpointError` naming the first field of ``state`` that is not what
+    :func:`save_checkpoint` writes (the optimizer's contents are checked on resume, against the model)."""
+    epoch = state["epoch"]
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+        raise _bad(path, "epoch", "a non-negative int", epoch)
+    if not isinstance(state["config"], dict):
+        raise _bad(path, "config", "a dict", state["config"])
+    metrics = state["metrics"]
+    if not isinstance(metrics, list):
+        raise _bad(path, "metrics", "a list of rows (dicts)", metrics)
+    for i, row in enumerate(metrics):
+        if not (isinstance(row, dict) and all(isinstance(k, str) for k in row)):
+            raise _bad(path, f"metrics[{i}]", "a row (a dict of column names to values)", row)
+    _check_state_dict(state["model"], "model", path)
+    _check_state_dict(state["estimator"], "estimator", path)
+    if not isinstance(state["optimizer"], dict):
+        raise _bad(path, "optimizer", "a dict (the algorithm's state)", state["optimizer"])
+    _check_rng(state["rng"], "rng", path, generators)
+    wall = state.get("wall_seconds", 0.0)
+    if not (isinstance(wall, (int, float)) and not isinstance(wall, bool) and 0 <= wall < float("inf")):
+        raise _bad(path, "wall_seconds", "a finite number >= 0", wall)
+    if "distributed" in state:
+        _check_distributed(state["distributed"], path)
+
+
+def _check_distributed(entry: Any, path: str | os.PathLike) -> None:
+    """``{"world_size": W, "ranks": [{"rng": ..., "param_stores": [state dict, ...]}] * W}``."""
+    if not isinstance(entry, Mapping):
+        raise _bad(path, "distributed", "a dict", entry)
+    size, ranks = entry.get("world_size"), entry.get("ranks")
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+        raise _bad(path, "distributed.world_size", "an int >= 1", size)
+    if not (isinstance(ranks, list) and len(ranks) == size):
+        raise _bad(path, "distributed.ranks", f"a list of {size} per-process entries", ranks)
+    for r, rank in enumerate(ranks):
+        field = f"distributed.ranks[{r}]"
+        if not isinstance(rank, Mapping):
+            raise _bad(path, field, "a dict", rank)
+        _check_rng(rank.get("rng"), f"{field}.rng", path, GENERATORS)
+        stores = rank.get("param_stores")
+        if not isinstance(stores, list):
+            raise _bad(path, f"{field}.param_stores", "a list of state dicts", stores)
+        for i, store in enumerate(stores):
+            _check_state_dict(store, f"{field}.param_stores[{i}]", path)
 
 
 def _names(keys: list[str], limit: int = 3) -> str:
@@ -120,3 +218,84 @@ def restore_state(load: Callable[[Any], Any], state: Any, what: str, path: str |
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {path}: cannot restore the {what} state: {first}") from None
+
+
+def _optimizers(algorithm: Any) -> list[torch.optim.Optimizer]:
+    """The torch optimizers among ``algorithm``'s attributes (and a wrapped ``algorithm``'s)."""
+    found = [v for v in vars(algorithm).values() if isinstance(v, torch.optim.Optimizer)]
+    inner = getattr(algorithm, "algorithm", None)
+    return found + (_optimizers(inner) if inner is not None else [])
+
+
+def _group_sizes(groups: Any) -> list[int] | None:
+    if not (isinstance(groups, list) and all(isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups)):
+        return None
+    return [len(g["params"]) for g in groups]
+
+
+def _check_optimizer(saved: Any, live: Mapping, field: str, optimizers: list, path: str | os.PathLike) -> None:
+    """A saved ``torch.optim.Optimizer`` state dict against the live one's groups and the
+    shapes of the parameters it steps (those of the algorithm's optimizers with the same groups)."""
+    if not (isinstance(saved, Mapping) and isinstance(saved.get("state"), Mapping)):
+        raise _bad(path, field, "an optimizer state dict", saved)
+    sizes, expected = _group_sizes(saved.get("param_groups")), _group_sizes(live["param_groups"])
+    if sizes is None:
+        raise _bad(path, f"{field}.param_groups", "a list of parameter groups", saved.get("param_groups"))
+    if len(sizes) != len(expected):
+        raise CheckpointError(
+            f"checkpoint {path}: {field} has {len(sizes)} parameter group(s), the model's optimizer {len(expected)} "
+            "(an optimizer state from another model?)"
+        )
+    if sizes != expected:
+        raise CheckpointError(
+            f"checkpoint {path}: {field} steps {sizes} parameters per group, the model's optimizer {expected} "
+            "(an optimizer state from another model?)"
+        )
+    shapes = [
+        [tuple(p.shape) for g in opt.param_groups for p in g["params"]]
+        for opt in optimizers if [len(g["params"]) for g in opt.param_groups] == expected
+    ]
+    position = {pid: i for i, pid in enumerate(p for g in saved["param_groups"] for p in g["params"])}
+    for pid, entry in saved["state"].items():
+        if pid not in position or not isinstance(entry, Mapping):
+            raise _bad(path, f"{field}.state[{pid!r}]", "the state of a parameter of its groups", entry)
+        for key, value in entry.items():
+            if not torch.is_tensor(value) or value.dim() == 0:
+                continue
+            allowed = {s[position[pid]] for s in shapes}
+            if allowed and tuple(value.shape) not in allowed:
+                raise CheckpointError(
+                    f"checkpoint {path}: {field}.state[{pid}].{key} has shape {tuple(value.shape)}, the parameter "
+                    f"it steps {' or '.join(map(str, sorted(allowed)))} (an optimizer state from another architecture?)"
+                )
+
+
+def _check_tree(saved: Any, live: Any, field: str, optimizers: list, path: str | os.PathLike) -> None:
+    """``saved`` against the live state ``live`` of the same algorithm: the same kinds of
+    values where both have an entry, optimizer states against their parameters."""
+    if isinstance(live, Mapping) and "state" in live and "param_groups" in live:
+        _check_optimizer(saved, live, field, optimizers, path)
+    elif isinstance(live, Mapping):
+        if not isinstance(saved, Mapping):
+            raise _bad(path, field, "a dict", saved)
+        for key in live.keys() & saved.keys():
+            _check_tree(saved[key], live[key], f"{field}.{key}", optimizers, path)
+    elif isinstance(live, list):
+        if not isinstance(saved, list):
+            raise _bad(path, field, "a list", saved)
+        for i, (s, v) in enumerate(zip(saved, live)):
+            _check_tree(s, v, f"{field}[{i}]", optimizers, path)
+    elif torch.is_tensor(live) and not torch.is_tensor(saved):
+        raise _bad(path, field, "a tensor", saved)
+    elif isinstance(live, (int, float)) and not isinstance(live, bool) and (
+        not isinstance(saved, (int, float)) or isinstance(saved, bool)
+    ):
+        raise _bad(path, field, "a number", saved)
+
+
+def load_algorithm_state(algorithm: Any, state: Any, path: str | os.PathLike, what: str = "optimizer") -> None:
+    """``algorithm.load_state_dict(state)`` after checking ``state`` against the algorithm's own
+    (:func:`_check_tree`), so that an optimizer state of another architecture is one
+    :class:`CheckpointError` naming the field, before torch's optimizer internals see it."""
+    _check_tree(state, algorithm.state_dict(), what, _optimizers(algorithm), path)
+    restore_state(algorithm.load_state_dict, state, what, path)

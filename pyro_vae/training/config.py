@@ -26,7 +26,7 @@ from pyro_vae.inference.optim import check_optimizer_settings
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS
-from pyro_vae.validation import check_train_config
+from pyro_vae.validation import check_fields, check_train_config
 
 #: Named sets of config values from the papers (``--preset``): architecture, optimizer and batch size.
 PRESETS: dict[str, dict] = {
@@ -75,6 +75,7 @@ class TrainConfig:
     split_seed: int = 0  # graph data: the seed of the link split (data.graphs.link_split)
 
     def __post_init__(self) -> None:
+        check_fields(self)  # every field against its annotation: ints are ints, counts >= 1
         self.hidden = tuple(self.hidden)
         for registry, name in (
             (DATASETS, self.dataset), (ESTIMATORS, self.estimator), (ALGORITHMS, self.algorithm),

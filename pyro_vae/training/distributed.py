@@ -83,7 +83,9 @@ import torch.distributed as dist
 
 from pyro_vae.inference.algorithms import Algorithm, ParamScope
 
-__all__ = ["SINGLE", "DistributedAlgorithm", "DistributedContext", "launched_by_torchrun", "session"]
+__all__ = [
+    "SINGLE", "DistributedAlgorithm", "DistributedContext", "launched_by_torchrun", "lost_peer_message", "session",
+]
 
 T = TypeVar("T")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -306,6 +308,36 @@ def _picklable(err: Exception) -> Exception:
         return err
     except Exception:
         return RuntimeError(f"{type(err).__name__} on rank 0: {err}")
+
+
+# What gloo and NCCL say when the process at the other end of a collective is gone.
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def resume_command(run_dir: str | os.PathLike) -> str:
+    """The command that resumes the run in ``run_dir``: under torchrun, with as many processes."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node {world_size} -m pyro_vae" if world_size > 1 else "pyro-vae"
+    return f"{launcher} train --run-dir {run_dir} --resume"
+
+
+def lost_peer_message(err: BaseException, command: str, run_dir: str | os.PathLike | None) -> str | None:
+    """The one line a torchrun process prints when a collective failed because a peer
+    died (killed, crashed, out of memory), with how to resume; ``None`` for any other error."""
+    if not launched_by_torchrun():
+        return None
+    text = str(err)
+    cause = next((phrase for phrase in PEER_LOST if phrase in text), None)
+    if cause is None and not isinstance(err, dist.DistError):
+        return None
+    rank, world_size = os.environ["RANK"], os.environ["WORLD_SIZE"]
+    checkpoint = None if run_dir is None else os.path.join(run_dir, "checkpoint.pt")
+    if command == "train" and checkpoint is not None and os.path.isfile(checkpoint):
+        how = f"resume with {resume_command(run_dir)} (the same number of processes)"
+    else:
+        how = f"nothing to resume; start {command} again"
+    reason = cause or (text.strip().splitlines() or [type(err).__name__])[0][:120]
+    return f"process {rank} of {world_size} lost a peer process, which died or was killed ({reason}); {how}"
 
 
 def launched_by_torchrun() -> bool:

@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pyro_vae.files import atomic_copy, atomic_write_json, write_csv
-from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
+from pyro_vae.training.checkpoint import GENERATORS, load_checkpoint, save_checkpoint, verify_checkpoint
 from pyro_vae.training.config import TrainConfig, require_same_config
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.run_dir import clean_stale_temp_files, lock_run_dir, repair_snapshots, snapshot_path
@@ -44,7 +44,7 @@ class TrainingDiverged(RuntimeError):
 @contextmanager
 def open_run(
     config: TrainConfig, run_dir: str | Path, *, resume: bool, keep_every: int = 0, map_location: str = "cpu",
-    distributed: DistributedContext = SINGLE,
+    distributed: DistributedContext = SINGLE, generators: tuple[str, ...] = GENERATORS,
 ) -> Iterator[dict | None]:
     """Lock ``run_dir`` for the ``with`` block and yield the checkpoint to resume from
     (``None`` for a new run), after removing stale temporary files.
@@ -59,7 +59,7 @@ def open_run(
     with lock_run_dir(run_dir):
         clean_stale_temp_files(run_dir)
         checkpoint_path = run_dir / CHECKPOINT
-        state = load_checkpoint(checkpoint_path, map_location=map_location) if resume else None
+        state = load_checkpoint(checkpoint_path, map_location=map_location, generators=generators) if resume else None
         if state is not None:
             saved = TrainConfig.from_dict({**state["config"], "epochs": config.epochs})
             require_same_config(saved, config, run_dir)

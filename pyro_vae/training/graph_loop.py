@@ -37,7 +37,7 @@ from pyro_vae.inference.link_prediction import link_metrics
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vgae import Pairs, paper_pairs
 from pyro_vae.training.build import Run
-from pyro_vae.training.checkpoint import load_module_state, restore_state
+from pyro_vae.training.checkpoint import load_algorithm_state, load_module_state
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.folder import CHECKPOINT, TrainingDiverged, open_run, write_config, write_epoch
@@ -121,7 +121,8 @@ def train_graph(
     if jit:
         raise ValueError("--jit compiles minibatch ELBOs of fixed shape; graph models train without it")
     run_dir = Path(run_dir)
-    with open_run(config, run_dir, resume=resume, keep_every=keep_every, map_location=device) as state, \
+    with open_run(config, run_dir, resume=resume, keep_every=keep_every, map_location=device,
+                  generators=("torch",)) as state, \
             torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
         run = build_graph_run(config, data_dir, device)
         algorithm = ALGORITHMS[config.algorithm](run.vae, run.estimator, config)
@@ -130,7 +131,7 @@ def train_graph(
             path = run_dir / CHECKPOINT
             load_module_state(run.vae, state["model"], "model", path)
             load_module_state(run.estimator.modules, state["estimator"], "estimator", path)
-            restore_state(algorithm.load_state_dict, state["optimizer"], "optimizer", path)
+            load_algorithm_state(algorithm, state["optimizer"], path)
             torch.set_rng_state(state["rng"]["torch"].cpu())
             start_epoch, run.metrics, wall = state["epoch"], state["metrics"], state["wall_seconds"]
         write_config(config, run_dir)

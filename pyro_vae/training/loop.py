@@ -55,12 +55,13 @@ from tqdm import tqdm
 from pyro_vae.inference import ALGORITHMS, Algorithm
 from pyro_vae.inference.jit import compile_estimator, data_check
 from pyro_vae.training.build import RUN_KINDS, Run, RunKind, build_run, build_vector_run, check_program, load_run
-from pyro_vae.training.checkpoint import load_checkpoint, load_module_state, restore_state
+from pyro_vae.training.checkpoint import load_algorithm_state, load_checkpoint, load_module_state, restore_state
 from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
 from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
 from pyro_vae.training.folder import CHECKPOINT, CONFIG, METRICS, TrainingDiverged, open_run, write_config, write_epoch
 from pyro_vae.training.graph_loop import build_graph_run, train_graph
 from pyro_vae.training.metrics import Clock, EvalSchedule, metrics_row
+from pyro_vae.validation import check_arguments
 
 __all__ = [
     "CHECKPOINT", "CONFIG", "METRICS", "PRESETS", "Run", "TrainConfig", "TrainingDiverged", "build_run", "check_jit",
@@ -76,6 +77,7 @@ def train(config: TrainConfig, run_dir: str | Path, **options) -> Run:
     :func:`train_minibatches` for models of data points,
     :func:`~pyro_vae.training.graph_loop.train_graph` for graph models. ``options`` are
     :func:`train_minibatches`' keywords."""
+    check_arguments(train, config=config, run_dir=run_dir)
     return RUN_KINDS[data_kind(config)].train(config, run_dir, **options)
 
 
@@ -134,6 +136,7 @@ def train_minibatches(
     call one process of a multi-process run: every process calls it with the same
     arguments (its own ``device``); rank 0 holds the lock and writes the files.
     """
+    check_arguments(train_minibatches, **locals())  # every argument against its annotation, before any work
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
     if jit:
@@ -200,7 +203,7 @@ def _train_prepared(
     if state is not None:
         load_module_state(vae, state["model"], "model", checkpoint_path)
         load_module_state(estimator.modules, state["estimator"], "estimator", checkpoint_path)
-        restore_state(algorithm.load_state_dict, state["optimizer"], "optimizer", checkpoint_path)
+        load_algorithm_state(algorithm, state["optimizer"], checkpoint_path)
         own = distributed.rank_entry(state)
         _set_rng_state(state["rng"] if own is None else own["rng"], generator)
         if own is not None:
