@@ -28,17 +28,19 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pyro
 import pyro.poutine as poutine
+import numpy as np
 import torch
 from pyro.poutine.util import site_is_subsample
-from sklearn.base import ClassifierMixin
+from scipy import sparse
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, kneighbors_graph
 
 from pyro_vae.data import TEST_BINARIZATION_SEED, UNLABELLED, Dataset
 from pyro_vae.files import atomic_write_json, atomic_write_text
@@ -49,11 +51,63 @@ from pyro_vae.training.loop import Run, write_csv
 
 USES = ("mean", "sample")
 
-CLASSIFIERS: Registry[Callable[[], ClassifierMixin]] = Registry("probe classifier")
-CLASSIFIERS.register("logistic", lambda: LogisticRegression(C=1.0, max_iter=2000),
-                     help="multinomial logistic regression on the raw codes, L2 penalty C = 1 (scikit-learn)")
-CLASSIFIERS.register("knn", lambda: KNeighborsClassifier(n_neighbors=5),
-                     help="5 nearest neighbours in Euclidean distance, majority vote (scikit-learn)")
+
+
+@dataclass
+class Codes:
+    """The codes of a data set's training and test images, with the training labels."""
+
+    train: np.ndarray  # (N_train, D)
+    test: np.ndarray  # (N_test, D)
+    train_labels: np.ndarray  # (N_train,)
+    num_classes: int
+
+    @cached_property
+    def graph(self) -> sparse.csr_matrix:
+        """S = D^-1/2 W D^-1/2 over the training then the test codes, W the symmetrized
+        10-nearest-neighbour graph (Euclidean), D its degrees; computed once per probe."""
+        points = np.concatenate([self.train, self.test])
+        w = kneighbors_graph(points, n_neighbors=10, include_self=False)
+        w = w.maximum(w.T)
+        scale = sparse.diags(1.0 / np.sqrt(np.asarray(w.sum(1)).ravel()))
+        return (scale @ w @ scale).tocsr()
+
+
+Classifier = Callable[[Codes, np.ndarray], np.ndarray]
+"""Predicts a class for every test code from the training codes ``index`` and their labels."""
+
+CLASSIFIERS: Registry[Classifier] = Registry("probe classifier")
+
+
+@CLASSIFIERS.register("logistic")
+def logistic(codes: Codes, index: np.ndarray) -> np.ndarray:
+    """multinomial logistic regression on the raw codes, L2 penalty C = 1 (scikit-learn)"""
+    model = LogisticRegression(C=1.0, max_iter=2000).fit(codes.train[index], codes.train_labels[index])
+    return model.predict(codes.test)
+
+
+@CLASSIFIERS.register("knn")
+def knn(codes: Codes, index: np.ndarray) -> np.ndarray:
+    """k = 5 nearest labelled codes (Euclidean; k = the labels per class when fewer), majority vote (scikit-learn)"""
+    model = KNeighborsClassifier(n_neighbors=min(5, len(index) // codes.num_classes)).fit(codes.train[index], codes.train_labels[index])
+    return model.predict(codes.test)
+
+
+@CLASSIFIERS.register("spreading")
+def label_spreading(codes: Codes, index: np.ndarray, alpha: float = 0.99, steps: int = 200) -> np.ndarray:
+    """label spreading over the 10-NN graph of all training and test codes (Zhou et al. 2004), transductive as TSVM
+
+    ``steps`` times F <- alpha S F + (1 - alpha) Y, from F = Y the one-hot labels of the labelled codes
+    (zero rows elsewhere), S the normalized graph :attr:`Codes.graph`; the class of a test code is
+    the argmax of its row of F. No test label is used; the unlabelled codes shape the graph.
+    """
+    y = np.zeros((codes.graph.shape[0], codes.num_classes))
+    y[index, codes.train_labels[index]] = 1.0
+    f = y
+    for _ in range(steps):
+        f = alpha * (codes.graph @ f) + (1 - alpha) * y
+    return f[len(codes.train):].argmax(1)
+
 
 # Kingma et al. (2014), Table 1: MNIST test error (%) with 100 / 600 / 1000 / 3000 labels.
 PAPER: dict[str, dict[str, dict[int, float]]] = {
@@ -180,7 +234,7 @@ def _check(dataset: Dataset, num_labels: Sequence[int], draws: int, use: str, cl
 
 
 def probe(run: Run, num_labels: Sequence[int] = (100, 600, 1000, 3000), draws: int = 3, use: str = "mean",
-          classifiers: Sequence[str] = ("logistic", "knn"), figure: str | Path | None = None,
+          classifiers: Sequence[str] = ("logistic", "knn", "spreading"), figure: str | Path | None = None,
           tsne_points: int = 2000, seed: int = 0, batch_size: int = 1000) -> ProbeResult:
     """Probe the code of ``run``'s program on its labelled data set (see the module docstring).
 
@@ -205,16 +259,16 @@ def probe(run: Run, num_labels: Sequence[int] = (100, 600, 1000, 3000), draws: i
         torch.manual_seed(seed)
         train_codes = encode(program, train, site, use, batch_size, name).double().numpy()
         test_codes = encode(program, dataset.test, site, use, batch_size, name).double().numpy()
+    codes = Codes(train_codes, test_codes, dataset.train_labels.numpy(), dataset.num_classes)
     result = ProbeResult(run.config.model, dataset.name, site, use, train_codes.shape[1], len(train_codes),
                          len(test_codes), seconds={"encode": time.perf_counter() - clock})
-    train_labels, test_labels = dataset.train_labels.numpy(), dataset.test_labels.numpy()
+    test_labels = dataset.test_labels.numpy()
     clock = time.perf_counter()
     for n in num_labels:
         for draw in range(draws):
             index = labelled_subset(dataset, n, seed + draw).numpy()
             for classifier in classifiers:
-                model = CLASSIFIERS[classifier]().fit(train_codes[index], train_labels[index])
-                error = 1.0 - float(model.score(test_codes, test_labels))
+                error = float(np.mean(CLASSIFIERS[classifier](codes, index) != test_labels))
                 result.rows.append({"num_labels": n, "draw": draw, "seed": seed + draw,
                                     "classifier": classifier, "test_error": error})
     result.seconds["classifiers"] = time.perf_counter() - clock
