@@ -68,6 +68,24 @@ def test_m1_is_frozen_and_m2_learns():
     assert program.classify(x).shape == (B,)
 
 
+def test_enumerating_y_gives_a_finite_bound():
+    from pyro.infer import TraceEnum_ELBO, config_enumerate
+
+    program = stacked()
+    x, y = batch("some")
+    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(program.model, config_enumerate(program.guide), x, y=y)
+    assert torch.isfinite(loss)
+
+
+def test_vectorized_particles_are_refused_by_name():
+    from pyro_vae.inference.evaluate import evaluate
+
+    program = stacked()
+    x, y = batch("all")
+    with pytest.raises(ValueError, match=r"runs one particle at a time: M2 takes its data z1 as \(batch, 4\), got \(1, 7, 4\)"):
+        evaluate(program, [{"x": x, "y": y}], num_samples=1)
+
+
 def test_a_trained_m1_is_plugged_in():
     m1 = VAE(X_DIM, z_dim=Z1, hidden=(8,))  # a plain VAE: sites z, x in the plate "data", until plugged in
     state = {k: v.clone() for k, v in m1.state_dict().items()}

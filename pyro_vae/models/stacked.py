@@ -16,8 +16,11 @@ M1 is trained first, on the images alone, and is frozen here (its parameters tak
 gradient), as in the paper: then the gradient of this program's ELBO is that of M2's ELBO
 on draws z1 ~ q(z1 | x), since the terms log p(x | z1) - log q(z1 | x) hold no parameter of
 M2. :meth:`classify` and :meth:`auxiliary_loss` are M2's on the means of q(z1 | x). The
-flat density of z1 cannot be drawn from: the model runs against a guide (training,
-evaluation), not on its own (``generate`` is not supported).
+flat density of z1 cannot be drawn from: the model runs against a guide, not on its own
+(``generate`` is not supported). M2 takes its data as ``(batch, z1_dim)``, so the program runs
+one particle at a time: the library's importance-sampled evaluation, which draws particles in
+an outer vectorized plate, is refused with a clear error (hence ``pyro-vae train --model m1+m2``
+too, whose first check evaluates the program).
 """
 
 from __future__ import annotations
@@ -106,6 +109,13 @@ class StackedM1M2(PyroModule):
         """M2's classification term alpha * E[-log q(y | z1)] at the mean codes z1 of the images."""
         return self.m2.auxiliary_loss(x=self.code(x), y=y, total_size=total_size)
 
+    def _check_code(self, z1: torch.Tensor) -> torch.Tensor:
+        if z1.dim() != 2:
+            raise ValueError(
+                f"stacked M1 + M2 runs one particle at a time: M2 takes its data z1 as (batch, {self.m1.z_dim}), "
+                f"got {tuple(z1.shape)} (vectorized particles or enumeration outside the data plate)")
+        return z1
+
     @pyro_method
     def model(self, x=None, *, y=None, num_samples=None, total_size=None) -> torch.Tensor:
         """p(y) p(z2) p(z1 | y, z2) p(x | z1), z1 declared flat and scored by M2's model."""
@@ -115,7 +125,7 @@ class StackedM1M2(PyroModule):
         with self.m1.data_plate(batch_size, total_size):
             flat = dist.ImproperUniform(constraints.real, (batch_size,), (self.m1.z_dim,))
             z1 = pyro.sample(self.m1.site("z"), flat)
-            self.m2.model(z1, y=y, total_size=total_size)
+            self.m2.model(self._check_code(z1), y=y, total_size=total_size)
             return pyro.sample(self.m1.site("x"), self.m1.decode(z1), obs=x)
 
     @pyro_method
@@ -125,4 +135,4 @@ class StackedM1M2(PyroModule):
             raise ValueError("the guide needs data: call guide(x) with a batch x")
         with self.m1.data_plate(self.m1.batch_size(x, None, {}), total_size):
             z1 = pyro.sample(self.m1.site("z"), self.m1.posterior(x))
-            return self.m2.guide(z1, y=y, total_size=total_size)
+            return self.m2.guide(self._check_code(z1), y=y, total_size=total_size)
