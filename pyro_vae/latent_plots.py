@@ -7,13 +7,11 @@ it in the plane, so clusters of the code show as clusters of the picture.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 
 from pyro_vae.graph_plots import embedding_figure
-from pyro_vae.plots import save_figure
 
 
 def tsne(codes: torch.Tensor, seed: int = 0, perplexity: float = 30.0) -> torch.Tensor:
@@ -27,11 +25,11 @@ def tsne(codes: torch.Tensor, seed: int = 0, perplexity: float = 30.0) -> torch.
     return torch.from_numpy(embedding).float()
 
 
-def plot_tsne(codes: torch.Tensor, labels: torch.Tensor | None, path: str | Path, num_points: int = 2000,
-              seed: int = 0, title: str = "t-SNE of the means of q(z|x) on test data") -> Path:
+def tsne_figure(codes: torch.Tensor, labels: torch.Tensor | None, num_points: int = 2000, seed: int = 0,
+                title: str = "t-SNE of the means of q(z|x) on test data") -> Figure:
     """Scatter of the t-SNE embedding (:func:`tsne`) of the first ``num_points`` codes, one colour
-    per class of ``labels``; written as a PNG to ``path``."""
+    per class of ``labels`` (save it with :func:`pyro_vae.plots.save_figure`)."""
     codes = codes[:num_points]
     figure = embedding_figure(tsne(codes, seed), None if labels is None else labels[: len(codes)], title)
     figure.axes[0].set(xlabel="t-SNE 1", ylabel="t-SNE 2")
-    return save_figure(figure, path)
+    return figure

@@ -190,3 +190,11 @@ def test_mnist_columns_carry_the_paper_numbers():
     rows = [{"num_labels": 100, "draw": d, "classifier": "logistic", "test_error": e} for d, e in enumerate((0.1, 0.2))]
     table = ProbeResult("vae", "mnist", "z", "mean", 20, 60000, 10000, rows).table()
     assert "| 100 | 15.00 ± 7.07 | 25.81 | 11.82 |" in table
+
+
+def test_tsne_embeds_every_code_in_the_plane():
+    from pyro_vae.latent_plots import tsne
+
+    assert tsne(torch.randn(5, 3)).shape == (5, 2)  # perplexity lowered below the number of codes
+    with pytest.raises(ValueError, match="t-SNE needs at least 2 codes, got 1"):
+        tsne(torch.randn(1, 3))

@@ -44,8 +44,9 @@ from sklearn.neighbors import KNeighborsClassifier, kneighbors_graph
 
 from pyro_vae.data import TEST_BINARIZATION_SEED, UNLABELLED, Dataset
 from pyro_vae.files import atomic_write_json, atomic_write_text
-from pyro_vae.latent_plots import plot_tsne
+from pyro_vae.latent_plots import tsne_figure
 from pyro_vae.models.vae import PosteriorMean
+from pyro_vae.plots import save_figure
 from pyro_vae.registry import Registry
 from pyro_vae.training.loop import Run, write_csv
 
@@ -280,8 +281,8 @@ def probe(run: Run, num_labels: Sequence[int] = (100, 600, 1000, 3000), draws: i
     if figure is not None:
         clock = time.perf_counter()
         title = f"t-SNE of the {use}s of q({site}|x), {min(tsne_points, len(test_codes))} {dataset.name} test images"
-        result.figure = str(plot_tsne(torch.from_numpy(test_codes), dataset.test_labels, figure, tsne_points,
-                                      seed, title))
+        drawing = tsne_figure(torch.from_numpy(test_codes), dataset.test_labels, tsne_points, seed, title)
+        result.figure = str(save_figure(drawing, figure))
         result.seconds["tsne"] = time.perf_counter() - clock
     return result
 
