@@ -11,7 +11,12 @@ from torch import nn
 
 from pyro_vae.data import UNLABELLED, Dataset
 from pyro_vae.experiments.probe import (
-    CLASSIFIERS, encode, labelled_subset, latent_site, probe, write_probe,
+    CLASSIFIERS,
+    encode,
+    labelled_subset,
+    latent_site,
+    probe,
+    write_probe,
 )
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vae import VAE

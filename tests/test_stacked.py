@@ -1,4 +1,3 @@
-import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -36,10 +35,12 @@ def test_site_names_and_shapes(labels, y_sites):
     shapes = {name: tuple(site["value"].shape) for name, site in model.nodes.items() if site["type"] == "sample"}
     assert shapes == {"m1.data": (B,), "m1.z": (B, Z1), "m2.z": (B, Z2), "m2.x": (B, Z1), "m1.x": (B, X_DIM),
                       **y_sites}
-    assert model.nodes["m2.x"]["is_observed"] and torch.equal(model.nodes["m2.x"]["value"], guide.nodes["m1.z"]["value"])
+    assert model.nodes["m2.x"]["is_observed"]
+    assert torch.equal(model.nodes["m2.x"]["value"], guide.nodes["m1.z"]["value"])
     assert not model.nodes["m1.z"]["is_observed"] and model.nodes["m1.x"]["is_observed"]
     latent = {n for n, s in guide.nodes.items() if s["type"] == "sample" and not s["is_observed"]} - {"m1.data"}
-    assert latent == {"m1.z", "m2.z"} | ({"m2.y"} if labels == "none" else {"m2.y_unobserved"} if labels == "some" else set())
+    drawn_y = {"none": {"m2.y"}, "some": {"m2.y_unobserved"}, "all": set()}[labels]
+    assert latent == {"m1.z", "m2.z"} | drawn_y
     for trace in (guide, model):
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and name != "m1.data":
@@ -73,7 +74,8 @@ def test_enumerating_y_gives_a_finite_bound():
 
     program = stacked()
     x, y = batch("some")
-    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(program.model, config_enumerate(program.guide), x, y=y)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    loss = elbo.differentiable_loss(program.model, config_enumerate(program.guide), x, y=y)
     assert torch.isfinite(loss)
 
 
@@ -82,7 +84,8 @@ def test_vectorized_particles_are_refused_by_name():
 
     program = stacked()
     x, y = batch("all")
-    with pytest.raises(ValueError, match=r"runs one particle at a time: M2 takes its data z1 as \(batch, 4\), got \(1, 7, 4\)"):
+    message = r"runs one particle at a time: M2 takes its data z1 as \(batch, 4\), got \(1, 7, 4\)"
+    with pytest.raises(ValueError, match=message):
         evaluate(program, [{"x": x, "y": y}], num_samples=1)
 
 

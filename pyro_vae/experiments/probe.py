@@ -23,7 +23,6 @@ paper's Table 1 (:data:`PAPER`).
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -31,9 +30,9 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
-import numpy as np
 import torch
 from pyro.poutine.util import site_is_subsample
 from scipy import sparse
@@ -51,7 +50,6 @@ from pyro_vae.registry import Registry
 from pyro_vae.training.loop import Run, write_csv
 
 USES = ("mean", "sample")
-
 
 
 @dataclass
@@ -90,8 +88,8 @@ def logistic(codes: Codes, index: np.ndarray) -> np.ndarray:
 @CLASSIFIERS.register("knn")
 def knn(codes: Codes, index: np.ndarray) -> np.ndarray:
     """k = 5 nearest labelled codes (Euclidean; k = the labels per class when fewer), majority vote (scikit-learn)"""
-    model = KNeighborsClassifier(n_neighbors=min(5, len(index) // codes.num_classes)).fit(codes.train[index], codes.train_labels[index])
-    return model.predict(codes.test)
+    model = KNeighborsClassifier(n_neighbors=min(5, len(index) // codes.num_classes))
+    return model.fit(codes.train[index], codes.train_labels[index]).predict(codes.test)
 
 
 @CLASSIFIERS.register("spreading")

@@ -3,13 +3,14 @@
 M1 is a VAE of the images x with code z1; M2 (:class:`~pyro_vae.models.m2.M2`) is a
 semi-supervised VAE of z1, with a class y and a style z2. Generative model and guide::
 
-    y ~ Cat(1/C),  z2 ~ N(0, I),  z1 ~ p(z1 | y, z2) (M2's Gaussian decoder),  x ~ p(x | z1) (M1's decoder)
+    y ~ Cat(1/C),  z2 ~ N(0, I),  z1 ~ p(z1 | y, z2) (M2's Gaussian decoder),
+    x ~ p(x | z1) (M1's decoder)
     q(z1 | x) (M1's encoder),  q(y | z1),  q(z2 | z1, y) (M2's guide on z1)
 
 The program is written by plugging one program into the other: the model declares z1
-(site ``m1.z``; M2's sites are ``m2.y``, ``m2.z``, ``m2.x``) with a flat improper density and runs ``M2.model`` with z1 as M2's data
-(site ``m2.x``, observed at z1), which adds log p(y) + log p(z2) + log p(z1 | y, z2); M1's
-decoder then scores x (``m1.x``). The log joint is exactly log p(y, z2, z1, x). The guide
+(site ``m1.z``) with a flat improper density and runs ``M2.model`` with z1 as M2's data
+(site ``m2.x``, observed at z1; M2's latents are ``m2.y`` and ``m2.z``), which adds
+log p(y) + log p(z2) + log p(z1 | y, z2); M1's decoder then scores x (``m1.x``). The log joint is exactly log p(y, z2, z1, x). The guide
 draws z1 from M1's encoder and runs ``M2.guide`` on it. Both share M1's data plate ``m1.data``.
 
 M1 is trained first, on the images alone, and is frozen here (its parameters take no
