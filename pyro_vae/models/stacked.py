@@ -10,8 +10,9 @@ semi-supervised VAE of z1, with a class y and a style z2. Generative model and g
 The program is written by plugging one program into the other: the model declares z1
 (site ``m1.z``) with a flat improper density and runs ``M2.model`` with z1 as M2's data
 (site ``m2.x``, observed at z1; M2's latents are ``m2.y`` and ``m2.z``), which adds
-log p(y) + log p(z2) + log p(z1 | y, z2); M1's decoder then scores x (``m1.x``). The log joint is exactly log p(y, z2, z1, x). The guide
-draws z1 from M1's encoder and runs ``M2.guide`` on it. Both share M1's data plate ``m1.data``.
+log p(y) + log p(z2) + log p(z1 | y, z2); M1's decoder then scores x (``m1.x``). The log
+joint is exactly log p(y, z2, z1, x). The guide draws z1 from M1's encoder and runs
+``M2.guide`` on it. Both share M1's data plate ``m1.data``.
 
 M1 is trained first, on the images alone, and is frozen here (its parameters take no
 gradient), as in the paper: then the gradient of this program's ELBO is that of M2's ELBO
