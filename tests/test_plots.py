@@ -22,9 +22,17 @@ def test_image_grid_tiles_values_in_unit_range(tmp_path):
 
 
 @pytest.mark.parametrize("z_dim", [1, 2, 5])
-def test_latent_scatter_any_dimension(tmp_path, z_dim):
+@pytest.mark.parametrize("labelled", [True, False])
+def test_latent_scatter_any_dimension(tmp_path, z_dim, labelled, monkeypatch):
+    import pyro_vae.plots.tsne
+
+    calls = []
+    tsne = pyro_vae.plots.tsne.tsne
+    monkeypatch.setattr(pyro_vae.plots.tsne, "tsne", lambda codes: calls.append(codes.shape) or tsne(codes))
     vae = VAE(4, z_dim=z_dim, hidden=(3,))
-    assert plot_latents(vae, torch.rand(30, 4), torch.randint(3, (30,)), tmp_path / "l.png").exists()
+    labels = torch.randint(3, (30,)) if labelled else None
+    assert plot_latents(vae, torch.rand(30, 4), labels, tmp_path / "l.png").exists()
+    assert calls == ([(30, z_dim)] if labelled and z_dim > 2 else [])  # t-SNE for labelled codes of > 2 dims
 
 
 @pytest.mark.parametrize("samples", [[6e4 * e for e in range(1, 11)], [1.7e3, 1e7], [2e3, 3e3]])

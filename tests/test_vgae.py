@@ -16,7 +16,7 @@ from pyro.infer import Trace_ELBO
 from pyro_vae.data import DATASETS, DatasetNotFoundError
 from pyro_vae.experiments.graph import markdown_table, run_table
 from pyro_vae.data.graphs import check_graph, link_split, load_graph, planted_partition
-from pyro_vae.graph_plots import embedding_figure
+from pyro_vae.plots.embedding import embedding_figure
 from pyro_vae.inference.link_prediction import average_precision, roc_auc
 from pyro_vae.models import MODELS
 from pyro_vae.models.vgae import GAE, VGAE, Pairs, paper_pairs

@@ -5,7 +5,7 @@
 * :mod:`~pyro_vae.cli.args`: bounded number types and the flags several subcommands share;
 * :mod:`~pyro_vae.cli.errors`: the one line printed for an error or a Ctrl-C;
 * one module per subcommand or family: ``train`` (train, evaluate, plot), ``variance``,
-  ``benchmark``, ``reproduce``, ``structures``, ``graph``.
+  ``benchmark``, ``reproduce``, ``structures``, ``graph``, ``probe``.
 
 Each subcommand's module imports what its work needs (experiments, plotting,
 torchvision, torch_geometric) inside its functions, so that ``pyro-vae --help``
@@ -22,6 +22,7 @@ from pyro_vae.cli.benchmark import cmd_benchmark
 from pyro_vae.cli.reproduce import cmd_reproduce
 from pyro_vae.cli.structures import cmd_structures
 from pyro_vae.cli.graph import cmd_graph_table
+from pyro_vae.cli.probe import cmd_probe
 
 __all__ = [
     "COMMANDS",
@@ -32,6 +33,7 @@ __all__ = [
     "cmd_evaluate",
     "cmd_graph_table",
     "cmd_plot",
+    "cmd_probe",
     "cmd_reproduce",
     "cmd_structures",
     "cmd_train",

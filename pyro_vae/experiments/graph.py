@@ -84,7 +84,7 @@ def run_table(
     setting but the model, data set and seed. Every run uses the link split ``base.split_seed``, or with
     ``split_per_seed`` the split of its own seed (as ``tkipf/gae``, whose ``train.py`` draws
     a new random split each time it runs)."""
-    from pyro_vae.graph_plots import embedding_figure
+    from pyro_vae.plots.embedding import embedding_figure
 
     out = Path(out)
     base = base or TrainConfig(model="vgae", dataset="cora", **PRESETS["kipf"])

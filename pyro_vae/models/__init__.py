@@ -4,8 +4,8 @@ Importing this package registers every built-in model in :data:`MODELS`:
 ``vae`` (:mod:`~pyro_vae.models.vae`), ``cvae`` (:mod:`~pyro_vae.models.cvae`),
 ``m2`` (:mod:`~pyro_vae.models.m2`), ``two-layer`` (:mod:`~pyro_vae.models.two_layer`),
 ``iaf`` (:mod:`~pyro_vae.models.iaf`), ``mog-prior`` and ``vampprior``
-(:mod:`~pyro_vae.models.priors`), and the graph models ``vgae`` and ``gae``
-(:mod:`~pyro_vae.models.vgae`).
+(:mod:`~pyro_vae.models.priors`), ``m1-m2`` (:mod:`~pyro_vae.models.stacked`), and the graph
+models ``vgae`` and ``gae`` (:mod:`~pyro_vae.models.vgae`).
 """
 
 from pyro_vae.models.registry import MODELS, DataSpec, build_model, register_model
@@ -15,6 +15,7 @@ from pyro_vae.models.m2 import M2
 from pyro_vae.models.two_layer import TwoLayerVAE
 from pyro_vae.models.iaf import IAFVAE
 from pyro_vae.models.priors import MixturePriorVAE, VampPriorVAE
+from pyro_vae.models.stacked import StackedM1M2
 from pyro_vae.models.vgae import GAE, VGAE
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "DataSpec",
     "MixturePriorVAE",
     "PosteriorMean",
+    "StackedM1M2",
     "TwoLayerVAE",
     "VampPriorVAE",
     "build_model",

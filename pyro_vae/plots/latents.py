@@ -15,11 +15,16 @@ from pyro_vae.plots.figure import save_figure
 def plot_latents(
     vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path, **context
 ) -> Path:
-    """Posterior means of z (:meth:`VAE.embed`) coloured by label; projected on 2
-    principal axes when z has more than 2 dimensions."""
+    """Posterior means of z (:meth:`VAE.embed`) coloured by label. When z has more than 2
+    dimensions they are embedded by t-SNE where there are labels (classes overlapping in a linear
+    projection stay apart: :mod:`pyro_vae.plots.tsne`), else projected on 2 principal axes."""
     loc = vae.embed(x, **context).reshape(len(x), -1).cpu()
-    axes = ("z[0]", "z[1]")
-    if loc.shape[1] > 2:
+    axes, title = ("z[0]", "z[1]"), "means of q(z|x) on test data"
+    if loc.shape[1] > 2 and labels is not None:
+        from pyro_vae.plots.tsne import tsne  # scikit-learn, only where it is used
+
+        loc, axes, title = tsne(loc), ("t-SNE 1", "t-SNE 2"), "t-SNE of the means of q(z|x) on test data"
+    elif loc.shape[1] > 2:
         centred = loc - loc.mean(0)
         _, _, v = torch.pca_lowrank(centred, q=2, center=False)
         loc, axes = centred @ v, ("principal axis 1", "principal axis 2")
@@ -33,5 +38,5 @@ def plot_latents(
         fig.colorbar(scatter, ax=ax, label="label")
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
-    ax.set_title("means of q(z|x) on test data")
+    ax.set_title(title)
     return save_figure(fig, path)
