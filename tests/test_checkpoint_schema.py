@@ -45,6 +45,9 @@ def _rewrite(runs, tmp_path, **fields):
         (dict(config="x"), "the field config must be a dict"),
         (dict(wall_seconds=float("nan")), "the field wall_seconds must be a finite number"),
         (dict(distributed={"world_size": 2, "ranks": []}), "the field distributed.ranks must be a list of 2"),
+        (dict(since_row={"loss": 1.0}), "the field since_row must be {'loss': a number, 'steps': an int >= 0"),
+        (dict(since_row={"loss": float("nan"), "steps": 1, "train_seconds": 0.0}), "the field since_row must be"),
+        (dict(since_row={"loss": 1.0, "steps": -1, "train_seconds": 0.0}), "the field since_row must be"),
     ],
 )
 def test_hand_made_fields_are_named(runs, tmp_path, fields, message):
@@ -98,3 +101,4 @@ def test_an_intact_checkpoint_still_resumes(runs, tmp_path):
     run_dir = _rewrite(runs, tmp_path)
     run = train(TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)), run_dir, resume=True, progress=False)
     assert [m["epoch"] for m in run.metrics] == [1, 2]
+

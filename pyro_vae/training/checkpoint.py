@@ -21,6 +21,7 @@ mixed-up file is one :class:`CheckpointError` naming the field, never a
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import zipfile
@@ -150,8 +151,22 @@ def check_schema(state: Mapping[str, Any], path: str | os.PathLike, generators: 
     wall = state.get("wall_seconds", 0.0)
     if not (isinstance(wall, (int, float)) and not isinstance(wall, bool) and 0 <= wall < float("inf")):
         raise _bad(path, "wall_seconds", "a finite number >= 0", wall)
+    if "since_row" in state and not _is_interval(state["since_row"]):
+        raise _bad(path, "since_row", "{'loss': a number, 'steps': an int >= 0, 'train_seconds': a number}",
+                   state["since_row"])
     if "distributed" in state:
         _check_distributed(state["distributed"], path)
+
+
+def _is_interval(value: Any) -> bool:
+    """Whether ``value`` is the training loop's interval since its last metrics row
+    (:meth:`pyro_vae.training.metrics.Clock.state`)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    return (isinstance(value, dict) and set(value) == {"loss", "steps", "train_seconds"}
+            and isinstance(value["steps"], int) and not isinstance(value["steps"], bool) and value["steps"] >= 0
+            and number(value["loss"]) and number(value["train_seconds"]))
 
 
 def _check_distributed(entry: Any, path: str | os.PathLike) -> None:

@@ -199,7 +199,7 @@ def _train_prepared(
     algorithm: Algorithm = distributed.wrap(ALGORITHMS[config.algorithm](vae, trained_by, config))
     generator = torch.Generator().manual_seed(config.seed)
     distributed.seed_noise(config.seed)
-    start_epoch, wall = 0, 0.0
+    start_epoch, wall, since_row = 0, 0.0, None
     if state is not None:
         load_module_state(vae, state["model"], "model", checkpoint_path)
         load_module_state(estimator.modules, state["estimator"], "estimator", checkpoint_path)
@@ -210,12 +210,13 @@ def _train_prepared(
             restore_state(algorithm.load_rank_state, own["param_stores"], "per-process", checkpoint_path)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
         wall = state.get("wall_seconds", run.metrics[-1]["wall_seconds"] if run.metrics else 0.0)
+        since_row = state.get("since_row")  # absent in checkpoints written before it was kept
     distributed.broadcast_modules([vae, estimator.modules])
 
     distributed.on_main(lambda: write_config(config, run_dir))
     n = len(dataset.train)
     schedule: EvalSchedule | None = None
-    clock = Clock(wall)
+    clock = Clock(wall, since_row)
     last_save, saved_epoch = time.perf_counter(), start_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
         batches = dataset.train_batches(
@@ -265,6 +266,7 @@ def _train_prepared(
                 "rng": _rng_state(generator),
                 "metrics": run.metrics,
                 "wall_seconds": clock.wall(),
+                "since_row": clock.state(),
             }
             checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
             distributed.on_main(lambda: write_epoch(run_dir, run.metrics, checkpoint, keep_every))

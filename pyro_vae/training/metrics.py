@@ -46,12 +46,23 @@ class EvalSchedule:
 
 
 class Clock:
-    """Training time and loss since the last metrics row, and the run's wall time."""
+    """Training time and loss since the last metrics row, and the run's wall time.
 
-    def __init__(self, wall: float) -> None:
+    ``since_row`` (from :meth:`state`, saved in the checkpoint) continues an interval that a
+    resumed run began before it stopped, so the first row after a restart averages the same
+    steps as an uninterrupted run's (rows between epochs, ``evals_per_decade > 0``)."""
+
+    def __init__(self, wall: float, since_row: dict | None = None) -> None:
         self._wall_start = time.perf_counter() - wall
         self._mark = time.perf_counter()
-        self.loss, self.steps, self.train_seconds = 0.0, 0, 0.0
+        since_row = since_row or {}
+        self.loss = float(since_row.get("loss", 0.0))
+        self.steps = int(since_row.get("steps", 0))
+        self.train_seconds = float(since_row.get("train_seconds", 0.0))
+
+    def state(self) -> dict:
+        """The interval since the last row: ``{"loss", "steps", "train_seconds"}``."""
+        return {"loss": self.loss, "steps": self.steps, "train_seconds": self.train_seconds}
 
     def add_step(self, loss: float) -> None:
         now = time.perf_counter()
