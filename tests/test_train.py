@@ -104,6 +104,15 @@ def test_resume_keeps_the_lr_schedule(tmp_path, algorithm, schedule, factors):
     assert [m["lr"] for m in resumed.metrics] == pytest.approx([1e-2 * f for f in factors])
 
 
+def test_a_schedule_that_spans_the_run_cannot_be_extended(tmp_path):
+    train(TrainConfig(**SMALL, epochs=1, lr_schedule="cosine"), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"its 'cosine' schedule spans the 1 epochs it was started with"):
+        train(TrainConfig(**SMALL, epochs=2, lr_schedule="cosine"), tmp_path, resume=True, progress=False)
+    train(TrainConfig(**SMALL, epochs=1, lr_schedule="exponential"), tmp_path / "e", progress=False)
+    assert len(train(TrainConfig(**SMALL, epochs=2, lr_schedule="exponential"), tmp_path / "e", resume=True,
+                     progress=False).metrics) == 2
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"config differs.*'lr': \(0.01, 0.5\)"):

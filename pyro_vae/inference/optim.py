@@ -78,6 +78,9 @@ def cosine(optimizer: torch.optim.Optimizer, epochs: int, eta_min: float = 0.0) 
     return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=eta_min)
 
 
+cosine.spans_the_run = True  # its shape depends on the run's length
+
+
 @register_schedule("step")
 def step(optimizer: torch.optim.Optimizer, epochs: int, step_size: int = 30, gamma: float = 0.1
          ) -> lr_scheduler.LRScheduler:
@@ -121,6 +124,12 @@ def make_schedule(
         return main
     ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup)
     return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+def schedule_spans_the_run(config: Any) -> bool:
+    """Whether the schedule of ``config`` depends on its number of epochs (``cosine``), so that a
+    run resumed to more epochs would change its learning rates."""
+    return getattr(LR_SCHEDULES[config.lr_schedule], "spans_the_run", False)
 
 
 def make_optimizer(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pyro_vae.files import atomic_copy, atomic_write_json, write_csv
 from pyro_vae.training.checkpoint import GENERATORS, load_checkpoint, save_checkpoint, verify_checkpoint
+from pyro_vae.inference.optim import schedule_spans_the_run
 from pyro_vae.training.config import TrainConfig, require_same_config
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.run_dir import clean_stale_temp_files, lock_run_dir, repair_snapshots, snapshot_path
@@ -67,6 +68,12 @@ def open_run(
                 raise ValueError(
                     f"cannot resume {run_dir} to {config.epochs} epochs: it has already run {state['epoch']}; "
                     f"ask for at least {state['epoch']} epochs"
+                )
+            if config.epochs != state["config"]["epochs"] and schedule_spans_the_run(config):
+                raise ValueError(
+                    f"cannot resume {run_dir} to {config.epochs} epochs: its {config.lr_schedule!r} schedule spans "
+                    f"the {state['config']['epochs']} epochs it was started with; resume with --epochs "
+                    f"{state['config']['epochs']}, or start a new run"
                 )
             distributed.check_checkpoint(state, checkpoint_path)
             repair_snapshots(run_dir, checkpoint_path, state["epoch"], keep_every, verify_checkpoint)
