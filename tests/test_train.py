@@ -184,6 +184,7 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
         (dict(optimizer="sgd", optimizer_options=dict(momentum=-1.0)), "optimizer 'sgd' with options.*momentum"),
         (dict(lr_schedule="step", schedule_options=dict(gama=0.5)), r"schedule 'step' does not take the option\(s\) \['gama'\]"),
         (dict(schedule_options=dict(warmup=-2)), "warmup must be an int >= 0"),
+        (dict(estimator_options=dict(beta=2.0)), r"estimator 'reparam' does not take the option\(s\) \['beta'\]"),
         (dict(model="magic"), "unknown model 'magic'; expected one of \\['vae'"),
         (dict(algorithm="magic"), "unknown algorithm 'magic'"),
         (dict(algorithm="rws", num_particles=1), "rws needs num_particles >= 2"),

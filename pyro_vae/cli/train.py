@@ -45,6 +45,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_choice(p, "--likelihood", LIKELIHOODS)
     p.add_argument("--init-std", type=positive_float, help="weights ~ N(0, std^2) (paper: 0.01)")
     add_choice(p, "--estimator", ESTIMATORS)
+    p.add_argument("--estimator-option", dest="estimator_option", type=key_value, action="append",
+                   metavar="KEY=VALUE", help="a keyword of the estimator's builder, e.g. the beta of a user's "
+                                             "beta-ELBO: --estimator-option beta=4.0 (repeatable)")
     p.add_argument("--num-particles", type=positive_int, help="samples L per datum")
     add_choice(p, "--optimizer", OPTIMIZERS)
     p.add_argument("--lr", type=positive_float)
@@ -89,7 +92,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    for flag in ("model", "optimizer", "schedule"):
+    for flag in ("model", "estimator", "optimizer", "schedule"):
         if getattr(args, f"{flag}_option"):
             given[f"{flag}_options"] = dict(getattr(args, f"{flag}_option"))
     if args.resume:  # the checkpoint's config, see pyro_vae.training.resume

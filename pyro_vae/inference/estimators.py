@@ -299,9 +299,16 @@ def make_estimator(name: str, program, num_particles: int = 1, options: dict[str
     num_particles)`` (e.g. the ``beta`` of a user's beta-ELBO: ``--estimator-option beta=4``)."""
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    options = check_estimator_options(name, options)
+    return ESTIMATORS[name](program, num_particles, **options)
+
+
+def check_estimator_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` (a dict) if the registered estimator ``name`` takes every one of them, else
+    ``ValueError`` naming the unknown ones and the accepted ones."""
     build, options = ESTIMATORS[name], dict(options or {})
     accepted = list(inspect.signature(build).parameters)[2:]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"estimator {name!r} does not take the option(s) {unknown}; it takes {accepted}")
-    return build(program, num_particles, **options)
+    return options

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pyro_vae.data import DATASETS
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
+from pyro_vae.inference.estimators import check_estimator_options
 from pyro_vae.inference.optim import check_optimizer_settings
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
@@ -57,6 +58,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     lr_schedule: str = "constant"
+    estimator_options: dict = field(default_factory=dict)  # a registered estimator's own keywords (a user's beta)
     optimizer_options: dict = field(default_factory=dict)  # the torch optimizer's own keywords (momentum, betas, ...)
     schedule_options: dict = field(default_factory=dict)  # the schedule's keywords (gamma, step_size, warmup, ...)
     weight_decay: float = 0.0
@@ -108,13 +110,14 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        for name in ("model_options", "optimizer_options", "schedule_options"):
+        for name in ("model_options", "estimator_options", "optimizer_options", "schedule_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict, got {getattr(self, name)!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
         check_train_config(self)
         check_optimizer_settings(self)
+        check_estimator_options(self.estimator, self.estimator_options)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

@@ -87,7 +87,7 @@ def build_graph_run(config: TrainConfig, data_dir: str | Path | None = None, dev
     spec = DataSpec((split.graph.num_features,))
     program = build_model(config.model, spec, z_dim=config.z_dim, hidden=config.hidden, **config.model_options)
     program.to(device)
-    estimator = make_estimator(config.estimator, program, config.num_particles)
+    estimator = make_estimator(config.estimator, program, config.num_particles, config.estimator_options)
     estimator.modules.to(device)
     return GraphRun(config, split, program, estimator)
 
