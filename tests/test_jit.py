@@ -8,7 +8,7 @@ from pyro import poutine
 from pyro_vae import TrainConfig, load_run, train
 from pyro_vae.cli import build_parser, main
 from pyro_vae.inference import ALGORITHMS, make_estimator
-from pyro_vae.inference.jit import compile_estimator, data_check
+from pyro_vae.inference.jit import CHECKED, compile_estimator, data_check
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.loop import check_jit
@@ -38,8 +38,7 @@ def _steps(model: str, estimator_name: str, jit: bool, batches: list[torch.Tenso
     return losses, [p.detach().clone() for p in program.parameters()], estimator.elbo
 
 
-@pytest.mark.parametrize("model, estimator", [("vae", "reparam"), ("vae", "stl"), ("vae", "score"),
-                                              *((name, "reparam") for name in MODEL_OPTIONS if name != "vae")])
+@pytest.mark.parametrize("model, estimator", CHECKED)  # the pairs train() compiles by default
 def test_compiled_steps_give_the_eager_losses_and_parameters(model, estimator):
     torch.manual_seed(2)
     batches = [torch.bernoulli(torch.full((20 if i % 3 else 7, 12), 0.3)) for i in range(9)]  # two batch shapes
@@ -135,9 +134,46 @@ def test_configs_that_cannot_be_compiled_are_refused_before_training(tmp_path, c
 
 
 def test_the_cli_passes_jit_to_training_and_the_benchmark(capsys):
-    assert build_parser().parse_args(["train", "--jit"]).jit
-    assert not build_parser().parse_args(["train"]).jit
-    assert main(["benchmark", "--jit", "--hidden", "8", "--z-dim", "2", "--steps", "2", "--rounds", "1"]) == 0
-    assert "pyro_vae with --jit" in capsys.readouterr().out
+    assert build_parser().parse_args(["train", "--jit"]).jit is True
+    assert build_parser().parse_args(["train", "--no-jit"]).jit is False
+    assert build_parser().parse_args(["train"]).jit is None  # train() chooses: compiles_by_default
+    small = ["--hidden", "8", "--z-dim", "2", "--steps", "2", "--rounds", "1"]
+    assert main(["benchmark", *small]) == 0
+    assert "pyro_vae compiled (--jit)" in capsys.readouterr().out  # the default training path
+    assert main(["benchmark", "--no-jit", *small]) == 0
+    assert "pyro_vae eager" in capsys.readouterr().out
+    assert main(["benchmark", "--num-particles", "3", *small]) == 0
+    assert "pyro_vae eager" in capsys.readouterr().out  # the IWAE bound trains eagerly
     assert main(["benchmark", "--jit", "--num-particles", "3", "--steps", "1", "--rounds", "1"]) == 2
     assert "iwae estimator cannot be compiled" in capsys.readouterr().err
+
+
+class UsersVAE(VAE):
+    """a user's subclass: it may branch in Python, so it trains eagerly unless asked"""
+
+
+@pytest.mark.parametrize(
+    "changes, model_class, compiled",
+    [
+        ({}, None, True),
+        (dict(estimator="stl"), None, True),
+        (dict(model="iaf"), None, True),
+        (dict(estimator="iwae", num_particles=2), None, False),  # no compiled counterpart
+        (dict(estimator="reparam", num_particles=2), None, False),  # not checked with particles
+        (dict(kl_warmup=2), None, False),
+        (dict(algorithm="wake-sleep"), None, False),
+        ({}, UsersVAE, False),
+    ],
+)
+def test_train_compiles_the_checked_built_in_programs_by_default(tmp_path, monkeypatch, changes, model_class,
+                                                                  compiled):
+    import pyro_vae.training.loop as loop
+    from pyro_vae.models import MODELS
+
+    if model_class is not None:
+        monkeypatch.setattr(MODELS, "_entries", {**MODELS._entries, "vae": model_class})
+    calls = []
+    monkeypatch.setattr(loop, "compile_estimator", lambda estimator, check: calls.append(1) or estimator)
+    train(TrainConfig(**{**SMALL, "epochs": 1, **changes}), tmp_path, progress=False)
+    assert bool(calls) is compiled
+    assert MODELS["vae"] is (model_class or VAE)

@@ -25,7 +25,9 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--startup", action="store_true",
                    help="time the CPU seconds of `pyro-vae --help` against `python -c \"import torch, pyro\"` "
                         "(child processes, --rounds of each) instead of a training step")
-    p.add_argument("--jit", action="store_true", help="time pyro_vae's step with the ELBO compiled (train --jit)")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="time pyro_vae's step with the ELBO compiled or not (default: as `train` does, compiled "
+                        "for K = 1, eager for the IWAE bound)")
     p.add_argument("-k", type=positive_int, default=1000, help="--evaluate: importance samples per image (default 1000)")
     p.add_argument("--num-images", type=positive_int, default=200, help="--evaluate: images (default 200)")
     add_pass_sizes(p, "minibatch of a training step; with --evaluate, images per pass (default 100)")
@@ -66,7 +68,7 @@ def _step_benchmark(args) -> dict:
             device=device, num_particles=args.num_particles, jit=args.jit,
         )
         what = "training step" + (f", IWAE k = {args.num_particles}" if args.num_particles > 1 else "")
-        what += ", pyro_vae with --jit" if args.jit else ""
+        what += ", pyro_vae compiled (--jit)" if result["jit"] else ", pyro_vae eager"
     result.update(machine=machine(), device=device, hidden=list(hidden), z_dim=z_dim, what=what)
     print(
         f"{what}, 784-{'-'.join(map(str, hidden))}-{z_dim}: hand-written PyTorch {result['handwritten_ms']:.2f} ms, "

@@ -82,9 +82,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-every", type=at_least(0), default=0, help="keep a copy of every N-th epoch's checkpoint")
     p.add_argument("--validate-every-step", action="store_true",
                    help="keep Pyro's validation on for every step (default: the first step only)")
-    p.add_argument("--jit", action="store_true",
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="compile the ELBO (Pyro's JitTrace_ELBO, one graph per batch shape): same numbers, "
-                        "without Pyro's per-step tracing; for models of static structure")
+                        "without Pyro's per-step tracing; for models of static structure. Default: on for the "
+                        "built-in models and estimators the tests check (vae with reparam, stl or score; cvae, iaf, "
+                        "two-layer, mog-prior, vampprior with reparam), off for anything else")
     p.add_argument("--no-progress", action="store_true")
     add_common(p)
 

@@ -37,7 +37,7 @@ import torch
 
 from pyro_vae.inference import ALGORITHMS, make_estimator
 from pyro_vae.inference.evaluate import evaluate
-from pyro_vae.inference.jit import compile_estimator, data_check
+from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_check
 from pyro_vae.models.likelihoods import bernoulli_log_prob
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.config import TrainConfig
@@ -83,8 +83,8 @@ def pyro_vae_step(vae: VAE, lr: float, total_size: int, num_particles: int = 1,
     """The step ``pyro-vae train`` takes after its first (validated) one: the ``aevb``
     algorithm with the ``reparam`` estimator (``iwae`` with K > 1 particles), i.e. its
     ``loss_and_grads`` and a torch Adam step, with Pyro's validation off; with ``jit``,
-    that of ``pyro-vae train --jit`` (the ELBO compiled, :mod:`pyro_vae.inference.jit`)."""
-    estimator = make_estimator("reparam" if num_particles == 1 else "iwae", vae, num_particles)
+    the ELBO compiled (:mod:`pyro_vae.inference.jit`)."""
+    estimator = make_estimator(_estimator(num_particles), vae, num_particles)
     if jit:
         estimator = compile_estimator(estimator, data_check(vae))
     algorithm = ALGORITHMS["aevb"](vae, estimator, TrainConfig(lr=lr, num_particles=num_particles))
@@ -150,21 +150,30 @@ def run_benchmark(
     device: str = "cpu",
     lr: float = 1e-3,
     num_particles: int = 1,
-    jit: bool = False,
+    jit: bool | None = None,
 ) -> dict[str, float]:
     """Training: median milliseconds per step of each side, their ratio and difference;
-    ``jit``: pyro_vae's step with the ELBO compiled (``pyro-vae train --jit``)."""
+    ``jit``: pyro_vae's step with the ELBO compiled or not; ``None``, as ``train`` chooses
+    (:func:`~pyro_vae.inference.jit.compiles_by_default`). ``result["jit"]`` says which."""
     _check_counts(z_dim=z_dim, batch_size=batch_size, steps=steps, rounds=rounds, num_particles=num_particles)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr}")
     torch.manual_seed(0)
     vae = VAE(784, z_dim=z_dim, hidden=hidden).to(device)
     x = torch.bernoulli(torch.full((batch_size, 784), 0.2, device=device))
+    if jit is None:
+        jit = compiles_by_default(TrainConfig(estimator=_estimator(num_particles), num_particles=num_particles), VAE)
     variants = {
         "handwritten": handwritten_step(vae, lr, 60000, num_particles),
         "pyro_vae": pyro_vae_step(vae, lr, 60000, num_particles, jit),
     }
-    return _alternate({k: (lambda s=s: s(x)) for k, s in variants.items()}, steps, rounds, x.is_cuda)
+    result = _alternate({k: (lambda s=s: s(x)) for k, s in variants.items()}, steps, rounds, x.is_cuda)
+    return {**result, "jit": jit}
+
+
+def _estimator(num_particles: int) -> str:
+    """The benchmark's estimator: ``reparam`` for K = 1, else the IWAE bound."""
+    return "reparam" if num_particles == 1 else "iwae"
 
 
 def run_eval_benchmark(

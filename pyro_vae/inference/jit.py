@@ -22,7 +22,12 @@ Only a program with static structure can be compiled, Pyro's condition for its J
 ELBOs: the same sites, in the same order, whatever the data's values. The built-in
 models on ``Trace_ELBO`` are (``tests/test_jit.py`` checks each against its eager
 losses); a user's model that branches in Python on tensor values is not, and should
-train without ``--jit``. M2 trains with ``TraceEnum_ELBO``, which is not compiled. ``torch.jit.trace``, on which
+train without ``--jit``. M2 trains with ``TraceEnum_ELBO``, which is not compiled.
+
+:data:`CHECKED` lists the (built-in model, estimator) pairs whose compiled step the tests
+check against the eager one; :func:`compiles_by_default` says when ``train`` compiles
+without being asked (one of them, one particle, the aevb algorithm, no KL warm-up). A
+user's own program trains eagerly unless ``jit=True`` (``--jit``) asks. ``torch.jit.trace``, on which
 Pyro's JIT rests, is deprecated by PyTorch in favour of ``torch.compile``; its
 ``FutureWarning`` is silenced here.
 """
@@ -37,7 +42,30 @@ import torch
 from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 
+from pyro_vae.inference.algorithms import ALGORITHMS
 from pyro_vae.inference.estimators import Estimator
+
+#: (model, estimator) pairs of the built-in models whose compiled step equals the eager one
+#: (``tests/test_jit.py``); ``train`` compiles these by default (:func:`compiles_by_default`).
+CHECKED: tuple[tuple[str, str], ...] = (
+    ("vae", "reparam"), ("vae", "stl"), ("vae", "score"), ("cvae", "reparam"), ("iaf", "reparam"),
+    ("two-layer", "reparam"), ("mog-prior", "reparam"), ("vampprior", "reparam"),
+)
+
+
+def compiles_by_default(config, model_class: type) -> bool:
+    """Whether a run of ``config`` (a ``TrainConfig``) whose program is ``model_class`` trains
+    compiled when ``jit`` is not given: a checked built-in pair (:data:`CHECKED`, and the class
+    pyro_vae registered under that name, not a user's), one particle, the aevb algorithm, no
+    KL warm-up (whose beta a graph would freeze)."""
+    return (
+        (config.model, config.estimator) in CHECKED
+        and model_class.__module__.startswith("pyro_vae.models.")
+        and config.num_particles == 1
+        and getattr(ALGORITHMS[config.algorithm], "compiles", False)
+        and not config.kl_warmup
+        and not config.estimator_options
+    )
 
 # the ELBOs with a compiled counterpart in Pyro that pyro_vae's estimators use
 JIT_ELBOS: dict[type, type] = {Trace_ELBO: JitTrace_ELBO}

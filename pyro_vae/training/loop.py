@@ -53,7 +53,8 @@ import torch
 from tqdm import tqdm
 
 from pyro_vae.inference import ALGORITHMS, Algorithm
-from pyro_vae.inference.jit import compile_estimator, data_check
+from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_check
+from pyro_vae.models import MODELS
 from pyro_vae.training.build import RUN_KINDS, Run, RunKind, build_run, build_vector_run, check_program, load_run
 from pyro_vae.training.checkpoint import load_algorithm_state, load_checkpoint, load_module_state, restore_state
 from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
@@ -103,7 +104,7 @@ def train_minibatches(
     distributed: DistributedContext = SINGLE,
     on_eval: Callable[[Run], dict] | None = None,
     validate_every_step: bool = False,
-    jit: bool = False,
+    jit: bool | None = None,
 ) -> Run:
     """Train (or, with ``resume=True``, continue) a run of data points in ``run_dir`` up to ``config.epochs``.
 
@@ -126,7 +127,9 @@ def train_minibatches(
     ``jit=True`` trains with the estimator's ELBO compiled (:mod:`pyro_vae.inference.jit`:
     Pyro's ``JitTrace_ELBO``, one graph per batch shape): the same losses and parameters
     to float rounding, without Pyro's per-step tracing. For programs of static structure
-    only; estimators, algorithms and KL warm-up it cannot compile are refused.
+    only; estimators, algorithms and KL warm-up it cannot compile are refused. ``jit=None``
+    (the default) compiles the built-in programs and estimators the tests check
+    (:func:`~pyro_vae.inference.jit.compiles_by_default`) and trains anything else eagerly.
 
     The run folder is locked for the whole call
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
@@ -139,6 +142,8 @@ def train_minibatches(
     check_arguments(train_minibatches, **locals())  # every argument against its annotation, before any work
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
+    if jit is None:  # the built-in programs whose compiled step the tests check, unless on several processes
+        jit = compiles_by_default(config, MODELS[config.model]) and not distributed.active
     if jit:
         check_jit(config)
     if config.batch_size % distributed.world_size:
