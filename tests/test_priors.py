@@ -108,3 +108,13 @@ def test_pseudo_inputs_from_training_images():
 def test_vampprior_refuses_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         VampPriorVAE(6, z_dim=2, hidden=(5,), **options)
+
+
+def test_train_initializes_the_pseudo_inputs_from_the_training_data(tmp_path):
+    from pyro_vae import TrainConfig, load_run, train
+
+    config = TrainConfig(dataset="synthetic", model="vampprior", z_dim=2, hidden=(8,), epochs=1,
+                         model_options={"num_components": 3, "pseudo_init": "data"})
+    run = train(config, tmp_path, progress=False)
+    assert run.metrics and run.vae.pseudo_inputs.shape == (3, *run.dataset.x_shape)
+    assert torch.equal(load_run(tmp_path).vae.pseudo_inputs, run.vae.pseudo_inputs)  # a checkpoint counts as initialized

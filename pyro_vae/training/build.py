@@ -89,6 +89,8 @@ def build_vector_run(config: TrainConfig, data_dir: str | None = None, device: s
         dataset = dataset.with_labels(config.num_labels, config.seed)
     check_model_fits(config, dataset.x_shape, device)
     program = build_program(config, dataset).to(device)
+    if hasattr(program, "initialize"):  # a data-dependent start (the VampPrior's pseudo_init="data")
+        program.initialize(dataset.train.to(device))
     estimator = make_estimator(config.estimator, program, config.num_particles, config.estimator_options)
     estimator.modules.to(device)
     return Run(config, dataset, program, estimator)
