@@ -17,11 +17,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vae"
 
 LAYERS: dict[str, int] = {
-    "registry": 0, "files": 0, "validation": 0,
+    "registry": 0, "files": 0, "validation": 0, "graph_tensors": 0,
     "data": 1, "models": 1,
     "inference": 2,
     "training": 3,
-    "plots": 4,
+    "plots": 4, "pretrained": 4,
     "experiments": 5,
     "cli": 6,
     "__init__": 7, "__main__": 7,
