@@ -10,8 +10,8 @@ from pyro_vae import TrainConfig, train
 from pyro_vae.cli import main
 from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
 from pyro_vae.models import VAE
+from support import SMALL
 
-SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])

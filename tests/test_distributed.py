@@ -17,9 +17,9 @@ from pyro_vae.cli import main
 from pyro_vae.data import make_synthetic
 from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training.distributed import session
+from support import SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 # Adam ignores a common scale of the gradients; weight decay (a N(0, I) prior) does not,
 # so a gradient summed instead of averaged over processes would show.
 POINT = dict(SMALL, model="test-point-posterior", weight_decay=1.0)

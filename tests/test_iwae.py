@@ -19,6 +19,7 @@ from pyro_vae.models.linear_gaussian import (
     linear_gaussian_vae,
     set_exact_guide,
 )
+from support import draws_mean_and_se
 
 IMPORTANCE_WEIGHTED = ["iwae", "dreg"]
 
@@ -44,17 +45,6 @@ def _bounds(vae, name, x, k, num_draws):
     estimator = make_estimator(name, vae, k)
     values = torch.tensor([-estimator.elbo.loss(vae.model, estimator.guide, x) for _ in range(num_draws)])
     return values.mean().item(), values.std().item() / num_draws**0.5
-
-
-def _mean_and_se(vae, name, x, k, num_draws):
-    """Per parameter group ("guide", "model"): the mean gradient of ``num_draws`` draws and its standard error."""
-    draws = draw_gradients(vae, make_estimator(name, vae, k), x, num_draws)
-    r, out = draws.num_draws, {}
-    for group in ("guide", "model"):
-        mean = draws.sums[group] / r
-        var = (draws.sq_sums[group] - r * mean**2).clamp_min(0) / (r - 1)
-        out[group] = mean, (var / r).sqrt()
-    return out
 
 
 @pytest.mark.parametrize("name", IMPORTANCE_WEIGHTED)
@@ -90,7 +80,7 @@ def test_exact_posterior_makes_the_bound_exact(float64, name):
     # every weight p(x, z) / p(z|x) equals p(x): the bound is log p(x) whatever the draw
     loss = estimator.elbo.loss_and_grads(vae.model, estimator.guide, x)
     assert loss == pytest.approx(-exact_log_marginal(vae, x).sum().item(), abs=1e-9)
-    mean, se = _mean_and_se(vae, name, x, 3, num_draws=100)["guide"]
+    mean, se = draws_mean_and_se(vae, name, x, 100, 3)["guide"]
     if name == "dreg":  # the doubly reparameterized guide gradient is zero draw by draw
         assert mean.abs().max() < 1e-9 and se.max() < 1e-9
     else:  # the IWAE guide gradient is zero only in expectation (its score term is noise)
@@ -100,7 +90,7 @@ def test_exact_posterior_makes_the_bound_exact(float64, name):
 def test_dreg_and_iwae_gradients_agree_and_differ_from_the_elbo(float64):
     vae = _linear_gaussian()
     x = torch.randn(4, 3)
-    iwae, dreg, elbo = (_mean_and_se(vae, name, x, k, num_draws=400) for name, k in
+    iwae, dreg, elbo = (draws_mean_and_se(vae, name, x, 400, k) for name, k in
                         (("iwae", 5), ("dreg", 5), ("reparam", 1)))
     for group in ("guide", "model"):
         (iwae_mean, iwae_se), (dreg_mean, dreg_se), (elbo_mean, elbo_se) = iwae[group], dreg[group], elbo[group]
@@ -118,7 +108,7 @@ def test_iwae_model_gradient_approaches_the_log_marginal_gradient(float64):
     assert len(model_params) == 3
     exact = torch.autograd.grad(-exact_log_marginal(vae, x).sum(), [names[n] for n in model_params])
     exact = torch.cat([g.flatten() for g in exact])
-    mean, se = _mean_and_se(vae, "iwae", x, 500, num_draws=40)["model"]
+    mean, se = draws_mean_and_se(vae, "iwae", x, 40, 500)["model"]
     assert ((mean - exact).abs() < 5 * se + 0.01 * exact.norm()).all()
     elbo_gap = torch.autograd.grad(-exact_elbo(vae, x).sum(), [names[n] for n in model_params])
     assert (torch.cat([g.flatten() for g in elbo_gap]) - exact).norm() > 0.05 * exact.norm()

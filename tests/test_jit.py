@@ -12,8 +12,9 @@ from pyro_vae.inference.jit import CHECKED, compile_estimator, data_check
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.loop import check_jit
+from support import SMALL as BASE
 
-SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2, epochs=2, num_train=1950)
+SMALL = dict(BASE, epochs=2, num_train=1950)
 
 
 # built-in model -> constructor options for a small instance on 12-pixel data

@@ -18,8 +18,8 @@ from pyro_vae.training import TrainConfig, train
 from pyro_vae.training.run_dir import (
     RunDirBusyError, RunDirWarning, clean_stale_temp_files, describe_os_error, lock_run_dir,
 )
+from support import SMALL
 
-SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 TRAIN = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--no-progress",
          "--device", "cpu", "--eval-k", "2", "--threads", "1"]
 

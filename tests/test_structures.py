@@ -16,7 +16,7 @@ from pyro_vae.cli import main
 from pyro_vae.data import load_dataset
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.evaluate import importance_bounds
-from pyro_vae.inference.variance import GradientDraws, draw_gradients, parameter_groups
+from pyro_vae.inference.variance import GradientDraws, parameter_groups
 from pyro_vae.models import MODELS, VAE, build_model
 from pyro_vae.models.priors import VampPriorVAE
 from pyro_vae.models.linear_gaussian import (
@@ -25,8 +25,10 @@ from pyro_vae.models.linear_gaussian import (
     linear_gaussian_mixture,
     set_exact_guide,
 )
+from support import SMALL as BASE
+from support import draws_mean_and_se
 
-SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2, epochs=2)
+SMALL = dict(BASE, epochs=2)
 
 # model name -> (estimator, model options) for a quick run on the synthetic data
 STRUCTURES = {
@@ -197,16 +199,6 @@ def test_enumerated_bound_converges_to_the_exact_sum_over_y(float64):
     assert (exact - exact_mixture_elbo(m2, x)).min() > 0.1  # the bound is not tight: the check has teeth
 
 
-def _draws_mean_and_se(program, name, x, num_draws, num_particles, **kwargs):
-    estimator = make_estimator(name, program, num_particles)
-    draws = draw_gradients(program, estimator, x, num_draws, **kwargs)
-    group = "guide"
-    r = draws.num_draws
-    mean = draws.sums[group] / r
-    var = (draws.sq_sums[group] - r * mean**2).clamp_min(0) / (r - 1)
-    return mean, (var / r).sqrt()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["enum", "score", "score-rb", "score-baseline", "score-nvil"])
 def test_estimators_are_unbiased_with_a_discrete_latent(float64, name):
@@ -216,7 +208,7 @@ def test_estimators_are_unbiased_with_a_discrete_latent(float64, name):
     groups = parameter_groups(m2, x)
     exact = torch.autograd.grad(-exact_mixture_elbo(m2, x).sum(), [named[n] for n in groups["guide"]])
     exact = torch.cat([g.flatten() for g in exact]).double()
-    mean, se = _draws_mean_and_se(m2, name, x, num_draws=400, num_particles=20)
+    mean, se = draws_mean_and_se(m2, name, x, num_draws=400, num_particles=20)["guide"]
     z = (mean - exact).abs() / (se + 1e-9)
     assert z.max() < 5.0, f"{name}: max |z| = {z.max():.2f}"
     assert se.norm() < 0.5 * exact.norm()
@@ -228,14 +220,14 @@ def two_layer_reference():
     torch.manual_seed(5)
     program = build_model("two-layer", DataSpec((4,)), z_dim=1, z2_dim=1, hidden=(3,), hidden2=(3,))
     x = torch.bernoulli(torch.full((6, 4), 0.4))
-    return program, x, _draws_mean_and_se(program, "reparam", x, num_draws=300, num_particles=20)
+    return program, x, draws_mean_and_se(program, "reparam", x, num_draws=300, num_particles=20)["guide"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stl", "score", "score-rb", "score-baseline", "score-nvil"])
 def test_estimators_agree_on_a_two_layer_guide(two_layer_reference, name):
     program, x, (ref_mean, ref_se) = two_layer_reference
-    mean, se = _draws_mean_and_se(program, name, x, num_draws=300, num_particles=20)
+    mean, se = draws_mean_and_se(program, name, x, num_draws=300, num_particles=20)["guide"]
     z = (mean - ref_mean).abs() / (se**2 + ref_se**2 + 1e-12).sqrt()
     assert z.max() < 5.0, f"{name}: max |z| = {z.max():.2f}"
     assert ref_se.norm() < 0.3 * ref_mean.norm()

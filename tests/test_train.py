@@ -9,8 +9,8 @@ from pyro_vae.inference import ALGORITHMS
 from pyro_vae.inference.optim import iwae_factor
 from pyro_vae.inference.svi import SVIAlgorithm
 from pyro_vae.training import EvalSchedule, TrainConfig, TrainingDiverged, build_run, load_run, train
+from support import SMALL
 
-SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
 
 def test_training_lowers_the_loss(tmp_path):

@@ -13,8 +13,8 @@ from pyro_vae.inference.wake_sleep import (
     wake_loss,
     wake_step,
 )
+from support import SMALL
 
-SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
 
 def _linear_gaussian(x_dim=5, z_dim=2, seed=1):
