@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pyro_vae.cli.args import add_pass_sizes, add_threads, positive_int, resolve_device
+from pyro_vae.cli.args import add_num_samples, add_pass_sizes, add_threads, positive_int, resolve_device
 from pyro_vae.cli.commands import machine, register_command
 from pyro_vae.training.config import PRESETS
 
@@ -26,8 +26,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="time the CPU seconds of `pyro-vae --help` against `python -c \"import torch, pyro\"` "
                         "(child processes, --rounds of each) instead of a training step")
     p.add_argument("--jit", action="store_true", help="time pyro_vae's step with the ELBO compiled (train --jit)")
-    p.add_argument("-k", "--num-samples", dest="num_samples", type=positive_int, default=1000,
-                   help="--evaluate: importance samples K per image (default 1000)")
+    add_num_samples(p, 1000, "per image of --evaluate")
     p.add_argument("--num-images", type=positive_int, default=200, help="--evaluate: images (default 200)")
     add_pass_sizes(p, "minibatch of a training step; with --evaluate, images per pass (default 100)")
     add_threads(p)

@@ -10,6 +10,7 @@ from pathlib import Path
 from pyro_vae.cli.args import (
     add_choice,
     add_common,
+    add_num_samples,
     add_pass_sizes,
     at_least,
     key_value,
@@ -74,9 +75,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-seed", type=int, help="graph data: seed of the 85/5/10 link split (default 0)")
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument("-k", "--num-samples", dest="num_samples", type=positive_int, default=100,
-                   help="importance samples K per test image for the final log p(x) (default 100; reported numbers "
-                        "use `evaluate -k 5000`)")
+    add_num_samples(p, 100, "per test image of the final log p(x); reported numbers use `evaluate -k 5000`")
     p.add_argument("--num-test", type=positive_int,
                    help="the final evaluation on the first N test images only (default: all)")
     p.add_argument("--keep-every", type=at_least(0), default=0, help="keep a copy of every N-th epoch's checkpoint")
@@ -164,8 +163,7 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN", help="a run folder, or pretrained:NAME (pyro_vae.pretrained)")
-    p.add_argument("-k", "--num-samples", dest="num_samples", type=positive_int, default=5000,
-                   help="importance samples K per test image (default 5000)")
+    add_num_samples(p, 5000)
     p.add_argument("--num-test", type=positive_int, help="evaluate on the first N test images only")
     p.add_argument("--checkpoint", type=Path, help="a kept checkpoint instead of the run's last one")
     p.add_argument("--marginal", action="store_true",
