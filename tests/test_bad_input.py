@@ -24,7 +24,7 @@ from pyro_vae.cli.errors import interrupted_message
 from pyro_vae.validation import ArgumentTypeError, check_value
 
 SYNTHETIC = ["--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--no-progress", "--device", "cpu",
-             "--eval-k", "2"]
+             "-k", "2"]
 HUGE = 1180591620717411303424
 
 

@@ -18,7 +18,7 @@ def test_help(command, capsys):
 def test_train_evaluate_plot_round_trip(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--epochs", "2",
-            "--run-dir", str(run), "--eval-k", "20", "--no-progress", "--device", "cpu", "--keep-every", "1"]
+            "--run-dir", str(run), "-k", "20", "--no-progress", "--device", "cpu", "--keep-every", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "log p(x) (IS, K=20)" in out
@@ -35,7 +35,7 @@ def test_train_evaluate_plot_round_trip(tmp_path, capsys):
     again = json.loads((run / "eval-epoch0001-k50-n100.json").read_text())
     assert again["test_log_px"] != report["test_log_px"]
     assert again["test_log_px"] == pytest.approx(report["test_log_px"], abs=0.1)
-    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", "--no-progress", "--eval-k", "5"]) == 0
+    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", "--no-progress", "-k", "5"]) == 0
     assert json.loads((run / "eval-epoch0003-k5-n500.json").read_text())["epoch"] == 3
     assert main(["plot", str(run), "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "manifold.png").stat().st_size > 1000
@@ -78,7 +78,7 @@ def test_optimizer_and_schedule_options_reach_the_run(tmp_path, capsys):
     assert main(["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--epochs", "3",
                  "--optimizer", "adamw", "--optimizer-option", "betas=(0.8,0.99)", "--lr", "0.01",
                  "--lr-schedule", "exponential", "--schedule-option", "gamma=0.5", "--schedule-option", "warmup=1",
-                 "--num-test", "50", "--eval-k", "5", "--run-dir", str(run), "--no-progress"]) == 0
+                 "--num-test", "50", "--num-samples", "5", "--run-dir", str(run), "--no-progress"]) == 0
     assert "over 50 test images" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert config["optimizer_options"] == {"betas": [0.8, 0.99]}
@@ -98,7 +98,7 @@ def test_variance_study_smoke(tmp_path):
     out = tmp_path / "variance"
     assert main(["variance", "--dataset", "synthetic", "--hidden", "8", "--z-dim", "2", "--epochs", "1",
                  "--estimators", "reparam", "score", "score-nvil", "--draws", "4", "--adapt-steps", "2",
-                 "--particles", "1", "2", "--z-dims", "1", "--out", str(out), "--device", "cpu"]) == 0
+                 "--num-particles", "1", "2", "--z-dims", "1", "--out", str(out), "--device", "cpu"]) == 0
     import csv
 
     rows = list(csv.DictReader(open(out / "variance.csv")))
@@ -116,9 +116,9 @@ def test_variance_study_smoke(tmp_path):
     rows = list(csv.DictReader(open(at / "variance.csv")))
     assert {(r["estimator"], r["epoch"]) for r in rows} == {("reparam", "1"), ("stl", "1")}
     assert {r["experiment"] for r in rows} == {"training"}  # no particle sweep unless asked
-    # with --particles, the sweep at the checkpoint: IWAE and DReG with K samples
+    # with --num-particles, the sweep at the checkpoint: IWAE and DReG with K samples
     assert main(["variance", "--run-dir", str(out / "train-reparam"), "--estimators", "reparam", "iwae", "dreg",
-                 "--draws", "3", "--particles", "1", "3", "--out", str(at), "--device", "cpu"]) == 0
+                 "--draws", "3", "--num-particles", "1", "3", "--out", str(at), "--device", "cpu"]) == 0
     rows = list(csv.DictReader(open(at / "variance.csv")))
     sweep = {(r["estimator"], r["num_particles"]) for r in rows if r["experiment"] == "particles"}
     assert sweep == {(e, k) for e in ("reparam", "iwae", "dreg") for k in ("1", "3")}
@@ -137,7 +137,7 @@ def test_variance_study_smoke(tmp_path):
         (["train", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
         (["train", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
         (["train", "--weight-decay", "-1"], "--weight-decay must be a finite number >= 0, got -1.0"),
-        (["train", "--eval-k", "0"], "--eval-k must be at least 1, got 0"),
+        (["train", "-k", "0"], "-k/--num-samples must be at least 1, got 0"),
         (["train", "--keep-every", "-1"], "--keep-every must be at least 0, got -1"),
         (["train", "--num-train", "0"], "--num-train must be at least 1, got 0"),
         (["train", "--epochs", "-2"], "--epochs must be at least 1, got -2"),
@@ -146,7 +146,7 @@ def test_variance_study_smoke(tmp_path):
         (["train", "--hidden", "1000000000"], "needs at least"),
         (["evaluate", "{tmp}/run", "--num-test", "0"], "--num-test must be at least 1, got 0"),
         (["evaluate", "{tmp}/run", "--num-test", "-1"], "--num-test must be at least 1, got -1"),
-        (["evaluate", "{tmp}/run", "-k", "0"], "-k must be at least 1, got 0"),
+        (["evaluate", "{tmp}/run", "--num-samples", "0"], "-k/--num-samples must be at least 1, got 0"),
         (["evaluate", "{tmp}/run", "--chunk-size", "0"], "--chunk-size must be at least 1, got 0"),
         (["evaluate", "{tmp}/run", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["benchmark", "--evaluate", "--chunk-size", "0"], "--chunk-size must be at least 1, got 0"),
@@ -171,7 +171,7 @@ def test_bad_values_are_refused_up_front(argv, message, tmp_path, capsys):
 def test_num_test_beyond_the_test_set(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--dataset", "synthetic", "--hidden", "8", "--z-dim", "2", "--epochs", "1",
-                 "--run-dir", str(run), "--eval-k", "2", "--no-progress", "--device", "cpu"]) == 0
+                 "--run-dir", str(run), "-k", "2", "--no-progress", "--device", "cpu"]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(run), "--num-test", "501", "-k", "2", "--device", "cpu"]) == 2
     assert "--num-test must be between 1 and the 500 test images, got 501" in capsys.readouterr().err
@@ -197,7 +197,7 @@ def test_a_users_estimator_takes_its_options_from_the_command_line(tmp_path, mon
     monkeypatch.setattr(ESTIMATORS, "_help", dict(ESTIMATORS._help))
     run = tmp_path / "run"
     argv = ["--import", "my_beta", "train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--epochs", "1",
-            "--estimator", "test-beta-elbo", "--estimator-option", "beta=4.0", "--eval-k", "5", "--run-dir", str(run),
+            "--estimator", "test-beta-elbo", "--estimator-option", "beta=4.0", "-k", "5", "--run-dir", str(run),
             "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
     assert load_run(run).estimator.name == "beta-4.0"

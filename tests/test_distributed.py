@@ -128,7 +128,7 @@ def test_torchrun_runs_the_command_line(tmp_path):
     run_dir = tmp_path / "run"
     flags = ["--dataset", "synthetic", "--hidden", "16", "--z-dim", "2", "--num-train", "400", "--device", "cpu"]
     result = subprocess.run(
-        [*torchrun, "train", *flags, "--epochs", "1", "--eval-k", "4", "--run-dir", str(run_dir), "--no-progress"],
+        [*torchrun, "train", *flags, "--epochs", "1", "-k", "4", "--run-dir", str(run_dir), "--no-progress"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -91,7 +91,7 @@ def test_mixed_batches_hold_labelled_data_every_step():
 def test_m2_trains_through_the_cli_with_labelled_batches(tmp_path, capsys):
     args = ["train", "--model", "m2", "--estimator", "enum", "--dataset", "synthetic", "--z-dim", "2",
             "--hidden", "16", "--epochs", "2", "--num-labels", "40", "--labelled-per-batch", "10",
-            "--run-dir", str(tmp_path), "--eval-k", "5", "--no-progress", "--lr", "1e-2"]
+            "--run-dir", str(tmp_path), "-k", "5", "--no-progress", "--lr", "1e-2"]
     assert main(args) == 0, capsys.readouterr().err
     assert (tmp_path / "figures" / "analogies.png").is_file()
     assert main(["evaluate", str(tmp_path), "-k", "5", "--num-test", "200"]) == 0

@@ -18,7 +18,7 @@ from pyro_vae.registry import Registry
 from pyro_vae.training.loop import load_run
 
 COMMAND = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--lr", "0.01", "--epochs", "2",
-           "--no-progress", "--eval-k", "5"]
+           "--no-progress", "-k", "5"]
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_export_then_load_is_the_same_model(entry, trained):
     record = json.loads(entry.read_text())
     assert record["command"] == " ".join(COMMAND) and record["epoch"] == 2
     assert list(record["reports"]) == ["eval-epoch0002-k5-n500"]
-    assert record["reports"]["eval-epoch0002-k5-n500"]["k"] == 5 and entry.with_suffix(".pt").stat().st_size == record["bytes"]
+    assert record["reports"]["eval-epoch0002-k5-n500"]["num_samples"] == 5 and entry.with_suffix(".pt").stat().st_size == record["bytes"]
     original, loaded = load_run(trained), pyro_vae.load_pretrained("toy")
     assert original.vae.state_dict().keys() == loaded.vae.state_dict().keys()
     for (name, p), q in zip(original.vae.state_dict().items(), loaded.vae.state_dict().values()):

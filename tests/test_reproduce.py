@@ -62,7 +62,7 @@ def test_fig3_tiny_and_resume(tmp_path, real_data_dir):
     assert sorted(r["samples_seen"] for r in rows if r["algorithm"] == "aevb") == [1000, 3000]
     assert sorted(r["samples_seen"] for r in rows if r["algorithm"] == "mcem") == [1000, 2000]
     for r in rows:
-        assert r["test_log_px"] < 0 and r["train_log_px"] < 0 and (r["k"], r["num_points"]) == (5, 100)
+        assert r["test_log_px"] < 0 and r["train_log_px"] < 0 and (r["num_samples"], r["num_points"]) == (5, 100)
     assert (tmp_path / "fig3.png").stat().st_size > 0
     table = (tmp_path / "fig3.md").read_text().splitlines()
     assert table[0] == "| num_train | algorithm | training samples | train_log_px | test_log_px | wall time (min) |"
@@ -115,6 +115,9 @@ def test_paper_config_and_run_names():
     assert len(names) == 3 and run_name(aevb).startswith("mnist-aevb-z3-h500-")
     assert run_name(paper_config("mnist", 3, 500, 7)) == run_name(aevb)  # epochs do not name a run
     assert run_name(dataclasses.replace(aevb, lr_schedule="iwae")) != run_name(aevb)
+    # names made before eval_samples was renamed metrics_num_samples (pyro_vae.training.config.RENAMED_KEYS)
+    assert run_name(aevb) == "mnist-aevb-z3-h500-87f76ca7"
+    assert run_name(dataclasses.replace(aevb, metrics_num_samples=10)) == "mnist-aevb-z3-h500-9241f0b9"
 
 
 def test_bad_names_are_reported(tmp_path):

@@ -21,7 +21,7 @@ from pyro_vae.training.run_dir import (
 from support import SMALL
 
 TRAIN = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--no-progress",
-         "--device", "cpu", "--eval-k", "2", "--threads", "1"]
+         "--device", "cpu", "-k", "2", "--threads", "1"]
 
 
 def _cli(*args: str) -> subprocess.Popen:
@@ -73,7 +73,7 @@ def test_two_trainers_started_together_one_is_refused(tmp_path):
     with lock_run_dir(run):  # kill -9 released the lock
         pass
     assert main(["train", "--run-dir", str(run), "--resume", "--epochs", str(state["epoch"] + 1),
-                 "--no-progress", "--eval-k", "2", "--device", "cpu"]) == 0
+                 "--no-progress", "-k", "2", "--device", "cpu"]) == 0
 
 
 def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path):
@@ -149,7 +149,7 @@ CONFIG_DAMAGE = {
 def test_resume_trusts_the_checkpoint_not_config_json(tmp_path, damage, capsys):
     run = _make_run(tmp_path)
     CONFIG_DAMAGE[damage](run / "config.json")
-    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", "--no-progress", "--eval-k", "2"]) == 0
+    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", "--no-progress", "-k", "2"]) == 0
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["epoch"] == 3 and state["config"]["lr"] == 1e-3
     assert json.loads((run / "config.json").read_text()) == json.loads(json.dumps(state["config"]))
@@ -176,8 +176,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys, flags, message)
 
 def test_resume_with_the_same_settings_or_epochs_done(tmp_path):
     run = _make_run(tmp_path)
-    assert main(["train", "--run-dir", str(run), "--resume", "--no-progress", "--hidden", "8", "--eval-k", "2"]) == 0
-    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--no-progress", "--eval-k", "2"]) == 0
+    assert main(["train", "--run-dir", str(run), "--resume", "--no-progress", "--hidden", "8", "-k", "2"]) == 0
+    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--no-progress", "-k", "2"]) == 0
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2
 
 
@@ -193,7 +193,7 @@ def test_disk_full_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys, monkey
 
     monkeypatch.setattr(run_dir_module.os, "fsync", full_disk)
     capsys.readouterr()
-    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--no-progress", "--eval-k", "2"]) == 2
+    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--no-progress", "-k", "2"]) == 2
     err = capsys.readouterr().err
     assert err == f"pyro-vae: error: cannot write {run / 'checkpoint.pt'}: no space left on device (ENOSPC)\n"
     assert (run / "checkpoint.pt").read_bytes() == before

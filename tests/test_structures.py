@@ -62,7 +62,7 @@ def test_structure_trains_reloads_and_evaluates(tmp_path, name):
 def test_structure_trains_through_the_cli(tmp_path, name, capsys):
     estimator, options = STRUCTURES[name]
     args = ["train", "--model", name, "--estimator", estimator, "--dataset", "synthetic", "--z-dim", "2",
-            "--hidden", "16", "--epochs", "1", "--run-dir", str(tmp_path), "--eval-k", "10", "--no-progress"]
+            "--hidden", "16", "--epochs", "1", "--run-dir", str(tmp_path), "-k", "10", "--no-progress"]
     for key, value in options.items():
         args += ["--model-option", f"{key}={value!r}"]
     assert main(args) == 0, capsys.readouterr().err
@@ -74,7 +74,7 @@ def test_generation_and_reconstruction_go_through_the_program():
     spec = DataSpec((6,), 3)
     two = build_model("two-layer", spec, z_dim=2, z2_dim=3, hidden=(4,), hidden2=(5,))
     assert two.generate(7).shape == (7, 6)
-    trace = pyro.poutine.trace(two.model).get_trace(None, num_samples=7)
+    trace = pyro.poutine.trace(two.model).get_trace(None, num_generated=7)
     assert trace.nodes["z2"]["value"].shape == (7, 3) and trace.nodes["z"]["value"].shape == (7, 2)
     cvae = build_model("cvae", spec, z_dim=2, hidden=(4,))
     y = torch.tensor([0, 1, 2, 0])
@@ -113,14 +113,14 @@ class GlobalBiasVAE(VAE):
         self.b_loc = nn.Parameter(torch.zeros(self.x_dim))
 
     @pyro_method
-    def model(self, x=None, *, num_samples=None, total_size=None):
+    def model(self, x=None, *, num_generated=None, total_size=None):
         b = pyro.sample("b", dist.Normal(torch.zeros(self.x_dim), 1.0).to_event(1))
-        with self.data_plate(self.batch_size(x, num_samples, {}), total_size):
+        with self.data_plate(self.batch_size(x, num_generated, {}), total_size):
             z = pyro.sample("z", self.prior())
             return pyro.sample("x", self.likelihood(self.decoder(z) + b), obs=x)
 
     @pyro_method
-    def guide(self, x=None, *, num_samples=None, total_size=None):
+    def guide(self, x=None, *, num_generated=None, total_size=None):
         pyro.sample("b", dist.Normal(self.b_loc, 0.1).to_event(1))
         with self.data_plate(x.shape[0], total_size):
             return pyro.sample("z", self.posterior(x))
@@ -151,7 +151,7 @@ def test_a_users_model_trains_by_name_from_the_cli(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(sys, "path", list(sys.path))
     run = tmp_path / "run"
     argv = ["--import", "my_models", "train", "--model", "mine", "--dataset", "synthetic", "--z-dim", "2",
-            "--hidden", "8", "--epochs", "1", "--run-dir", str(run), "--eval-k", "5", "--no-progress"]
+            "--hidden", "8", "--epochs", "1", "--run-dir", str(run), "-k", "5", "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
     assert type(load_run(run).vae).__name__ == "Mine"
     assert main(["--import", "my_models", "evaluate", str(run), "-k", "5", "--num-test", "10"]) == 0

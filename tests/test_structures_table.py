@@ -43,11 +43,11 @@ def test_markdown_table_gives_mean_and_spread_over_seeds():
 @pytest.mark.data
 def test_table_runs_on_mnist_and_a_rerun_reuses_its_runs(tmp_path, real_data_dir):
     names = ["vae", "m2-100", "cvae"]
-    rows = run_table(tmp_path, names, epochs=1, k=5, num_test=50, data_dir=str(real_data_dir), num_train=500)
+    rows = run_table(tmp_path, names, epochs=1, num_samples=5, num_test=50, data_dir=str(real_data_dir), num_train=500)
     assert [r["entry"] for r in rows] == names
     assert [("test_error" in r) for r in rows] == [False, True, False]
     for r in rows:
-        assert (r["k"], r["num_test"], r["epoch"]) == (5, 50, 1)
+        assert (r["num_samples"], r["num_test"], r["epoch"]) == (5, 50, 1)
         assert r["test_log_px"] >= r["test_elbo"] and "--num-train 500" in r["command"]
     table = (tmp_path / "table.md").read_text()
     assert "| M2, 100 labels | 1 | 1 |" in table and (tmp_path / "runs.csv").is_file()
@@ -56,23 +56,23 @@ def test_table_runs_on_mnist_and_a_rerun_reuses_its_runs(tmp_path, real_data_dir
     files = sorted(tmp_path.glob("*/checkpoint.pt")) + sorted(tmp_path.glob("*/eval-*.json"))
     stamps = [p.stat().st_mtime_ns for p in files]
     assert len(files) == 6
-    assert run_table(tmp_path, names, epochs=1, k=5, num_test=50, data_dir=str(real_data_dir), num_train=500) == rows
+    assert run_table(tmp_path, names, epochs=1, num_samples=5, num_test=50, data_dir=str(real_data_dir), num_train=500) == rows
     assert [p.stat().st_mtime_ns for p in files] == stamps
 
 
 @pytest.mark.data
 def test_another_activation_is_its_own_run_and_named_in_the_row(tmp_path, real_data_dir):
-    rows = run_table(tmp_path, ["vae"], epochs=1, k=5, num_test=50, data_dir=str(real_data_dir), num_train=500,
+    rows = run_table(tmp_path, ["vae"], epochs=1, num_samples=5, num_test=50, data_dir=str(real_data_dir), num_train=500,
                      activation="elu")
     assert rows[0]["description"] == "VAE, ELBO, elu units" and "--activation elu" in rows[0]["command"]
     # the same folder under the entries' own tanh: the resume check names the changed field
     with pytest.raises(ValueError, match="activation"):
-        run_table(tmp_path, ["vae"], epochs=1, k=5, num_test=50, data_dir=str(real_data_dir), num_train=500)
+        run_table(tmp_path, ["vae"], epochs=1, num_samples=5, num_test=50, data_dir=str(real_data_dir), num_train=500)
 
 
 def test_cli_parses_and_refuses_bad_input(capsys):
     args = build_parser().parse_args(["structures", "vae", "iaf", "--epochs", "2", "--jobs", "2", "-k", "100"])
-    assert (args.entries, args.epochs, args.jobs, args.k, args.func) == (["vae", "iaf"], 2, 2, 100, cmd_structures)
+    assert (args.entries, args.epochs, args.jobs, args.num_samples, args.func) == (["vae", "iaf"], 2, 2, 100, cmd_structures)
     assert build_parser().parse_args(["structures"]).entries == []  # all of them
     assert build_parser().parse_args(["structures", "--activation", "elu"]).activation == "elu"
     assert build_parser().parse_args(["structures"]).activation is None

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pyro
@@ -9,6 +10,8 @@ from pyro_vae.inference import ALGORITHMS
 from pyro_vae.inference.optim import iwae_factor
 from pyro_vae.inference.svi import SVIAlgorithm
 from pyro_vae.training import EvalSchedule, TrainConfig, TrainingDiverged, build_run, load_run, train
+from pyro_vae.training.report import read_report
+from pyro_vae.training.resume import resume_config
 from support import SMALL
 
 
@@ -208,6 +211,24 @@ def test_unknown_config_entry():
         TrainConfig.from_dict({"zdim": 3})
 
 
+def test_a_checkpoint_of_renamed_config_entries_still_loads_and_resumes(tmp_path):
+    # checkpoints written before eval_samples became metrics_num_samples (longruns/*/checkpoint.pt)
+    train(TrainConfig(**SMALL, metrics_num_samples=3, epochs=1), tmp_path, progress=False)
+    _rewrite(tmp_path / "checkpoint.pt", lambda s: s["config"].update(eval_samples=s["config"].pop("metrics_num_samples")))
+    assert "eval_samples" in load_checkpoint(tmp_path / "checkpoint.pt")["config"]
+    assert load_run(tmp_path).config.metrics_num_samples == 3
+    assert resume_config(tmp_path, {"epochs": 2}) == TrainConfig(**SMALL, metrics_num_samples=3, epochs=2)
+    resumed = train(TrainConfig(**SMALL, metrics_num_samples=3, epochs=2), tmp_path, resume=True, progress=False)
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["metrics_num_samples"] == 3
+
+
+def test_a_report_of_renamed_entries_is_read_under_the_new_names(tmp_path):
+    path = tmp_path / "eval-epoch0001-k5-n50.json"
+    path.write_text(json.dumps({"k": 5, "num_test": 50, "test_log_px": -90.5}))
+    assert read_report(path) == {"num_samples": 5, "num_test": 50, "test_log_px": -90.5}
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize(
     "extra",
@@ -350,7 +371,7 @@ def _without_times(rows):
 
 
 def test_log_schedule_rows_resume_and_leave_training_alone(tmp_path):
-    config = dict(SMALL, evals_per_decade=3, eval_samples=4)
+    config = dict(SMALL, evals_per_decade=3, metrics_num_samples=4)
     straight = train(TrainConfig(**config, epochs=6), tmp_path / "a", progress=False)
     # rows at 10^(j/3) samples from one epoch (2000) on, in whole steps of 100, and at the end
     assert [r["samples_seen"] for r in straight.metrics] == [2200, 4700, 10000, 12000]

@@ -30,23 +30,23 @@ def test_site_names_and_shapes(prefix, x_shape, likelihood):
     assert params and all(p.startswith(name("decoder")) or p.startswith(name("likelihood")) for p in params)
 
 
-@pytest.mark.parametrize("num_samples", [None, 1, 7])
-def test_model_generates(num_samples):
+@pytest.mark.parametrize("num_generated", [None, 1, 7])
+def test_model_generates(num_generated):
     vae = VAE((2, 3), z_dim=2, hidden=(4,))
-    x = vae.model(None, num_samples=num_samples)
-    assert x.shape == (num_samples or 1, 2, 3)
+    x = vae.model(None, num_generated=num_generated)
+    assert x.shape == (num_generated or 1, 2, 3)
     assert set(x.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_predictive_and_condition():
     vae = VAE(5, z_dim=2, hidden=(4,))
-    samples = Predictive(vae.model, num_samples=3)(None, num_samples=6)
+    samples = Predictive(vae.model, num_samples=3)(None, num_generated=6)
     assert samples["z"].shape == (3, 6, 2) and samples["x"].shape == (3, 6, 5)
     x = torch.rand(6, 5).round()
     posterior = Predictive(vae.model, guide=vae.guide, num_samples=2, return_sites=["z"])(x)
     assert posterior["z"].shape == (2, 6, 2)
     z = torch.zeros(6, 2)
-    tr = poutine.trace(poutine.condition(vae.model, data={"z": z})).get_trace(None, num_samples=6)
+    tr = poutine.trace(poutine.condition(vae.model, data={"z": z})).get_trace(None, num_generated=6)
     assert torch.equal(tr.nodes["z"]["value"], z)
     assert torch.allclose(tr.nodes["x"]["fn"].base_dist.logits, vae.decoder(z))
 
@@ -151,8 +151,8 @@ def test_bad_constructor_values(kwargs, error, match):
         (lambda vae: vae.guide(torch.rand(4, 6).half()), TypeError, "x has dtype torch.float16"),
         (lambda vae: vae.model(torch.zeros(0, 6)), ValueError, r"x is an empty batch \(0 data points\)"),
         (lambda vae: vae.guide(torch.zeros(0, 6)), ValueError, "x is an empty batch"),
-        (lambda vae: vae.model(None, num_samples=0), ValueError, "num_samples must be an integer >= 1, got 0"),
-        (lambda vae: vae.model(None, num_samples=-2), ValueError, "num_samples must be an integer >= 1, got -2"),
+        (lambda vae: vae.model(None, num_generated=0), ValueError, "num_generated must be an integer >= 1, got 0"),
+        (lambda vae: vae.model(None, num_generated=-2), ValueError, "num_generated must be an integer >= 1, got -2"),
     ],
 )
 def test_bad_data_is_refused_before_torch(call, error, match):

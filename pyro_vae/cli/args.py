@@ -90,6 +90,12 @@ def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
 
 
+def add_num_samples(p: argparse.ArgumentParser, default: int, what: str = "per test image") -> None:
+    """``-k`` / ``--num-samples``: the importance samples K of an evaluation (``args.num_samples``)."""
+    p.add_argument("-k", "--num-samples", dest="num_samples", type=positive_int, default=default,
+                   help=f"importance samples K {what} (default {default})")
+
+
 def add_pass_sizes(p: argparse.ArgumentParser, batch_help: str) -> None:
     """Evaluation passes: ``--batch-size`` images x ``--chunk-size`` importance samples each."""
     p.add_argument("--batch-size", type=positive_int, default=100, help=batch_help)

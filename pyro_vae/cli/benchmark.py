@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pyro_vae.cli.args import add_pass_sizes, add_threads, positive_int, resolve_device
+from pyro_vae.cli.args import add_num_samples, add_pass_sizes, add_threads, positive_int, resolve_device
 from pyro_vae.cli.commands import machine, register_command
 from pyro_vae.training.config import PRESETS
 
@@ -28,7 +28,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="time pyro_vae's step with the ELBO compiled or not (default: as `train` does, compiled "
                         "for K = 1, eager for the IWAE bound)")
-    p.add_argument("-k", type=positive_int, default=1000, help="--evaluate: importance samples per image (default 1000)")
+    add_num_samples(p, 1000, "per image of --evaluate")
     p.add_argument("--num-images", type=positive_int, default=200, help="--evaluate: images (default 200)")
     add_pass_sizes(p, "minibatch of a training step; with --evaluate, images per pass (default 100)")
     add_threads(p)
@@ -58,16 +58,16 @@ def _step_benchmark(args) -> dict:
     hidden, z_dim = tuple(args.hidden or preset["hidden"]), args.z_dim or preset["z_dim"]
     if args.evaluate:
         result = run_eval_benchmark(
-            hidden=hidden, z_dim=z_dim, num_images=args.num_images, num_samples=args.k, rounds=args.rounds,
+            hidden=hidden, z_dim=z_dim, num_images=args.num_images, num_samples=args.num_samples, rounds=args.rounds,
             device=device, batch_size=args.batch_size, chunk_size=args.chunk_size,
         )
-        what = f"evaluation of {args.num_images} images, K = {args.k}"
+        what = f"evaluation of {args.num_images} images, K = {args.num_samples}"
     else:
         result = run_benchmark(
             hidden=hidden, z_dim=z_dim, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
             device=device, num_particles=args.num_particles, jit=args.jit,
         )
-        what = "training step" + (f", IWAE k = {args.num_particles}" if args.num_particles > 1 else "")
+        what = "training step" + (f", IWAE K = {args.num_particles}" if args.num_particles > 1 else "")
         what += ", pyro_vae compiled (--jit)" if result["jit"] else ", pyro_vae eager"
     result.update(machine=machine(), device=device, hidden=list(hidden), z_dim=z_dim, what=what)
     print(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyro_vae.cli.args import add_common, positive_int, resolve_device
+from pyro_vae.cli.args import add_common, add_num_samples, positive_int, resolve_device
 from pyro_vae.cli.commands import machine, register_command
 from pyro_vae.models.nets import ACTIVATIONS
 
@@ -18,7 +18,7 @@ def add_structures_arguments(p: argparse.ArgumentParser) -> None:
                    help="rows of the table (default: all): " + "; ".join(f"{k}: {v.description}" for k, v in ENTRIES.items()))
     p.add_argument("--epochs", type=positive_int, default=10, help="epochs per run (default 10)")
     p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 per entry (default 1)")
-    p.add_argument("-k", type=positive_int, default=5000, help="importance samples per test image (default 5000)")
+    add_num_samples(p, 5000)
     p.add_argument("--num-test", type=positive_int, help="first N test images (default: all 10,000)")
     p.add_argument("--num-train", type=positive_int, help="first N training images (default: all 60,000)")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once, each in its own process (default 1)")
@@ -33,7 +33,7 @@ def cmd_structures(args) -> None:
 
     entries = args.entries or list(ENTRIES)
     print(f"latent structures {' '.join(entries)} -> {args.out}\nmachine: {machine()}")
-    run_table(args.out, entries, args.seeds, args.epochs, args.k, args.num_test, args.data_dir,
+    run_table(args.out, entries, args.seeds, args.epochs, args.num_samples, args.num_test, args.data_dir,
               resolve_device(args.device), args.jobs, args.num_train, args.activation)
     print((args.out / "table.md").read_text())
 

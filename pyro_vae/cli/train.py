@@ -10,6 +10,7 @@ from pathlib import Path
 from pyro_vae.cli.args import (
     add_choice,
     add_common,
+    add_num_samples,
     add_pass_sizes,
     at_least,
     key_value,
@@ -71,12 +72,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="KL warm-up over W epochs: the latent terms weighted by min(1, epoch / W) (default 0: off)")
     p.add_argument("--evals-per-decade", type=at_least(0),
                    help="metrics rows (test ELBO) per decade of training samples instead of one per epoch")
-    p.add_argument("--eval-samples", type=positive_int, help="z per test datum of each row's test ELBO (default 1)")
+    p.add_argument("--metrics-num-samples", type=positive_int,
+                   help="z per test datum of each metrics row's test ELBO (default 1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--split-seed", type=int, help="graph data: seed of the 85/5/10 link split (default 0)")
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument("--eval-k", type=positive_int, default=100, help="importance samples per test image for the final log p(x) (default 100; reported numbers use `evaluate -k 5000`)")
+    add_num_samples(p, 100, "per test image of the final log p(x); reported numbers use `evaluate -k 5000`")
     p.add_argument("--num-test", type=positive_int,
                    help="the final evaluation on the first N test images only (default: all)")
     p.add_argument("--keep-every", type=at_least(0), default=0, help="keep a copy of every N-th epoch's checkpoint")
@@ -105,19 +107,19 @@ def _config_from_args(args) -> TrainConfig:
 
 
 def _evaluate_report(
-    run, run_dir: Path, k: int, device: str, num_test: int | None, distributed: DistributedContext = SINGLE,
+    run, run_dir: Path, num_samples: int, device: str, num_test: int | None, distributed: DistributedContext = SINGLE,
     **options,
 ) -> dict:
     """Evaluate (each process its shard of the test set), print the numbers, then write them
     (a failed write loses nothing printed); rank 0 alone prints and writes."""
-    report = {**evaluate_run(run, k, device, num_test, distributed, **options), "machine": machine()}
+    report = {**evaluate_run(run, num_samples, device, num_test, distributed, **options), "machine": machine()}
     num = report["num_test"]
-    path = report_path(run_dir, report["epoch"], k, num, options.get("marginal", False))
+    path = report_path(run_dir, report["epoch"], num_samples, num, options.get("marginal", False))
 
     def write() -> None:
         print(
-            f"epoch {report['epoch']}: test ELBO ({k}-sample mean) {report['test_elbo']:.2f}, "
-            f"{report['log_likelihood_of']} (IS, K={k}) {report['test_log_px']:.2f} nats over {num} test images"
+            f"epoch {report['epoch']}: test ELBO ({num_samples}-sample mean) {report['test_elbo']:.2f}, "
+            f"{report['log_likelihood_of']} (IS, K={num_samples}) {report['test_log_px']:.2f} nats over {num} test images"
             + (f", test error {100 * report['test_error']:.2f}%" if "test_error" in report else "") + f" -> {path}",
             flush=True,
         )
@@ -160,13 +162,13 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
     if data_kind(config) == "graph":
         _graph_report(run, run_dir)
         return
-    _evaluate_report(run, run_dir, args.eval_k, device, args.num_test, distributed)
+    _evaluate_report(run, run_dir, args.num_samples, device, args.num_test, distributed)
     distributed.on_main(lambda: [print(f"wrote {path}") for path in write_figures(run, run_dir / "figures")])
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN", help="a run folder, or pretrained:NAME (pyro_vae.pretrained)")
-    p.add_argument("-k", type=positive_int, default=5000, help="importance samples per test image (default 5000)")
+    add_num_samples(p, 5000)
     p.add_argument("--num-test", type=positive_int, help="evaluate on the first N test images only")
     p.add_argument("--checkpoint", type=Path, help="a kept checkpoint instead of the run's last one")
     p.add_argument("--marginal", action="store_true",
@@ -182,7 +184,7 @@ def cmd_evaluate(args) -> None:
         if data_kind(run.config) == "graph":
             _graph_report(run, report_dir(args.run_dir))
             return
-        _evaluate_report(run, report_dir(args.run_dir), args.k, device, args.num_test, distributed,
+        _evaluate_report(run, report_dir(args.run_dir), args.num_samples, device, args.num_test, distributed,
                          batch_size=args.batch_size, chunk_size=args.chunk_size, marginal=args.marginal)
 
 

@@ -26,8 +26,8 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draws", type=at_least(2), default=100, help="gradient draws R per estimator (default 100)")
     p.add_argument("--adapt-steps", type=at_least(0), default=300,
                    help="minibatches to adapt baselines on (default 300)")
-    p.add_argument("--particles", type=positive_int, nargs="+",
-                   help="particle counts K of step 3 (default 1 4 16; with --run-dir, none unless given)")
+    p.add_argument("--num-particles", type=positive_int, nargs="+",
+                   help="samples L per datum of step 3 (default 1 4 16; with --run-dir, none unless given)")
     p.add_argument("--z-dims", type=positive_int, nargs="+", default=[2, 5, 10, 20, 50])
     p.add_argument("--run-dir", type=Path, help="only compare the estimators at this trained run's last checkpoint")
     add_common(p)
@@ -45,11 +45,11 @@ def cmd_variance(args) -> None:
         num_draws=args.draws,
         adapt_steps=args.adapt_steps,
         z_dims=args.z_dims,
-        **({"particles": args.particles} if args.particles else {}),
+        **({"num_particles": args.num_particles} if args.num_particles else {}),
     )
     print(f"variance study -> {args.out}\nmachine: {machine()}")
     if args.run_dir:
-        compare_at_run(args.run_dir, study, args.out, args.data_dir, resolve_device(args.device), args.particles or ())
+        compare_at_run(args.run_dir, study, args.out, args.data_dir, resolve_device(args.device), args.num_particles or ())
     else:
         run_study(study, args.out, args.data_dir, resolve_device(args.device))
     print((args.out / "summary.md").read_text())

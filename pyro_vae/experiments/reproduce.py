@@ -62,6 +62,7 @@ from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.plots import PAPER_XLIM, curve_grid_figure, plot_manifold, plot_samples
 from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training import PRESETS, Run, TrainConfig, train_or_resume
+from pyro_vae.training.config import RENAMED_KEYS
 from pyro_vae.training.folder import CHECKPOINT
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
@@ -80,8 +81,8 @@ class Budget:
     fig3_samples: int  # training samples per fig3 run of AEVB and wake-sleep
     mcem_samples: int  # per MCEM run: its HMC E-step costs ~100 decoder gradients per datum
     evals_per_decade: int  # metrics rows (and fig3's log p(x) estimates) per decade of samples
-    eval_samples: int  # z per test image of each row's test ELBO
-    eval_k: int  # importance samples K of fig3
+    metrics_num_samples: int  # z per test image of each row's test ELBO
+    num_samples: int  # importance samples K of fig3
     eval_points: int  # training and test images whose log p(x) fig3 estimates
     paper_axes: bool = False  # draw the paper's x range, 10^5 to 10^8 training samples
     mnist_hidden: int = 500
@@ -92,26 +93,26 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     "tiny": Budget(
         mnist_samples=60_000, frey_samples=3_400, mnist_z_dims=(3,), frey_z_dims=(2,), sample_z_dims=(2, 5),
-        fig3_num_train=(1000,), fig3_samples=3_000, mcem_samples=2_000, evals_per_decade=2, eval_samples=1,
-        eval_k=5, eval_points=100, mnist_hidden=50, frey_hidden=50, fig3_hidden=20,
+        fig3_num_train=(1000,), fig3_samples=3_000, mcem_samples=2_000, evals_per_decade=2, metrics_num_samples=1,
+        num_samples=5, eval_points=100, mnist_hidden=50, frey_hidden=50, fig3_hidden=20,
     ),
     "small": Budget(
         mnist_samples=180_000, frey_samples=51_000, mnist_z_dims=(3, 20), frey_z_dims=(2, 10),
         sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000), fig3_samples=150_000, mcem_samples=150_000,
-        evals_per_decade=5, eval_samples=1, eval_k=100, eval_points=500,
+        evals_per_decade=5, metrics_num_samples=1, num_samples=100, eval_points=500,
     ),
     # Two decades of the paper's axis (it goes to 1e8), every latent size of the paper.
     "medium": Budget(
         mnist_samples=10_000_000, frey_samples=10_000_000, mnist_z_dims=(3, 5, 10, 20, 200),
         frey_z_dims=(2, 5, 10, 20), sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000),
-        fig3_samples=10_000_000, mcem_samples=1_000_000, evals_per_decade=10, eval_samples=10,
-        eval_k=200, eval_points=1000, paper_axes=True,
+        fig3_samples=10_000_000, mcem_samples=1_000_000, evals_per_decade=10, metrics_num_samples=10,
+        num_samples=200, eval_points=1000, paper_axes=True,
     ),
     "full": Budget(
         mnist_samples=100_000_000, frey_samples=100_000_000, mnist_z_dims=(3, 5, 10, 20, 200),
         frey_z_dims=(2, 5, 10, 20), sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000),
-        fig3_samples=100_000_000, mcem_samples=10_000_000, evals_per_decade=10, eval_samples=10,
-        eval_k=1000, eval_points=1000, paper_axes=True,
+        fig3_samples=100_000_000, mcem_samples=10_000_000, evals_per_decade=10, metrics_num_samples=10,
+        num_samples=1000, eval_points=1000, paper_axes=True,
     ),
 }
 
@@ -178,16 +179,17 @@ def budget_config(
     per_epoch = (n // PRESETS["paper"]["batch_size"]) * PRESETS["paper"]["batch_size"]
     return paper_config(
         dataset, z_dim, hidden, math.ceil(samples / per_epoch), algorithm, num_train=num_train,
-        evals_per_decade=b.evals_per_decade, eval_samples=b.eval_samples,
+        evals_per_decade=b.evals_per_decade, metrics_num_samples=b.metrics_num_samples,
     )
 
 
 def run_name(config: TrainConfig) -> str:
     """A readable, unique folder name: data set, algorithm, sizes and a hash of the settings
     that differ from :class:`TrainConfig`'s defaults (less epochs), so that a field added
-    later with a default does not rename existing runs."""
-    defaults = asdict(TrainConfig())
-    settings = {k: v for k, v in asdict(config).items() if k != "epochs" and v != defaults[k]}
+    later with a default does not rename existing runs; a renamed field is hashed under its
+    old name (:data:`~pyro_vae.training.config.RENAMED_KEYS`), for the same reason."""
+    defaults, old_names = asdict(TrainConfig()), {new: old for old, new in RENAMED_KEYS.items()}
+    settings = {old_names.get(k, k): v for k, v in asdict(config).items() if k != "epochs" and v != defaults[k]}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     subset = f"-n{config.num_train}" if config.num_train else ""
     return f"{config.dataset}-{config.algorithm}-z{config.z_dim}-h{'x'.join(map(str, config.hidden))}{subset}-{digest}"
@@ -251,7 +253,7 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     Writes ``fig2.csv`` (one row per algorithm, data set, Nz and metrics row of the
     run, with the columns of ``metrics.csv``) and ``fig2.png`` (top row MNIST, bottom
     row Frey Face). The train ELBO is the mean minibatch bound since the previous row,
-    the test ELBO the bound of the test set with ``budget.eval_samples`` z per image.
+    the test ELBO the bound of the test set with ``budget.metrics_num_samples`` z per image.
     """
     out_dir, b = Path(out_dir), get_budget(budget)
     # Frey Face first: its runs are the quicker ones
@@ -286,18 +288,19 @@ def _eval_points(run: Run, n: int, device: str) -> dict[str, torch.Tensor]:
     return {"train": x_train.to(device), "test": data.test[:n].to(device)}
 
 
-def marginal_likelihood(run: Run, num_points: int, k: int, device: str = "cpu") -> dict[str, float]:
-    """Mean importance-sampled log p(x) (K = ``k``, proposal q(z|x)) of ``num_points`` training and test images."""
+def marginal_likelihood(run: Run, num_points: int, num_samples: int, device: str = "cpu") -> dict[str, float]:
+    """Mean importance-sampled log p(x) (K = ``num_samples``, proposal q(z|x)) of ``num_points`` training and test images."""
     points = _eval_points(run, num_points, device)
     return {
-        f"{split}_log_px": evaluate(run.vae, x.split(100), num_samples=k, chunk_size=min(k, 500))["log_px"]
+        f"{split}_log_px": evaluate(run.vae, x.split(100), num_samples=num_samples, chunk_size=min(num_samples, 500))["log_px"]
         for split, x in points.items()
     }
 
 
-def _log_px_columns(run: Run, num_points: int, k: int, device: str) -> dict:
+def _log_px_columns(run: Run, num_points: int, num_samples: int, device: str) -> dict:
     """Figure 3's columns of a metrics row (an ``on_eval`` of :func:`~pyro_vae.training.loop.train`)."""
-    return {"k": k, "num_points": num_points, **marginal_likelihood(run, num_points, k, device)}
+    return {"num_samples": num_samples, "num_points": num_points,
+            **marginal_likelihood(run, num_points, num_samples, device)}
 
 
 def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | None = None,
@@ -315,7 +318,7 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
                                                  b.mcem_samples if algorithm == "mcem" else b.fig3_samples,
                                                  data_dir, algorithm, num_train))
             for num_train in b.fig3_num_train for algorithm in ("aevb", "wake-sleep", "mcem")]
-    log_px = bind(_log_px_columns, num_points=b.eval_points, k=b.eval_k, device=device)
+    log_px = bind(_log_px_columns, num_points=b.eval_points, num_samples=b.num_samples, device=device)
     metrics = runs_metrics([run[-1] for run in runs], out_dir, data_dir, device, log_px, partial, jobs)
     rows = [{"num_train": num_train, "algorithm": algorithm, **m}
             for (num_train, algorithm, _), run_rows in zip(runs, metrics) for m in run_rows]
@@ -325,7 +328,7 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     panels = {(0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
               for c, n in enumerate(b.fig3_num_train)}
     series = {"train_log_px": ("train", "-"), "test_log_px": ("test", "--")}
-    curve_grid_figure(panels, series, f"log p(x), IS with K = {b.eval_k}", out_dir / "fig3.png",
+    curve_grid_figure(panels, series, f"log p(x), IS with K = {b.num_samples}", out_dir / "fig3.png",
                       PAPER_XLIM if b.paper_axes else None)
     return rows
 

@@ -20,7 +20,6 @@ and ``table.md``.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from pyro_vae.files import atomic_write_json, atomic_write_text, write_csv
 from pyro_vae.plots import write_figures
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training import train_or_resume
-from pyro_vae.training.report import evaluate_run, report_path
+from pyro_vae.training.report import evaluate_run, read_report, report_path
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ ENTRIES: dict[str, Entry] = {
 }
 
 
-def train_entry(job: tuple[str, int], out: Path, budget: dict, k: int, num_test: int | None,
+def train_entry(job: tuple[str, int], out: Path, budget: dict, num_samples: int, num_test: int | None,
                 data_dir: str | None, device: str) -> dict:
     """Train (or resume) one entry and seed under ``budget`` (``epochs``, optionally
     ``num_train`` and ``activation``), evaluate it (reusing a saved evaluation of the same
@@ -102,11 +101,11 @@ def train_entry(job: tuple[str, int], out: Path, budget: dict, k: int, num_test:
     entry, budget = ENTRIES[name], {**budget, "seed": seed}
     run_dir = out / f"{name}-seed{seed}"
     run = train_or_resume(entry.config(budget), run_dir, data_dir=data_dir, device=device, progress=False)
-    path = report_path(run_dir, run.metrics[-1]["epoch"], k, len(run.dataset.test[:num_test]))
+    path = report_path(run_dir, run.metrics[-1]["epoch"], num_samples, len(run.dataset.test[:num_test]))
     if path.exists():
-        report = json.loads(path.read_text())
+        report = read_report(path)
     else:
-        report = evaluate_run(run, k, device, num_test)
+        report = evaluate_run(run, num_samples, device, num_test)
         atomic_write_json(path, report)
     if not (run_dir / "figures").is_dir():  # samples, reconstructions, latents; M2's analogies
         write_figures(run, run_dir / "figures")
@@ -140,7 +139,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def run_table(out: str | Path, entries: Sequence[str] = tuple(ENTRIES), seeds: int = 1, epochs: int = 10,
-              k: int = 5000, num_test: int | None = None, data_dir: str | None = None, device: str = "cpu",
+              num_samples: int = 5000, num_test: int | None = None, data_dir: str | None = None, device: str = "cpu",
               jobs: int = 1, num_train: int | None = None, activation: str | None = None) -> list[dict]:
     """Train and evaluate ``entries`` x seeds 0..seeds-1 under ``out`` (on the first
     ``num_train`` training images if given, with ``activation`` hidden units instead of
@@ -152,7 +151,7 @@ def run_table(out: str | Path, entries: Sequence[str] = tuple(ENTRIES), seeds: i
     out = Path(out)
     budget = {"epochs": epochs, **({"num_train": num_train} if num_train else {}),
               **({"activation": activation} if activation else {})}
-    job = partial(train_entry, out=out, budget=budget, k=k, num_test=num_test, data_dir=data_dir, device=device)
+    job = partial(train_entry, out=out, budget=budget, num_samples=num_samples, num_test=num_test, data_dir=data_dir, device=device)
     rows = run_jobs(job, [(name, seed) for name in entries for seed in range(seeds)], jobs)
     write_csv(rows, out / "runs.csv")
     atomic_write_text(out / "table.md", markdown_table(rows))

@@ -10,7 +10,7 @@ Steps, all written under ``out_dir``:
    last epoch, compare all estimators on one fixed test minibatch
    (``experiment = training`` rows of ``variance.csv``; ``variance_training.png``,
    ``snr_training.png``).
-3. At the last epoch, repeat with L = ``particles`` samples per datum
+3. At the last epoch, repeat with L = each of ``num_particles`` samples per datum
    (``experiment = particles``; ``variance_particles.png``).
 4. For each latent size in ``z_dims``, train a ``reparam`` VAE for one epoch and
    compare there (``experiment = latent``; ``variance_latent.png``).
@@ -44,7 +44,7 @@ class StudyConfig:
     estimators: Sequence[str] = ESTIMATORS
     num_draws: int = 100
     adapt_steps: int = 300
-    particles: Sequence[int] = (1, 4, 16)
+    num_particles: Sequence[int] = (1, 4, 16)  # the sample counts L per datum of step 3
     z_dims: Sequence[int] = (2, 5, 10, 20, 50)
 
     def __post_init__(self) -> None:
@@ -101,8 +101,8 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
             rows.append({"experiment": "training", "epoch": epoch, "z_dim": base.z_dim, **row})
 
     # 3. number of particles, at the last epoch
-    for num_particles in study.particles:
-        for row in _compare(points[base.epochs], study, num_particles, generator):
+    for particles in study.num_particles:
+        for row in _compare(points[base.epochs], study, particles, generator):
             rows.append({"experiment": "particles", "epoch": base.epochs, "z_dim": base.z_dim, **row})
 
     # 4. latent size, after one epoch of training each
@@ -122,9 +122,9 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
 
 
 def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path, data_dir=None,
-                   device: str = "cpu", particles: Sequence[int] = ()) -> list[dict]:
+                   device: str = "cpu", num_particles: Sequence[int] = ()) -> list[dict]:
     """Step 2 alone, at the last checkpoint of an existing run (e.g. a long, converged one):
-    writes ``variance.csv`` and ``summary.md`` into ``out_dir``. With ``particles``, also
+    writes ``variance.csv`` and ``summary.md`` into ``out_dir``. With ``num_particles``, also
     step 3 at that checkpoint: every estimator with K particles for each K given (for
     ``iwae`` and ``dreg`` the K-sample bound; Rainforth et al. 2018 show the guide's SNR
     of the IWAE gradient falling as K grows, and DReG's not), drawn in
@@ -138,10 +138,10 @@ def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path,
     rows = [{"experiment": "training", "epoch": epoch, "z_dim": run.config.z_dim, **row}
             for row in _compare(run, study, 1, generator)]
     rows += [{"experiment": "particles", "epoch": epoch, "z_dim": run.config.z_dim, **row}
-             for num_particles in particles for row in _compare(run, study, num_particles, generator)]
+             for particles in num_particles for row in _compare(run, study, particles, generator)]
     write_csv(rows, out_dir / "variance.csv")
     summary = summary_table(rows, epoch)
-    if particles:
+    if num_particles:
         plot_variance(rows, "particles", "num_particles", out_dir / "variance_particles.png")
         plot_variance(rows, "particles", "num_particles", out_dir / "snr_particles.png", stat="snr")
         summary += "\n" + particles_table(rows)

@@ -93,19 +93,19 @@ def wake_loss(vae: VAE, x: torch.Tensor, total_size: int | None = None) -> tuple
     return -model_trace.log_prob_sum(), log_q
 
 
-def dream(vae: VAE, num_samples: int) -> poutine.Trace:
+def dream(vae: VAE, num_generated: int) -> poutine.Trace:
     """A trace of the model run forward, without gradient: z_i ~ p(z), x_i ~ p_theta(x|z_i)."""
     with torch.no_grad():
-        return poutine.trace(vae.model).get_trace(num_samples=num_samples)
+        return poutine.trace(vae.model).get_trace(num_generated=num_generated)
 
 
-def sleep_loss(vae: VAE, num_samples: int, total_size: int | None = None) -> torch.Tensor:
-    """``-(N/M) sum_i log q_phi(z_i|x_i)`` on ``num_samples`` dreams (z_i, x_i) ~ p(z) p_theta(x|z).
+def sleep_loss(vae: VAE, num_generated: int, total_size: int | None = None) -> torch.Tensor:
+    """``-(N/M) sum_i log q_phi(z_i|x_i)`` on ``num_generated`` dreams (z_i, x_i) ~ p(z) p_theta(x|z).
 
     The guide is replayed on the dreamed z (``poutine.replay``), so its
     gradient is exactly the sleep update of phi.
     """
-    dreams = dream(vae, num_samples)
+    dreams = dream(vae, num_generated)
     x = dreams.nodes[vae.site("x")]["value"]
     guide_trace = poutine.trace(poutine.replay(vae.guide, trace=dreams)).get_trace(x, total_size=total_size)
     return -guide_trace.log_prob_sum()
@@ -124,9 +124,9 @@ def wake_step(vae: VAE, x: torch.Tensor, decoder_optim: torch.optim.Optimizer, t
     return (loss + log_q).item()
 
 
-def sleep_step(vae: VAE, num_samples: int, encoder_optim: torch.optim.Optimizer, total_size: int | None = None) -> float:
-    """One sleep update of phi on ``num_samples`` dreams; returns the sleep loss before the update."""
-    loss = sleep_loss(vae, num_samples, total_size)
+def sleep_step(vae: VAE, num_generated: int, encoder_optim: torch.optim.Optimizer, total_size: int | None = None) -> float:
+    """One sleep update of phi on ``num_generated`` dreams; returns the sleep loss before the update."""
+    loss = sleep_loss(vae, num_generated, total_size)
     _minimize(loss, encoder_optim)
     return loss.item()
 

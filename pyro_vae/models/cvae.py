@@ -89,9 +89,9 @@ class CVAE(VAE):
         """p(x|z,y)."""
         return self.likelihood(self.decoder.run(z, one_hot(y, self.num_classes)))
 
-    def batch_size(self, x: torch.Tensor | None, num_samples: int | None, context: dict) -> int:
+    def batch_size(self, x: torch.Tensor | None, num_generated: int | None, context: dict) -> int:
         if context.get("y") is None:
             raise ValueError(f"{type(self).__name__} needs the labels y of its data (y=...)")
         if torch.is_tensor(context["y"]):
             check_labels(context["y"], self.num_classes)
-        return super().batch_size(x, num_samples, context)
+        return super().batch_size(x, num_generated, context)

@@ -60,8 +60,8 @@ class M2(CVAE):
         self.classifier = MLP(self.x_dim, hidden, num_classes, activation, init_std)
         self.register_buffer("class_logits", torch.zeros(num_classes))
 
-    def batch_size(self, x: torch.Tensor | None, num_samples: int | None, context: dict) -> int:
-        return super(CVAE, self).batch_size(x, num_samples, context)
+    def batch_size(self, x: torch.Tensor | None, num_generated: int | None, context: dict) -> int:
+        return super(CVAE, self).batch_size(x, num_generated, context)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable class under q(y|x), one per datum."""
@@ -94,10 +94,10 @@ class M2(CVAE):
         return y >= 0
 
     @pyro_method
-    def model(self, x=None, *, y=None, num_samples=None, total_size=None) -> torch.Tensor:
+    def model(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """p(y) p(z) p(x|y,z); y observed where given (y >= 0)."""
         context = {} if y is None else {"y": y}
-        batch_size = self.batch_size(x, num_samples, context)
+        batch_size = self.batch_size(x, num_generated, context)
         labelled = self._labelled(y)
         prior_y = dist.Categorical(logits=self.class_logits)
         with self.data_plate(batch_size, total_size):
@@ -111,7 +111,7 @@ class M2(CVAE):
             return pyro.sample(self.site("x"), self.decode(z, y=y), obs=x)
 
     @pyro_method
-    def guide(self, x=None, *, y=None, num_samples=None, total_size=None) -> torch.Tensor:
+    def guide(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """q(y|x) for the unlabelled data, then q(z|x,y)."""
         if x is None:
             raise ValueError("the guide needs data: call guide(x) with a batch x")

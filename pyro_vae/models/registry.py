@@ -2,7 +2,7 @@
 
 A registered model is a :class:`~pyro.nn.PyroModule` class with
 
-* ``model(x=None, *, total_size=None, num_samples=None, **context)`` and
+* ``model(x=None, *, total_size=None, num_generated=None, **context)`` and
   ``guide(x, *, total_size=None, **context)``: the Pyro program p(x, latents)
   and the recognition model q(latents | x), every per-datum site inside the
   plate named ``data_plate_name`` at ``dim=-1``;

@@ -119,7 +119,7 @@ class StackedM1M2(PyroModule):
         return z1
 
     @pyro_method
-    def model(self, x=None, *, y=None, num_samples=None, total_size=None) -> torch.Tensor:
+    def model(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """p(y) p(z2) p(z1 | y, z2) p(x | z1), z1 declared flat and scored by M2's model."""
         if x is None:
             raise ValueError("stacked M1 + M2 scores data against its guide: call model(x) with a batch x")
@@ -131,7 +131,7 @@ class StackedM1M2(PyroModule):
             return pyro.sample(self.m1.site("x"), self.m1.decode(z1), obs=x)
 
     @pyro_method
-    def guide(self, x=None, *, y=None, num_samples=None, total_size=None) -> torch.Tensor:
+    def guide(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """q(z1 | x) of M1, then M2's q(y | z1) q(z2 | z1, y)."""
         if x is None:
             raise ValueError("the guide needs data: call guide(x) with a batch x")

@@ -64,16 +64,16 @@ class TwoLayerVAE(VAE):
         return dist.Normal(*self.decoder2(z2)).to_event(1)
 
     @pyro_method
-    def model(self, x=None, *, num_samples=None, total_size=None, **context) -> torch.Tensor:
+    def model(self, x=None, *, num_generated=None, total_size=None, **context) -> torch.Tensor:
         """p(z2) p(z|z2) p(x|z)."""
-        batch_size = self.batch_size(x, num_samples, context)
+        batch_size = self.batch_size(x, num_generated, context)
         with self.data_plate(batch_size, total_size):
             z2 = pyro.sample(self.site("z2"), self.top_prior())
             z = pyro.sample(self.site("z"), self.prior(z2=z2))
             return pyro.sample(self.site("x"), self.decode(z), obs=x)
 
     @pyro_method
-    def guide(self, x=None, *, num_samples=None, total_size=None, **context) -> torch.Tensor:
+    def guide(self, x=None, *, num_generated=None, total_size=None, **context) -> torch.Tensor:
         """q(z|x) q(z2|z)."""
         if x is None:
             raise ValueError("the guide needs data: call guide(x) with a batch x")

@@ -195,12 +195,12 @@ class VAE(PyroModule):
         self,
         x: torch.Tensor | None = None,
         *,
-        num_samples: int | None = None,
+        num_generated: int | None = None,
         total_size: int | None = None,
         **context,
     ) -> torch.Tensor:
-        """p(z) p(x|z). With ``x=None`` draws ``num_samples`` (default 1) new data."""
-        batch_size = self.batch_size(x, num_samples, context)
+        """p(z) p(x|z). With ``x=None`` draws ``num_generated`` (default 1) new data."""
+        batch_size = self.batch_size(x, num_generated, context)
         with self.data_plate(batch_size, total_size):
             z = pyro.sample(self.site("z"), self.prior(**context))
             return pyro.sample(self.site("x"), self.decode(z, **context), obs=x)
@@ -210,7 +210,7 @@ class VAE(PyroModule):
         self,
         x: torch.Tensor | None = None,
         *,
-        num_samples: int | None = None,
+        num_generated: int | None = None,
         total_size: int | None = None,
         **context,
     ) -> torch.Tensor:
@@ -222,7 +222,7 @@ class VAE(PyroModule):
             return pyro.sample(self.site("z"), self.posterior(x, **context))
 
     # --- helpers ----------------------------------------------------------
-    def batch_size(self, x: torch.Tensor | None, num_samples: int | None, context: dict) -> int:
+    def batch_size(self, x: torch.Tensor | None, num_generated: int | None, context: dict) -> int:
         """The number of data of a call, after checking ``x`` and the context against :attr:`data_keys`."""
         unknown = sorted(set(context) - set(self.data_keys))
         if unknown:
@@ -233,9 +233,9 @@ class VAE(PyroModule):
             self.check_data(x)
             batch_size = x.shape[0]
         else:
-            batch_size = 1 if num_samples is None else num_samples
+            batch_size = 1 if num_generated is None else num_generated
             if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-                raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+                raise ValueError(f"num_generated must be an integer >= 1, got {num_generated!r}")
         for key, value in context.items():
             if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] != batch_size:
                 raise ValueError(f"{key} has {value.shape[0]} entries for a batch of {batch_size}")
@@ -292,11 +292,11 @@ class VAE(PyroModule):
             return self._observation_mean(poutine.trace(model).get_trace(x, **context))
 
     @torch.no_grad()
-    def generate(self, num_samples: int, latents: dict[str, torch.Tensor] | None = None, **context) -> torch.Tensor:
-        """Means of p(x|latents) for ``num_samples`` draws from the model's prior;
+    def generate(self, num_generated: int, latents: dict[str, torch.Tensor] | None = None, **context) -> torch.Tensor:
+        """Means of p(x|latents) for ``num_generated`` draws from the model's prior;
         ``latents`` fixes some sites (by unprefixed name, e.g. ``{"z": grid}``)."""
         model = self.model
         if latents:
             model = poutine.condition(model, {self.site(k): v for k, v in latents.items()})
         with pyro.get_param_store().scope():
-            return self._observation_mean(poutine.trace(model).get_trace(None, num_samples=num_samples, **context))
+            return self._observation_mean(poutine.trace(model).get_trace(None, num_generated=num_generated, **context))

@@ -33,6 +33,7 @@ from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import CHECKPOINT, Run, build_run, load_run
+from pyro_vae.training.report import read_report
 
 __all__ = ["FOLDER", "MAX_BYTES", "PRETRAINED", "PREFIX", "PretrainedError", "export_pretrained",
            "load_pretrained", "register_pretrained", "report_dir", "resolve_run"]
@@ -167,7 +168,7 @@ def export_pretrained(run_dir: str | Path, name: str, command: str, description:
     data = buffer.getvalue()
     if len(data) > MAX_BYTES:
         raise PretrainedError(f"the weights of {run_dir} are {len(data)} bytes in float32, over the limit of {MAX_BYTES}")
-    reports = {p.stem: json.loads(p.read_text()) for p in sorted(run_dir.glob(f"eval-epoch{state['epoch']:04d}-k*-n*.json"))}
+    reports = {p.stem: read_report(p) for p in sorted(run_dir.glob(f"eval-epoch{state['epoch']:04d}-k*-n*.json"))}
     record = {
         "description": description,
         "command": command,

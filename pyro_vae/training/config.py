@@ -43,6 +43,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
+#: Config entries renamed since runs were first saved, old name -> new name: a saved config
+#: (a checkpoint's, a pretrained record's) with an old name is read under the new one by
+#: :meth:`TrainConfig.from_dict`.
+RENAMED_KEYS: dict[str, str] = {"eval_samples": "metrics_num_samples"}
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (not where it runs)."""
@@ -65,7 +71,7 @@ class TrainConfig:
     batch_size: int = 100
     epochs: int = 10
     seed: int = 0
-    eval_samples: int = 1
+    metrics_num_samples: int = 1  # z per test datum of each metrics row's test ELBO
     algorithm: str = "aevb"
     num_train: int | None = None  # train on the first num_train points only
     model: str = "vae"
@@ -93,7 +99,7 @@ class TrainConfig:
                 check(self)
         if self.num_train is not None and self.num_train < self.batch_size:
             raise ValueError(f"num_train={self.num_train} is smaller than batch_size={self.batch_size}")
-        for name in ("z_dim", "num_particles", "batch_size", "epochs", "eval_samples"):
+        for name in ("z_dim", "num_particles", "batch_size", "epochs", "metrics_num_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.evals_per_decade < 0:
@@ -121,6 +127,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """The config of the entries ``d``, old names (:data:`RENAMED_KEYS`) read as their new ones."""
+        d = {RENAMED_KEYS.get(key, key): value for key, value in d.items()}
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

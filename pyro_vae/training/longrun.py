@@ -7,7 +7,7 @@ and ``COMMAND``. Every training setting comes from the checkpoint on ``--resume`
 process itself, of which ``--jit``, ``--threads`` and ``--device`` change the float rounding.
 :func:`continue_command` therefore derives the continuation from the exact command that
 started the run: it keeps those process flags (and ``--data-dir``, ``--no-progress``,
-``--eval-k``, ...), drops the settings (they are the checkpoint's) and adds ``--resume``, so
+``-k``, ...), drops the settings (they are the checkpoint's) and adds ``--resume``, so
 on any machine, from a clean clone, the command continues the run bit for bit.
 """
 
@@ -30,10 +30,11 @@ _SETTINGS = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainCo
 
 
 def _flags(argv: list[str]) -> list[list[str]]:
-    """``argv`` grouped as ``[flag, value, ...]`` lists, a group starting at each ``--`` token."""
+    """``argv`` grouped as ``[flag, value, ...]`` lists, a group starting at each flag
+    (``--name`` or ``-k``; a negative number such as ``-1`` is a value)."""
     groups: list[list[str]] = []
     for token in argv:
-        if token.startswith("--") or not groups:
+        if (token.startswith("-") and not token[1:2].isdigit()) or not groups:
             groups.append([token])
         else:
             groups[-1].append(token)
@@ -50,7 +51,7 @@ def continue_command(started_with: str) -> str:
     except ValueError:
         raise ValueError(f"not a `pyro-vae train` command: {started_with!r}") from None
     groups = _flags(argv[start:])
-    if groups and not groups[0][0].startswith("--"):
+    if groups and not groups[0][0].startswith("-"):
         raise ValueError(f"unexpected argument {groups[0][0]!r} in {started_with!r}")
     run_dirs = [g[1:] for g in groups if g[0] == "--run-dir"]
     if len(run_dirs) != 1 or len(run_dirs[0]) != 1:

@@ -97,7 +97,7 @@ def metrics_row(
     config, vae = run.config, run.vae
     batches = run.dataset.test_batches(1000, device, keys=vae.data_keys, shard=distributed.shard)
     with forked_rng(config.seed, device, fork=config.evals_per_decade > 0):
-        test = evaluate(vae, batches, num_samples=config.eval_samples, reduce=distributed.sum)
+        test = evaluate(vae, batches, num_samples=config.metrics_num_samples, reduce=distributed.sum)
     row = {
         "epoch": epoch,
         "samples_seen": samples_seen,

@@ -3,6 +3,7 @@ that classifies (M2's q(y|x)), its test error."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,13 +13,13 @@ from pyro_vae.training.build import Run
 
 
 def evaluate_run(
-    run: Run, k: int, device: str = "cpu", num_test: int | None = None, distributed: DistributedContext = SINGLE,
+    run: Run, num_samples: int, device: str = "cpu", num_test: int | None = None, distributed: DistributedContext = SINGLE,
     *, batch_size: int = 100, chunk_size: int = 500, marginal: bool = False,
 ) -> dict:
-    """Evaluate ``run`` on its first ``num_test`` test images (all by default) with ``k``
-    importance samples per image (the proposal is the guide q(z|x)): ``test_elbo`` is the
-    mean of the k log-weights log p(x, z_k) - log q(z_k|x), ``test_log_px`` their
-    log-mean-exp (a lower bound on log p(x) that tightens as k grows), per image. Under
+    """Evaluate ``run`` on its first ``num_test`` test images (all by default) with K =
+    ``num_samples`` importance samples per image (the proposal is the guide q(z|x)): ``test_elbo`` is the
+    mean of the K log-weights log p(x, z_k) - log q(z_k|x), ``test_log_px`` their
+    log-mean-exp (a lower bound on log p(x) that tightens as K grows), per image. Under
     torchrun each process evaluates its shard and the sums are gathered. Each pass draws
     ``chunk_size`` samples for ``batch_size`` images: the defaults suit a CPU; on a GPU
     larger passes (e.g. 100 x 5000) spend less time in Pyro's per-pass tracing.
@@ -32,9 +33,9 @@ def evaluate_run(
     keys = ("x",) if marginal else tuple(run.vae.data_keys)
     batches = run.dataset.test_batches(batch_size, device, keys=keys, num=num_test, shard=distributed.shard)
     start = time.perf_counter()
-    result = evaluate(run.vae, batches, num_samples=k, chunk_size=chunk_size, reduce=distributed.sum)
+    result = evaluate(run.vae, batches, num_samples=num_samples, chunk_size=chunk_size, reduce=distributed.sum)
     report = {
-        "k": k,
+        "num_samples": num_samples,
         "num_test": len(run.dataset.test[:num_test]),
         "test_elbo": result["elbo"],
         "test_log_px": result["log_px"],
@@ -51,7 +52,18 @@ def evaluate_run(
     return report
 
 
-def report_path(run_dir: str | Path, epoch: int, k: int, num_test: int, marginal: bool = False) -> Path:
-    """Where the report of :func:`evaluate_run` at ``epoch`` with ``k`` samples on
-    ``num_test`` test images (``marginal``: of x alone) is saved in ``run_dir``."""
-    return Path(run_dir) / f"eval-epoch{epoch:04d}-k{k}-n{num_test}{'-marginal' if marginal else ''}.json"
+def report_path(run_dir: str | Path, epoch: int, num_samples: int, num_test: int, marginal: bool = False) -> Path:
+    """Where the report of :func:`evaluate_run` at ``epoch`` with K = ``num_samples`` samples on
+    ``num_test`` test images (``marginal``: of x alone) is saved in ``run_dir`` (the file name
+    keeps K as ``-kK-``)."""
+    return Path(run_dir) / f"eval-epoch{epoch:04d}-k{num_samples}-n{num_test}{'-marginal' if marginal else ''}.json"
+
+
+#: Report entries renamed since reports were first written, old name -> new name.
+RENAMED_REPORT_KEYS: dict[str, str] = {"k": "num_samples"}
+
+
+def read_report(path: str | Path) -> dict:
+    """The report saved at ``path`` (by :func:`evaluate_run`'s caller), an entry of an old
+    name (:data:`RENAMED_REPORT_KEYS`) read under its new one."""
+    return {RENAMED_REPORT_KEYS.get(key, key): value for key, value in json.loads(Path(path).read_text()).items()}
