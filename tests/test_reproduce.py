@@ -4,19 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae.experiments.reproduce import (
-    BUDGETS,
-    budget_config,
-    fig2,
-    fig3,
-    fig4,
-    fig5,
-    get_budget,
-    select_settings,
-    paper_config,
-    reproduce,
-    run_name,
-)
+from pyro_vae.experiments.paper_settings import BUDGETS, budget_config, get_budget, paper_config, run_name, select_settings
+from pyro_vae.experiments.reproduce import fig2, fig3, fig4, fig5, reproduce
 from pyro_vae.cli import build_parser, cmd_reproduce
 from pyro_vae.plots import PAPER_XLIM, curve_grid_figure, curve_panel
 from pyro_vae.training.loop import TrainConfig

@@ -10,7 +10,8 @@ from pyro_vae.cli.commands import machine, register_command
 
 
 def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
-    from pyro_vae.experiments.reproduce import BUDGETS, FIG2_DATASETS, FIGURES
+    from pyro_vae.experiments.paper_settings import BUDGETS, FIG2_DATASETS
+    from pyro_vae.experiments.reproduce import FIGURES
 
     p.add_argument("figure", choices=FIGURES)
     p.add_argument("--budget", choices=list(BUDGETS), default="small",

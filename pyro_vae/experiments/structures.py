@@ -93,7 +93,7 @@ ENTRIES: dict[str, Entry] = {
 
 
 def train_entry(job: tuple[str, int], out: Path, budget: dict, num_samples: int, num_test: int | None,
-                data_dir: str | None, device: str) -> dict:
+                data_dir: str | Path | None, device: str) -> dict:
     """Train (or resume) one entry and seed under ``budget`` (``epochs``, optionally
     ``num_train`` and ``activation``), evaluate it (reusing a saved evaluation of the same
     epoch, K and test images), write its figures into ``figures/`` and return its row."""
@@ -139,7 +139,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def run_table(out: str | Path, entries: Sequence[str] = tuple(ENTRIES), seeds: int = 1, epochs: int = 10,
-              num_samples: int = 5000, num_test: int | None = None, data_dir: str | None = None, device: str = "cpu",
+              num_samples: int = 5000, num_test: int | None = None, data_dir: str | Path | None = None, device: str = "cpu",
               jobs: int = 1, num_train: int | None = None, activation: str | None = None) -> list[dict]:
     """Train and evaluate ``entries`` x seeds 0..seeds-1 under ``out`` (on the first
     ``num_train`` training images if given, with ``activation`` hidden units instead of

@@ -107,7 +107,7 @@ def _weights(path: Path, record: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state["model"]
 
 
-def load_pretrained(name: str, data_dir: str | None = None, device: str = "cpu") -> Run:
+def load_pretrained(name: str, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
     """The run of the pretrained entry ``name``: its program with the shipped weights, its data
     set (``data_dir`` or ``$PYRO_VAE_DATA``), estimator and learning curve, as
     :func:`~pyro_vae.training.loop.load_run` gives for a run folder. An unknown name is a
@@ -128,7 +128,7 @@ def load_pretrained(name: str, data_dir: str | None = None, device: str = "cpu")
     return run
 
 
-def resolve_run(target: str | Path, data_dir: str | None = None, device: str = "cpu",
+def resolve_run(target: str | Path, data_dir: str | Path | None = None, device: str = "cpu",
                 checkpoint: str | Path | None = None) -> Run:
     """The run an evaluate target names: ``pretrained:NAME`` (:func:`load_pretrained`) or a run
     folder (:func:`~pyro_vae.training.loop.load_run`, from ``checkpoint`` if given)."""

@@ -70,13 +70,13 @@ def build_program(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
     )
 
 
-def build_run(config: TrainConfig, data_dir: str | None = None, device: str = "cpu") -> Run:
+def build_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
     """Seed torch's RNG, load the data, and build the program and estimator on ``device``
     (for a graph model: :func:`~pyro_vae.training.graph_loop.build_graph_run`)."""
     return RUN_KINDS[data_kind(config)].build(config, data_dir, device)
 
 
-def build_vector_run(config: TrainConfig, data_dir: str | None = None, device: str = "cpu") -> Run:
+def build_vector_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
     """:func:`build_run` for a model of data points (minibatches of a :class:`Dataset`)."""
     torch.manual_seed(config.seed)
     dataset = load_dataset(config.dataset, data_dir)
@@ -106,7 +106,7 @@ def check_program(run: Run, device: str = "cpu") -> None:
 
 def load_run(
     run_dir: str | Path,
-    data_dir: str | None = None,
+    data_dir: str | Path | None = None,
     device: str = "cpu",
     checkpoint: str | Path | None = None,
 ) -> Run:
