@@ -6,7 +6,8 @@ import pytest
 
 from pyro_vae.experiments.paper_settings import BUDGETS, budget_config, get_budget, paper_config, run_name, select_settings
 from pyro_vae.experiments.reproduce import fig2, fig3, fig4, fig5, reproduce
-from pyro_vae.cli import build_parser, cmd_reproduce
+from pyro_vae.cli import build_parser
+from pyro_vae.cli.reproduce import cmd_reproduce
 from pyro_vae.plots import PAPER_XLIM, curve_grid_figure, curve_panel
 from pyro_vae.training.loop import TrainConfig
 

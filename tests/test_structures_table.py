@@ -5,7 +5,9 @@ import shlex
 
 import pytest
 
-from pyro_vae.cli import _config_from_args, build_parser, cmd_structures, main
+from pyro_vae.cli import build_parser, main
+from pyro_vae.cli.structures import cmd_structures
+from pyro_vae.cli.train import _config_from_args
 from pyro_vae.experiments.structures import ENTRIES, markdown_table, run_table
 
 

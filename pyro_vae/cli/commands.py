@@ -36,6 +36,7 @@ class Command:
     distributed: bool = False
 
 
+#: The subcommands by name (``pyro-vae NAME``): :func:`register_command` adds one.
 COMMANDS: Registry[Command] = Registry("command")
 
 

@@ -97,6 +97,8 @@ def _import_plugins(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``pyro-vae`` with ``argv`` (default: the process's arguments); the exit status: 0, 2
+    for a user's error (printed as one line), 130 for Ctrl-C, 143 for SIGTERM."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         _import_plugins(argv)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
+#: The label of a training point whose class is not given (``--num-labels``).
 UNLABELLED = -1  # the label of a training point whose class is not given
 
 

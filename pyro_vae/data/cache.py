@@ -30,7 +30,9 @@ from pathlib import Path
 
 from pyro_vae.files import atomic_write_stream
 
+#: The environment variable naming the folder of real data sets (``--data-dir`` wins over it).
 ENV_DATA = "PYRO_VAE_DATA"
+#: The environment variable naming the writable cache (default ``~/.cache/pyro_vae``).
 ENV_CACHE = "PYRO_VAE_CACHE"
 
 

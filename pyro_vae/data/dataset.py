@@ -20,6 +20,7 @@ import torch
 
 from pyro_vae.data.batches import UNLABELLED, Batches, MixedBatches
 
+#: The seed of the one binarization of the test images (training images are binarized anew at each use).
 TEST_BINARIZATION_SEED = 0
 
 

@@ -24,7 +24,9 @@ from pyro_vae.data.cache import (
 from pyro_vae.data.dataset import Dataset
 from pyro_vae.registry import Registry
 
+#: Where Frey Face is downloaded from without a data folder (Roweis' page).
 FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
+#: The md5 of ``frey_rawface.mat``, checked before the file is used.
 FREY_MD5 = "5aeb024d42b8a6091f30e5eb18c8a48d"
 
 

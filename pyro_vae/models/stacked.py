@@ -55,6 +55,7 @@ class StackedM1M2(PyroModule):
     :param m1_z_dim: size of M1's code z1 (paper: 50) when ``m1`` is not given.
     :param m1_hidden: hidden sizes of M1 (paper: 600, 600) when ``m1`` is not given.
     :param likelihood: M1's p(x | z1) when ``m1`` is not given.
+
     Other keywords (``activation``, ``init_std``, ``alpha_scale``) go to M2; ``activation``
     and ``init_std`` also to a default M1.
     """

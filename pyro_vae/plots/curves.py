@@ -12,8 +12,11 @@ from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
 from pyro_vae.plots.figure import save_figure
 
+#: The x range of the paper's Figures 2 and 3: 10^5 to 10^8 training samples evaluated.
 PAPER_XLIM = (1e5, 1e8)  # the paper's Figures 2 and 3: 10^5 to 10^8 training samples evaluated
+#: The legend label of each training algorithm in the paper's figures.
 ALGORITHM_LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM (HMC)"}
+#: The colour of each training algorithm in the paper's figures.
 ALGORITHM_COLORS = {"aevb": "C0", "wake-sleep": "C1", "mcem": "C2"}
 
 

@@ -52,6 +52,7 @@ class RunKind:
     train: Callable[..., Run]
 
 
+#: The kinds of run by the data they train on (``"vectors"``: minibatches of data points; ``"graph"``: one graph).
 RUN_KINDS: Registry[RunKind] = Registry("kind of data")
 
 

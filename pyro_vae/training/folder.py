@@ -33,8 +33,11 @@ from pyro_vae.training.config import TrainConfig, require_same_config
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.run_dir import clean_stale_temp_files, lock_run_dir, repair_snapshots, snapshot_path
 
+#: The run folder's checkpoint, written atomically at the end of an epoch.
 CHECKPOINT = "checkpoint.pt"
+#: The run folder's metrics rows, one per epoch or per point of the log schedule.
 METRICS = "metrics.csv"
+#: The run folder's config, for people and tools (the checkpoint's is the one resumed from).
 CONFIG = "config.json"
 
 
