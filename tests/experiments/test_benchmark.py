@@ -13,6 +13,7 @@ from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.models.vae import VAE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_particles", [1, 5])
 def test_handwritten_and_pyro_vae_steps_estimate_the_same_bound(num_particles):
     # the mean loss over many steps at a tiny learning rate: both estimate -(N/M) * bound

@@ -51,6 +51,7 @@ def test_lock_refuses_a_second_holder_and_releases(tmp_path):
     assert not (tmp_path / "run").exists()  # created here and left empty: removed
 
 
+@pytest.mark.slow
 def test_two_trainers_started_together_one_is_refused(tmp_path):
     run = tmp_path / "run"
     procs = [_cli(*TRAIN, "--epochs", "5000", "--run-dir", str(run)) for _ in range(2)]
@@ -76,6 +77,7 @@ def test_two_trainers_started_together_one_is_refused(tmp_path):
                  "--no-progress", "-k", "2", "--device", "cpu"]) == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path):
     run = tmp_path / "run"
     proc = _cli(*TRAIN, "--epochs", "5000", "--run-dir", str(run))

@@ -42,6 +42,7 @@ def test_markdown_table_gives_mean_and_spread_over_seeds():
     assert lines[3] == "| VAE, ELBO | 1 | 10 | 0.5 | -95.00 | -91.00 |  | -86.76 |"
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_table_runs_on_mnist_and_a_rerun_reuses_its_runs(tmp_path, real_data_dir):
     names = ["vae", "m2-100", "cvae"]
@@ -62,6 +63,7 @@ def test_table_runs_on_mnist_and_a_rerun_reuses_its_runs(tmp_path, real_data_dir
     assert [p.stat().st_mtime_ns for p in files] == stamps
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_another_activation_is_its_own_run_and_named_in_the_row(tmp_path, real_data_dir):
     rows = run_table(tmp_path, ["vae"], epochs=1, num_samples=5, num_test=50, data_dir=str(real_data_dir), num_train=500,

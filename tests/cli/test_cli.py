@@ -94,6 +94,7 @@ def test_unknown_estimator_rejected_by_parser(capsys):
     assert "invalid choice: 'magic'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_variance_study_smoke(tmp_path):
     out = tmp_path / "variance"
     assert main(["variance", "--dataset", "synthetic", "--hidden", "8", "--z-dim", "2", "--epochs", "1",

@@ -74,6 +74,7 @@ def test_an_optimizer_state_of_another_architecture_is_refused(runs, tmp_path):
         train(TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)), run_dir, resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_the_optimizer_swap_through_the_cli_is_one_line_not_a_segfault(runs, tmp_path):
     # in a subprocess: on main this resume crashed the interpreter (exit 139)
     run_dir = _swap_optimizer(runs, tmp_path)

@@ -47,6 +47,7 @@ def _bounds(vae, name, x, k, num_draws):
     return values.mean().item(), values.std().item() / num_draws**0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", IMPORTANCE_WEIGHTED)
 def test_bound_is_above_the_elbo_and_increases_with_k(float64, name):
     vae = _linear_gaussian()
@@ -87,6 +88,7 @@ def test_exact_posterior_makes_the_bound_exact(float64, name):
         assert ((mean.abs() / se) < 5).all() and se.max() > 1e-3
 
 
+@pytest.mark.slow
 def test_dreg_and_iwae_gradients_agree_and_differ_from_the_elbo(float64):
     vae = _linear_gaussian()
     x = torch.randn(4, 3)

@@ -17,6 +17,7 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_fig2_tiny(tmp_path, real_data_dir):
     rows = fig2(tmp_path, "tiny", real_data_dir)
@@ -42,6 +43,7 @@ def test_fig2_tiny(tmp_path, real_data_dir):
         [r for r in rows if r["dataset"] == "frey"]
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_fig3_tiny_and_resume(tmp_path, real_data_dir):
     rows = fig3(tmp_path, "tiny", real_data_dir)
@@ -76,6 +78,7 @@ def test_fig3_tiny_and_resume(tmp_path, real_data_dir):
         reproduce("fig4", tmp_path, "tiny", real_data_dir, partial=True)
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_fig4_tiny(tmp_path, real_data_dir):
     rows = fig4(tmp_path, "tiny", real_data_dir)
@@ -84,6 +87,7 @@ def test_fig4_tiny(tmp_path, real_data_dir):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_fig5_tiny(tmp_path, real_data_dir):
     rows = fig5(tmp_path, "tiny", real_data_dir)

@@ -19,7 +19,7 @@ from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training.distributed import session
 from support import SMALL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Adam ignores a common scale of the gradients; weight decay (a N(0, I) prior) does not,
 # so a gradient summed instead of averaged over processes would show.
 POINT = dict(SMALL, model="test-point-posterior", weight_decay=1.0)
@@ -64,6 +64,7 @@ def _strip(metrics: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if "seconds" not in k} for m in metrics]
 
 
+@pytest.mark.slow
 def test_two_processes(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
 
@@ -120,6 +121,7 @@ def test_sharded_batches_make_the_global_batch():
         data.train_batches(8, torch.Generator(), shard=(0, 3))
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_command_line(tmp_path):
     """``torchrun -m pyro_vae train`` on two processes: one run folder, written by rank 0;
     ``evaluate`` then shards the test set."""

@@ -1,5 +1,6 @@
 """Monte Carlo EM with an HMC E-step."""
 
+import pytest
 import torch
 
 from pyro_vae.models.linear_gaussian import decoder_parameters, exact_posterior, linear_gaussian_vae
@@ -34,6 +35,7 @@ def test_log_joint_is_the_model_density(float64):
     assert torch.allclose(log_joint(vae, x, z).sum(), expected)
 
 
+@pytest.mark.slow
 def test_mcem_training_lowers_the_loss_and_resumes(tmp_path):
     config = dict(dataset="synthetic", z_dim=2, hidden=(16,), lr=1e-2, algorithm="mcem")
     straight = train(TrainConfig(**config, epochs=2), tmp_path / "a", progress=False)

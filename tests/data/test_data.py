@@ -84,6 +84,7 @@ def test_missing_frey_offline_names_the_file(tmp_path, monkeypatch):
         load_dataset("frey", tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_real_images(real_data_dir, name):

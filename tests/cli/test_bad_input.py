@@ -146,6 +146,7 @@ def test_a_lost_peer_is_one_line_with_how_to_resume(run_dir, monkeypatch):
     assert lost_peer_message(RuntimeError("out of bounds"), "train", run_dir) is None
 
 
+@pytest.mark.slow
 def test_sigterm_is_one_line_with_how_to_resume(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(

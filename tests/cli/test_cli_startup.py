@@ -37,6 +37,7 @@ def test_building_the_parser_imports_nothing_heavy(commands):
     assert [m for m in modules if m.startswith(HEAVY)] == []
 
 
+@pytest.mark.slow
 def test_a_subcommand_imports_its_experiment_when_parsed():
     assert "pyro_vae.experiments.reproduce" in _imported("reproduce")
 
@@ -94,6 +95,7 @@ def test_graph_flags_are_bounded_in_one_line(capsys):
     assert err == "pyro-vae: error: --epochs must be at least 1, got 0\n"
 
 
+@pytest.mark.slow
 def test_startup_benchmark_reports_both_sides(tmp_path, capsys):
     out = tmp_path / "startup.json"
     assert main(["benchmark", "--startup", "--rounds", "1", "--out", str(out)]) == 0
