@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae.data import Dataset, load_dataset
-from pyro_vae.inference import Estimator, make_estimator
+from pyro_vae.inference import ALGORITHMS, ESTIMATORS, Estimator, make_estimator
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
@@ -115,12 +115,13 @@ def load_run(
     (or the given) checkpoint. A user's model must be registered first (import its module)."""
     path = Path(checkpoint or Path(run_dir) / CHECKPOINT)
     state = load_checkpoint(path, map_location=device)
-    model = state["config"].get("model", "vae")
-    if model not in MODELS:
-        raise CheckpointError(
-            f"{path} holds a run of the model {model!r}, which is not registered here; import the module "
-            f"that registers it first (pyro-vae --import MODULE ...). Registered: {MODELS.names()}"
-        )
+    for kind, registry in (("model", MODELS), ("estimator", ESTIMATORS), ("algorithm", ALGORITHMS)):
+        name = state["config"].get(kind)
+        if name is not None and name not in registry:
+            raise CheckpointError(
+                f"{path} holds a run of the {kind} {name!r}, which is not registered here; import the module "
+                f"that registers it first (pyro-vae --import MODULE ...). Registered: {registry.names()}"
+            )
     run = build_run(TrainConfig.from_dict(state["config"]), data_dir, device)
     load_module_state(run.vae, state["model"], "model", path)
     load_module_state(run.estimator.modules, state["estimator"], "estimator", path)

@@ -206,4 +206,8 @@ def test_a_users_estimator_takes_its_options_from_the_command_line(tmp_path, mon
            "--estimator-option", "gamma=1", "--run-dir", str(tmp_path / "bad")]
     assert main(bad) == 2
     assert "estimator 'test-beta-elbo' does not take the option(s) ['gamma']; it takes ['beta']" in capsys.readouterr().err
+    del ESTIMATORS._entries["test-beta-elbo"]  # a new process that has not imported my_beta
+    assert main(["evaluate", str(run), "-k", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "a run of the estimator 'test-beta-elbo', which is not registered here" in err and "--import" in err
     sys.modules.pop("my_beta", None)
