@@ -106,10 +106,18 @@ class CompiledELBO:
             tuple((k, batch[k].shape, batch[k].dtype, batch[k].device) for k in names),
             tuple(sorted(others.items())), model, guide,
         )
-        if key not in self.graphs:
-            self.graphs[key] = self._compile(model, guide, names, others, [batch[k] for k in names])
-        elbo, model_fn, guide_fn = self.graphs[key]
-        return elbo.loss_and_grads(model_fn, guide_fn, *(batch[k] for k in names))
+        try:
+            if key not in self.graphs:
+                self.graphs[key] = self._compile(model, guide, names, others, [batch[k] for k in names])
+            elbo, model_fn, guide_fn = self.graphs[key]
+            return elbo.loss_and_grads(model_fn, guide_fn, *(batch[k] for k in names))
+        except AssertionError:  # pyro.ops.jit: a traced parameter is not the param store's own
+            raise ValueError(
+                "--jit cannot compile this program: Pyro's JIT found a parameter that is not the one its "
+                "param store holds, which happens when the model or guide calls pyro.module(name, module) "
+                "on a PyroModule (whose parameters Pyro already tracks). Drop the pyro.module call (a "
+                "PyroModule needs none), or train with --no-jit"
+            ) from None
 
     def _compile(self, model: Callable, guide: Callable, names: list[str], others: dict,
                  tensors: list[torch.Tensor]) -> tuple[JitTrace_ELBO, Callable, Callable]:

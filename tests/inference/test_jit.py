@@ -1,6 +1,7 @@
 """``--jit``: the compiled ELBO trains to the eager numbers, checks every batch, and refuses
 what a graph would fix (handlers, warm-up, estimators and algorithms it cannot compile)."""
 
+import pyro
 import pytest
 import torch
 from pyro import poutine
@@ -178,3 +179,21 @@ def test_train_compiles_the_checked_built_in_programs_by_default(tmp_path, monke
     train(TrainConfig(**{**SMALL, "epochs": 1, **changes}), tmp_path, progress=False)
     assert bool(calls) is compiled
     assert MODELS["vae"] is (model_class or VAE)
+
+
+class RegistersItself(VAE):
+    """a user's VAE whose model calls pyro.module on itself, as Pyro's older examples do"""
+
+    def model(self, x=None, **kwargs):
+        pyro.module("vae", self)
+        return super().model(x, **kwargs)
+
+
+def test_a_program_calling_pyro_module_is_one_clear_error_under_jit_and_trains_eagerly(tmp_path, monkeypatch):
+    from pyro_vae.models import MODELS
+
+    monkeypatch.setattr(MODELS, "_entries", {**MODELS._entries, "registers-itself": RegistersItself})
+    config = TrainConfig(**{**SMALL, "epochs": 1, "model": "registers-itself"})
+    with pytest.raises(ValueError, match=r"--jit cannot compile this program.*pyro.module\(name, module\).*--no-jit"):
+        train(config, tmp_path / "jit", progress=False, jit=True)
+    assert train(config, tmp_path / "eager", progress=False).metrics  # a user's program trains eagerly by default
