@@ -37,7 +37,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import get_plates
+from pyro.poutine.runtime import _PYRO_STACK, get_plates
+from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
@@ -151,7 +152,9 @@ class VAE(PyroModule):
         """The plate over data points; ``total_size`` scales the log density by N/M.
 
         Inside an enclosing plate of the same name (a program holding several
-        VAEs that share their data) that plate is reused.
+        VAEs that share their data) that plate is reused; VAEs given the same ``plate``
+        name and called one after the other each open it (the later ones' subsample sites
+        are hidden, so the names do not clash), with the same size and scale.
         """
         for frame in get_plates():
             if frame.name == self.data_plate_name:
@@ -160,12 +163,15 @@ class VAE(PyroModule):
                         f"the enclosing plate {frame.name!r} has size {frame.size}, the batch {batch_size}"
                     )
                 return contextlib.nullcontext()
-        if total_size is None:
-            return pyro.plate(self.data_plate_name, batch_size, dim=-1)
-        if total_size < batch_size:
+        if total_size is not None and total_size < batch_size:
             raise ValueError(f"total_size={total_size} is smaller than the batch ({batch_size})")
+        # The batch's indices are given (the same arange whoever opens the plate). Where a trace
+        # already holds this plate's subsample site (another VAE of the program opened a plate of
+        # the same name before: plate=...), the second one is hidden, so the names do not clash.
         subsample = torch.arange(batch_size, device=self.prior_loc.device)
-        return pyro.plate(self.data_plate_name, total_size, subsample=subsample, dim=-1)
+        traced = any(isinstance(m, TraceMessenger) and self.data_plate_name in m.trace.nodes for m in _PYRO_STACK)
+        with poutine.block(hide=[self.data_plate_name]) if traced else contextlib.nullcontext():
+            return pyro.plate(self.data_plate_name, total_size or batch_size, subsample=subsample, dim=-1)
 
     # --- distributions (hooks) ----------------------------------------------
     def prior(self, **context) -> dist.TorchDistribution:

@@ -1,3 +1,5 @@
+import math
+
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -253,3 +255,29 @@ def test_with_code_broadcasts_an_enumerated_code_against_the_batch():
     joined = with_code(h, code)
     assert joined.shape == (4, 3, 9)
     assert torch.equal(joined[2, 1], torch.cat([h[1], torch.eye(4)[2]]))
+
+
+@pytest.mark.parametrize("total_size", [None, 30])
+def test_two_vaes_sharing_a_plate_run_one_after_the_other(total_size):
+    from pyro.infer import SVI
+
+    a = VAE(6, z_dim=2, hidden=(5,), prefix="a", plate="pairs")
+    b = VAE(4, z_dim=2, hidden=(5,), prefix="b", plate="pairs")
+
+    def model(xa, xb):
+        a.model(xa, total_size=total_size)
+        b.model(xb, total_size=total_size)
+
+    def guide(xa, xb):
+        a.guide(xa, total_size=total_size)
+        b.guide(xb, total_size=total_size)
+
+    xa, xb = torch.bernoulli(torch.full((3, 6), 0.5)), torch.bernoulli(torch.full((3, 4), 0.5))
+    trace = poutine.trace(model).get_trace(xa, xb)
+    sites = {name: site for name, site in trace.nodes.items() if site["type"] == "sample"}
+    assert list(sites) == ["pairs", "a.z", "a.x", "b.z", "b.x"]  # one subsample site: the second plate's is hidden
+    latent = [site for name, site in sites.items() if name != "pairs"]
+    assert all(site["scale"] == (total_size or 3) / 3 for site in latent)  # N/M inside the shared plate
+    assert all([f.name for f in site["cond_indep_stack"]] == ["pairs"] for site in latent)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    assert math.isfinite(svi.step(xa, xb))
