@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pyro
@@ -81,3 +82,28 @@ def make_read_only():
             subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
         else:
             folder.chmod(0o755)
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """``write(name, source)``: a user's module ``name.py`` in the current directory (``tmp_path``),
+    for ``pyro-vae --import name``. What it registers, ``sys.path`` and ``sys.modules`` are
+    restored after the test."""
+    from pyro_vae.cli import COMMANDS
+    from pyro_vae.inference import ESTIMATORS
+    from pyro_vae.models import MODELS
+
+    monkeypatch.chdir(tmp_path)  # --import searches the current directory first
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for registry in (MODELS, ESTIMATORS, COMMANDS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+        monkeypatch.setattr(registry, "_help", dict(registry._help))
+    names = []
+
+    def write(name: str, source: str) -> None:
+        (tmp_path / f"{name}.py").write_text(source)
+        names.append(name)
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)

@@ -104,7 +104,7 @@ def train_graph(
     distributed: DistributedContext = SINGLE,
     on_eval: Callable[[Run], dict] | None = None,
     validate_every_step: bool = False,
-    jit: bool = False,
+    jit: bool | None = None,
 ) -> GraphRun:
     """Train (or, with ``resume=True``, continue) the graph model run in ``run_dir`` up to
     ``config.epochs``, under the rules of :func:`~pyro_vae.training.folder.open_run`.

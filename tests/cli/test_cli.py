@@ -178,24 +178,18 @@ def test_num_test_beyond_the_test_set(tmp_path, capsys):
     assert "--num-test must be between 1 and the 500 test images, got 501" in capsys.readouterr().err
 
 
-def test_a_users_estimator_takes_its_options_from_the_command_line(tmp_path, monkeypatch, capsys):
-    import sys
-
+def test_a_users_estimator_takes_its_options_from_the_command_line(tmp_path, user_module, capsys):
     from pyro_vae.inference import ESTIMATORS
     from pyro_vae.training import load_run
 
-    (tmp_path / "my_beta.py").write_text(
+    user_module("my_beta", (
         "from pyro.infer import Trace_ELBO\n"
         "from pyro_vae import Estimator, register_estimator\n\n"
         "@register_estimator('test-beta-elbo')\n"
         "def beta_elbo(program, num_particles=1, beta=1.0):\n"
         "    '''a user's beta-ELBO (the name carries beta)'''\n"
         "    return Estimator(f'beta-{beta}', Trace_ELBO(num_particles=num_particles), program.guide)\n"
-    )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(ESTIMATORS, "_entries", dict(ESTIMATORS._entries))  # forgotten after the test
-    monkeypatch.setattr(ESTIMATORS, "_help", dict(ESTIMATORS._help))
+    ))
     run = tmp_path / "run"
     argv = ["--import", "my_beta", "train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--epochs", "1",
             "--estimator", "test-beta-elbo", "--estimator-option", "beta=4.0", "-k", "5", "--run-dir", str(run),
@@ -210,4 +204,3 @@ def test_a_users_estimator_takes_its_options_from_the_command_line(tmp_path, mon
     assert main(["evaluate", str(run), "-k", "2"]) == 2
     err = capsys.readouterr().err
     assert "a run of the estimator 'test-beta-elbo', which is not registered here" in err and "--import" in err
-    sys.modules.pop("my_beta", None)

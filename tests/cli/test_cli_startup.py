@@ -105,9 +105,9 @@ def test_startup_benchmark_reports_both_sides(tmp_path, capsys):
     assert "pyro-vae --help" in capsys.readouterr().out
 
 
-def test_a_registered_experiment_is_a_subcommand(tmp_path, monkeypatch, capsys):
+def test_a_registered_experiment_is_a_subcommand(user_module, capsys):
     """A new experiment registers its flags and its function; the parser is not edited."""
-    (tmp_path / "my_experiment.py").write_text(
+    user_module("my_experiment", (
         "from pyro_vae.cli import register_command\n"
         "from pyro_vae.cli.args import positive_int\n"
         "def add(p):\n"
@@ -115,10 +115,7 @@ def test_a_registered_experiment_is_a_subcommand(tmp_path, monkeypatch, capsys):
         "def run(args):\n"
         "    print('hello ' * args.repeats)\n"
         "register_command('hello', add, run, help='say hello')\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(COMMANDS, "_entries", dict(COMMANDS._entries))  # forgotten after the test
-    monkeypatch.setattr(COMMANDS, "_help", dict(COMMANDS._help))
+    ))
     assert main(["--import", "my_experiment", "hello", "--repeats", "2"]) == 0
     assert capsys.readouterr().out == "hello hello \n"
     assert main(["--import", "my_experiment", "hello", "--repeats", "0"]) == 2

@@ -2,7 +2,6 @@
 evaluation and the estimators; exact checks where a closed form exists."""
 
 import math
-import sys
 
 import pyro
 import pyro.distributions as dist
@@ -140,15 +139,13 @@ def test_a_global_latent_is_refused_by_name(tmp_path, capsys):
     assert "site 'b' lies outside the data plate" in capsys.readouterr().err
 
 
-def test_a_users_model_trains_by_name_from_the_cli(tmp_path, monkeypatch, capsys):
-    (tmp_path / "my_models.py").write_text(
+def test_a_users_model_trains_by_name_from_the_cli(tmp_path, user_module, capsys):
+    user_module("my_models", (
         "from pyro_vae import VAE, register_model\n\n"
         "@register_model('mine')\n"
         "class Mine(VAE):\n"
         "    '''my VAE'''\n"
-    )
-    monkeypatch.chdir(tmp_path)  # --import searches the current directory first
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    ))
     run = tmp_path / "run"
     argv = ["--import", "my_models", "train", "--model", "mine", "--dataset", "synthetic", "--z-dim", "2",
             "--hidden", "8", "--epochs", "1", "--run-dir", str(run), "-k", "5", "--no-progress"]
@@ -157,7 +154,6 @@ def test_a_users_model_trains_by_name_from_the_cli(tmp_path, monkeypatch, capsys
     assert main(["--import", "my_models", "evaluate", str(run), "-k", "5", "--num-test", "10"]) == 0
     assert main(["--import", "no_such_module", "train"]) == 2
     assert "--import no_such_module" in capsys.readouterr().err
-    sys.modules.pop("my_models", None)
 
 
 # --- exact checks with a discrete latent --------------------------------------------
