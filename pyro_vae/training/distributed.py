@@ -367,5 +367,8 @@ def session(device: str) -> Iterator[tuple[DistributedContext, str]]:
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     try:
         yield DistributedContext(rank, world_size, local_rank, device), device
+        # Leave together: rank 0 still writes the figures and reports when the others are done,
+        # and a process group torn down under a peer that still uses it can abort that peer.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
