@@ -27,7 +27,7 @@ class Command:
 
     :param add_arguments: adds the subcommand's flags to its parser.
     :param run: does the work, given the parsed arguments (``None`` for a family whose
-        own subcommands set ``func``, as ``graph train`` and ``graph table`` do).
+        own subcommands set ``func``, as ``graph table`` does).
     :param distributed: whether it also runs on several processes under torchrun.
     """
 

@@ -5,9 +5,11 @@ Modules: :mod:`~pyro_vae.training.config` (``TrainConfig``),
 :mod:`~pyro_vae.training.loop` (``train``: the minibatch loop, and the entry point of
 every run), :mod:`~pyro_vae.training.graph_loop` (graph models),
 :mod:`~pyro_vae.training.metrics` (metrics rows and when they are written),
-:mod:`~pyro_vae.training.folder` (the run-folder API both loops use).
+:mod:`~pyro_vae.training.folder` (the run-folder API both loops use),
+:mod:`~pyro_vae.training.callbacks` (a user's hooks at each metrics row, epoch and run end).
 """
 
+from pyro_vae.training.callbacks import Callback
 from pyro_vae.training.build import RUN_KINDS, Run, build_program, build_run, load_run
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.folder import TrainingDiverged
@@ -18,6 +20,7 @@ from pyro_vae.training.metrics import EvalSchedule
 __all__ = [
     "PRESETS",
     "RUN_KINDS",
+    "Callback",
     "EvalSchedule",
     "GraphRun",
     "Run",

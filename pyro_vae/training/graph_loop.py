@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from pyro_vae.inference.link_prediction import link_metrics
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vgae import Pairs, paper_pairs
 from pyro_vae.training.build import Run
+from pyro_vae.training.callbacks import check_callbacks, notify
 from pyro_vae.training.checkpoint import load_algorithm_state, load_module_state
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext
@@ -105,6 +106,7 @@ def train_graph(
     on_eval: Callable[[Run], dict] | None = None,
     validate_every_step: bool = False,
     jit: bool | None = None,
+    callbacks: Sequence[object] = (),
 ) -> GraphRun:
     """Train (or, with ``resume=True``, continue) the graph model run in ``run_dir`` up to
     ``config.epochs``, under the rules of :func:`~pyro_vae.training.folder.open_run`.
@@ -116,6 +118,7 @@ def train_graph(
     """
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
+    check_callbacks(callbacks)
     if distributed.active:
         raise ValueError("a graph model trains on one process: a graph is one datum, not split over processes")
     if jit:
@@ -135,13 +138,14 @@ def train_graph(
             torch.set_rng_state(state["rng"]["torch"].cpu())
             start_epoch, run.metrics, wall = state["epoch"], state["metrics"], state["wall_seconds"]
         write_config(config, run_dir)
-        _fit(run, algorithm, run_dir, start_epoch, wall, progress, keep_every, validate_every_step, on_eval)
+        _fit(run, algorithm, run_dir, start_epoch, wall, progress, keep_every, validate_every_step, on_eval, callbacks)
+    notify(callbacks, "on_train_end", run, run.metrics[-1] if run.metrics else None)
     return run
 
 
 def _fit(
     run: GraphRun, algorithm, run_dir: Path, start_epoch: int, wall: float, progress: bool, keep_every: int,
-    validate_every_step: bool, on_eval: Callable[[Run], dict] | None,
+    validate_every_step: bool, on_eval: Callable[[Run], dict] | None, callbacks: Sequence[object],
 ) -> None:
     """One full-graph step per epoch from ``start_epoch`` to ``config.epochs``, a metrics row
     and a checkpoint after each."""
@@ -180,6 +184,8 @@ def _fit(
             "wall_seconds": row["wall_seconds"],
         }
         write_epoch(run_dir, run.metrics, checkpoint, keep_every)
+        notify(callbacks, "on_eval", run, row)
+        notify(callbacks, "on_epoch_end", run, row)
 
 
 def evaluate_graph_run(run: GraphRun, run_dir: str | Path) -> dict:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -55,6 +55,7 @@ from tqdm import tqdm
 from pyro_vae.inference import ALGORITHMS, Algorithm
 from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_check
 from pyro_vae.models import MODELS
+from pyro_vae.training.callbacks import check_callbacks, notify
 from pyro_vae.training.build import RUN_KINDS, Run, RunKind, build_run, build_vector_run, check_program, load_run
 from pyro_vae.training.checkpoint import load_algorithm_state, load_checkpoint, load_module_state, restore_state
 from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
@@ -105,6 +106,7 @@ def train_minibatches(
     on_eval: Callable[[Run], dict] | None = None,
     validate_every_step: bool = False,
     jit: bool | None = None,
+    callbacks: Sequence[object] = (),
 ) -> Run:
     """Train (or, with ``resume=True``, continue) a run of data points in ``run_dir`` up to ``config.epochs``.
 
@@ -135,11 +137,15 @@ def train_minibatches(
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
     :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
 
+    ``callbacks`` are called at each metrics row, each epoch's end and the run's end
+    (:mod:`pyro_vae.training.callbacks`), on the main process.
+
     ``distributed`` (from :func:`~pyro_vae.training.distributed.session`) makes this
     call one process of a multi-process run: every process calls it with the same
     arguments (its own ``device``); rank 0 holds the lock and writes the files.
     """
     check_arguments(train_minibatches, **locals())  # every argument against its annotation, before any work
+    check_callbacks(callbacks)
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
     if jit is None:  # the built-in programs whose compiled step the tests check, unless on several processes
@@ -167,7 +173,7 @@ def train_minibatches(
         return _train_prepared(
             config, run_dir, state, data_dir=data_dir, device=device, progress=progress,
             keep_every=keep_every, distributed=distributed, on_eval=on_eval,
-            validate_every_step=validate_every_step, jit=jit,
+            validate_every_step=validate_every_step, jit=jit, callbacks=callbacks,
         )
 
 
@@ -193,6 +199,7 @@ def _train_prepared(
     on_eval: Callable[[Run], dict] | None,
     validate_every_step: bool,
     jit: bool,
+    callbacks: Sequence[object],
 ) -> Run:
     # train_minibatches()'s body after open_run, while rank 0 holds the run folder's lock.
     checkpoint_path = run_dir / CHECKPOINT
@@ -253,6 +260,7 @@ def _train_prepared(
                     distributed, on_eval,
                 )
                 run.metrics.append(row)
+                distributed.on_main(lambda: notify(callbacks, "on_eval", run, row))
                 if progress and distributed.is_main:
                     tqdm.write(
                         f"epoch {epoch}, {row['samples_seen']:.3g} samples: train ELBO {row['train_elbo']:.2f}, "
@@ -276,6 +284,8 @@ def _train_prepared(
             checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
             distributed.on_main(lambda: write_epoch(run_dir, run.metrics, checkpoint, keep_every))
             last_save, saved_epoch = now, epoch
+        distributed.on_main(lambda: notify(callbacks, "on_epoch_end", run, run.metrics[-1] if run.metrics else None))
+    distributed.on_main(lambda: notify(callbacks, "on_train_end", run, run.metrics[-1] if run.metrics else None))
     return run
 
 
