@@ -89,6 +89,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "without Pyro's per-step tracing; for models of static structure. Default: on for the "
                         "built-in models and estimators the tests check (vae with reparam, stl or score; cvae, iaf, "
                         "two-layer, mog-prior, vampprior with reparam), off for anything else")
+    p.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                   help="write the metrics rows, learning rate, gradient norm and image grids for TensorBoard "
+                        "(default DIR: RUN_DIR/tensorboard)")
     p.add_argument("--no-progress", action="store_true")
     add_common(p)
 
@@ -154,10 +157,15 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
 
     config, run_dir = distributed.on_main(start)
     args.run_dir = run_dir
+    callbacks = []
+    if args.tensorboard is not None and distributed.is_main:
+        from pyro_vae.plots.tensorboard import TensorBoard
+
+        callbacks.append(TensorBoard(args.tensorboard or Path(run_dir) / "tensorboard"))
     run = train(
         config, run_dir, data_dir=args.data_dir, device=device, resume=args.resume,
         progress=not args.no_progress, keep_every=args.keep_every, distributed=distributed,
-        validate_every_step=args.validate_every_step, jit=args.jit,
+        validate_every_step=args.validate_every_step, jit=args.jit, callbacks=callbacks,
     )
     if data_kind(config) == "graph":
         _graph_report(run, run_dir)

@@ -61,11 +61,16 @@ def plot_reconstructions(
     vae: VAE, x: torch.Tensor, image_shape: Sequence[int], path: str | Path, n: int = 50, **context
 ) -> Path:
     """Rows alternate data and reconstructions (mean of p(x|latents) at the posterior means of the guide)."""
-    x = x[:n]
-    recon = vae.reconstruct(x, **{k: v[:n] for k, v in context.items()})
-    pairs = torch.stack([x.reshape(len(x), -1), recon.reshape(len(x), -1)], 1)
-    pairs = pairs.reshape(-1, 10, 2, pairs.shape[-1]).transpose(1, 2).reshape(-1, pairs.shape[-1])
+    pairs = reconstruction_rows(vae, x[:n], **{k: v[:n] for k, v in context.items()})
     return save_image_grid(pairs, image_shape, path, title="data (odd rows) and reconstructions (even rows)")
+
+
+def reconstruction_rows(vae: VAE, x: torch.Tensor, nrow: int = 10, **context) -> torch.Tensor:
+    """``(2 N, D)``: rows of ``nrow`` data images alternating with rows of their reconstructions
+    (``N`` a multiple of ``nrow``)."""
+    recon = vae.reconstruct(x, **context)
+    pairs = torch.stack([x.reshape(len(x), -1), recon.reshape(len(x), -1)], 1)
+    return pairs.reshape(-1, nrow, 2, pairs.shape[-1]).transpose(1, 2).reshape(-1, pairs.shape[-1])
 
 
 @torch.no_grad()

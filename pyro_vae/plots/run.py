@@ -11,6 +11,16 @@ from pyro_vae.plots.images import plot_analogies, plot_manifold, plot_reconstruc
 from pyro_vae.plots.latents import plot_latents
 
 
+def label_context(vae, data, labels: torch.Tensor | None, num_generated: int, device: str | torch.device
+                  ) -> tuple[dict, dict]:
+    """``(test, generated)``: the keywords that condition a model of labelled data (``"y"`` in
+    its ``data_keys``) on the test ``labels``, and ``num_generated`` draws on one class per column
+    of ten; empty for other models."""
+    if "y" not in vae.data_keys:
+        return {}, {}
+    return {"y": labels}, {"y": torch.arange(num_generated, device=device) % data.num_classes}
+
+
 def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path]:
     """All figures for a :class:`~pyro_vae.training.loop.Run` into ``out_dir``."""
     out_dir = Path(out_dir)
@@ -19,10 +29,7 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path
     device = vae.prior_loc.device
     x = data.test[:num_points].to(device)
     labels = None if data.test_labels is None else data.test_labels[:num_points].to(device)
-    test, generated = {}, {}
-    if "y" in vae.data_keys:  # a model of labelled data: condition on the labels, one class per column
-        test = {"y": labels}
-        generated = {"y": torch.arange(100, device=device) % data.num_classes}
+    test, generated = label_context(vae, data, labels, 100, device)
     paths = [
         plot_samples(vae, data.image_shape, out_dir / "samples.png", **generated),
         plot_reconstructions(vae, x, data.image_shape, out_dir / "reconstructions.png", **test),
