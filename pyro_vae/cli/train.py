@@ -122,7 +122,8 @@ def _evaluate_report(
     def write() -> None:
         print(
             f"epoch {report['epoch']}: test ELBO ({num_samples}-sample mean) {report['test_elbo']:.2f}, "
-            f"{report['log_likelihood_of']} (IS, K={num_samples}) {report['test_log_px']:.2f} nats over {num} test images"
+            f"{report['log_likelihood_of']} (IS, K={num_samples}) "
+            f"{report.get('test_log_px', report.get('test_log_p_data')):.2f} nats over {num} test images"
             + (f", test error {100 * report['test_error']:.2f}%" if "test_error" in report else "") + f" -> {path}",
             flush=True,
         )

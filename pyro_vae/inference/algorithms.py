@@ -23,7 +23,9 @@ per-datum terms (one importance weight for a whole minibatch), so that a
 minibatch split over processes (:mod:`pyro_vae.training.distributed`) would
 change what it computes; such an algorithm runs on one process only. One that sets
 ``compiles = True`` steps nothing but ``estimator.elbo.loss_and_grads``, so ``train(...,
-jit=True)`` may hand it the estimator with its ELBO compiled (:mod:`pyro_vae.inference.jit`).
+jit=True)`` may hand it the estimator with its ELBO compiled (:mod:`pyro_vae.inference.jit`);
+one that sets ``global_latents = True`` trains programs with latents outside the data plate
+(shared by all data); the training loop refuses such a program for the others.
 Registered: ``aevb`` (:mod:`pyro_vae.inference.svi`),
 ``wake-sleep`` and ``rws`` (:mod:`pyro_vae.inference.wake_sleep`), ``mcem``
 (:mod:`pyro_vae.inference.mcem`).

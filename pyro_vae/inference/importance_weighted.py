@@ -66,7 +66,8 @@ class ImportanceWeighted(ELBO):
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             log_prob = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-            total = total + _per_datum(site, self.max_plate_nesting, self.data_plate, log_prob)
+            total = total + _per_datum(site, self.max_plate_nesting, self.data_plate, log_prob,
+                                       needed_by="the importance-weighted bound (iwae, dreg)")
             if first is None:
                 scale, first = site["scale"], name
             elif not torch.equal(torch.as_tensor(site["scale"]), torch.as_tensor(scale)):

@@ -33,6 +33,7 @@ class SVIAlgorithm:
 
     anneals = True  # reads config.kl_warmup
     compiles = True  # steps estimator.elbo.loss_and_grads alone, which inference.jit can compile
+    global_latents = True  # an ELBO estimator scales the data plate by N/M and the global sites by 1
 
     def __init__(self, program, estimator, config) -> None:
         self.program, self.estimator = program, estimator

@@ -21,7 +21,8 @@ import torch
 
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, Estimator, make_estimator
-from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.inference.algorithms import ParamScope
+from pyro_vae.inference.evaluate import evaluate, global_sites
 from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
 from pyro_vae.registry import Registry
@@ -97,12 +98,32 @@ def build_vector_run(config: TrainConfig, data_dir: str | Path | None = None, de
     return Run(config, dataset, program, estimator)
 
 
-def check_program(run: Run, device: str = "cpu") -> None:
-    """Evaluate the program on two test points, one sample each, before any training,
-    so that what evaluation refuses (a latent outside the data plate) fails at once.
+def check_program(run: Run, device: str = "cpu", processes: int = 1) -> None:
+    """Check the program on two test points before any training: what the run's algorithm,
+    estimator or number of processes cannot do with a latent outside the data plate (found
+    from one trace, :func:`~pyro_vae.inference.evaluate.global_sites`) is refused by name, and
+    the program is evaluated with one sample, so that what evaluation refuses fails at once.
     Torch's RNG is restored afterwards: the run's numbers do not change."""
-    with torch.random.fork_rng():
-        evaluate(run.vae, run.dataset.test_batches(2, device, keys=run.vae.data_keys, num=2), num_samples=1)
+    program, config = run.vae, run.config
+    batch = next(iter(run.dataset.test_batches(2, device, keys=program.data_keys, num=2)))
+    with torch.random.fork_rng(), ParamScope(program.parameters()):
+        x = batch.pop("x")
+        sites = global_sites(program.model, program.guide, x, program.max_plate_nesting,
+                             data_plate=getattr(program, "data_plate_name", "data"), **batch)
+        if sites:
+            refusals = {
+                f"the estimator {run.estimator.name!r} (a bound per datum)": run.estimator.objective != "elbo",
+                f"the algorithm {config.algorithm!r}": not getattr(ALGORITHMS[config.algorithm], "global_latents", False),
+                f"{processes} processes (the joint evaluation is not sharded)": processes > 1,
+            }
+            for what, refused in refusals.items():
+                if refused:
+                    raise ValueError(
+                        f"the sites {sites} lie outside the data plate (latents shared by all data), which "
+                        f"{what} cannot train; train it with --algorithm aevb, an estimator of the ELBO "
+                        "(e.g. reparam) and one process"
+                    )
+        evaluate(program, run.dataset.test_batches(2, device, keys=program.data_keys, num=2), num_samples=1)
 
 
 def load_run(

@@ -153,6 +153,12 @@ class DistributedContext:
                 dist.barrier()
 
     # --- collectives ------------------------------------------------------------
+    @property
+    def reduce(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """:meth:`sum` where there are other processes, else ``None`` (what
+        :func:`~pyro_vae.inference.evaluate.evaluate` takes as ``reduce``)."""
+        return self.sum if self.active else None
+
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over processes (a new tensor on ``tensor``'s device)."""
         if not self.active:

@@ -205,7 +205,7 @@ def _train_prepared(
     checkpoint_path = run_dir / CHECKPOINT
     with distributed.local_main_first():
         run = build_vector_run(config, data_dir, device)
-    check_program(run, device)
+    check_program(run, device, distributed.world_size)
     vae, estimator, dataset = run.vae, run.estimator, run.dataset
     trained_by = compile_estimator(estimator, data_check(vae)) if jit else estimator
     algorithm: Algorithm = distributed.wrap(ALGORITHMS[config.algorithm](vae, trained_by, config))

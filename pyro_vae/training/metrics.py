@@ -97,7 +97,7 @@ def metrics_row(
     config, vae = run.config, run.vae
     batches = run.dataset.test_batches(1000, device, keys=vae.data_keys, shard=distributed.shard)
     with forked_rng(config.seed, device, fork=config.evals_per_decade > 0):
-        test = evaluate(vae, batches, num_samples=config.metrics_num_samples, reduce=distributed.sum)
+        test = evaluate(vae, batches, num_samples=config.metrics_num_samples, reduce=distributed.reduce)
     row = {
         "epoch": epoch,
         "samples_seen": samples_seen,
@@ -107,7 +107,7 @@ def metrics_row(
         "train_seconds": clock.train_seconds,
     }
     if classifies(vae):
-        row["test_error"] = classification_error(vae, batches, reduce=distributed.sum)
+        row["test_error"] = classification_error(vae, batches, reduce=distributed.reduce)
     if on_eval is not None:
         with forked_rng(config.seed, device):
             row.update(on_eval(run))

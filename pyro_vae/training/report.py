@@ -27,19 +27,27 @@ def evaluate_run(
     A program of labelled data (``data_keys = ("x", "y")``) is given the test labels, so its
     bound is on log p(x, y); with ``marginal=True`` it is given x alone and the program sums
     or samples y itself (M2's guide q(y|x)), a bound on log p(x). ``log_likelihood_of`` in
-    the report names which."""
+    the report names which.
+
+    A program with latents outside the data plate (shared by all data) has no per-image log
+    p(x): its report holds ``test_log_p_data`` instead of ``test_log_px``, the joint
+    log p(x_1, ..., x_n) / n of the n test images with the global latents sampled jointly
+    (:func:`~pyro_vae.inference.evaluate.joint_bounds`), and ``log_likelihood_of`` says so."""
     if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
         raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
     keys = ("x",) if marginal else tuple(run.vae.data_keys)
     batches = run.dataset.test_batches(batch_size, device, keys=keys, num=num_test, shard=distributed.shard)
     start = time.perf_counter()
-    result = evaluate(run.vae, batches, num_samples=num_samples, chunk_size=chunk_size, reduce=distributed.sum)
+    result = evaluate(run.vae, batches, num_samples=num_samples, chunk_size=chunk_size, reduce=distributed.reduce)
+    count, data = len(run.dataset.test[:num_test]), ", ".join(keys)
+    joint = "log_p_data" in result
     report = {
         "num_samples": num_samples,
-        "num_test": len(run.dataset.test[:num_test]),
+        "num_test": count,
         "test_elbo": result["elbo"],
-        "test_log_px": result["log_px"],
-        "log_likelihood_of": f"log p({', '.join(keys)})",
+        ("test_log_p_data" if joint else "test_log_px"): result["log_p_data" if joint else "log_px"],
+        "log_likelihood_of": (f"log p({data} of all {count} test data, global latents sampled jointly) / {count}"
+                              if joint else f"log p({data})"),
         "epoch": run.metrics[-1]["epoch"] if run.metrics else 0,
         "train_wall_seconds": run.metrics[-1]["wall_seconds"] if run.metrics else 0.0,
         "eval_seconds": time.perf_counter() - start,
@@ -48,7 +56,7 @@ def evaluate_run(
         labelled = run.dataset.test_batches(
             batch_size, device, keys=run.vae.data_keys, num=num_test, shard=distributed.shard
         )
-        report["test_error"] = classification_error(run.vae, labelled, reduce=distributed.sum)
+        report["test_error"] = classification_error(run.vae, labelled, reduce=distributed.reduce)
     return report
 
 

@@ -1,6 +1,7 @@
 """New latent structures go through the one pipeline: training, the CLI, reloading,
 evaluation and the estimators; exact checks where a closed form exists."""
 
+import json
 import math
 
 import pyro
@@ -16,6 +17,7 @@ from pyro_vae.data import load_dataset
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.evaluate import importance_bounds
 from pyro_vae.inference.variance import GradientDraws, parameter_groups
+from pyro_vae.training.build import build_run, check_program
 from pyro_vae.models import MODELS, VAE, build_model
 from pyro_vae.models.priors import VampPriorVAE
 from pyro_vae.models.linear_gaussian import (
@@ -125,18 +127,43 @@ class GlobalBiasVAE(VAE):
             return pyro.sample("z", self.posterior(x))
 
 
-def test_a_global_latent_is_refused_by_name(tmp_path, capsys):
-    program = GlobalBiasVAE(6, z_dim=2, hidden=(4,))
-    x = torch.bernoulli(torch.full((5, 6), 0.5))
-    with pytest.raises(ValueError, match="site 'b' lies outside the data plate 'data'"):
-        importance_bounds(program.model, program.guide, x, 10)
-    # before any training, in train() and on the command line
-    with pytest.raises(ValueError, match="site 'b' lies outside the data plate"):
-        train(TrainConfig(**SMALL, model="test-global-bias"), tmp_path, progress=False)
-    assert not (tmp_path / "checkpoint.pt").exists()
+def test_a_global_latent_trains_resumes_reloads_and_is_evaluated_jointly(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    common = ["--model", "test-global-bias", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8",
+              "--run-dir", str(run_dir), "--no-progress", "-k", "5"]
+    assert main(["train", *common, "--epochs", "1"]) == 0
+    assert main(["train", *common, "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "log p(x of all 500 test data, global latents sampled jointly) / 500 (IS, K=5)" in out
+    run = load_run(run_dir)
+    assert [row["epoch"] for row in run.metrics] == [1, 2]
+    assert run.vae.b_loc.abs().sum() > 0  # q(b) was trained
+    assert main(["evaluate", str(run_dir), "-k", "3", "--num-test", "50"]) == 0
+    report = json.loads((run_dir / "eval-epoch0002-k3-n50.json").read_text())
+    assert "test_log_px" not in report and report["test_log_p_data"] < 0
+    assert report["log_likelihood_of"] == "log p(x of all 50 test data, global latents sampled jointly) / 50"
+    assert main(["plot", str(run_dir)]) == 0
+
+
+@pytest.mark.parametrize("flags, refused", [
+    (["--estimator", "iwae", "--num-particles", "2"], "the estimator 'iwae' (a bound per datum)"),
+    (["--estimator", "dreg", "--num-particles", "2"], "the estimator 'dreg' (a bound per datum)"),
+    (["--algorithm", "wake-sleep"], "the algorithm 'wake-sleep'"),
+    (["--algorithm", "rws", "--num-particles", "2"], "the algorithm 'rws'"),
+])
+def test_what_cannot_train_a_global_latent_says_so_before_training(tmp_path, capsys, flags, refused):
     assert main(["train", "--model", "test-global-bias", "--dataset", "synthetic", "--z-dim", "2",
-                 "--run-dir", str(tmp_path / "cli"), "--no-progress"]) == 2
-    assert "site 'b' lies outside the data plate" in capsys.readouterr().err
+                 "--run-dir", str(tmp_path), "--no-progress", *flags]) == 2
+    assert f"the sites ['b'] lie outside the data plate (latents shared by all data), which {refused} cannot train" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_global_latent_is_not_sharded_over_processes():
+    run = build_run(TrainConfig(**SMALL, model="test-global-bias"))
+    check_program(run)  # one process: accepted
+    with pytest.raises(ValueError, match=r"the sites \['b'\] .* which 2 processes \(the joint evaluation is not sharded\)"):
+        check_program(run, processes=2)
 
 
 def test_a_users_model_trains_by_name_from_the_cli(tmp_path, user_module, capsys):
