@@ -25,7 +25,11 @@ Optionally:
   ``pseudo_init="data"``), to be called once with the training images after ``build``
   and before the first step;
 * ``classify(x) -> torch.Tensor``: one predicted class per datum; ``pyro-vae
-  evaluate`` then reports the test error.
+  evaluate`` then reports the test error;
+* ``program_options``: the names of constructor options that take a trained program (the
+  stacked M1 + M2's ``m1``). A config gives such an option as a string, ``pretrained:NAME``
+  or a run folder, which the training layer loads before ``build``
+  (:func:`pyro_vae.training.build.load_program`); the model itself loads no files.
 
 :class:`pyro_vae.models.vae.VAE` is the reference implementation; a subclass
 overriding its hooks (``prior``, ``posterior``, ``decode``, ``model``,

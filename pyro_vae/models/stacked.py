@@ -18,11 +18,20 @@ M1 is trained first, on the images alone, and is frozen here (its parameters tak
 gradient), as in the paper: then the gradient of this program's ELBO is that of M2's ELBO
 on draws z1 ~ q(z1 | x), since the terms log p(x | z1) - log q(z1 | x) hold no parameter of
 M2. :meth:`classify` and :meth:`auxiliary_loss` are M2's on the means of q(z1 | x). The
-flat density of z1 cannot be drawn from: the model runs against a guide, not on its own
-(``generate`` is not supported). M2 takes its data as ``(batch, z1_dim)``, so the program runs
-one particle at a time: the library's importance-sampled evaluation, which draws particles in
-an outer vectorized plate, is refused with a clear error (hence ``pyro-vae train --model m1-m2``
-too, whose first check evaluates the program).
+flat density of z1 cannot be drawn from: the model runs against a guide, not on its own;
+:meth:`generate` draws y and z2 from the prior and decodes the mean of p(z1 | y, z2) with M1.
+
+M2 runs inside this program on its latent z1, so it is :attr:`~pyro_vae.models.vae.VAE.nested`:
+z1 may carry leading dimensions left of the batch (the K particles the library's evaluation
+draws in an outer vectorized plate, vectorized training particles), while y is enumerated
+(``--estimator enum``) in the dimensions left of those. The images x, the user's data, are
+still checked as ``(batch, *x_shape)`` by M1.
+
+A training config names the trained M1 by the model option ``m1`` (:attr:`program_options`):
+``m1="pretrained:NAME"`` (a shipped entry of :mod:`pyro_vae.pretrained`) or ``m1=RUN_DIR`` (a
+run folder of a VAE); the training layer loads it before :meth:`build`
+(:func:`pyro_vae.training.build.load_program`), so this module imports nothing above the models.
+A checkpoint of this program holds M1's weights too (``m1.*`` in its state dict).
 """
 
 from __future__ import annotations
@@ -43,15 +52,17 @@ from pyro_vae.models.vae import VAE
 
 @register_model("m1-m2")
 class StackedM1M2(PyroModule):
-    """stacked M1 + M2 (Kingma et al. 2014): M2 on the code z1 of a frozen VAE M1
+    """stacked M1 + M2 (Kingma et al. 2014): M2 on the code z1 of a frozen VAE M1 (--model-option m1=...)
 
     :param x_shape: shape of one image.
     :param num_classes: number of classes of y.
     :param z_dim: size of M2's style z2 (paper: 50).
     :param hidden: hidden sizes of M2's networks (paper: 500).
-    :param m1: the trained VAE M1, frozen (as a submodule its sites and plate are renamed
-        ``m1.z``, ``m1.x``, ``m1.data``, those of M2 ``m2.*``); by default an untrained one with ``m1_z_dim`` and
-        ``m1_hidden`` (whose weights a state dict then loads, e.g. a run's checkpoint).
+    :param m1: the trained VAE M1 of unlabelled images, frozen (as a submodule its sites and
+        plate are renamed ``m1.z``, ``m1.x``, ``m1.data``, those of M2 ``m2.*``). A training
+        config names it by a string (``"pretrained:NAME"`` or a run folder), which the training
+        layer loads (:attr:`program_options`). ``None``: an untrained one with ``m1_z_dim`` and
+        ``m1_hidden``, for tests and for a state dict to fill.
     :param m1_z_dim: size of M1's code z1 (paper: 50) when ``m1`` is not given.
     :param m1_hidden: hidden sizes of M1 (paper: 600, 600) when ``m1`` is not given.
     :param likelihood: M1's p(x | z1) when ``m1`` is not given.
@@ -62,18 +73,27 @@ class StackedM1M2(PyroModule):
 
     max_plate_nesting = 1
     data_keys = ("x", "y")
+    #: The options that name a trained program, which the training layer loads from a string
+    #: (``pretrained:NAME`` or a run folder) before :meth:`build`: M1.
+    program_options: tuple[str, ...] = ("m1",)
 
     def __init__(self, x_shape: int | Sequence[int], num_classes: int, z_dim: int = 50,
                  hidden: Sequence[int] = (500,), m1: VAE | None = None, m1_z_dim: int = 50,
                  m1_hidden: Sequence[int] = (600, 600), likelihood: str | Likelihood = "bernoulli",
                  activation: str = "softplus", init_std: float | None = None, **m2_options) -> None:
         super().__init__()
+        x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
+        if m1 is not None and tuple(m1.data_keys) != ("x",):
+            raise ValueError(f"M1 must be a VAE of unlabelled images (data x), got a {type(m1).__name__} "
+                             f"of the data {list(m1.data_keys)}")
         self.m1 = m1 or VAE(x_shape, m1_z_dim, m1_hidden, activation, likelihood, init_std)
-        if self.m1.x_shape != ((x_shape,) if isinstance(x_shape, int) else tuple(x_shape)):
-            raise ValueError(f"M1 models data of shape {self.m1.x_shape}, not {x_shape}")
+        if self.m1.x_shape != x_shape:
+            raise ValueError(f"M1 models images of shape {self.m1.x_shape}, the data are of shape {x_shape}: "
+                             "give the M1 trained on this data set")
         self.m1.requires_grad_(False).train(False)
         self.m2 = M2(self.m1.z_dim, num_classes, z_dim, hidden, activation, init_std, likelihood="gaussian",
                      plate=self.m1.data_plate_name, **m2_options)
+        self.m2.nested = True  # its data z1 are this program's latents: particles and enumeration may lead
         self.num_classes = num_classes
         self.x_shape = self.m1.x_shape
 
@@ -90,6 +110,15 @@ class StackedM1M2(PyroModule):
             raise ValueError("stacked M1 + M2 needs a labelled data set")
         return cls(spec.x_shape, spec.num_classes, **options)
 
+    @staticmethod
+    def check_config(config) -> None:
+        """Refuse a training config (a ``TrainConfig``) that does not name the trained M1: a frozen
+        untrained M1 would give M2 a random code to learn from."""
+        if not isinstance(config.model_options.get("m1"), str):
+            raise ValueError(
+                "stacked M1 + M2 trains M2 on the code of a trained VAE M1: name it with --model-option "
+                "m1=pretrained:NAME (e.g. m1=pretrained:mnist-vae-z20-e10) or m1=RUN_DIR (a run folder of a VAE)")
+
     @property
     def data_plate_name(self) -> str:
         """The data plate, M1's, which M2 shares."""
@@ -98,6 +127,11 @@ class StackedM1M2(PyroModule):
     @property
     def z_dim(self) -> int:
         return self.m2.z_dim
+
+    @property
+    def prior_loc(self) -> torch.Tensor:
+        """The mean of p(z2) (M2's): where the program's tensors live."""
+        return self.m2.prior_loc
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         """The means of M1's q(z1 | x), the data of M2."""
@@ -112,23 +146,36 @@ class StackedM1M2(PyroModule):
         """M2's classification term alpha * E[-log q(y | z1)] at the mean codes z1 of the images."""
         return self.m2.auxiliary_loss(x=self.code(x), y=y, total_size=total_size)
 
-    def _check_code(self, z1: torch.Tensor) -> torch.Tensor:
-        if z1.dim() != 2:
-            raise ValueError(
-                f"stacked M1 + M2 runs one particle at a time: M2 takes its data z1 as (batch, {self.m1.z_dim}), "
-                f"got {tuple(z1.shape)} (vectorized particles or enumeration outside the data plate)")
-        return z1
+    # --- using the program (the VAE's helpers, for figures) -------------------
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, site: str = "z", **context) -> torch.Tensor:
+        """M2's posterior mean of its latent ``site`` (the style z2) at the mean code z1 of each image."""
+        return self.m2.embed(self.code(x), site, **context)
 
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, **context) -> torch.Tensor:
+        """Mean of p(x | z1) at the mean of q(z1 | x): x depends on y and z2 only through z1."""
+        return self.m1.reconstruct(x)
+
+    @torch.no_grad()
+    def generate(self, num_generated: int, latents: dict[str, torch.Tensor] | None = None,
+                 **context) -> torch.Tensor:
+        """Means of p(x | z1) at z1 the mean of p(z1 | y, z2), y and z2 drawn from the prior
+        (or given: ``y=`` labels, ``latents={"z": z2}``), as M2's ``generate`` gives z1."""
+        return self.m1.decode(self.m2.generate(num_generated, latents, **context)).mean
+
+    # --- the probabilistic program ---------------------------------------
     @pyro_method
     def model(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """p(y) p(z2) p(z1 | y, z2) p(x | z1), z1 declared flat and scored by M2's model."""
         if x is None:
-            raise ValueError("stacked M1 + M2 scores data against its guide: call model(x) with a batch x")
+            raise ValueError("stacked M1 + M2 scores data against its guide: call model(x) with a batch x "
+                             "(generate(n) draws new images)")
         batch_size = self.m1.batch_size(x, None, {})
         with self.m1.data_plate(batch_size, total_size):
             flat = dist.ImproperUniform(constraints.real, (batch_size,), (self.m1.z_dim,))
             z1 = pyro.sample(self.m1.site("z"), flat)
-            self.m2.model(self._check_code(z1), y=y, total_size=total_size)
+            self.m2.model(z1, y=y, total_size=total_size)
             return pyro.sample(self.m1.site("x"), self.m1.decode(z1), obs=x)
 
     @pyro_method
@@ -138,4 +185,4 @@ class StackedM1M2(PyroModule):
             raise ValueError("the guide needs data: call guide(x) with a batch x")
         with self.m1.data_plate(self.m1.batch_size(x, None, {}), total_size):
             z1 = pyro.sample(self.m1.site("z"), self.m1.posterior(x))
-            return self.m2.guide(self._check_code(z1), y=y, total_size=total_size)
+            return self.m2.guide(z1, y=y, total_size=total_size)

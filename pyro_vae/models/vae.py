@@ -84,10 +84,20 @@ class VAE(PyroModule):
         ``(..., z_dim)`` to ``(..., likelihood.num_params)``.
     :param plate: name of the data plate (default ``prefix.data``); VAEs given
         the same name share one plate, and an enclosing plate of that name is reused.
+
+    The attribute :attr:`nested` (default ``False``) is set by a program that runs this one
+    inside itself on its own latents (the stacked M1 + M2, :mod:`pyro_vae.models.stacked`).
     """
 
     max_plate_nesting = 1
     data_keys: tuple[str, ...] = ("x",)
+    #: Whether ``x`` may carry leading batch dimensions left of the data dimension, shape
+    #: ``(..., batch, *x_shape)``: the particles or enumerated values of an enclosing program
+    #: whose latent is this program's data (the library's evaluation draws K particles in a
+    #: plate at dim ``-1 - max_plate_nesting``). The batch (the data plate's size) is then
+    #: ``x.shape[-1 - len(x_shape)]``. ``False`` for a program given user data: ``x`` must
+    #: be exactly ``(batch, *x_shape)``.
+    nested: bool = False
 
     def __init__(
         self,
@@ -237,7 +247,7 @@ class VAE(PyroModule):
             )
         if x is not None:
             self.check_data(x)
-            batch_size = x.shape[0]
+            batch_size = x.shape[-1 - len(self.x_shape)]
         else:
             batch_size = 1 if num_generated is None else num_generated
             if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -248,19 +258,21 @@ class VAE(PyroModule):
         return batch_size
 
     def check_data(self, x: torch.Tensor) -> None:
-        """Raise a clear error unless ``x`` is a finite float batch of shape ``(batch, *x_shape)``."""
+        """Raise a clear error unless ``x`` is a finite float batch of shape ``(batch, *x_shape)``
+        (``(..., batch, *x_shape)`` when :attr:`nested`)."""
         if not torch.is_tensor(x):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
             raise TypeError(
                 f"x must be a floating-point tensor, got dtype {x.dtype}; convert it with x.float()"
             )
-        if x.dim() != len(self.x_shape) + 1 or tuple(x.shape[1:]) != self.x_shape:
+        leading = x.dim() - len(self.x_shape) - 1  # dimensions left of the batch: only when nested
+        if leading < 0 or (leading and not self.nested) or tuple(x.shape[leading + 1:]) != self.x_shape:
             raise ValueError(
-                f"x must have shape (batch, {', '.join(map(str, self.x_shape))}), "
+                f"x must have shape ({'..., ' if self.nested else ''}batch, {', '.join(map(str, self.x_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        if x.shape[0] == 0:
+        if x.numel() == 0:
             raise ValueError("x is an empty batch (0 data points)")
         if x.dtype != self.prior_loc.dtype:
             raise TypeError(

@@ -12,6 +12,10 @@ replaced byte), reads it with ``torch.load(..., weights_only=True)``, and checks
 shapes and dtypes against the model the config builds; each failure is one
 :class:`PretrainedError` naming the file and the problem. :func:`export_pretrained` makes an
 entry from a run folder, so an entry is remade by rerunning the two recorded commands.
+
+A model option that names a trained program (the stacked M1 + M2's ``m1``) may name an entry as
+``pretrained:NAME``: this module registers the scheme ``pretrained`` in
+:data:`~pyro_vae.training.build.PROGRAM_SOURCES`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 
 from pyro_vae.files import atomic_write_bytes, atomic_write_json
 from pyro_vae.registry import Registry
+from pyro_vae.training.build import PROGRAM_SOURCES
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import CHECKPOINT, Run, build_run, load_run
@@ -126,6 +131,14 @@ def load_pretrained(name: str, data_dir: str | Path | None = None, device: str =
         raise PretrainedError(str(err)) from None
     run.metrics = record["metrics"]
     return run
+
+
+def _pretrained_program(name: str, data_dir: str | Path | None, device: str) -> torch.nn.Module:
+    """The program of the pretrained entry ``name`` (:func:`load_pretrained`)."""
+    return load_pretrained(name, data_dir, device).vae
+
+
+PROGRAM_SOURCES.register("pretrained", _pretrained_program, help="pretrained:NAME, a shipped entry of pyro_vae.pretrained")
 
 
 def resolve_run(target: str | Path, data_dir: str | Path | None = None, device: str = "cpu",

@@ -10,7 +10,7 @@ every run), :mod:`~pyro_vae.training.graph_loop` (graph models),
 """
 
 from pyro_vae.training.callbacks import Callback
-from pyro_vae.training.build import RUN_KINDS, Run, build_program, build_run, load_run
+from pyro_vae.training.build import PROGRAM_SOURCES, RUN_KINDS, Run, build_program, build_run, load_program, load_run
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.folder import TrainingDiverged
 from pyro_vae.training.graph_loop import GraphRun, evaluate_graph_run
@@ -19,6 +19,7 @@ from pyro_vae.training.metrics import EvalSchedule
 
 __all__ = [
     "PRESETS",
+    "PROGRAM_SOURCES",
     "RUN_KINDS",
     "Callback",
     "EvalSchedule",
@@ -29,6 +30,7 @@ __all__ = [
     "build_program",
     "build_run",
     "evaluate_graph_run",
+    "load_program",
     "load_run",
     "train",
     "train_or_resume",

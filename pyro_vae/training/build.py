@@ -8,6 +8,11 @@ What a run trains on decides how it is built and trained: a model class declares
 its ``data_kind`` (default ``"vectors"``: minibatches of data points; ``"graph"``:
 one graph, :mod:`pyro_vae.training.graph_loop`), and :data:`RUN_KINDS` holds, per
 kind, the function building a run and the loop training one.
+
+A model option may name a trained program (M1 of the stacked M1 + M2): the model class lists
+such options in ``program_options``, and :func:`build_program` loads each one given as a string
+(:func:`load_program`: ``pretrained:NAME``, a run folder, or another scheme of
+:data:`PROGRAM_SOURCES`) before the model is built, so the model layer loads no files.
 """
 
 from __future__ import annotations
@@ -57,8 +62,56 @@ class RunKind:
 RUN_KINDS: Registry[RunKind] = Registry("kind of data")
 
 
-def build_program(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
-    """The registered model ``config.model`` a config describes, shaped for ``dataset``.
+#: Where a trained program named by a model option comes from, by scheme: ``SCHEME:NAME`` is
+#: ``PROGRAM_SOURCES[SCHEME](NAME, data_dir, device)``; a string without a registered scheme is a
+#: run folder (``run``). :mod:`pyro_vae.pretrained` registers ``pretrained`` (the shipped weights).
+PROGRAM_SOURCES: Registry[Callable[[str, str | Path | None, str], torch.nn.Module]] = Registry(
+    "source of a trained program")
+
+
+def load_program(source: str, data_dir: str | Path | None = None, device: str = "cpu") -> torch.nn.Module:
+    """The trained program ``source`` names: ``pretrained:NAME`` (or ``SCHEME:NAME`` of another
+    registered scheme), else a run folder, rebuilt from its config and last checkpoint
+    (:func:`load_run`). Torch's RNG is restored afterwards (building a run seeds it), so the
+    caller's random stream, e.g. the initial weights of the program being built, is unchanged."""
+    scheme, sep, name = source.partition(":")
+    if not sep or scheme not in PROGRAM_SOURCES:
+        scheme, name = "run", source
+    with torch.random.fork_rng():
+        return PROGRAM_SOURCES[scheme](name, data_dir, device)
+
+
+def _run_folder_program(path: str, data_dir: str | Path | None, device: str) -> torch.nn.Module:
+    """The program of the run folder ``path``."""
+    if not (Path(path) / CHECKPOINT).is_file():
+        raise ValueError(f"{path} is no run folder with a checkpoint (no {Path(path) / CHECKPOINT}); "
+                         "give a trained run's folder or pretrained:NAME")
+    return load_run(path, data_dir, device).vae
+
+
+PROGRAM_SOURCES.register("run", _run_folder_program, help="a run folder: its last checkpoint")
+
+
+def program_options(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> dict:
+    """``config.model_options`` with each option that names a trained program (those the model
+    class lists in ``program_options``) loaded by :func:`load_program` where it is a string; an
+    error names the option and its value."""
+    options = dict(config.model_options)
+    for key in getattr(MODELS[config.model], "program_options", ()):
+        source = options.get(key)
+        if isinstance(source, str):
+            try:
+                options[key] = load_program(source, data_dir, device)
+            except (ValueError, CheckpointError) as err:
+                raise ValueError(f"model option {key}={source}: {err}") from err
+    return options
+
+
+def build_program(config: TrainConfig, dataset: Dataset, data_dir: str | Path | None = None,
+                  device: str = "cpu") -> torch.nn.Module:
+    """The registered model ``config.model`` a config describes, shaped for ``dataset``; a
+    trained program one of its options names is loaded (:func:`program_options`, its data set
+    from ``data_dir``, onto ``device``).
 
     A Gaussian decoder squashes its means into (0, 1) with a sigmoid, like the
     paper's Frey Face decoder (all bundled data sets lie in [0, 1]).
@@ -68,7 +121,7 @@ def build_program(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
     spec = DataSpec(dataset.x_shape, dataset.num_classes)
     return build_model(
         config.model, spec, z_dim=config.z_dim, hidden=config.hidden, activation=config.activation,
-        likelihood=likelihood, init_std=config.init_std, **config.model_options,
+        likelihood=likelihood, init_std=config.init_std, **program_options(config, data_dir, device),
     )
 
 
@@ -90,7 +143,7 @@ def build_vector_run(config: TrainConfig, data_dir: str | Path | None = None, de
     if config.num_labels is not None:
         dataset = dataset.with_labels(config.num_labels, config.seed)
     check_model_fits(config, dataset.x_shape, device)
-    program = build_program(config, dataset).to(device)
+    program = build_program(config, dataset, data_dir, device).to(device)
     if hasattr(program, "initialize"):  # a data-dependent start (the VampPrior's pseudo_init="data")
         program.initialize(dataset.train.to(device))
     estimator = make_estimator(config.estimator, program, config.num_particles, config.estimator_options)
