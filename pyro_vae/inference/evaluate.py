@@ -196,8 +196,10 @@ def global_sites(
     data plate: latents shared by all data (and any observation of them). Found from one trace
     of each on ``x``, without any particle dimension, so that a program written without
     broadcasting over extra leading dimensions is still classified. ``ValueError`` if no site
-    lies in the data plate (a plate of another name: set the program's ``data_plate_name``)."""
-    with torch.no_grad():
+    lies in the data plate (a plate of another name: set the program's ``data_plate_name``).
+    Torch's RNG is restored afterwards, so the caller's random numbers do not change."""
+    cuda = [x.device] if x.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda):
         guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
     names, inside = [], False
