@@ -40,6 +40,8 @@ from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import KNeighborsClassifier, kneighbors_graph
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from pyro_vae.data import TEST_BINARIZATION_SEED, UNLABELLED, Dataset
 from pyro_vae.files import atomic_write_json, atomic_write_text
@@ -91,6 +93,14 @@ def knn(codes: Codes, index: np.ndarray) -> np.ndarray:
     """k = 5 nearest labelled codes (Euclidean; k = the labels per class when fewer), majority vote (scikit-learn)"""
     model = KNeighborsClassifier(n_neighbors=min(5, len(index) // codes.num_classes))
     return model.fit(codes.train[index], codes.train_labels[index]).predict(codes.test)
+
+
+@CLASSIFIERS.register("svm")
+def svm(codes: Codes, index: np.ndarray) -> np.ndarray:
+    """support vector machine, RBF kernel, on the labelled codes standardized (scikit-learn's defaults: C = 1, gamma 'scale'); the inductive counterpart of TSVM"""
+    scaler = StandardScaler().fit(codes.train[index])
+    model = SVC().fit(scaler.transform(codes.train[index]), codes.train_labels[index])
+    return model.predict(scaler.transform(codes.test))
 
 
 @CLASSIFIERS.register("spreading")
@@ -234,19 +244,20 @@ def _check(dataset: Dataset, num_labels: Sequence[int], draws: int, use: str, cl
 
 
 def probe(run: Run, num_labels: Sequence[int] = (100, 600, 1000, 3000), draws: int = 3, use: str = "mean",
-          classifiers: Sequence[str] = ("logistic", "knn", "spreading"), figure: str | Path | None = None,
+          classifiers: Sequence[str] | None = None, figure: str | Path | None = None,
           tsne_points: int = 2000, seed: int = 0, batch_size: int = 1000) -> ProbeResult:
     """Probe the code of ``run``'s program on its labelled data set (see the module docstring).
 
     :param num_labels: numbers N of labelled training images (multiples of the number of classes).
     :param draws: draws of the N labelled images per N (``with_labels`` seeds ``seed + d``).
     :param use: ``"mean"``: codes are the means of q(z|x); ``"sample"``: one draw each.
-    :param classifiers: names in :data:`CLASSIFIERS`.
+    :param classifiers: names in :data:`CLASSIFIERS` (default: all of them).
     :param figure: where to write the t-SNE PNG of the first ``tsne_points`` test codes; ``None``: none.
     :param seed: seeds the label draws, the binarization of the training images (for a
         binarized data set, once, as its test images), the codes' draws and k-means.
     """
     dataset, program, name = run.dataset, run.vae, f"model {run.config.model!r}"
+    classifiers = CLASSIFIERS.names() if classifiers is None else classifiers
     _check(dataset, num_labels, draws, use, classifiers)
     program.eval()
     train = dataset.train

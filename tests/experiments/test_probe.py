@@ -162,7 +162,7 @@ def test_a_data_set_without_labels_is_refused(change, message):
     ({"num_labels": (800,)}, "class 0 has only 100 training points"),
     ({"use": "mode"}, r"use must be one of \('mean', 'sample'\), got 'mode'"),
     ({"draws": 0}, "draws must be an integer >= 1, got 0"),
-    ({"classifiers": ("svm",)}, "unknown probe classifier 'svm'; expected one of"),
+    ({"classifiers": ("tsvm",)}, "unknown probe classifier 'tsvm'; expected one of"),
 ])
 def test_bad_arguments_fail_before_encoding(kwargs, message, monkeypatch):
     import pyro_vae.experiments.probe as module
@@ -177,8 +177,8 @@ def test_table_sets_the_errors_beside_the_paper_and_files_are_written(tmp_path):
     dataset.name = "mnist"  # the paper's anchors are MNIST's
     result = probe(make_run(dataset), num_labels=(4, 40), draws=2, figure=tmp_path / "tsne.png", tsne_points=50)
     table = result.table()
-    assert "| labels | logistic on means of q(z|x) | knn on means of q(z|x) | spreading on means of q(z|x) " \
-           "| NN on pixels (Kingma et al. 2014) | M1 + TSVM (Kingma et al. 2014) |" in table
+    assert "| labels | logistic on means of q(z|x) | knn on means of q(z|x) | svm on means of q(z|x) " \
+           "| spreading on means of q(z|x) | NN on pixels (Kingma et al. 2014) | M1 + TSVM (Kingma et al. 2014) |" in table
     row = next(line for line in table.splitlines() if line.startswith("| 40 |"))
     assert row.endswith("|  |  |")  # the paper has no column of 40 labels
     assert "mean ± sd over 2 draws" in table and "k-means (4 clusters)" in table
