@@ -67,8 +67,11 @@ class StackedM1M2(PyroModule):
     :param m1_hidden: hidden sizes of M1 (paper: 600, 600) when ``m1`` is not given.
     :param likelihood: M1's p(x | z1) when ``m1`` is not given.
 
-    Other keywords (``activation``, ``init_std``, ``alpha_scale``) go to M2; ``activation``
-    and ``init_std`` also to a default M1.
+    :param alpha_scale: M2's classification weight as a multiple of N; 0.1 (the paper's
+        alpha = 0.1 N) here, where M2 alone defaults to 2.3: the stacked model was not
+        part of the measurement behind M2's default.
+
+    Other keywords (``activation``, ``init_std``) go to M2 and also to a default M1.
     """
 
     max_plate_nesting = 1
@@ -80,7 +83,8 @@ class StackedM1M2(PyroModule):
     def __init__(self, x_shape: int | Sequence[int], num_classes: int, z_dim: int = 50,
                  hidden: Sequence[int] = (500,), m1: VAE | None = None, m1_z_dim: int = 50,
                  m1_hidden: Sequence[int] = (600, 600), likelihood: str | Likelihood = "bernoulli",
-                 activation: str = "softplus", init_std: float | None = None, **m2_options) -> None:
+                 activation: str = "softplus", init_std: float | None = None, alpha_scale: float = 0.1,
+                 **m2_options) -> None:
         super().__init__()
         x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
         if m1 is not None and tuple(m1.data_keys) != ("x",):
@@ -92,7 +96,7 @@ class StackedM1M2(PyroModule):
                              "give the M1 trained on this data set")
         self.m1.requires_grad_(False).train(False)
         self.m2 = M2(self.m1.z_dim, num_classes, z_dim, hidden, activation, init_std, likelihood="gaussian",
-                     plate=self.m1.data_plate_name, **m2_options)
+                     plate=self.m1.data_plate_name, alpha_scale=alpha_scale, **m2_options)
         self.m2.nested = True  # its data z1 are this program's latents: particles and enumeration may lead
         self.num_classes = num_classes
         self.x_shape = self.m1.x_shape

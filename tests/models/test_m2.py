@@ -131,3 +131,14 @@ def test_classification_error_sums_the_shards_of_several_processes():
     sharded = classification_error(m2, data.test_batches(7, keys=keys, shard=(0, 2)), reduce=lambda t: t + other)
     assert sharded == pytest.approx(whole)
     assert 0.0 < whole < 1.0
+
+
+def test_default_classification_weight_is_pyros_example_recipe():
+    """M2 defaults to alpha = 2.3 N (Pyro's ss_vae_M2 weight at 3000 labels, docs/results.md);
+    the stacked M1 + M2 and the structures table keep the paper's 0.1 N."""
+    from pyro_vae.experiments.structures import ENTRIES
+
+    assert build_model("m2", DataSpec((3,), 4), z_dim=2, hidden=(5,)).alpha_scale == 2.3
+    stacked = build_model("m1-m2", DataSpec((4,), 3), z_dim=2, hidden=(5,), m1_z_dim=2, m1_hidden=(3,))
+    assert stacked.m2.alpha_scale == 0.1
+    assert ENTRIES["m2-100"].config({"epochs": 1, "seed": 0}).model_options == {"alpha_scale": 0.1}
