@@ -156,3 +156,13 @@ def test_shipped_entries_are_float32_under_the_limit_and_match_their_records():
 def test_shipped_main_job_loads_and_fits_its_model(real_data_dir):
     run = load_pretrained("mnist-vae-z20-e10", str(real_data_dir))
     assert run.config.hidden == (500,) and run.config.z_dim == 20 and run.metrics[-1]["epoch"] == 10
+
+
+@pytest.mark.data
+def test_shipped_long_run_loads_with_its_recorded_marginal_likelihood(real_data_dir):
+    run = load_pretrained("mnist-vae-z50-e3280", str(real_data_dir))
+    assert run.config.hidden == (200, 200) and run.config.z_dim == 50 and run.config.lr_schedule == "iwae"
+    assert run.metrics[-1]["epoch"] == 3280
+    record = json.loads(pretrained.PRETRAINED["mnist-vae-z50-e3280"].read_text())
+    report = record["reports"]["eval-epoch3280-k5000-n10000"]
+    assert report["num_test"] == 10000 and report["test_log_px"] == pytest.approx(-87.86, abs=0.005)
