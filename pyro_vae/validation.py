@@ -59,6 +59,14 @@ def check_init_std(init_std: float | None) -> None:
         )
 
 
+def check_step_size(lr: float, weight_decay: float = 0.0) -> None:
+    """A learning rate lr, finite and > 0, and a weight decay, finite and >= 0."""
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+
+
 def check_train_config(config: Any) -> None:
     """The checks of a ``TrainConfig`` beyond names and counts (which it makes itself)."""
     check_sizes((1,), config.z_dim, config.hidden)
@@ -66,10 +74,7 @@ def check_train_config(config: Any) -> None:
     check_seed(config.seed)
     if config.num_labels is not None and config.num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {config.num_labels}")
-    if not math.isfinite(config.lr):
-        raise ValueError(f"lr must be a finite number > 0, got {config.lr}")
-    if not math.isfinite(config.weight_decay):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {config.weight_decay}")
+    check_step_size(config.lr, config.weight_decay)
     if config.num_train is not None and config.num_train < 1:
         raise ValueError(f"num_train must be >= 1, got {config.num_train}")
 

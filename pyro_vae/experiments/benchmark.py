@@ -41,6 +41,7 @@ from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_
 from pyro_vae.models.likelihoods import bernoulli_log_prob
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.validation import check_step_size
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -156,8 +157,7 @@ def run_benchmark(
     ``jit``: pyro_vae's step with the ELBO compiled or not; ``None``, as ``train`` chooses
     (:func:`~pyro_vae.inference.jit.compiles_by_default`). ``result["jit"]`` says which."""
     _check_counts(z_dim=z_dim, batch_size=batch_size, steps=steps, rounds=rounds, num_particles=num_particles)
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    check_step_size(lr)
     torch.manual_seed(0)
     vae = VAE(784, z_dim=z_dim, hidden=hidden).to(device)
     x = torch.bernoulli(torch.full((batch_size, 784), 0.2, device=device))

@@ -24,6 +24,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from pyro_vae.registry import Registry
+from pyro_vae.validation import check_step_size
 
 #: The optimizers by name (``--optimizer``): :class:`torch.optim.Optimizer` classes, built by
 #: :func:`make_optimizer` over the program's parameters with ``lr``, ``weight_decay`` and their own options.
@@ -145,10 +146,7 @@ def make_optimizer(
 ) -> tuple[torch.optim.Optimizer, lr_scheduler.LRScheduler]:
     """A registered optimizer over ``params`` (with its own keyword ``options``) and its
     epoch-wise scheduler (``schedule`` with ``schedule_options``, for a run of ``epochs``)."""
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    check_step_size(lr, weight_decay)
     params, cls, options = list(params), OPTIMIZERS[name], dict(options or {})
     taken = set(inspect.signature(cls).parameters) - {"params", "lr", "weight_decay"}
     if set(options) - taken:

@@ -112,10 +112,6 @@ class TrainConfig:
             raise ValueError(
                 f"labelled_per_batch={self.labelled_per_batch} needs num_labels and must lie in [1, batch_size)"
             )
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("model_options", "estimator_options", "optimizer_options", "schedule_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict, got {getattr(self, name)!r}")

@@ -45,9 +45,9 @@ def test_fused_only_where_the_class_and_the_parameters_allow_it():
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="lr must be > 0, got 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got 0"):
         make_optimizer(_params(), "adam", lr=0.0)
-    with pytest.raises(ValueError, match="weight_decay must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0, got -1"):
         make_optimizer(_params(), "adam", lr=0.1, weight_decay=-1.0)
 
 

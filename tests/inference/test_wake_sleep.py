@@ -184,7 +184,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         (dict(algorithm="magic"), "unknown algorithm 'magic'; expected one of"),
         (dict(algorithm="rws", num_particles=1), "rws needs num_particles >= 2"),
         (dict(num_train=10), "num_train=10 is smaller than batch_size=100"),
-        (dict(lr=0.0), "lr must be > 0"),
+        (dict(lr=0.0), "lr must be a finite number > 0"),
     ],
 )
 def test_bad_config_is_named(kwargs, match):
@@ -196,7 +196,7 @@ def test_bad_optimizer_arguments_are_named():
     vae = _linear_gaussian()
     with pytest.raises(ValueError, match=r"unknown optimizer 'lbfgs'; expected one of \['adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'\]"):
         make_optimizers(vae, "lbfgs")
-    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
         make_optimizers(vae, "adam", weight_decay=-1.0)
 
 
