@@ -2,6 +2,7 @@ import json
 import re
 
 import matplotlib.image as mpimg
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -12,10 +13,12 @@ from torch import nn
 from pyro_vae.data import UNLABELLED, Dataset
 from pyro_vae.experiments.probe import (
     CLASSIFIERS,
+    Codes,
     encode,
     labelled_subset,
     latent_site,
     probe,
+    spread,
     write_probe,
 )
 from pyro_vae.models import DataSpec, build_model
@@ -178,7 +181,7 @@ def test_table_sets_the_errors_beside_the_paper_and_files_are_written(tmp_path):
     result = probe(make_run(dataset), num_labels=(4, 40), draws=2, figure=tmp_path / "tsne.png", tsne_points=50)
     table = result.table()
     assert "| labels | logistic on means of q(z|x) | knn on means of q(z|x) | svm on means of q(z|x) " \
-           "| spreading on means of q(z|x) | NN on pixels (Kingma et al. 2014) | M1 + TSVM (Kingma et al. 2014) |" in table
+           "| spreading on means of q(z|x) | spreading-svm on means of q(z|x) | NN on pixels (Kingma et al. 2014) | M1 + TSVM (Kingma et al. 2014) |" in table
     row = next(line for line in table.splitlines() if line.startswith("| 40 |"))
     assert row.endswith("|  |  |")  # the paper has no column of 40 labels
     assert "mean ± sd over 2 draws" in table and "k-means (4 clusters)" in table
@@ -187,6 +190,32 @@ def test_table_sets_the_errors_beside_the_paper_and_files_are_written(tmp_path):
     assert len(csv.read_text().splitlines()) == 1 + len(result.rows)
     assert json.loads(record.read_text())["rows"] == result.rows
     assert markdown.read_text() == table
+
+
+def moons(labels_per_class: int) -> tuple[Codes, np.ndarray, np.ndarray]:
+    """Two interleaved half circles (scikit-learn's moons): codes, the labelled ones (at the outer tip of
+    each moon) and the test labels."""
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(1200, noise=0.05, random_state=0)
+    train, test = x[:1000], x[1000:]
+    tips = [np.argsort(train[:, 0] * (1 if c == 0 else -1) + 10 * (y[:1000] != c))[:labels_per_class] for c in (0, 1)]
+    return Codes(train, test, y[:1000], 2), np.concatenate(tips), y[1000:]
+
+
+def test_spreading_svm_follows_the_unlabelled_codes_where_the_labelled_ones_mislead():
+    codes, index, test_labels = moons(labels_per_class=3)
+    inductive = np.mean(CLASSIFIERS["svm"](codes, index) != test_labels)
+    transductive = np.mean(CLASSIFIERS["spreading-svm"](codes, index) != test_labels)
+    assert inductive > 0.1 and transductive < 0.02, (inductive, transductive)
+    assert (spread(codes, index)[index].argmax(1) == codes.train_labels[index]).all()
+
+
+def test_the_spreading_graph_does_not_depend_on_the_units_of_a_dimension():
+    codes, index, _ = moons(labels_per_class=3)
+    stretched = Codes(codes.train * [1000.0, 0.001], codes.test * [1000.0, 0.001], codes.train_labels, 2)
+    assert abs(codes.graph - stretched.graph).max() < 1e-9
+    assert codes.graph.shape == (1200, 1200) and np.allclose(codes.graph.toarray(), codes.graph.toarray().T)
 
 
 def test_mnist_columns_carry_the_paper_numbers():

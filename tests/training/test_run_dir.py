@@ -78,18 +78,19 @@ def test_two_trainers_started_together_one_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig, returncode", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])  # ctrl-c, kill
+def test_an_interrupt_is_one_line_with_how_to_resume(tmp_path, sig, returncode):
     run = tmp_path / "run"
     proc = _cli(*TRAIN, "--epochs", "5000", "--run-dir", str(run))
     try:
         _wait_for(lambda: (run / "checkpoint.pt").exists())
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         err = proc.communicate(timeout=60)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130
+    assert proc.returncode == returncode
     assert err == f"pyro-vae: interrupted; resume with pyro-vae train --run-dir {run} --resume\n"
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] >= 1
 
