@@ -159,10 +159,14 @@ def test_shipped_main_job_loads_and_fits_its_model(real_data_dir):
 
 
 @pytest.mark.data
-def test_shipped_long_run_loads_with_its_recorded_marginal_likelihood(real_data_dir):
-    run = load_pretrained("mnist-vae-z50-e3280", str(real_data_dir))
-    assert run.config.hidden == (200, 200) and run.config.z_dim == 50 and run.config.lr_schedule == "iwae"
-    assert run.metrics[-1]["epoch"] == 3280
-    record = json.loads(pretrained.PRETRAINED["mnist-vae-z50-e3280"].read_text())
+@pytest.mark.parametrize("name, model, z_dim, log_px", [
+    ("mnist-vae-z50-e3280", "vae", 50, -87.86),
+    ("mnist-two-layer-elu-e3280", "two-layer", 100, -85.42),
+])
+def test_shipped_long_runs_load_with_their_recorded_marginal_likelihood(real_data_dir, name, model, z_dim, log_px):
+    run = load_pretrained(name, str(real_data_dir))
+    assert run.config.model == model and run.config.hidden == (200, 200) and run.config.z_dim == z_dim
+    assert run.config.lr_schedule == "iwae" and run.metrics[-1]["epoch"] == 3280
+    record = json.loads(pretrained.PRETRAINED[name].read_text())
     report = record["reports"]["eval-epoch3280-k5000-n10000"]
-    assert report["num_test"] == 10000 and report["test_log_px"] == pytest.approx(-87.86, abs=0.005)
+    assert report["num_test"] == 10000 and report["test_log_px"] == pytest.approx(log_px, abs=0.005)
