@@ -29,6 +29,7 @@ from pyro_vae.pretrained import report_dir, resolve_run
 from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
 from pyro_vae.training.distributed import SINGLE, DistributedContext, session
 from pyro_vae.training import evaluate_graph_run, load_run, train
+from pyro_vae.training.build import with_absolute_sources
 from pyro_vae.training.report import evaluate_run, report_path
 from pyro_vae.training.resume import resume_config
 
@@ -106,7 +107,8 @@ def _config_from_args(args) -> TrainConfig:
         if args.run_dir is None:
             raise ValueError("--resume needs --run-dir")
         return resume_config(args.run_dir, given, args.preset)
-    return TrainConfig.from_dict({**PRESETS.get(args.preset, {}), **given})
+    # m1=RUN_DIR as typed is relative to this shell's folder; the saved config names it absolutely
+    return with_absolute_sources(TrainConfig.from_dict({**PRESETS.get(args.preset, {}), **given}))
 
 
 def _evaluate_report(

@@ -69,14 +69,35 @@ PROGRAM_SOURCES: Registry[Callable[[str, str | Path | None, str], torch.nn.Modul
     "source of a trained program")
 
 
+def _source_scheme(source: str) -> tuple[str, str]:
+    """``(scheme, name)`` of a trained program's ``source``: a registered ``SCHEME:NAME``, else
+    ``("run", source)``, a run folder."""
+    scheme, sep, name = source.partition(":")
+    if not sep or scheme not in PROGRAM_SOURCES:
+        return "run", source
+    return scheme, name
+
+
+def with_absolute_sources(config: TrainConfig) -> TrainConfig:
+    """``config`` with each run folder that a program option names (``m1=RUN_DIR``) made
+    absolute, so that the config a run saves names the same folder from any working
+    directory (a resume started elsewhere on the machine finds it; ``pyro-vae train`` applies
+    it to the options typed on its command line); ``SCHEME:NAME`` sources
+    (``pretrained:NAME``) and options that are not sources are left as they are."""
+    options = dict(config.model_options)
+    for key in getattr(MODELS[config.model], "program_options", ()):
+        source = options.get(key)
+        if isinstance(source, str) and _source_scheme(source)[0] == "run":
+            options[key] = str(Path(source).resolve())
+    return config if options == config.model_options else dataclasses.replace(config, model_options=options)
+
+
 def load_program(source: str, data_dir: str | Path | None = None, device: str = "cpu") -> torch.nn.Module:
     """The trained program ``source`` names: ``pretrained:NAME`` (or ``SCHEME:NAME`` of another
     registered scheme), else a run folder, rebuilt from its config and last checkpoint
     (:func:`load_run`). Torch's RNG is restored afterwards (building a run seeds it), so the
     caller's random stream, e.g. the initial weights of the program being built, is unchanged."""
-    scheme, sep, name = source.partition(":")
-    if not sep or scheme not in PROGRAM_SOURCES:
-        scheme, name = "run", source
+    scheme, name = _source_scheme(source)
     with torch.random.fork_rng():
         return PROGRAM_SOURCES[scheme](name, data_dir, device)
 

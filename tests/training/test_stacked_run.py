@@ -13,6 +13,7 @@ from pyro_vae.cli import main
 from pyro_vae.data import DATASETS, make_synthetic
 from pyro_vae.registry import Registry
 from pyro_vae.training import TrainConfig, build_run, load_program, load_run, train
+from pyro_vae.training.build import with_absolute_sources
 from support import SMALL
 
 STACKED = dict(SMALL, model="m1-m2", estimator="enum", num_labels=40, labelled_per_batch=10)
@@ -106,3 +107,24 @@ def test_a_config_without_m1_is_refused_before_any_work(capsys):
         TrainConfig(**STACKED)
     assert main(["train", "--model", "m1-m2", "--dataset", "synthetic", "--num-labels", "40"]) == 2
     assert "--model-option m1=pretrained:NAME" in capsys.readouterr().err
+
+
+def test_m1_run_folder_typed_relative_is_saved_absolute_and_resumes_from_elsewhere(tmp_path, m1_dir, monkeypatch, capsys):
+    monkeypatch.chdir(m1_dir.parent)
+    run_dir = tmp_path / "stacked"
+    args = ["train", "--model", "m1-m2", "--model-option", f"m1={m1_dir.name}", "--estimator", "enum",
+            "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--num-labels", "40",
+            "--labelled-per-batch", "10", "--run-dir", str(run_dir), "-k", "2", "--num-test", "20", "--no-progress"]
+    assert main([*args, "--epochs", "1"]) == 0, capsys.readouterr().err
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["model_options"]["m1"] == str(m1_dir.resolve())
+    monkeypatch.chdir(tmp_path)  # where the relative name means nothing
+    resume = ["train", "--resume", "--run-dir", str(run_dir), "--epochs", "2", "-k", "2", "--num-test", "20", "--no-progress"]
+    assert main(resume) == 0, capsys.readouterr().err
+    assert [row["epoch"] for row in load_run(run_dir).metrics] == [1, 2]
+
+
+@pytest.mark.parametrize("source", ["pretrained:toy", "/an/absolute/run"])
+def test_only_relative_run_folders_are_made_absolute(source):
+    config = TrainConfig(**STACKED, model_options={"m1": source, "alpha_scale": 0.1})
+    assert with_absolute_sources(config) == config
