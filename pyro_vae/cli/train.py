@@ -119,7 +119,7 @@ def _evaluate_report(
     (a failed write loses nothing printed); rank 0 alone prints and writes."""
     report = {**evaluate_run(run, num_samples, device, num_test, distributed, **options), "machine": machine()}
     num = report["num_test"]
-    path = report_path(run_dir, report["epoch"], num_samples, num, options.get("marginal", False))
+    path = report_path(run_dir, report["epoch"], num_samples, num, options.get("marginal", False), options.get("seed"))
 
     def write() -> None:
         print(
@@ -185,6 +185,10 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--marginal", action="store_true",
                    help="a labelled program (M2) is given x alone and sums y out: log p(x) instead of log p(x, y)")
     add_pass_sizes(p, "test images per pass (default 100)")
+    p.add_argument("--seed", type=int,
+                   help="seed the importance samples (report eval-...-seedS.json); repeat with other seeds to "
+                        "measure the estimate's Monte Carlo spread (default: the stream the run's seed leaves, "
+                        "the same at every call)")
     add_common(p)
 
 
@@ -196,7 +200,7 @@ def cmd_evaluate(args) -> None:
             _graph_report(run, report_dir(args.run_dir))
             return
         _evaluate_report(run, report_dir(args.run_dir), args.num_samples, device, args.num_test, distributed,
-                         batch_size=args.batch_size, chunk_size=args.chunk_size, marginal=args.marginal)
+                         batch_size=args.batch_size, chunk_size=args.chunk_size, marginal=args.marginal, seed=args.seed)
 
 
 def add_plot_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
 from pyro_vae.training.distributed import SINGLE, DistributedContext
@@ -14,7 +18,7 @@ from pyro_vae.training.build import Run
 
 def evaluate_run(
     run: Run, num_samples: int, device: str = "cpu", num_test: int | None = None, distributed: DistributedContext = SINGLE,
-    *, batch_size: int = 100, chunk_size: int = 500, marginal: bool = False,
+    *, batch_size: int = 100, chunk_size: int = 500, marginal: bool = False, seed: int | None = None,
 ) -> dict:
     """Evaluate ``run`` on its first ``num_test`` test images (all by default) with K =
     ``num_samples`` importance samples per image (the proposal is the guide q(z|x)): ``test_elbo`` is the
@@ -32,13 +36,20 @@ def evaluate_run(
     A program with latents outside the data plate (shared by all data) has no per-image log
     p(x): its report holds ``test_log_p_data`` instead of ``test_log_px``, the joint
     log p(x_1, ..., x_n) / n of the n test images with the global latents sampled jointly
-    (:func:`~pyro_vae.inference.evaluate.joint_bounds`), and ``log_likelihood_of`` says so."""
+    (:func:`~pyro_vae.inference.evaluate.joint_bounds`), and ``log_likelihood_of`` says so.
+
+    The importance samples come from torch's random stream: as building the run left it
+    (seeded by the run's seed, so a second evaluation repeats the first), or, with ``seed``,
+    from a stream seeded by ``seed`` (the report records it), forked so that the caller's
+    stream is untouched: repeated evaluations with different seeds measure the Monte Carlo
+    spread of the estimate."""
     if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
         raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
     keys = ("x",) if marginal else tuple(run.vae.data_keys)
     batches = run.dataset.test_batches(batch_size, device, keys=keys, num=num_test, shard=distributed.shard)
     start = time.perf_counter()
-    result = evaluate(run.vae, batches, num_samples=num_samples, chunk_size=chunk_size, reduce=distributed.reduce)
+    with _seeded(seed, device):
+        result = evaluate(run.vae, batches, num_samples=num_samples, chunk_size=chunk_size, reduce=distributed.reduce)
     count, data = len(run.dataset.test[:num_test]), ", ".join(keys)
     joint = "log_p_data" in result
     report = {
@@ -51,6 +62,7 @@ def evaluate_run(
         "epoch": run.metrics[-1]["epoch"] if run.metrics else 0,
         "train_wall_seconds": run.metrics[-1]["wall_seconds"] if run.metrics else 0.0,
         "eval_seconds": time.perf_counter() - start,
+        **({} if seed is None else {"seed": seed}),
     }
     if classifies(run.vae):  # q(y|x) against the test labels, whichever bound was reported
         labelled = run.dataset.test_batches(
@@ -60,11 +72,25 @@ def evaluate_run(
     return report
 
 
-def report_path(run_dir: str | Path, epoch: int, num_samples: int, num_test: int, marginal: bool = False) -> Path:
+@contextmanager
+def _seeded(seed: int | None, device: str) -> Iterator[None]:
+    """Torch's streams (the CPU's and a CUDA ``device``'s) started from ``seed`` inside, and
+    restored afterwards; nothing changes when ``seed`` is None."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def report_path(run_dir: str | Path, epoch: int, num_samples: int, num_test: int, marginal: bool = False,
+                seed: int | None = None) -> Path:
     """Where the report of :func:`evaluate_run` at ``epoch`` with K = ``num_samples`` samples on
-    ``num_test`` test images (``marginal``: of x alone) is saved in ``run_dir`` (the file name
-    keeps K as ``-kK-``)."""
-    return Path(run_dir) / f"eval-epoch{epoch:04d}-k{num_samples}-n{num_test}{'-marginal' if marginal else ''}.json"
+    ``num_test`` test images (``marginal``: of x alone; ``seed``: the evaluation's own seed) is
+    saved in ``run_dir`` (the file name keeps K as ``-kK-``)."""
+    suffix = ("-marginal" if marginal else "") + ("" if seed is None else f"-seed{seed}")
+    return Path(run_dir) / f"eval-epoch{epoch:04d}-k{num_samples}-n{num_test}{suffix}.json"
 
 
 #: Report entries renamed since reports were first written, old name -> new name.

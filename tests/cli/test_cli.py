@@ -204,3 +204,34 @@ def test_a_users_estimator_takes_its_options_from_the_command_line(tmp_path, use
     assert main(["evaluate", str(run), "-k", "2"]) == 2
     err = capsys.readouterr().err
     assert "a run of the estimator 'test-beta-elbo', which is not registered here" in err and "--import" in err
+
+
+def test_evaluate_seed_repeats_its_draw_and_other_seeds_give_the_spread(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--epochs", "1",
+                 "--run-dir", str(run), "-k", "5", "--no-progress"]) == 0
+    evaluate = ["evaluate", str(run), "-k", "20", "--num-test", "100"]
+    reports = {}
+    for seed in (1, 1, 2):
+        assert main([*evaluate, "--seed", str(seed)]) == 0
+        path = run / f"eval-epoch0001-k20-n100-seed{seed}.json"
+        assert f"-> {path}" in capsys.readouterr().out
+        reports.setdefault(seed, []).append(json.loads(path.read_text()))
+    assert reports[1][0]["seed"] == 1 and reports[1][0]["test_log_px"] == reports[1][1]["test_log_px"]
+    assert reports[2][0]["test_log_px"] != reports[1][0]["test_log_px"]
+    assert reports[2][0]["test_log_px"] == pytest.approx(reports[1][0]["test_log_px"], abs=0.2)
+    assert main(evaluate) == 0  # without a seed: its own file, no seed recorded
+    assert "seed" not in json.loads((run / "eval-epoch0001-k20-n100.json").read_text())
+
+
+def test_a_seeded_evaluation_leaves_the_callers_stream_alone(tmp_path):
+    from pyro_vae.training import TrainConfig, load_run, train
+    from pyro_vae.training.report import evaluate_run
+
+    train(TrainConfig(dataset="synthetic", z_dim=2, hidden=(16,), epochs=1), tmp_path, progress=False)
+    run = load_run(tmp_path)
+    torch.manual_seed(3)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+    evaluate_run(run, 5, num_test=20, seed=7)
+    assert torch.equal(torch.rand(2), expected)
