@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: train, evaluate, plot, variance, reproduce, structures, benchmark, graph.
+"""The ``pyro-vae`` command line: train, evaluate, plot, variance, reproduce, structures, benchmark, graph, probe.
 
 Choices and their help come from the registries (models, estimators,
 algorithms, data sets, optimizers, schedules, likelihoods, subcommands);
