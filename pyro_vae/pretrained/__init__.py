@@ -163,18 +163,20 @@ def report_dir(target: str | Path) -> Path:
 
 
 def export_pretrained(run_dir: str | Path, name: str, command: str, description: str,
-                      folder: str | Path = FOLDER) -> Path:
+                      folder: str | Path = FOLDER, checkpoint: str | Path | None = None) -> Path:
     """Make the entry ``name`` in ``folder`` (this package's by default) from the run in ``run_dir``:
     its checkpoint's model weights in float32 as ``NAME.pt`` and ``NAME.json`` recording the config,
     ``command`` (the one that trained the run), ``description``, the learning curve and the
     evaluation reports of the checkpoint's epoch (``eval-epochEEEE-k*-n*.json``). Refused when the
-    weights exceed :data:`MAX_BYTES`. Returns the record's path; an entry in this package's
+    weights exceed :data:`MAX_BYTES`. ``checkpoint``: a checkpoint file of the run other than its
+    last (``RUN/checkpoint.pt``), e.g. one kept by ``--keep-every`` or a finished long run's
+    ``final.pt`` (``longruns/README.md``). Returns the record's path; an entry in this package's
     folder is registered when :mod:`pyro_vae.pretrained` is next imported (or by
     :func:`register_pretrained`)."""
     if not NAME.fullmatch(name):
         raise PretrainedError(f"a pretrained name is lower-case letters, digits, '.', '_' and '-', got {name!r}")
     run_dir, folder = Path(run_dir), Path(folder)
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    state = load_checkpoint(run_dir / CHECKPOINT if checkpoint is None else Path(checkpoint))
     model = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "model": model}, buffer)
@@ -186,7 +188,8 @@ def export_pretrained(run_dir: str | Path, name: str, command: str, description:
         "description": description,
         "command": command,
         "exported_with": f"export_pretrained({str(run_dir)!r}, {name!r}, command={command!r}, "
-                         f"description={description!r})",
+                         f"description={description!r}"
+                         + ("" if checkpoint is None else f", checkpoint={str(checkpoint)!r}") + ")",
         "epoch": state["epoch"],
         "reports": reports,
         "config": dataclasses.asdict(TrainConfig.from_dict(state["config"])),

@@ -136,6 +136,22 @@ def test_size_limit(tmp_path, trained, entry, monkeypatch):
     assert not (tmp_path / "toy2.pt").exists()
 
 
+def test_export_from_another_checkpoint_of_the_run(tmp_path, registry):
+    run_dir = tmp_path / "run"
+    pyro.set_rng_seed(0)
+    assert main([*COMMAND, "--run-dir", str(run_dir), "--keep-every", "1"]) == 0
+    kept = run_dir / "checkpoints" / "epoch-0001.pt"
+    record = export_pretrained(run_dir, "first", command="", description="", folder=tmp_path, checkpoint=kept)
+    saved = json.loads(record.read_text())
+    assert saved["epoch"] == 1 and [row["epoch"] for row in saved["metrics"]] == [1] and saved["reports"] == {}
+    assert f"checkpoint={str(kept)!r})" in saved["exported_with"]
+    pretrained.register_pretrained(record)
+    expected = torch.load(kept, weights_only=False)["model"]
+    for name, value in load_pretrained("first").vae.state_dict().items():
+        assert torch.equal(value, expected[name].float()), name
+    assert not torch.equal(load_run(run_dir).vae.state_dict()[name], value)  # the last epoch differs
+
+
 @pytest.mark.parametrize("name", ["", "Toy", "a/b", "pretrained:x"])
 def test_export_refuses_a_name_that_is_no_file_name(tmp_path, trained, name):
     with pytest.raises(PretrainedError, match="a pretrained name is lower-case letters"):
