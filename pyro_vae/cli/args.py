@@ -105,8 +105,14 @@ def add_pass_sizes(p: argparse.ArgumentParser, batch_help: str) -> None:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    """``--threads``, ``--data-dir`` and ``--device``."""
+    """``--threads``, ``--flush-denormal``, ``--data-dir`` and ``--device``."""
     add_threads(p)
+    p.add_argument("--flush-denormal", action=argparse.BooleanOptionalAction, default=True,
+                   help="flush denormal floats (below 1.2e-38 in float32) to zero on the CPU for the command "
+                        "(default: on). Without it, a CPU step slows down as training drives values into that "
+                        "range (M2's q(y|x) once confident: twice the time per step, docs/results.md). "
+                        "--no-flush-denormal keeps IEEE gradual underflow, e.g. to continue bit for bit a run "
+                        "started without the flush")
     p.add_argument("--data-dir", help="folder with MNIST/raw, FashionMNIST/raw, frey/ (default: $PYRO_VAE_DATA, else download)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 

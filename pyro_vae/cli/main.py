@@ -16,7 +16,8 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import torch
@@ -96,6 +97,21 @@ def _import_plugins(argv: list[str]) -> None:
             raise ValueError(f"--import {name}: {err} (searched the current directory {os.getcwd()} first)") from None
 
 
+@contextmanager
+def flush_denormal(on: bool) -> Iterator[None]:
+    """With ``on``, denormal floats are flushed to zero on the CPU inside (``torch.set_flush_denormal``),
+    and torch's default, gradual underflow, is back afterwards (so a caller of :func:`main`, a
+    test say, keeps its numerics)."""
+    if not on:
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pyro-vae`` with ``argv`` (default: the process's arguments); the exit status: 0, 2
     for a user's error (printed as one line), 130 for Ctrl-C, 143 for SIGTERM."""
@@ -115,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.command} runs on one process; only {distributed} run under torchrun")
         if getattr(args, "threads", None) is not None:
             torch.set_num_threads(args.threads)
-        with sigterm_interrupts():  # SIGTERM says how to resume, as Ctrl-C does
+        # SIGTERM says how to resume, as Ctrl-C does
+        with sigterm_interrupts(), flush_denormal(getattr(args, "flush_denormal", False)):
             args.func(args)
     except USER_ERRORS as err:
         print(f"pyro-vae: error: {describe_error(err)}", file=sys.stderr)

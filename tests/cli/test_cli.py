@@ -235,3 +235,19 @@ def test_a_seeded_evaluation_leaves_the_callers_stream_alone(tmp_path):
     torch.manual_seed(3)
     evaluate_run(run, 5, num_test=20, seed=7)
     assert torch.equal(torch.rand(2), expected)
+
+
+def _flushes() -> bool:
+    """Whether denormal floats are flushed to zero on the CPU just now."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@pytest.mark.parametrize("flag, flushed", [([], True), (["--flush-denormal"], True), (["--no-flush-denormal"], False)])
+def test_commands_flush_denormals_by_default_and_restore_torchs_default(flag, flushed, monkeypatch):
+    from pyro_vae.cli.commands import COMMANDS
+
+    seen = []
+    monkeypatch.setattr(COMMANDS["evaluate"], "run", lambda args: seen.append(_flushes()))
+    assert not _flushes()
+    assert main(["evaluate", "somewhere", *flag]) == 0
+    assert seen == [flushed] and not _flushes()
