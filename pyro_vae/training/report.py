@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
-
-import torch
 
 from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
 from pyro_vae.training.distributed import SINGLE, DistributedContext
+from pyro_vae.training.metrics import forked_rng
 from pyro_vae.training.build import Run
 
 
@@ -48,7 +46,7 @@ def evaluate_run(
     keys = ("x",) if marginal else tuple(run.vae.data_keys)
     batches = run.dataset.test_batches(batch_size, device, keys=keys, num=num_test, shard=distributed.shard)
     start = time.perf_counter()
-    with _seeded(seed, device):
+    with nullcontext() if seed is None else forked_rng(seed, device):
         result = evaluate(run.vae, batches, num_samples=num_samples, chunk_size=chunk_size, reduce=distributed.reduce)
     count, data = len(run.dataset.test[:num_test]), ", ".join(keys)
     joint = "log_p_data" in result
@@ -70,18 +68,6 @@ def evaluate_run(
         )
         report["test_error"] = classification_error(run.vae, labelled, reduce=distributed.reduce)
     return report
-
-
-@contextmanager
-def _seeded(seed: int | None, device: str) -> Iterator[None]:
-    """Torch's streams (the CPU's and a CUDA ``device``'s) started from ``seed`` inside, and
-    restored afterwards; nothing changes when ``seed`` is None."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 def report_path(run_dir: str | Path, epoch: int, num_samples: int, num_test: int, marginal: bool = False,
