@@ -11,6 +11,7 @@ import torch
 import pyro_vae
 from pyro_vae import pretrained
 from pyro_vae.cli import main
+from pyro_vae.inference.evaluate import classification_error
 from pyro_vae.pretrained import (
     MAX_BYTES, PretrainedError, export_pretrained, load_pretrained, report_dir, resolve_run,
 )
@@ -186,3 +187,15 @@ def test_shipped_long_runs_load_with_their_recorded_marginal_likelihood(real_dat
     record = json.loads(pretrained.PRETRAINED[name].read_text())
     report = record["reports"]["eval-epoch3280-k5000-n10000"]
     assert report["num_test"] == 10000 and report["test_log_px"] == pytest.approx(log_px, abs=0.005)
+
+
+@pytest.mark.data
+def test_shipped_m2_classifies_the_test_images_with_its_recorded_error(real_data_dir):
+    name = "mnist-m2-1000-labels-e100"
+    run = load_pretrained(name, str(real_data_dir))
+    assert run.config.model == "m2" and run.config.num_labels == 1000 and run.metrics[-1]["epoch"] == 100
+    record = json.loads(pretrained.PRETRAINED[name].read_text())
+    report = record["reports"]["eval-epoch0100-k100-n10000"]
+    assert report["num_test"] == 10000 and report["test_error"] == run.metrics[-1]["test_error"] == 0.0465
+    error = classification_error(run.vae.eval(), run.dataset.test_batches(1000, keys=("x", "y")))
+    assert error == pytest.approx(0.0465, abs=1e-9)
