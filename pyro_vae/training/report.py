@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
 from pyro_vae.training.distributed import SINGLE, DistributedContext
-from pyro_vae.training.metrics import forked_rng
 from pyro_vae.training.build import Run
+from pyro_vae.training.metrics import forked_rng
 
 
 def evaluate_run(
