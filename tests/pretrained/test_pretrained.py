@@ -176,16 +176,18 @@ def test_shipped_main_job_loads_and_fits_its_model(real_data_dir):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("name, model, z_dim, log_px", [
-    ("mnist-vae-z50-e3280", "vae", 50, -87.86),
-    ("mnist-two-layer-elu-e3280", "two-layer", 100, -85.42),
+@pytest.mark.parametrize("name, model, hidden, z_dim, lr_schedule, epoch, log_px", [
+    ("mnist-vae-z50-e3280", "vae", (200, 200), 50, "iwae", 3280, -87.86),
+    ("mnist-two-layer-elu-e3280", "two-layer", (200, 200), 100, "iwae", 3280, -85.42),
+    ("mnist-vampprior-elu-e2000", "vampprior", (300, 300), 40, "constant", 2000, -82.89),
 ])
-def test_shipped_long_runs_load_with_their_recorded_marginal_likelihood(real_data_dir, name, model, z_dim, log_px):
+def test_shipped_long_runs_load_with_their_recorded_marginal_likelihood(
+        real_data_dir, name, model, hidden, z_dim, lr_schedule, epoch, log_px):
     run = load_pretrained(name, str(real_data_dir))
-    assert run.config.model == model and run.config.hidden == (200, 200) and run.config.z_dim == z_dim
-    assert run.config.lr_schedule == "iwae" and run.metrics[-1]["epoch"] == 3280
+    assert run.config.model == model and run.config.hidden == hidden and run.config.z_dim == z_dim
+    assert run.config.lr_schedule == lr_schedule and run.metrics[-1]["epoch"] == epoch
     record = json.loads(pretrained.PRETRAINED[name].read_text())
-    report = record["reports"]["eval-epoch3280-k5000-n10000"]
+    report = record["reports"][f"eval-epoch{epoch}-k5000-n10000"]
     assert report["num_test"] == 10000 and report["test_log_px"] == pytest.approx(log_px, abs=0.005)
 
 
