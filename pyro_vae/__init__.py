@@ -16,7 +16,7 @@ from pyro_vae.inference import (
     register_algorithm,
     register_estimator,
 )
-from pyro_vae.inference.evaluate import evaluate, importance_bounds, log_importance_weights
+from pyro_vae.inference.evaluate import Evaluation, evaluate, importance_bounds, log_importance_weights
 from pyro_vae.inference.variance import compare_estimators, draw_gradients
 from pyro_vae.models import MODELS, VAE, DataSpec, register_model
 from pyro_vae.models.likelihoods import Bernoulli, Gaussian, Likelihood, make_likelihood
@@ -37,6 +37,7 @@ __all__ = [
     "DataSpec",
     "Dataset",
     "Estimator",
+    "Evaluation",
     "Gaussian",
     "GaussianEncoder",
     "Likelihood",

@@ -64,7 +64,10 @@ class Registry(Generic[T]):
         return name
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        try:
+            return name in self._entries
+        except TypeError:  # an unhashable value (a list, a dict) names nothing
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

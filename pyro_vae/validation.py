@@ -89,9 +89,21 @@ def parameter_count(x_dim: int, z_dim: int, hidden: Sequence[int]) -> int:
     return mlp_weight_count([x_dim, *hidden, 2 * z_dim]) + mlp_weight_count([z_dim, *reversed(hidden), x_dim])
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has, else one ``ValueError`` naming it
+    and the devices expected (torch's own error lists twenty device types)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device: expected cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+    return parsed
+
+
 def device_memory(device: str | torch.device) -> int | None:
     """Bytes of memory on ``device`` (the machine's RAM for the CPU), ``None`` if unknown."""
-    device = torch.device(device)
+    device = check_device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
     if device.type == "cpu":
@@ -180,6 +192,16 @@ class ArgumentTypeError(TypeError, ValueError):
     bad value before it, a ``ValueError``)."""
 
 
+class InputError(ValueError):
+    """Data a program was called with that it cannot take (a wrong shape, values out of range):
+    a ``ValueError`` of one line. Pyro re-raises a ``ValueError`` that leaves a traced program
+    as a new error of its type with the trace's shapes appended on further lines ("Trace Shapes:"
+    and two more, which say nothing when the error comes before any site); this class drops them."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(str(message).split("\nTrace Shapes:", 1)[0].rstrip("\n"))
+
+
 def check_value(name: str, value: Any, annotation: Any) -> None:
     """Raise :class:`ArgumentTypeError` naming ``name`` unless ``value`` has the annotated type,
     and ``ValueError`` unless an int named like a count (``num_*``, ``*_size``, ``*_dim``,
@@ -208,6 +230,14 @@ def check_arguments(fn: Callable, **values: Any) -> None:
             check_value(name, value, hints[name])
 
 
+def check_distinct(name: str, values: Sequence[Any], why: str) -> None:
+    """Refuse ``values`` (the choices given as ``name``) when one is given more than once;
+    ``why`` says what each one makes (a row of a table, ...), for the message."""
+    repeated = sorted({value for value in values if list(values).count(value) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"{name} {repeated} are named more than once; {why}")
+
+
 def check_seed(seed: int) -> None:
     """A seed torch takes, with room for the per-process streams ``seed + rank * 2**32``."""
     if not -(2**62) <= seed < 2**62:
@@ -223,12 +253,16 @@ def _float_bytes() -> int:
     return torch.tensor([], dtype=torch.get_default_dtype()).element_size()
 
 
+class MemoryRefusal(ValueError):
+    """Sizes refused because what they ask for cannot fit in the device's memory (:func:`check_fits`)."""
+
+
 def check_fits(need: int, what: str, device: str | torch.device = "cpu") -> None:
-    """Raise ``ValueError`` if ``need`` bytes exceed ``device``'s memory; ``what`` names
+    """Raise :class:`MemoryRefusal` if ``need`` bytes exceed ``device``'s memory; ``what`` names
     what needs them (the sizes that ask for them), for the message."""
     memory = device_memory(device)
     if memory is not None and need > memory:
-        raise ValueError(
+        raise MemoryRefusal(
             f"{what} needs at least {need / 2**30:,.1f} GiB, more than the {memory / 2**30:,.1f} GiB "
             f"of memory of {device}; choose smaller sizes"
         )

@@ -96,3 +96,27 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path):
     module = sub / "bad.py"
     module.write_text("from ..training import loop\nfrom pyro_vae import cli\nimport pyro_vae.experiments.graph\n")
     assert imported_components(module, tmp_path / "pyro_vae") == {"training", "cli", "experiments"}
+
+
+def private_imports(path: Path) -> list[str]:
+    """The private names (``_name``) that ``path`` imports from another ``pyro_vae`` module."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{node.module}.{alias.name}" for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("pyro_vae"))
+        for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")
+    ]
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_private_name_is_imported_across_modules(path: Path):
+    """A helper two modules share is public in the module that owns it (as ``log_weights`` is
+    for evaluation and the importance-weighted estimators), never another module's private one."""
+    found = private_imports(path)
+    assert not found, f"{path.relative_to(PACKAGE)} imports the private names {found}"
+
+
+def test_the_checker_sees_a_private_import(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text("from pyro_vae.inference.evaluate import _per_datum, evaluate\nfrom .x import _y\n")
+    assert private_imports(module) == ["pyro_vae.inference.evaluate._per_datum", "x._y"]

@@ -65,7 +65,7 @@ def test_slug_follows_github():
 
 def test_extending_has_one_runnable_example_per_kind():
     blocks = python_blocks(EXTENDING)
-    kinds = ["register_model", "log_p_data", "register_estimator", "register_algorithm", "DATASETS.register",
+    kinds = ["register_model", "joint", "register_estimator", "register_algorithm", "DATASETS.register",
              "def estimator_table"]
     assert len(blocks) == len(kinds)
     for block, kind in zip(blocks, kinds):

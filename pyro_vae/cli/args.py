@@ -55,15 +55,31 @@ positive_float = _finite_float("> 0", lambda value: value > 0)
 non_negative_float = _finite_float(">= 0", lambda value: value >= 0)
 
 
+class _FloatNames(ast.NodeTransformer):
+    """``nan`` and ``inf`` (any case, signed, inside tuples and lists too) as the floats they name."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id.lower() in ("nan", "inf"):
+            return ast.copy_location(ast.Constant(float(node.id)), node)
+        return node
+
+
+def literal(text: str) -> object:
+    """``text`` as a Python literal (``0.9``, ``(0.9, 0.999)``, ``True``, ``nan``, ``-inf``, ``1e400``
+    the float inf), else the plain string ``text``."""
+    try:
+        return ast.literal_eval(_FloatNames().visit(ast.parse(text.strip(), mode="eval")))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
 def key_value(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with a Python name as KEY; VALUE a Python literal, else a plain string."""
+    """``KEY=VALUE`` with a Python name as KEY; VALUE a Python literal (:func:`literal`: ``nan`` and
+    ``inf`` are floats), else a plain string."""
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a Python name as KEY, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value  # a plain string
+    return key, literal(value)
 
 
 _CUDA = re.compile(r"^cuda(:(\d+))?$")

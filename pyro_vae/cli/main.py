@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,10 @@ import torch
 from pyro_vae.cli.commands import COMMANDS
 from pyro_vae.cli.errors import USER_ERRORS, Terminated, describe_error, interrupted_message, sigterm_interrupts
 from pyro_vae.training.distributed import launched_by_torchrun, lost_peer_message
+
+
+#: A command-line word that is a negative number for Python's ``float``: -1, -.5, -1e-3, -inf, -nan.
+NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|inf(?:inity)?|nan)$", re.IGNORECASE)
 
 
 class UsageError(SystemExit):
@@ -40,6 +45,9 @@ class CommandParser(argparse.ArgumentParser):
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._add_arguments = add_arguments
+        # argparse takes "-1e-3" and "-inf" for flags ("--lr: expected one argument"); as values they
+        # reach the flag's own check, "--lr must be a finite number > 0, got -0.001"
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def build(self) -> CommandParser:
         """Add the arguments, once."""

@@ -25,6 +25,7 @@ from pyro_vae.files import atomic_write_json
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
+from pyro_vae.models.nets import INITIALIZATIONS
 from pyro_vae.pretrained import report_dir, resolve_run
 from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
 from pyro_vae.training.distributed import SINGLE, DistributedContext, session
@@ -36,7 +37,9 @@ from pyro_vae.training.resume import resume_config
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50; "
-                   "kipf: Kipf & Welling's graph autoencoder (GCN 32-16, Adam 0.01, 200 epochs)")
+                   "kipf: Kipf & Welling's graph autoencoder (GCN 32-16, Adam 0.01, 200 epochs); sbn-linear, "
+                   "sbn-nonlinear: the discrete-estimator papers' sigmoid belief networks (200 binary units, linear "
+                   "or two tanh layers of 200)")
     add_choice(p, "--model", MODELS)
     p.add_argument("--model-option", dest="model_option", type=key_value, action="append", metavar="KEY=VALUE",
                    help="an option of the model's constructor, e.g. --model-option num_components=10 (repeatable)")
@@ -46,6 +49,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation")
     add_choice(p, "--likelihood", LIKELIHOODS)
     p.add_argument("--init-std", type=positive_float, help="weights ~ N(0, std^2) (paper: 0.01)")
+    add_choice(p, "--init", INITIALIZATIONS)
     add_choice(p, "--estimator", ESTIMATORS)
     p.add_argument("--estimator-option", dest="estimator_option", type=key_value, action="append",
                    metavar="KEY=VALUE", help="a keyword of the estimator's builder, e.g. the beta of a user's "
@@ -79,6 +83,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-seed", type=int, help="graph data: seed of the 85/5/10 link split (default 0)")
     p.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<time>")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--allow-process-change", action="store_true",
+                   help="with --resume: continue although --jit, --flush-denormal, --threads or --device differ from "
+                        "what the checkpoint records (they change the float rounding, so the run is no longer bit "
+                        "for bit the uninterrupted one)")
     add_num_samples(p, 100, "per test image of the final log p(x); reported numbers use `evaluate -k 5000`")
     p.add_argument("--num-test", type=positive_int,
                    help="the final evaluation on the first N test images only (default: all)")
@@ -125,7 +133,7 @@ def _evaluate_report(
         print(
             f"epoch {report['epoch']}: test ELBO ({num_samples}-sample mean) {report['test_elbo']:.2f}, "
             f"{report['log_likelihood_of']} (IS, K={num_samples}) "
-            f"{report.get('test_log_px', report.get('test_log_p_data')):.2f} nats over {num} test images"
+            f"{report['test_log_px']:.2f} nats over {num} test images"
             + (f", test error {100 * report['test_error']:.2f}%" if "test_error" in report else "") + f" -> {path}",
             flush=True,
         )
@@ -169,6 +177,7 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
         config, run_dir, data_dir=args.data_dir, device=device, resume=args.resume,
         progress=not args.no_progress, keep_every=args.keep_every, distributed=distributed,
         validate_every_step=args.validate_every_step, jit=args.jit, callbacks=callbacks,
+        allow_process_change=args.allow_process_change,
     )
     if data_kind(config) == "graph":
         _graph_report(run, run_dir)

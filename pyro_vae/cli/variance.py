@@ -21,15 +21,20 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per estimator (default 5)")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS.names(), default=ESTIMATORS.names(),
-                   help=ESTIMATORS.describe())
+    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS.names(),
+                   help="default: every estimator that applies to the program (a pathwise one does not to a "
+                        "discrete latent, vimco not to one particle). " + ESTIMATORS.describe())
+    p.add_argument("--reference", choices=ESTIMATORS.names(),
+                   help="the estimator each variance is divided by (default: reparam; with --run-dir, the run's own "
+                        "estimator with its options, e.g. enum or vimco for a discrete latent)")
     p.add_argument("--draws", type=at_least(2), default=100, help="gradient draws R per estimator (default 100)")
     p.add_argument("--adapt-steps", type=at_least(0), default=300,
                    help="minibatches to adapt baselines on (default 300)")
     p.add_argument("--num-particles", type=positive_int, nargs="+",
                    help="samples L per datum of step 3 (default 1 4 16; with --run-dir, none unless given)")
     p.add_argument("--z-dims", type=positive_int, nargs="+", default=[2, 5, 10, 20, 50])
-    p.add_argument("--run-dir", type=Path, help="only compare the estimators at this trained run's last checkpoint")
+    p.add_argument("--run-dir", type=Path, help="only compare the estimators at this trained run's last checkpoint, "
+                                                "as the run was trained (its particles and estimator options)")
     add_common(p)
 
 
@@ -42,6 +47,7 @@ def cmd_variance(args) -> None:
     study = StudyConfig(
         base=TrainConfig.from_dict(values),
         estimators=args.estimators,
+        reference=args.reference,
         num_draws=args.draws,
         adapt_steps=args.adapt_steps,
         z_dims=args.z_dims,

@@ -20,15 +20,19 @@ leaves a half-written file under the real name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import gzip
 import hashlib
+import json
 import os
 import struct
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from pyro_vae.files import atomic_write_stream
+from pyro_vae.files import atomic_write_json, atomic_write_stream
 
 #: The environment variable naming the folder of real data sets (``--data-dir`` wins over it).
 ENV_DATA = "PYRO_VAE_DATA"
@@ -49,6 +53,12 @@ class DataCacheError(OSError):
 
 
 
+def one_line(err: BaseException) -> str:
+    """``Type: message`` of ``err`` on one line (torchvision's download errors span five)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def data_dir(path: str | os.PathLike | None = None) -> Path | None:
     """The folder given, else ``$PYRO_VAE_DATA``, else ``None`` (download)."""
     path = path or os.environ.get(ENV_DATA)
@@ -66,6 +76,43 @@ def file_md5(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def checksums(files: Sequence[Path], **facts: str) -> dict:
+    """What :func:`record_checksums` writes for ``files``: ``facts`` (what the files are) and
+    each file's md5 by name (``None`` for a file that is not there)."""
+    return {**facts, "md5": {f.name: file_md5(f) if f.is_file() else None for f in files}}
+
+
+def record_checksums(record: Path, files: Sequence[Path], **facts: str) -> None:
+    """Write ``record`` (atomically): the md5 of each of ``files`` and ``facts``, once the files
+    are complete, so that :func:`checksums_match` can tell later that they are still the same."""
+    atomic_write_json(record, checksums(files, **facts))
+
+
+def checksums_match(record: Path, files: Sequence[Path], **facts: str) -> bool:
+    """Whether ``record`` holds ``facts`` and the md5 every one of ``files`` has now (all present):
+    ``False`` for a missing or unreadable record, a file changed, damaged or replaced since."""
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False
+    now = checksums(files, **facts)
+    return None not in now["md5"].values() and recorded == now
+
+
+@contextlib.contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/.lock`` inside (``flock``: the kernel drops it when the
+    process dies), so that one process at a time rebuilds what ``folder`` holds; another waits,
+    then finds it rebuilt. An ``OSError`` (a cache that cannot be written) is the caller's to name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _unpacked_matches(gz: Path, unpacked: Path) -> bool:

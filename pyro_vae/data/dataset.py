@@ -13,6 +13,7 @@ labelled_per_batch=M_l)`` then puts M_l labelled points in every minibatch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -43,6 +44,7 @@ class Dataset:
     binarize: bool = False
 
     def __post_init__(self) -> None:
+        check_dataset(self)
         if self.binarize:
             generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
             self.test = torch.bernoulli(self.test, generator=generator)
@@ -114,3 +116,74 @@ class Dataset:
         labels[index] = self.train_labels[index]
         return replace(self, train_labels=labels)  # re-binarizing the binary test set changes nothing
 
+
+def check_dataset(data: Dataset) -> None:
+    """Refuse a :class:`Dataset` whose parts do not fit together, in one line naming the part:
+    train and test float tensors ``(N, *x_shape)`` with one ``x_shape`` and at least one datum
+    each, one integer label per datum (or none), ``image_shape`` three sizes holding one datum."""
+    if not isinstance(data.name, str):
+        raise TypeError(f"a Dataset's name must be a str, got {data.name!r:.80}")
+    for split in ("train", "test"):
+        _check_split(data, split)
+    if data.train.shape[1:] != data.test.shape[1:]:
+        raise ValueError(
+            f"Dataset {data.name!r}: train holds data of shape {tuple(data.train.shape[1:])} and test of shape "
+            f"{tuple(data.test.shape[1:])}; both must be (N, *x_shape) with one x_shape"
+        )
+    for split in ("train", "test"):
+        _check_labels(data, split)
+    _check_image_shape(data)
+    if not isinstance(data.likelihood, str):
+        raise TypeError(
+            f"Dataset {data.name!r}: likelihood must be a likelihood's name (str), got {data.likelihood!r:.80}"
+        )
+
+
+def _check_split(data: Dataset, split: str) -> None:
+    """``data.<split>`` is a float tensor ``(N, *x_shape)`` with N >= 1."""
+    x = getattr(data, split)
+    if not torch.is_tensor(x):
+        raise TypeError(
+            f"Dataset {data.name!r}: {split} must be a torch.Tensor of shape (N, *x_shape), got a "
+            f"value of type {type(x).__name__}; convert it with torch.as_tensor({split}, dtype=torch.float32)"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"Dataset {data.name!r}: {split} must be a float tensor with values in [0, 1], got dtype {x.dtype}; "
+            f"convert it, e.g. {split}.float() / 255 for 8-bit pixels"
+        )
+    if x.dim() < 2:
+        raise ValueError(f"Dataset {data.name!r}: {split} must have shape (N, *x_shape), got {tuple(x.shape)}")
+    if len(x) == 0:
+        what = "training data" if split == "train" else "test data (evaluation and every metrics row use them)"
+        raise ValueError(
+            f"Dataset {data.name!r}: the {split} set is empty (shape {tuple(x.shape)}); give it some {what}"
+        )
+
+
+def _check_labels(data: Dataset, split: str) -> None:
+    """``data.<split>_labels`` is ``None`` or an integer tensor of one label per datum of ``split``."""
+    labels, count = getattr(data, f"{split}_labels"), len(getattr(data, split))
+    integer = torch.is_tensor(labels) and not (
+        labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool
+    )
+    if labels is None or (integer and tuple(labels.shape) == (count,)):
+        return
+    shown = (f"a tensor of shape {tuple(labels.shape)}, {labels.dtype}" if torch.is_tensor(labels)
+             else f"a value of type {type(labels).__name__}")
+    raise ValueError(
+        f"Dataset {data.name!r}: {split}_labels must be None or an integer tensor of shape ({count},), one label "
+        f"per {split} datum, got {shown}"
+    )
+
+
+def _check_image_shape(data: Dataset) -> None:
+    """``data.image_shape`` is (channels, height, width) holding exactly one datum's values."""
+    shape, values = data.image_shape, math.prod(data.train.shape[1:])
+    sizes = isinstance(shape, (tuple, list)) and len(shape) == 3 and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+    if not sizes or math.prod(shape) != values:
+        raise ValueError(
+            f"Dataset {data.name!r}: image_shape must be (channels, height, width) holding one datum's "
+            f"{values} values (x_shape {tuple(data.train.shape[1:])}), got {shape!r:.80}"
+        )

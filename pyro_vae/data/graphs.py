@@ -8,6 +8,11 @@ the raw files are copied into the writable cache (``$PYRO_VAE_CACHE``, default
 :class:`~torch_geometric.datasets.Planetoid` processes them. The folder given
 always wins: it must hold every raw file, and a cached copy that differs from
 it (truncated, damaged) is copied again (:func:`prepare_planetoid_files`).
+PyG's processed graph ``processed/data.pt`` is verified as the raw files are:
+its md5 is recorded when it is written and checked when it is read, and a
+processed file that is damaged, of another data set or made from other raw
+files is rebuilt from the raw files (:func:`load_processed`); a raw file PyG
+cannot read is named (:func:`damaged_raw_file`).
 Without a folder, PyG downloads what the cache lacks; offline that ends in one
 :class:`~pyro_vae.data.DatasetNotFoundError` naming the missing files (the
 shared folder lacks PubMed's ``ind.pubmed.allx``).
@@ -38,7 +43,10 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae.data.cache import ENV_DATA, DatasetNotFoundError, cache_dir, cache_error, file_md5 as md5
+from pyro_vae.data.cache import (
+    ENV_DATA, CorruptDataError, DatasetNotFoundError, cache_dir, cache_error, cache_lock, checksums_match,
+    file_md5 as md5, one_line, record_checksums,
+)
 from pyro_vae.data.sources import DATASETS, load_dataset
 from pyro_vae.files import atomic_write_stream
 from pyro_vae.graph_tensors import check_graph, pyg
@@ -110,7 +118,7 @@ def prepare_planetoid_files(name: str, root: Path | None, cache: Path) -> None:
     if root is None:
         return
     source, raw = root / "Planetoid" / name / "raw", cache / name / "raw"
-    files = [f"ind.{name.lower()}.{part}" for part in PLANETOID_PARTS]
+    files = [path.name for path in raw_paths(name, source)]
     if not root.is_dir():
         raise DatasetNotFoundError(
             f"{name} is not on disk: the data folder {root} (--data-dir or ${ENV_DATA}) does not exist; "
@@ -151,19 +159,93 @@ class PlanetoidLoader:
     def __call__(self, root: Path | None) -> Graph:
         cache = cache_dir() / "Planetoid"
         prepare_planetoid_files(self.name, root, cache)
-        raw = cache / self.name / "raw"
         try:
-            data = pyg("datasets").Planetoid(str(cache), self.name)[0]
-        except Exception as err:  # PyG raises URLError, OSError, ... when the download fails
-            missing = [f for part in PLANETOID_PARTS if not (raw / (f := f"ind.{self.name.lower()}.{part}")).exists()]
-            raise DatasetNotFoundError(
-                f"{self.name} is not in the cache {raw} and could not be downloaded ({type(err).__name__}: {err}); "
-                f"missing there: {missing}. Point --data-dir or ${ENV_DATA} at a folder holding "
-                f"Planetoid/{self.name}/raw/."
-            ) from None
+            data = load_processed(self.name, cache)
+        except Exception as err:  # PyG raises URLError, OSError, pickle's errors, ...
+            raise self.failure(err, root, cache) from None
         utils = pyg("utils")
         edge_index = utils.to_undirected(utils.remove_self_loops(data.edge_index)[0], num_nodes=data.num_nodes)
         return Graph(self.name.lower(), data.x.float(), edge_index, data.y)
+
+    def failure(self, err: Exception, root: Path | None, cache: Path) -> Exception:
+        """The one error to raise for ``err``, raised while loading the graph from ``cache``: a cache
+        that cannot be written, raw files that are missing and could not be downloaded (named), or
+        a raw file that PyG cannot read (:func:`damaged_raw_file`)."""
+        raw = cache / self.name / "raw"
+        if isinstance(err, OSError) and err.filename is not None and str(err.filename).startswith(str(cache)):
+            return cache_error(err, cache)
+        missing = [path.name for path in raw_paths(self.name, raw) if not path.is_file()]
+        if missing:
+            return DatasetNotFoundError(
+                f"{self.name} is not in the cache {raw} and could not be downloaded ({one_line(err)}); "
+                f"missing there: {missing}. Point --data-dir or ${ENV_DATA} at a folder holding "
+                f"Planetoid/{self.name}/raw/."
+            )
+        return damaged_raw_file(self.name, raw, root, err)
+
+
+def raw_paths(name: str, folder: Path) -> list[Path]:
+    """The raw files of Planetoid ``name`` in ``folder`` (``ind.<name>.<part>``)."""
+    return [folder / f"ind.{name.lower()}.{part}" for part in PLANETOID_PARTS]
+
+
+#: The file, in PyG's ``processed/`` folder, recording the md5s of the processed graph ``data.pt``
+#: and of the raw files it was made from (:func:`load_processed`).
+PROCESSED_RECORD = "pyro_vae-checksums.json"
+
+
+def load_processed(name: str, cache: Path):
+    """PyG's ``Planetoid(cache, name)[0]``, its processed file ``processed/data.pt`` verified like
+    the raw files: it is read only when its md5, the raw files' md5s and the data set's name are
+    those recorded when it was written (:data:`PROCESSED_RECORD`); otherwise it is rebuilt from
+    the raw files (PyG downloads those missing) and recorded anew, one process at a time. So a
+    damaged ``data.pt``, one of another data set put in the slot (CiteSeer's in Cora's) or one
+    made from other raw files is never trained on."""
+    folder, planetoid = cache / name, pyg("datasets").Planetoid
+    processed = folder / "processed"
+    files, record = [*raw_paths(name, folder / "raw"), processed / "data.pt"], processed / PROCESSED_RECORD
+    if not checksums_match(record, files, dataset=name):
+        with cache_lock(folder):
+            if not checksums_match(record, files, dataset=name):  # else another process rebuilt it meanwhile
+                shutil.rmtree(processed, ignore_errors=True)
+                planetoid(str(cache), name)  # processes the raw files into processed/data.pt
+                record_checksums(record, files, dataset=name)
+    return planetoid(str(cache), name)[0]
+
+
+def damaged_raw_file(name: str, raw: Path, root: Path | None, err: Exception) -> CorruptDataError:
+    """The error naming the raw file of Planetoid ``name`` in ``raw`` that PyG cannot read (each
+    is read as PyG reads it), after processing failed with ``err``. A file of the data folder
+    ``root`` is to be replaced by the user; a cached copy of a download is removed, so that the
+    next load downloads it again."""
+    unreadable = _unreadable(name, raw)
+    if unreadable is None:
+        return CorruptDataError(
+            f"the raw files of {name} in {raw} cannot be processed ({one_line(err)}); one of them is damaged "
+            f"or of another version: replace them"
+        )
+    path, cause = unreadable
+    if root is not None:
+        return CorruptDataError(
+            f"{root / 'Planetoid' / name / 'raw' / path.name} is damaged (truncated?): PyG cannot read it ({cause}); "
+            "replace it"
+        )
+    path.unlink(missing_ok=True)
+    return CorruptDataError(
+        f"the cached {path} was damaged (truncated?): PyG cannot read it ({cause}); it is removed and the next "
+        f"run downloads it again, or point --data-dir or ${ENV_DATA} at a folder holding Planetoid/{name}/raw/"
+    )
+
+
+def _unreadable(name: str, raw: Path) -> tuple[Path, str] | None:
+    """The first raw file of Planetoid ``name`` in ``raw`` that PyG cannot read and why, or ``None``."""
+    read_file = pyg("io.planetoid").read_file
+    for part, path in zip(PLANETOID_PARTS, raw_paths(name, raw)):
+        try:
+            read_file(str(raw), name, part)
+        except Exception as err:  # pickle's errors, EOFError, ValueError, ...
+            return path, one_line(err)
+    return None
 
 
 for _name in ("Cora", "CiteSeer", "PubMed"):

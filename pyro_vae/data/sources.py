@@ -19,6 +19,7 @@ from pyro_vae.data.cache import (
     DatasetNotFoundError,
     cache_dir,
     data_dir,
+    one_line,
     prepare_raw_files,
 )
 from pyro_vae.data.dataset import Dataset
@@ -41,10 +42,10 @@ def _torchvision_images(name: str, root: Path | None) -> Dataset:
         splits = [cls(str(cache), train=train, download=True) for train in (True, False)]
     except Exception as err:  # torchvision raises URLError, RuntimeError, ...
         if root is not None:  # prepare_raw_files verified root and the cache
-            raise DatasetNotFoundError(f"{folder} could not be read from the cache {cache / folder / 'raw'}: {err}") from None
+            raise DatasetNotFoundError(f"{folder} could not be read from the cache {cache / folder / 'raw'}: {one_line(err)}") from None
         expected = ", ".join(f for f, _ in cls.resources)
         raise DatasetNotFoundError(
-            f"{cls.__name__} is not on disk and could not be downloaded ({err}). "
+            f"{cls.__name__} is not on disk and could not be downloaded ({one_line(err)}). "
             f"Expected the files {expected} in {cache / folder / 'raw'}; point --data-dir or ${ENV_DATA} "
             f"at a folder holding {folder}/raw/."
         ) from None
@@ -78,7 +79,7 @@ def load_frey_face(root: Path | None = None, num_test: int = 200, seed: int = 0)
             download_url(FREY_URL, str(path.parent), path.name, FREY_MD5)
         except Exception as err:
             raise DatasetNotFoundError(
-                f"Frey Face is not on disk and could not be downloaded ({err}). "
+                f"Frey Face is not on disk and could not be downloaded ({one_line(err)}). "
                 f"Expected the file {path} (MATLAB variable 'ff', uint8, 560 x 1965)."
             ) from None
     faces = torch.from_numpy(read_frey_mat(path).T.copy()).float() / 255.0

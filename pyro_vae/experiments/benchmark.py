@@ -196,7 +196,7 @@ def run_eval_benchmark(
     estimates: dict[str, float] = {}
 
     def ours() -> None:
-        estimates["pyro_vae_log_px"] = evaluate(vae, x.split(batch_size), num_samples, chunk_size)["log_px"]
+        estimates["pyro_vae_log_px"] = evaluate(vae, x.split(batch_size), num_samples, chunk_size).log_px
 
     def floor() -> None:
         estimates["handwritten_log_px"] = handwritten_log_px(vae, x, num_samples, batch_size, chunk_size)

@@ -52,6 +52,7 @@ from pyro_vae.plots import save_figure
 from pyro_vae.registry import Registry
 from pyro_vae.files import write_csv
 from pyro_vae.training import Run
+from pyro_vae.validation import check_distinct
 
 USES = ("mean", "sample")
 
@@ -287,6 +288,8 @@ def _check(dataset: Dataset, num_labels: Sequence[int], draws: int, use: str, cl
         raise ValueError(f"name at least one classifier of {CLASSIFIERS.names()}")
     for name in classifiers:
         CLASSIFIERS.check(name)
+    check_distinct("classifiers", classifiers, "each classifier is one row per draw of the labelled images")
+    check_distinct("num_labels", num_labels, "each number of labels is one set of draws")
     for n in num_labels:
         labelled_subset(dataset, n, 0)  # a number of labels the data set cannot give fails here, before encoding
 

@@ -163,7 +163,7 @@ def marginal_likelihood(run: Run, num_points: int, num_samples: int, device: str
     """Mean importance-sampled log p(x) (K = ``num_samples``, proposal q(z|x)) of ``num_points`` training and test images."""
     points = _eval_points(run, num_points, device)
     return {
-        f"{split}_log_px": evaluate(run.vae, x.split(100), num_samples=num_samples, chunk_size=min(num_samples, 500))["log_px"]
+        f"{split}_log_px": evaluate(run.vae, x.split(100), num_samples=num_samples, chunk_size=min(num_samples, 500)).log_px
         for split, x in points.items()
     }
 

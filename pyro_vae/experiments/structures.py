@@ -154,6 +154,8 @@ def run_table(out: str | Path, entries: Sequence[str] = tuple(ENTRIES), seeds: i
     out = Path(out)
     budget = {"epochs": epochs, **({"num_train": num_train} if num_train else {}),
               **({"activation": activation} if activation else {})}
+    for name in entries:  # every entry's config under the budget, before any run starts (a warm-up beyond it)
+        ENTRIES[name].config({**budget, "seed": 0})
     job = partial(train_entry, out=out, budget=budget, num_samples=num_samples, num_test=num_test, data_dir=data_dir, device=device)
     rows = run_jobs(job, [(name, seed) for name in entries for seed in range(seeds)], jobs)
     write_csv(rows, out / "runs.csv")

@@ -29,11 +29,11 @@ from matplotlib.ticker import NullFormatter
 import torch
 
 from pyro_vae.inference.estimators import ESTIMATORS
-from pyro_vae.inference.variance import compare_estimators
+from pyro_vae.inference.variance import compare_estimators, refusal
 from pyro_vae.files import write_csv
 from pyro_vae.plots import save_figure
 from pyro_vae.training import TrainConfig, build_run, load_run, train_or_resume
-from pyro_vae.validation import check_fields
+from pyro_vae.validation import check_distinct, check_fields
 
 
 @dataclasses.dataclass
@@ -41,33 +41,45 @@ class StudyConfig:
     """Budget of the study; ``base`` fixes the data set and architecture."""
 
     base: TrainConfig
-    estimators: Sequence[str] = ESTIMATORS
+    estimators: Sequence[str] | None = None  # None: every registered estimator that applies to the program
     num_draws: int = 100
     adapt_steps: int = 300
     num_particles: Sequence[int] = (1, 4, 16)  # the sample counts L per datum of step 3
     z_dims: Sequence[int] = (2, 5, 10, 20, 50)
+    reference: str | None = None  # None: reparam; at a trained run (compare_at_run), the run's own estimator
+    estimator_options: dict[str, dict] = dataclasses.field(default_factory=dict)  # estimator -> its options
 
     def __post_init__(self) -> None:
-        self.estimators = [ESTIMATORS.check(name) for name in self.estimators]
+        if self.estimators is not None:
+            self.estimators = [ESTIMATORS.check(name) for name in self.estimators]
+            check_distinct("estimators", self.estimators, "each estimator is one row of the study")
+        if self.reference is not None:
+            ESTIMATORS.check(self.reference)
         check_fields(self)
-        repeated = sorted({name for name in self.estimators if self.estimators.count(name) > 1})
-        if repeated:
-            raise ValueError(f"estimators {repeated} are named more than once; each estimator is one row of the study")
         if self.num_draws < 2:
             raise ValueError(f"num_draws must be >= 2 (a variance needs two draws), got {self.num_draws}")
 
 
 def _compare(run, study: StudyConfig, num_particles: int, generator: torch.Generator) -> list[dict]:
     data, bs = run.dataset, study.base.batch_size
-    device = run.vae.prior_loc.device
+    device = next(run.vae.parameters()).device
     x = data.test[:bs].to(device)
     adapt = [b for _, b in zip(range(study.adapt_steps), _cycle(data, bs, generator, device))]
-    return compare_estimators(run.vae, x, study.estimators, study.num_draws, num_particles, adapt, generator=generator)
+    return compare_estimators(run.vae, x, study.estimators, study.num_draws, num_particles, adapt, study.reference,
+                              generator, study.estimator_options)
 
 
 def _cycle(data, batch_size, generator, device):
     while True:
         yield from data.train_batches(batch_size, generator, device)
+
+
+def applicable_estimators(run, study: StudyConfig, num_particles: int) -> list[str]:
+    """The registered estimators that can estimate the gradient of ``run``'s program with
+    ``num_particles`` particles (:func:`~pyro_vae.inference.variance.refusal`), on its first test batch."""
+    x = run.dataset.test[: study.base.batch_size].to(next(run.vae.parameters()).device)
+    return [name for name in ESTIMATORS
+            if refusal(run.vae, name, x, num_particles, study.estimator_options.get(name)) is None]
 
 
 def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: str = "cpu") -> list[dict]:
@@ -77,10 +89,19 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     base = study.base
     generator = torch.Generator().manual_seed(base.seed)
 
-    # 1. training curves of every estimator
+    # 1. training curves of every estimator (by default every one that applies to the program)
+    start = build_run(dataclasses.replace(base, estimator="reparam"), data_dir, device)
+    names = study.estimators or applicable_estimators(start, study, base.num_particles)
+    if "reparam" not in names or (study.reference or "reparam") != "reparam":
+        raise ValueError(
+            "the full study measures every estimator at points of a reparam run against reparam, which this "
+            f"program or study leaves out (estimators {names}, reference {study.reference!r}); train the "
+            "program with its own estimator and compare there: pyro-vae variance --run-dir RUN [--reference NAME]"
+        )
+    study = dataclasses.replace(study, estimators=names)
     runs = {}
-    for name in study.estimators:
-        config = dataclasses.replace(base, estimator=name)
+    for name in names:
+        config = dataclasses.replace(base, estimator=name, estimator_options=study.estimator_options.get(name, {}))
         runs[name] = train_or_resume(config, out_dir / f"train-{name}", data_dir=data_dir, device=device,
                                      progress=False, keep_every=1 if name == "reparam" else 0)
     training_rows = [{"estimator": n, **m} for n, r in runs.items() for m in r.metrics]
@@ -91,7 +112,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
 
     # 2. variance at points of the reparam run
     reference_dir = out_dir / "train-reparam"
-    points = {0: build_run(dataclasses.replace(base, estimator="reparam"), data_dir, device)}
+    points = {0: start}
     for epoch in sorted({1, base.epochs}):
         points[epoch] = load_run(reference_dir, data_dir, device,
                                  checkpoint=reference_dir / "checkpoints" / f"epoch-{epoch:04d}.pt")
@@ -123,8 +144,10 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
 
 def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path, data_dir=None,
                    device: str = "cpu", num_particles: Sequence[int] = ()) -> list[dict]:
-    """Step 2 alone, at the last checkpoint of an existing run (e.g. a long, converged one):
-    writes ``variance.csv`` and ``summary.md`` into ``out_dir``. With ``num_particles``, also
+    """Step 2 alone, at the last checkpoint of an existing run (e.g. a long, converged one), as it
+    was trained: with its number of particles, its estimator's options, and that estimator as the
+    reference unless ``study.reference`` names another; writes ``variance.csv`` and ``summary.md``
+    (which says the reference and each estimator's options) into ``out_dir``. With ``num_particles``, also
     step 3 at that checkpoint: every estimator with K particles for each K given (for
     ``iwae`` and ``dreg`` the K-sample bound; Rainforth et al. 2018 show the guide's SNR
     of the IWAE gradient falling as K grows, and DReG's not), drawn in
@@ -132,11 +155,16 @@ def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = load_run(run_dir, data_dir, device)
-    study = dataclasses.replace(study, base=dataclasses.replace(study.base, batch_size=run.config.batch_size))
+    config = run.config
+    study = dataclasses.replace(
+        study, base=dataclasses.replace(study.base, batch_size=config.batch_size),
+        reference=study.reference or config.estimator,
+        estimator_options={config.estimator: config.estimator_options, **study.estimator_options},
+    )
     epoch = run.metrics[-1]["epoch"]
-    generator = torch.Generator().manual_seed(run.config.seed)
-    rows = [{"experiment": "training", "epoch": epoch, "z_dim": run.config.z_dim, **row}
-            for row in _compare(run, study, 1, generator)]
+    generator = torch.Generator().manual_seed(config.seed)
+    rows = [{"experiment": "training", "epoch": epoch, "z_dim": config.z_dim, **row}
+            for row in _compare(run, study, config.num_particles, generator)]
     rows += [{"experiment": "particles", "epoch": epoch, "z_dim": run.config.z_dim, **row}
              for particles in num_particles for row in _compare(run, study, particles, generator)]
     write_csv(rows, out_dir / "variance.csv")
@@ -162,19 +190,26 @@ def particles_table(rows: list[dict]) -> str:
 
 def summary_table(rows: list[dict], epoch: int) -> str:
     """Markdown table of the ``training`` rows at ``epoch``."""
+    final = {(r["estimator"], r["params"]): r for r in rows if r["experiment"] == "training" and r["epoch"] == epoch}
+    reference = next((r["reference"] for r in final.values()), "reparam")
     lines = [
-        "| estimator | guide (phi) tr Cov | ratio to reparam [95% CI] | guide SNR | model (theta) ratio [95% CI] | ms / estimate |",
+        f"| estimator (options) | guide (phi) tr Cov | ratio to {reference} [95% CI] | guide SNR "
+        "| model (theta) ratio [95% CI] | ms / estimate |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    final = {(r["estimator"], r["params"]): r for r in rows if r["experiment"] == "training" and r["epoch"] == epoch}
     for name in dict.fromkeys(e for e, _ in final):
         enc, dec = final[name, "guide"], final[name, "model"]
         lines.append(
-            f"| {name} | {enc['total_variance']:.3g} | {enc['ratio']:.3g} [{enc['ratio_lo']:.3g}, {enc['ratio_hi']:.3g}] "
+            f"| {name}{_options(enc['options'])} | {enc['total_variance']:.3g} | {enc['ratio']:.3g} [{enc['ratio_lo']:.3g}, {enc['ratio_hi']:.3g}] "
             f"| {enc['snr']:.3g} | {dec['ratio']:.3g} [{dec['ratio_lo']:.3g}, {dec['ratio_hi']:.3g}] "
             f"| {enc['ms_per_estimate']:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _options(options: dict) -> str:
+    """`` (beta=4.0)``: an estimator's options as the table shows them, nothing for none."""
+    return " (" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")" if options else ""
 
 
 def plot_variance(rows: list[dict], experiment: str, x_key: str, path: Path, stat: str = "total_variance") -> Path:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.inspect import get_dependencies
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.poutine.util import prune_subsample_sites
 
-from pyro_vae.inference.evaluate import _per_datum
+from pyro_vae.inference.log_weights import particle_plate, sum_per_datum
 
 
 class ImportanceWeighted(ELBO):
@@ -24,7 +22,7 @@ class ImportanceWeighted(ELBO):
     For datum i of a minibatch of M out of N and K particles z_ik ~ q(z|x_i)
     (all latents of the datum), ``log w_ik = log p(x_i, z_ik) - log q(z_ik|x_i)``
     sums the unscaled log densities of every site in the data plate over the
-    datum's inner plates (as :mod:`pyro_vae.inference.evaluate` does). The bound is
+    datum's inner plates (:mod:`pyro_vae.inference.log_weights`, as evaluation does). The bound is
 
         L_K = (N/M) sum_i log (1/K) sum_k w_ik,
 
@@ -59,23 +57,9 @@ class ImportanceWeighted(ELBO):
         self._checked = False
 
     def _per_datum_sum(self, trace: poutine.Trace) -> tuple[torch.Tensor, object]:
-        """Sum over the sample sites of ``trace`` of their unscaled (masked) log densities,
-        ``(K or 1, M)``, and the sites' common scale."""
-        total, scale, first = 0.0, None, None
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            log_prob = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-            total = total + _per_datum(site, self.max_plate_nesting, self.data_plate, log_prob,
-                                       needed_by="the importance-weighted bound (iwae, dreg)")
-            if first is None:
-                scale, first = site["scale"], name
-            elif not torch.equal(torch.as_tensor(site["scale"]), torch.as_tensor(scale)):
-                raise ValueError(
-                    f"sites {first!r} and {name!r} have different scales; the importance-weighted bound "
-                    "needs one scale (N/M) for all sites of a datum"
-                )
-        return total, scale
+        """The per-datum log density of the sample sites of ``trace``, ``(K or 1, M)``, and their scale."""
+        return sum_per_datum(trace, self.max_plate_nesting, self.data_plate,
+                             needed_by="the importance-weighted bound (iwae, dreg)")
 
     def _check_guide(self, guide: Callable, args: tuple, kwargs: dict) -> None:
         if self._checked or not self.doubly_reparameterized:
@@ -93,7 +77,7 @@ class ImportanceWeighted(ELBO):
     def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
         """``(log w, A, scale)``: log weights (K, M); A = log p(x, stop(z)) for DReG, else ``None``."""
         self._check_guide(guide, args, kwargs)
-        particles = pyro.plate("num_particles_vectorized", self.num_particles, dim=-1 - self.max_plate_nesting)
+        particles = particle_plate(self.num_particles, self.max_plate_nesting)
         model_trace, guide_trace = get_importance_trace(
             "flat", self.max_plate_nesting + 1, particles(model), particles(guide), args, kwargs
         )

@@ -33,7 +33,7 @@ a decaying average would learn that very minibatch, which training never lets it
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyro.poutine as poutine
@@ -159,38 +159,82 @@ def variance_ratio(
     level: float = 0.95,
     generator: torch.Generator | None = None,
 ) -> tuple[float, float, float]:
-    """tr Cov(draws) / tr Cov(reference) with a bootstrap percentile interval."""
+    """tr Cov(draws) / tr Cov(reference) with a bootstrap percentile interval.
+
+    A resample that repeats one draw only has no spread: its tr Cov is exactly 0 (not the
+    rounding error of the Gram formula, which can be -1e-10 and so a ratio of -1e+17), and a
+    resample of the reference without spread gives no ratio and is left out. With few draws
+    (R = 3: one resample in nine repeats one draw) the interval is wide, but never negative."""
     def resample(d: GradientDraws) -> torch.Tensor:
         idx = torch.randint(d.num_draws, (num_bootstrap, d.num_draws), generator=generator)
         counts = torch.zeros(num_bootstrap, d.num_draws).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float))
-        return d.total_variance(group, counts)
+        spread = (counts > 0).sum(-1) > 1
+        return torch.where(spread, d.total_variance(group, counts).clamp_min(0), 0.0)
 
     ratio = (draws.total_variance(group) / reference.total_variance(group)).item()
-    boot = resample(draws) / resample(reference)
+    denominator = resample(reference)
+    boot = resample(draws) / torch.where(denominator > 0, denominator, torch.nan)
     alpha = (1 - level) / 2
     lo, hi = torch.nanquantile(boot, torch.tensor([alpha, 1 - alpha], dtype=boot.dtype)).tolist()
     return ratio, lo, hi
 
 
+def refusal(program, name: str, x: torch.Tensor, num_particles: int = 1, options: dict | None = None,
+            **kwargs) -> str | None:
+    """Why the registered estimator ``name`` (with its ``options``) cannot estimate a gradient for
+    ``program`` on ``x`` (a pathwise one on a discrete latent, VIMCO with one particle, ...), in
+    the estimator's own words; ``None`` if it can. One loss is computed, torch's RNG restored."""
+    named = list(program.parameters())
+    try:
+        estimator = make_estimator(name, program, num_particles, options)
+        with torch.random.fork_rng(), torch.no_grad(), ParamScope([*named, *estimator.modules.parameters()]):
+            estimator.elbo.loss(program.model, estimator.guide, x, **kwargs)
+    except (ValueError, NotImplementedError) as err:
+        return str(err).splitlines()[0]
+    return None
+
+
 def compare_estimators(
     vae,
     x: torch.Tensor,
-    estimators: Sequence[str] = ESTIMATORS,
+    estimators: Sequence[str] | None = None,
     num_draws: int = 100,
     num_particles: int = 1,
     adapt_batches: Iterable[dict[str, torch.Tensor]] = (),
-    reference: str = "reparam",
+    reference: str | None = None,
     generator: torch.Generator | None = None,
+    options: Mapping[str, dict] | None = None,
 ) -> list[dict]:
     """One row per (estimator, parameter group): the statistics of :class:`GradientDraws`
-    plus ``ratio`` (with ``ratio_lo``, ``ratio_hi``) of total variance to ``reference``."""
+    plus ``ratio`` (with ``ratio_lo``, ``ratio_hi``) of total variance to ``reference``, and the
+    ``options`` each estimator was built with (``options[name]``, as a run trained with
+    ``--estimator-option``; none by default).
+
+    ``estimators`` ``None`` means every registered estimator that can estimate this program's
+    gradient (:func:`refusal`: the pathwise ones leave a discrete latent out); a named one that
+    cannot is refused with its reason. ``reference`` ``None`` means ``reparam``, or for a program it
+    does not apply to an error that asks for one (e.g. ``enum`` for a discrete latent)."""
+    options = dict(options or {})
+    if estimators is None:
+        estimators = [n for n in ESTIMATORS if refusal(vae, n, x, num_particles, options.get(n)) is None]
     for name in estimators:
         ESTIMATORS.check(name)
+    if reference is None:
+        why = refusal(vae, "reparam", x, num_particles, options.get("reparam"))
+        if why is not None:
+            raise ValueError(f"the default reference estimator reparam does not apply to this program ({why}); "
+                             "name one that does, e.g. reference='enum' (--reference enum)")
+        reference = "reparam"
     names = list(dict.fromkeys([reference, *estimators]))
+    for name in names:
+        why = refusal(vae, name, x, num_particles, options.get(name))
+        if why is not None:
+            role = "the reference estimator" if name == reference else "the estimator"
+            raise ValueError(f"{role} {name!r} cannot be measured on this program with K = {num_particles}: {why}")
     adapt_batches = list(adapt_batches)
     results = {}
     for name in names:
-        estimator = make_estimator(name, vae, num_particles)
+        estimator = make_estimator(name, vae, num_particles, options.get(name))
         scope = ParamScope([*vae.parameters(), *estimator.modules.parameters()])
         adapt_baseline(vae, estimator, adapt_batches, scope)
         results[name] = draw_gradients(vae, estimator, x, num_draws, scope)
@@ -200,7 +244,7 @@ def compare_estimators(
             ratio, lo, hi = variance_ratio(results[name], results[reference], group, generator=generator)
             rows.append(
                 {"estimator": name, "params": group, "num_particles": num_particles,
-                 "num_draws": num_draws, **results[name].summary(group),
-                 "ratio": ratio, "ratio_lo": lo, "ratio_hi": hi}
+                 "num_draws": num_draws, "options": dict(options.get(name) or {}), "reference": reference,
+                 **results[name].summary(group), "ratio": ratio, "ratio_lo": lo, "ratio_hi": hi}
             )
     return rows

@@ -47,7 +47,7 @@ from pyro.infer import ReweightedWakeSleep
 
 from pyro_vae.inference.algorithms import register_algorithm
 from pyro_vae.inference.optim import make_optimizer, optimizer_settings
-from pyro_vae.models.vae import VAE
+from pyro_vae.models.vae import VAE, generated_keyword
 
 
 # --- parameters and optimizers ---------------------------------------------
@@ -96,7 +96,7 @@ def wake_loss(vae: VAE, x: torch.Tensor, total_size: int | None = None) -> tuple
 def dream(vae: VAE, num_generated: int) -> poutine.Trace:
     """A trace of the model run forward, without gradient: z_i ~ p(z), x_i ~ p_theta(x|z_i)."""
     with torch.no_grad():
-        return poutine.trace(vae.model).get_trace(num_generated=num_generated)
+        return poutine.trace(vae.model).get_trace(**{generated_keyword(vae.model): num_generated})
 
 
 def sleep_loss(vae: VAE, num_generated: int, total_size: int | None = None) -> torch.Tensor:

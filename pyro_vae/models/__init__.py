@@ -4,7 +4,8 @@ Importing this package registers every built-in model in :data:`MODELS`:
 ``vae`` (:mod:`~pyro_vae.models.vae`), ``cvae`` (:mod:`~pyro_vae.models.cvae`),
 ``m2`` (:mod:`~pyro_vae.models.m2`), ``two-layer`` (:mod:`~pyro_vae.models.two_layer`),
 ``iaf`` (:mod:`~pyro_vae.models.iaf`), ``mog-prior`` and ``vampprior``
-(:mod:`~pyro_vae.models.priors`), ``m1-m2`` (:mod:`~pyro_vae.models.stacked`), and the graph
+(:mod:`~pyro_vae.models.priors`), ``m1-m2`` (:mod:`~pyro_vae.models.stacked`), ``sbn``
+(:mod:`~pyro_vae.models.sbn`), and the graph
 models ``vgae`` and ``gae`` (:mod:`~pyro_vae.models.vgae`).
 """
 
@@ -16,6 +17,7 @@ from pyro_vae.models.two_layer import TwoLayerVAE
 from pyro_vae.models.iaf import IAFVAE
 from pyro_vae.models.priors import MixturePriorVAE, VampPriorVAE
 from pyro_vae.models.stacked import StackedM1M2
+from pyro_vae.models.sbn import SigmoidBeliefVAE
 from pyro_vae.models.vgae import GAE, VGAE
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "DataSpec",
     "MixturePriorVAE",
     "PosteriorMean",
+    "SigmoidBeliefVAE",
     "StackedM1M2",
     "TwoLayerVAE",
     "VampPriorVAE",

@@ -23,6 +23,7 @@ from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
 from pyro_vae.models.registry import DataSpec, register_model
 from pyro_vae.models.vae import VAE
+from pyro_vae.validation import InputError
 
 
 def check_labels(y: torch.Tensor, num_classes: int) -> None:
@@ -30,7 +31,7 @@ def check_labels(y: torch.Tensor, num_classes: int) -> None:
     if y.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"labels y must be integers, got dtype {y.dtype}")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"labels y must lie in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]")
+        raise InputError(f"labels y must lie in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]")
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -91,7 +92,7 @@ class CVAE(VAE):
 
     def batch_size(self, x: torch.Tensor | None, num_generated: int | None, context: dict) -> int:
         if context.get("y") is None:
-            raise ValueError(f"{type(self).__name__} needs the labels y of its data (y=...)")
+            raise InputError(f"{type(self).__name__} needs the labels y of its data (y=...)")
         if torch.is_tensor(context["y"]):
             check_labels(context["y"], self.num_classes)
         return super().batch_size(x, num_generated, context)

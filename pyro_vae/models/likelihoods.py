@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vae.registry import Registry
+from pyro_vae.validation import InputError
 
 
 class Likelihood(nn.Module):
@@ -85,7 +86,7 @@ class Bernoulli(Likelihood):
 
     def check(self, low: float, high: float) -> None:
         if low < 0.0 or high > 1.0:
-            raise ValueError(
+            raise InputError(
                 f"Bernoulli likelihood expects data in [0, 1], got values in [{low:g}, {high:g}]; "
                 "rescale the data (e.g. divide 8-bit pixels by 255) or use likelihood='gaussian'"
             )

@@ -44,6 +44,7 @@ from pyro.nn import pyro_method
 from pyro_vae.models.cvae import CVAE, check_labels
 from pyro_vae.models.nets import MLP
 from pyro_vae.models.registry import register_model
+from pyro_vae.validation import InputError
 
 
 @register_model("m2")
@@ -98,7 +99,7 @@ class M2(CVAE):
             return None
         check_labels(y.clamp_min(0), self.num_classes)
         if int(y.min()) < -1:
-            raise ValueError(f"labels y must be -1 (unlabelled) or in [0, {self.num_classes}), got {int(y.min())}")
+            raise InputError(f"labels y must be -1 (unlabelled) or in [0, {self.num_classes}), got {int(y.min())}")
         return y >= 0
 
     @pyro_method
@@ -122,7 +123,7 @@ class M2(CVAE):
     def guide(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """q(y|x) for the unlabelled data, then q(z|x,y)."""
         if x is None:
-            raise ValueError("the guide needs data: call guide(x) with a batch x")
+            raise InputError("the guide needs data: call guide(x) with a batch x")
         batch_size = self.batch_size(x, None, {} if y is None else {"y": y})
         labelled = self._labelled(y)
         with self.data_plate(batch_size, total_size):

@@ -6,12 +6,13 @@ PyTorch program. :mod:`pyro_vae.models.vae` wraps them into a Pyro model/guide p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyro_vae.registry import Registry
 from pyro_vae.validation import check_arguments, check_parameters_fit, check_sizes, mlp_weight_count
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -30,6 +31,33 @@ def activation(name: str) -> nn.Module:
         raise ValueError(
             f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
         ) from None
+
+
+#: Weight initialisations by name (``TrainConfig.init``), each applied in place to a program's
+#: affine layers after it is built (:func:`initialize`); ``init_std`` is the separate N(0, std^2) start.
+INITIALIZATIONS: Registry[Callable[[nn.Linear], None]] = Registry("initialization")
+
+
+@INITIALIZATIONS.register("torch")
+def torch_default(layer: nn.Linear) -> None:
+    """PyTorch's own: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), left as built"""
+
+
+@INITIALIZATIONS.register("glorot")
+def glorot(layer: nn.Linear) -> None:
+    """Glorot & Bengio (2010), as Burda et al. (2016): W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)); b = 0"""
+    nn.init.xavier_uniform_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def initialize(module: nn.Module, name: str) -> None:
+    """Re-initialise every :class:`~torch.nn.Linear` layer of ``module`` (in ``modules()`` order,
+    so the draws follow the seed) by the registered initialisation ``name``."""
+    init = INITIALIZATIONS[name]
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            init(layer)
 
 
 class MLP(nn.Sequential):

@@ -21,6 +21,7 @@ from torch import nn
 
 from pyro_vae.models.registry import register_model
 from pyro_vae.models.vae import VAE
+from pyro_vae.validation import InputError
 
 
 class DiagonalNormalMixture(dist.MixtureSameFamily):
@@ -152,6 +153,6 @@ class VampPriorVAE(VAE):
 
     def prior(self, **context) -> dist.TorchDistribution:
         if self._awaits_data:
-            raise ValueError("this VampPrior was built with pseudo_init='data': call initialize(x_train) "
+            raise InputError("this VampPrior was built with pseudo_init='data': call initialize(x_train) "
                              "with the training images before using it")
         return _mixture(*self.encode(self.pseudo_inputs))

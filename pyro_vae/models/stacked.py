@@ -48,6 +48,7 @@ from pyro_vae.models.likelihoods import Likelihood
 from pyro_vae.models.m2 import M2
 from pyro_vae.models.registry import DataSpec, register_model
 from pyro_vae.models.vae import VAE
+from pyro_vae.validation import InputError
 
 
 @register_model("m1-m2")
@@ -173,7 +174,7 @@ class StackedM1M2(PyroModule):
     def model(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """p(y) p(z2) p(z1 | y, z2) p(x | z1), z1 declared flat and scored by M2's model."""
         if x is None:
-            raise ValueError("stacked M1 + M2 scores data against its guide: call model(x) with a batch x "
+            raise InputError("stacked M1 + M2 scores data against its guide: call model(x) with a batch x "
                              "(generate(n) draws new images)")
         batch_size = self.m1.batch_size(x, None, {})
         with self.m1.data_plate(batch_size, total_size):
@@ -186,7 +187,7 @@ class StackedM1M2(PyroModule):
     def guide(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """q(z1 | x) of M1, then M2's q(y | z1) q(z2 | z1, y)."""
         if x is None:
-            raise ValueError("the guide needs data: call guide(x) with a batch x")
+            raise InputError("the guide needs data: call guide(x) with a batch x")
         with self.m1.data_plate(self.m1.batch_size(x, None, {}), total_size):
             z1 = pyro.sample(self.m1.site("z"), self.m1.posterior(x))
             return self.m2.guide(z1, y=y, total_size=total_size)

@@ -26,6 +26,7 @@ from pyro.nn import pyro_method
 from pyro_vae.models.nets import GaussianEncoder
 from pyro_vae.models.registry import register_model
 from pyro_vae.models.vae import VAE
+from pyro_vae.validation import InputError
 
 
 @register_model("two-layer")
@@ -76,7 +77,7 @@ class TwoLayerVAE(VAE):
     def guide(self, x=None, *, num_generated=None, total_size=None, **context) -> torch.Tensor:
         """q(z|x) q(z2|z)."""
         if x is None:
-            raise ValueError("the guide needs data: call guide(x) with a batch x")
+            raise InputError("the guide needs data: call guide(x) with a batch x")
         with self.data_plate(self.batch_size(x, None, context), total_size):
             z = pyro.sample(self.site("z"), self.posterior(x))
             return pyro.sample(self.site("z2"), dist.Normal(*self.encoder2(z)).to_event(1))

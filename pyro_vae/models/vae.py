@@ -28,7 +28,9 @@ replayed into it), so they stay right for every subclass.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+import warnings
 from collections.abc import Sequence
 
 import pyro
@@ -45,7 +47,9 @@ from torch import nn
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
 from pyro_vae.models.registry import DataSpec, register_model
-from pyro_vae.validation import check_arguments, check_init_std, check_parameters_fit, check_sizes, parameter_count
+from pyro_vae.validation import (
+    InputError, check_arguments, check_init_std, check_parameters_fit, check_sizes, parameter_count,
+)
 
 
 class PosteriorMean(Messenger):
@@ -64,6 +68,21 @@ class PosteriorMean(Messenger):
             return
         msg["value"] = mean
         msg["done"] = True
+
+
+def generated_keyword(model) -> str:
+    """The keyword that asks ``model`` for new data: ``num_generated``; for a model written before
+    version 0.1.0 that still takes ``num_samples`` instead, that one, with a ``DeprecationWarning``
+    (accepted for one version; see CHANGELOG.md)."""
+    parameters = inspect.signature(model).parameters
+    if "num_generated" not in parameters and "num_samples" in parameters:
+        warnings.warn(
+            f"{getattr(model, '__qualname__', model)} takes num_samples=; since pyro_vae 0.1.0 the number of data "
+            "a model draws is num_generated= (num_samples is the K of evaluation); rename it, the old name "
+            "stops working in the next version", DeprecationWarning, stacklevel=3,
+        )
+        return "num_samples"
+    return "num_generated"
 
 
 @register_model("vae")
@@ -169,12 +188,12 @@ class VAE(PyroModule):
         for frame in get_plates():
             if frame.name == self.data_plate_name:
                 if frame.size != batch_size:
-                    raise ValueError(
+                    raise InputError(
                         f"the enclosing plate {frame.name!r} has size {frame.size}, the batch {batch_size}"
                     )
                 return contextlib.nullcontext()
         if total_size is not None and total_size < batch_size:
-            raise ValueError(f"total_size={total_size} is smaller than the batch ({batch_size})")
+            raise InputError(f"total_size={total_size} is smaller than the batch ({batch_size})")
         # The batch's indices are given (the same arange whoever opens the plate). Where a trace
         # already holds this plate's subsample site (another VAE of the program opened a plate of
         # the same name before: plate=...), the second one is hidden, so the names do not clash.
@@ -232,7 +251,7 @@ class VAE(PyroModule):
     ) -> torch.Tensor:
         """q(z|x), amortized by the encoder."""
         if x is None:
-            raise ValueError("the guide q(z|x) needs data: call guide(x) with a batch x")
+            raise InputError("the guide q(z|x) needs data: call guide(x) with a batch x")
         batch_size = self.batch_size(x, None, context)
         with self.data_plate(batch_size, total_size):
             return pyro.sample(self.site("z"), self.posterior(x, **context))
@@ -242,7 +261,7 @@ class VAE(PyroModule):
         """The number of data of a call, after checking ``x`` and the context against :attr:`data_keys`."""
         unknown = sorted(set(context) - set(self.data_keys))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} takes the data {list(self.data_keys)}, not {unknown}"
             )
         if x is not None:
@@ -251,10 +270,10 @@ class VAE(PyroModule):
         else:
             batch_size = 1 if num_generated is None else num_generated
             if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-                raise ValueError(f"num_generated must be an integer >= 1, got {num_generated!r}")
+                raise InputError(f"num_generated must be an integer >= 1, got {num_generated!r}")
         for key, value in context.items():
             if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] != batch_size:
-                raise ValueError(f"{key} has {value.shape[0]} entries for a batch of {batch_size}")
+                raise InputError(f"{key} has {value.shape[0]} entries for a batch of {batch_size}")
         return batch_size
 
     def check_data(self, x: torch.Tensor) -> None:
@@ -268,12 +287,12 @@ class VAE(PyroModule):
             )
         leading = x.dim() - len(self.x_shape) - 1  # dimensions left of the batch: only when nested
         if leading < 0 or (leading and not self.nested) or tuple(x.shape[leading + 1:]) != self.x_shape:
-            raise ValueError(
+            raise InputError(
                 f"x must have shape ({'..., ' if self.nested else ''}batch, {', '.join(map(str, self.x_shape))}), "
                 f"got {tuple(x.shape)}"
             )
         if x.numel() == 0:
-            raise ValueError("x is an empty batch (0 data points)")
+            raise InputError("x is an empty batch (0 data points)")
         if x.dtype != self.prior_loc.dtype:
             raise TypeError(
                 f"x has dtype {x.dtype} but the VAE's parameters are {self.prior_loc.dtype}; "
@@ -282,7 +301,7 @@ class VAE(PyroModule):
         # always, even with Pyro's validation off: one pass over x, a few microseconds per batch
         low, high = (v.item() for v in torch.aminmax(x))  # NaN and inf propagate
         if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError(f"x contains {int((~torch.isfinite(x)).sum())} NaN or infinite values")
+            raise InputError(f"x contains {int((~torch.isfinite(x)).sum())} NaN or infinite values")
         self.likelihood.check(low, high)
 
     # --- using the program ------------------------------------------------
@@ -317,4 +336,5 @@ class VAE(PyroModule):
         if latents:
             model = poutine.condition(model, {self.site(k): v for k, v in latents.items()})
         with pyro.get_param_store().scope():
-            return self._observation_mean(poutine.trace(model).get_trace(None, num_generated=num_generated, **context))
+            trace = poutine.trace(model).get_trace(None, **{generated_keyword(self.model): num_generated}, **context)
+            return self._observation_mean(trace)

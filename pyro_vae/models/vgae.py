@@ -35,6 +35,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_vae.graph_tensors import check_graph, pyg
 from pyro_vae.models.registry import DataSpec, register_model
+from pyro_vae.validation import InputError
 
 
 @dataclass
@@ -64,11 +65,11 @@ class Pairs:
         for name in ("target", "weight"):
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (size,):
-                raise ValueError(f"pairs.{name} must have shape ({size},) for {size} pairs, got {tuple(value.shape)}")
+                raise InputError(f"pairs.{name} must have shape ({size},) for {size} pairs, got {tuple(value.shape)}")
         if self.weight is not None and is_validation_enabled() and not (self.weight > 0).all():
-            raise ValueError("pairs.weight must be positive")
+            raise InputError("pairs.weight must be positive")
         if not self.scale > 0:
-            raise ValueError(f"pairs.scale must be positive, got {self.scale}")
+            raise InputError(f"pairs.scale must be positive, got {self.scale}")
         return size
 
 
@@ -140,10 +141,14 @@ class VGAE(PyroModule):
             )
         if config.algorithm != "aevb":
             raise ValueError(f"a graph model trains with the aevb algorithm, not {config.algorithm!r}")
-        unused = {"likelihood": None, "num_train": None, "num_labels": None, "kl_warmup": 0, "evals_per_decade": 0}
+        unused = {"likelihood": None, "num_train": None, "num_labels": None, "kl_warmup": 0, "evals_per_decade": 0,
+                  "activation": "tanh", "init_std": None, "init": "torch"}
         given = [name for name, default in unused.items() if getattr(config, name) != default]
         if given:
-            raise ValueError(f"a graph model does not use {given}: one full-graph step per epoch, a Bernoulli A_ij")
+            raise ValueError(
+                f"a graph model does not use {given}: one full-graph step per epoch, a Bernoulli A_ij, a ReLU GCN "
+                "with Glorot's initialisation (Kipf & Welling)"
+            )
 
     def __init__(self, in_features: int, hidden: int = 32, z_dim: int = 16, prefix: str = "") -> None:
         super().__init__(name=prefix)

@@ -27,6 +27,7 @@ import json
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +70,49 @@ def register_pretrained(record: str | Path) -> Path:
         description = _read_record(record).get("description", "")
     except PretrainedError as err:
         description = str(err)
-    return PRETRAINED.register(record.stem, record, help=description, replace=True)
+    return PRETRAINED.register(record.stem, record, help=str(description), replace=True)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: The entries every record holds: what each must be, as a test and in words for the message.
+RECORD_ENTRIES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "config": (lambda v: isinstance(v, dict), "a dict of TrainConfig fields"),
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+               "the SHA-256 of the weights file, 64 hex digits"),
+    "bytes": (_is_count, "the size of the weights file, an int >= 0"),
+    "metrics": (lambda v: isinstance(v, list) and all(isinstance(row, dict) for row in v),
+                "the learning curve, a list of metrics rows (dicts)"),
+}
 
 
 def _read_record(path: Path) -> dict[str, Any]:
+    """The record ``path`` with its entries (:data:`RECORD_ENTRIES`) checked, or :class:`PretrainedError`."""
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PretrainedError(f"pretrained record {path} is unreadable: {err}") from None
-    missing = [k for k in ("config", "sha256", "bytes", "metrics") if k not in record]
-    if not isinstance(record, dict) or missing:
+    if not isinstance(record, dict):
+        raise PretrainedError(f"pretrained record {path} must be a JSON object, got a {type(record).__name__}")
+    missing = [k for k in RECORD_ENTRIES if k not in record]
+    if missing:
         raise PretrainedError(f"pretrained record {path} lacks the entries {missing}")
+    for key, (valid, expected) in RECORD_ENTRIES.items():
+        if not valid(record[key]):
+            raise PretrainedError(
+                f"pretrained record {path}: the entry {key} must be {expected}, got {record[key]!r:.80}"
+            )
     return record
+
+
+def _config(path: Path, record: dict[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` of the record ``path``, or :class:`PretrainedError` naming what is wrong."""
+    try:
+        return TrainConfig.from_dict(record["config"])
+    except (TypeError, ValueError) as err:  # each one line, naming the field
+        raise PretrainedError(f"pretrained record {path}: its config is not valid: {err}") from None
 
 
 def _sha256(data: bytes) -> str:
@@ -124,7 +156,7 @@ def load_pretrained(name: str, data_dir: str | Path | None = None, device: str =
     record = _read_record(record_path)
     path = record_path.with_suffix(".pt")
     state = _weights(path, record)
-    run = build_run(TrainConfig.from_dict(record["config"]), data_dir, device)
+    run = build_run(_config(record_path, record), data_dir, device)
     try:
         load_module_state(run.vae, state, "model", path)
     except CheckpointError as err:

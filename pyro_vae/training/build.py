@@ -27,14 +27,16 @@ import torch
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, Estimator, make_estimator
 from pyro_vae.inference.algorithms import ParamScope
-from pyro_vae.inference.evaluate import evaluate, global_sites
+from pyro_vae.inference.evaluate import evaluate
+from pyro_vae.inference.joint import global_sites
 from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
+from pyro_vae.models.nets import initialize
 from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from pyro_vae.training.config import TrainConfig, data_kind
 from pyro_vae.training.folder import CHECKPOINT
-from pyro_vae.validation import check_model_fits
+from pyro_vae.validation import check_device, check_model_fits
 
 
 @dataclass
@@ -149,6 +151,7 @@ def build_program(config: TrainConfig, dataset: Dataset, data_dir: str | Path | 
 def build_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
     """Seed torch's RNG, load the data, and build the program and estimator on ``device``
     (for a graph model: :func:`~pyro_vae.training.graph_loop.build_graph_run`)."""
+    check_device(device)  # before the data load: one line naming the device, not torch's list of twenty types
     return RUN_KINDS[data_kind(config)].build(config, data_dir, device)
 
 
@@ -165,6 +168,7 @@ def build_vector_run(config: TrainConfig, data_dir: str | Path | None = None, de
         dataset = dataset.with_labels(config.num_labels, config.seed)
     check_model_fits(config, dataset.x_shape, device)
     program = build_program(config, dataset, data_dir, device).to(device)
+    initialize(program, config.init)
     if hasattr(program, "initialize"):  # a data-dependent start (the VampPrior's pseudo_init="data")
         program.initialize(dataset.train.to(device))
     estimator = make_estimator(config.estimator, program, config.num_particles, config.estimator_options)
@@ -217,7 +221,11 @@ def load_run(
                 f"{path} holds a run of the {kind} {name!r}, which is not registered here; import the module "
                 f"that registers it first (pyro-vae --import MODULE ...). Registered: {registry.names()}"
             )
-    run = build_run(TrainConfig.from_dict(state["config"]), data_dir, device)
+    try:
+        config = TrainConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as err:  # hand-made or mixed up: the file is named, not only the field
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
+    run = build_run(config, data_dir, device)
     load_module_state(run.vae, state["model"], "model", path)
     load_module_state(run.estimator.modules, state["estimator"], "estimator", path)
     run.metrics = state["metrics"]

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 from pyro_vae.files import atomic_write_bytes
+from pyro_vae.validation import check_device
+from pyro_vae.training.process import PROCESS_SETTINGS
 
 FORMAT = "pyro_vae.training.checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "optimizer", "rng", "metrics")
@@ -75,7 +77,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    device = _device(map_location)
+    device = check_device(map_location)  # a bad device is the caller's error, not a corrupt checkpoint
     verify_checkpoint(path)
     try:
         state = torch.load(path, map_location=device, weights_only=True)
@@ -88,18 +90,6 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} lacks the entries {missing}")
     check_schema(state, path, generators)
     return state
-
-
-def _device(map_location: str | torch.device) -> torch.device:
-    """``map_location`` as a device this machine has, else ``ValueError`` naming it
-    (not a corrupt-checkpoint error: the file is fine)."""
-    try:
-        device = torch.device(map_location)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {map_location!r} is not a torch device: expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {map_location!r}: CUDA is not available on this machine")
-    return device
 
 
 def _bad(path: str | os.PathLike, field: str, expected: str, value: Any) -> CheckpointError:
@@ -156,6 +146,20 @@ def check_schema(state: Mapping[str, Any], path: str | os.PathLike, generators: 
                    state["since_row"])
     if "distributed" in state:
         _check_distributed(state["distributed"], path)
+    if "process" in state:  # absent in checkpoints written before it was recorded
+        _check_process(state["process"], path)
+
+
+def _check_process(entry: Any, path: str | os.PathLike) -> None:
+    """``{"jit": bool, "flush_denormal": bool, "threads": int, "device": str}``: the settings of
+    :data:`~pyro_vae.training.process.PROCESS_SETTINGS` the writing process had."""
+    if not isinstance(entry, Mapping):
+        raise _bad(path, "process", "a dict of process settings", entry)
+    for name, value in entry.items():
+        if name not in PROCESS_SETTINGS:
+            raise _bad(path, f"process.{name}", f"one of the process settings {PROCESS_SETTINGS.names()}", value)
+        if not PROCESS_SETTINGS[name].valid(value):
+            raise _bad(path, f"process.{name}", PROCESS_SETTINGS[name].expected, value)
 
 
 def _is_interval(value: Any) -> bool:
@@ -223,7 +227,19 @@ def load_module_state(module: nn.Module, state: Mapping[str, Any], what: str, pa
             f"checkpoint {path} does not fit the {what} its config describes (another architecture?): "
             + "; ".join(problems)
         )
+    check_finite_state(state, what, path)
     restore_state(module.load_state_dict, state, what, path)
+
+
+def check_finite_state(state: Mapping[str, Any], what: str, path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` naming the tensors of ``state`` that hold NaN or infinite
+    values (else the first use of the program fails in Pyro with a dump of distribution arguments)."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path}: the {what} state holds NaN or infinite values in {_names(bad)} "
+            "(written by a run that had diverged, or damaged); use another checkpoint"
+        )
 
 
 def restore_state(load: Callable[[Any], Any], state: Any, what: str, path: str | os.PathLike) -> None:

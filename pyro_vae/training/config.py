@@ -17,6 +17,7 @@ algorithm may.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from pyro_vae.inference.estimators import check_estimator_options
 from pyro_vae.inference.optim import check_optimizer_settings
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
-from pyro_vae.models.nets import ACTIVATIONS
+from pyro_vae.models.nets import ACTIVATIONS, INITIALIZATIONS
 from pyro_vae.validation import check_fields, check_train_config
 
 #: Named sets of config values from the papers (``--preset``): architecture, optimizer and batch size.
@@ -40,6 +41,10 @@ PRESETS: dict[str, dict] = {
     "iwae": dict(hidden=(200, 200), z_dim=50, optimizer="adam", lr=1e-3, batch_size=100),
     # Kipf & Welling (2016): GCN 32-16, Adam 0.01, 200 full-graph steps (a graph is one batch).
     "kipf": dict(hidden=(32,), z_dim=16, optimizer="adam", lr=0.01, epochs=200),
+    # The discrete-estimator papers' sigmoid belief networks (Mnih & Rezende 2016, Tucker et al. 2017,
+    # Dong et al. 2020): 200 binary units, linear networks or two deterministic tanh layers of 200.
+    "sbn-linear": dict(model="sbn", hidden=(), z_dim=200),
+    "sbn-nonlinear": dict(model="sbn", hidden=(200, 200), z_dim=200),
 }
 
 
@@ -59,6 +64,7 @@ class TrainConfig:
     activation: str = "tanh"
     likelihood: str | None = None  # None: the data set's own
     init_std: float | None = None
+    init: str = "torch"  # the affine layers' start (models.nets.INITIALIZATIONS); init_std draws N(0, std^2) instead
     estimator: str = "reparam"
     num_particles: int = 1
     optimizer: str = "adam"
@@ -88,11 +94,14 @@ class TrainConfig:
         for registry, name in (
             (DATASETS, self.dataset), (ESTIMATORS, self.estimator), (ALGORITHMS, self.algorithm),
             (OPTIMIZERS, self.optimizer), (LR_SCHEDULES, self.lr_schedule), (MODELS, self.model),
+            (INITIALIZATIONS, self.init),
         ):
             registry.check(name)
         if self.likelihood is not None:
             LIKELIHOODS.check(self.likelihood)
         check_data_kind(self)
+        if self.init != "torch" and self.init_std is not None:
+            raise ValueError(f"init={self.init!r} and init_std={self.init_std} both set the weights' start; give one")
         for checker in (MODELS[self.model], ALGORITHMS[self.algorithm]):
             check = getattr(checker, "check_config", None)
             if check is not None:
@@ -106,6 +115,11 @@ class TrainConfig:
             raise ValueError(f"evals_per_decade must be >= 0, got {self.evals_per_decade}")
         if self.kl_warmup < 0:
             raise ValueError(f"kl_warmup must be >= 0, got {self.kl_warmup}")
+        if self.kl_warmup > self.epochs:
+            raise ValueError(
+                f"kl_warmup={self.kl_warmup} epochs is longer than the run's epochs={self.epochs}: the latent terms "
+                f"would never reach their full weight; give kl_warmup <= {self.epochs} or more epochs"
+            )
         if self.kl_warmup and not getattr(ALGORITHMS[self.algorithm], "anneals", False):
             raise ValueError(f"kl_warmup needs an algorithm that optimizes the ELBO (aevb), not {self.algorithm!r}")
         if self.labelled_per_batch and (self.num_labels is None or not 0 < self.labelled_per_batch < self.batch_size):
@@ -124,11 +138,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """The config of the entries ``d``, old names (:data:`RENAMED_KEYS`) read as their new ones."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a config must be a dict of TrainConfig fields, got {d!r:.80} ({type(d).__name__})")
         d = {RENAMED_KEYS.get(key, key): value for key, value in d.items()}
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown config entries {sorted(unknown)}")
+            raise ValueError(f"unknown config entries {sorted(unknown, key=str)}")
         return cls(**d)
 
 

@@ -37,11 +37,12 @@ from pyro_vae.inference.link_prediction import link_metrics
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vgae import Pairs, paper_pairs
 from pyro_vae.training.build import Run
-from pyro_vae.training.callbacks import check_callbacks, notify
+from pyro_vae.training.callbacks import check_callbacks, end_of_epoch, end_of_run
 from pyro_vae.training.checkpoint import load_algorithm_state, load_module_state
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext
-from pyro_vae.training.folder import CHECKPOINT, TrainingDiverged, open_run, write_config, write_epoch
+from pyro_vae.training.folder import CHECKPOINT, diverged, open_run, write_config, write_epoch
+from pyro_vae.training.process import process_settings
 
 
 @dataclass
@@ -107,6 +108,7 @@ def train_graph(
     validate_every_step: bool = False,
     jit: bool | None = None,
     callbacks: Sequence[object] = (),
+    allow_process_change: bool = False,
 ) -> GraphRun:
     """Train (or, with ``resume=True``, continue) the graph model run in ``run_dir`` up to
     ``config.epochs``, under the rules of :func:`~pyro_vae.training.folder.open_run`.
@@ -115,6 +117,8 @@ def train_graph(
     datum, so several processes (``distributed``) and ``jit`` are refused. A NaN or
     infinite loss raises :class:`~pyro_vae.training.folder.TrainingDiverged` and leaves
     the checkpoint of the last saved epoch intact. ``on_eval(run)`` adds columns to each row.
+    A resume on a process of other rounding settings (:mod:`pyro_vae.training.process`) is
+    refused unless ``allow_process_change``.
     """
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
@@ -124,8 +128,9 @@ def train_graph(
     if jit:
         raise ValueError("--jit compiles minibatch ELBOs of fixed shape; graph models train without it")
     run_dir = Path(run_dir)
+    process = process_settings(False, device)
     with open_run(config, run_dir, resume=resume, keep_every=keep_every, map_location=device,
-                  generators=("torch",)) as state, \
+                  generators=("torch",), process=process, allow_process_change=allow_process_change) as state, \
             torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
         run = build_graph_run(config, data_dir, device)
         algorithm = ALGORITHMS[config.algorithm](run.vae, run.estimator, config)
@@ -138,17 +143,18 @@ def train_graph(
             torch.set_rng_state(state["rng"]["torch"].cpu())
             start_epoch, run.metrics, wall = state["epoch"], state["metrics"], state["wall_seconds"]
         write_config(config, run_dir)
-        _fit(run, algorithm, run_dir, start_epoch, wall, progress, keep_every, validate_every_step, on_eval, callbacks)
-    notify(callbacks, "on_train_end", run, run.metrics[-1] if run.metrics else None)
+        _fit(run, algorithm, run_dir, start_epoch, wall, progress, keep_every, validate_every_step, on_eval, callbacks,
+             process)
+    end_of_run(callbacks, run, config.epochs)
     return run
 
 
 def _fit(
     run: GraphRun, algorithm, run_dir: Path, start_epoch: int, wall: float, progress: bool, keep_every: int,
-    validate_every_step: bool, on_eval: Callable[[Run], dict] | None, callbacks: Sequence[object],
+    validate_every_step: bool, on_eval: Callable[[Run], dict] | None, callbacks: Sequence[object], process: dict,
 ) -> None:
     """One full-graph step per epoch from ``start_epoch`` to ``config.epochs``, a metrics row
-    and a checkpoint after each."""
+    and a checkpoint after each (recording the ``process`` settings), then the callbacks."""
     config = run.config
     batch = run.batch()
     wall_start = time.perf_counter() - wall
@@ -160,10 +166,7 @@ def _fit(
         with pyro.validation_enabled(validate_every_step):
             loss = algorithm.step(batch, 1)
         if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss} at epoch {epoch}; training stopped. The checkpoint of "
-                f"epoch {epoch - 1} ({run_dir / CHECKPOINT}) is intact; lower --lr and resume, or start again"
-            )
+            raise diverged(loss, f"epoch {epoch}", epoch - 1, run_dir, config)
         algorithm.end_epoch()
         train_seconds = time.perf_counter() - start
         val = run.val_metrics()
@@ -182,10 +185,10 @@ def _fit(
             "rng": {"torch": torch.get_rng_state()},
             "metrics": run.metrics,
             "wall_seconds": row["wall_seconds"],
+            "process": process,
         }
         write_epoch(run_dir, run.metrics, checkpoint, keep_every)
-        notify(callbacks, "on_eval", run, row)
-        notify(callbacks, "on_epoch_end", run, row)
+        end_of_epoch(callbacks, run, [row], epoch)
 
 
 def evaluate_graph_run(run: GraphRun, run_dir: str | Path) -> dict:

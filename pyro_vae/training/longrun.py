@@ -5,7 +5,8 @@ A long run (``longruns/NAME/``) is committed as three files, overwritten in plac
 and ``COMMAND``. Every training setting comes from the checkpoint on ``--resume``
 (:mod:`pyro_vae.training.resume`); what the checkpoint does not hold are the flags of the
 process itself, of which ``--jit``, ``--threads``, ``--flush-denormal`` and ``--device`` change the
-float rounding.
+float rounding (the checkpoint records their values, and a resume with others is refused:
+:mod:`pyro_vae.training.process`).
 :func:`continue_command` therefore derives the continuation from the exact command that
 started the run: it keeps those process flags (and ``--data-dir``, ``--no-progress``,
 ``-k``, ...), drops the settings (they are the checkpoint's) and adds ``--resume``, so

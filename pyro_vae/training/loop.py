@@ -55,15 +55,18 @@ from tqdm import tqdm
 from pyro_vae.inference import ALGORITHMS, Algorithm
 from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_check
 from pyro_vae.models import MODELS
-from pyro_vae.training.callbacks import check_callbacks, notify
+from pyro_vae.training.callbacks import CallbackError, check_callbacks, end_of_epoch, end_of_run
 from pyro_vae.training.build import RUN_KINDS, Run, RunKind, build_run, build_vector_run, check_program, load_run
 from pyro_vae.training.checkpoint import load_algorithm_state, load_checkpoint, load_module_state, restore_state
 from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
 from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
-from pyro_vae.training.folder import CHECKPOINT, CONFIG, METRICS, TrainingDiverged, open_run, write_config, write_epoch
+from pyro_vae.training.folder import (
+    CHECKPOINT, CONFIG, METRICS, TrainingDiverged, diverged, open_run, write_config, write_epoch,
+)
 from pyro_vae.training.graph_loop import build_graph_run, train_graph
 from pyro_vae.training.metrics import Clock, EvalSchedule, metrics_row
-from pyro_vae.validation import check_arguments
+from pyro_vae.training.process import process_settings
+from pyro_vae.validation import check_arguments, check_device
 
 __all__ = [
     "CHECKPOINT", "CONFIG", "METRICS", "PRESETS", "Run", "TrainConfig", "TrainingDiverged", "build_run", "check_jit",
@@ -80,6 +83,7 @@ def train(config: TrainConfig, run_dir: str | Path, **options) -> Run:
     :func:`~pyro_vae.training.graph_loop.train_graph` for graph models. ``options`` are
     :func:`train_minibatches`' keywords."""
     check_arguments(train, config=config, run_dir=run_dir)
+    check_device(options.get("device", "cpu"))
     return RUN_KINDS[data_kind(config)].train(config, run_dir, **options)
 
 
@@ -107,6 +111,7 @@ def train_minibatches(
     validate_every_step: bool = False,
     jit: bool | None = None,
     callbacks: Sequence[object] = (),
+    allow_process_change: bool = False,
 ) -> Run:
     """Train (or, with ``resume=True``, continue) a run of data points in ``run_dir`` up to ``config.epochs``.
 
@@ -137,8 +142,14 @@ def train_minibatches(
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
     :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
 
-    ``callbacks`` are called at each metrics row, each epoch's end and the run's end
-    (:mod:`pyro_vae.training.callbacks`), on the main process.
+    ``callbacks`` are called for each metrics row, at each epoch's end and at the run's end
+    (:mod:`pyro_vae.training.callbacks`), on the main process, after the epoch's checkpoint is
+    written; one that raises stops the run with a
+    :class:`~pyro_vae.training.callbacks.CallbackError` and loses no epoch.
+
+    Each checkpoint records the settings of the process that change float rounding (``jit``,
+    denormal flushing, CPU threads, the kind of ``device``: :mod:`pyro_vae.training.process`);
+    a resume with other ones is refused unless ``allow_process_change``.
 
     ``distributed`` (from :func:`~pyro_vae.training.distributed.session`) makes this
     call one process of a multi-process run: every process calls it with the same
@@ -158,13 +169,14 @@ def train_minibatches(
             "each process trains on batch_size / processes points of every global minibatch"
         )
     run_dir = Path(run_dir)
+    process = process_settings(jit, device)
     with ExitStack() as stack:
         def prepare() -> dict | None:
             # one process loads onto its device; several share rank 0's copy, sent from the CPU
             map_location = "cpu" if distributed.active else device
             return stack.enter_context(
                 open_run(config, run_dir, resume=resume, keep_every=keep_every, map_location=map_location,
-                         distributed=distributed)
+                         distributed=distributed, process=process, allow_process_change=allow_process_change)
             )
 
         state = distributed.on_main(prepare)
@@ -173,7 +185,7 @@ def train_minibatches(
         return _train_prepared(
             config, run_dir, state, data_dir=data_dir, device=device, progress=progress,
             keep_every=keep_every, distributed=distributed, on_eval=on_eval,
-            validate_every_step=validate_every_step, jit=jit, callbacks=callbacks,
+            validate_every_step=validate_every_step, jit=jit, callbacks=callbacks, process=process,
         )
 
 
@@ -200,6 +212,7 @@ def _train_prepared(
     validate_every_step: bool,
     jit: bool,
     callbacks: Sequence[object],
+    process: dict,
 ) -> Run:
     # train_minibatches()'s body after open_run, while rank 0 holds the run folder's lock.
     checkpoint_path = run_dir / CHECKPOINT
@@ -230,6 +243,23 @@ def _train_prepared(
     schedule: EvalSchedule | None = None
     clock = Clock(wall, since_row)
     last_save, saved_epoch = time.perf_counter(), start_epoch
+
+    def save(epoch: int) -> None:  # the checkpoint of the epoch that just ended (a collective: every process calls it)
+        checkpoint = {
+            "config": asdict(config),
+            "epoch": epoch,
+            "model": vae.state_dict(),
+            "estimator": estimator.modules.state_dict(),
+            "optimizer": algorithm.state_dict(),
+            "rng": _rng_state(generator),
+            "metrics": run.metrics,
+            "wall_seconds": clock.wall(),
+            "since_row": clock.state(),
+            "process": process,
+        }
+        checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
+        distributed.on_main(lambda: write_epoch(run_dir, run.metrics, checkpoint, keep_every))
+
     for epoch in range(start_epoch + 1, config.epochs + 1):
         batches = dataset.train_batches(
             config.batch_size, generator, device, keys=vae.data_keys, shard=distributed.shard,
@@ -245,11 +275,7 @@ def _train_prepared(
             with pyro.validation_enabled(validate_every_step or (epoch == start_epoch + 1 and step == 1)):
                 loss = algorithm.step(batch, n)
             if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss} at epoch {epoch}, step {step}; training stopped. "
-                    f"The checkpoint of epoch {saved_epoch} ({checkpoint_path}) is intact; "
-                    "lower --lr and resume, or start again"
-                )
+                raise diverged(loss, f"epoch {epoch}, step {step}", saved_epoch, run_dir, config)
             clock.add_step(loss)
             if step % 50 == 0:
                 bar.set_postfix(elbo=f"{-clock.loss / (clock.steps * n):.2f}")
@@ -260,7 +286,6 @@ def _train_prepared(
                     distributed, on_eval,
                 )
                 run.metrics.append(row)
-                distributed.on_main(lambda: notify(callbacks, "on_eval", run, row))
                 if progress and distributed.is_main:
                     tqdm.write(
                         f"epoch {epoch}, {row['samples_seen']:.3g} samples: train ELBO {row['train_elbo']:.2f}, "
@@ -268,24 +293,18 @@ def _train_prepared(
                     )
         algorithm.end_epoch()
         now = time.perf_counter()
-        if (len(run.metrics) > rows_before or epoch == config.epochs or now - last_save >= CHECKPOINT_SECONDS
-                or (keep_every and epoch % keep_every == 0)):
-            checkpoint = {
-                "config": asdict(config),
-                "epoch": epoch,
-                "model": vae.state_dict(),
-                "estimator": estimator.modules.state_dict(),
-                "optimizer": algorithm.state_dict(),
-                "rng": _rng_state(generator),
-                "metrics": run.metrics,
-                "wall_seconds": clock.wall(),
-                "since_row": clock.state(),
-            }
-            checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
-            distributed.on_main(lambda: write_epoch(run_dir, run.metrics, checkpoint, keep_every))
+        due = (len(run.metrics) > rows_before or epoch == config.epochs or now - last_save >= CHECKPOINT_SECONDS
+               or bool(keep_every and epoch % keep_every == 0))
+        if due:
+            save(epoch)
             last_save, saved_epoch = now, epoch
-        distributed.on_main(lambda: notify(callbacks, "on_epoch_end", run, run.metrics[-1] if run.metrics else None))
-    distributed.on_main(lambda: notify(callbacks, "on_train_end", run, run.metrics[-1] if run.metrics else None))
+        try:  # the callbacks after the epoch's files, a failing one with the epoch saved
+            distributed.on_main(lambda: end_of_epoch(callbacks, run, run.metrics[rows_before:], epoch))
+        except CallbackError:
+            if not due:
+                save(epoch)
+            raise
+    distributed.on_main(lambda: end_of_run(callbacks, run, saved_epoch))
     return run
 
 

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 import torch
 
-from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
+from pyro_vae.inference.classification import classification_error, classifies
+from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.training.build import Run
 from pyro_vae.training.distributed import DistributedContext
 
@@ -103,7 +104,7 @@ def metrics_row(
         "samples_seen": samples_seen,
         "lr": lr,
         "train_elbo": -clock.loss / (clock.steps * len(run.dataset.train)),
-        "test_elbo": test["elbo"],
+        "test_elbo": test.elbo,
         "train_seconds": clock.train_seconds,
     }
     if classifies(vae):

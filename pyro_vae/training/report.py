@@ -8,7 +8,8 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from pyro_vae.inference.evaluate import classification_error, classifies, evaluate
+from pyro_vae.inference.classification import classification_error, classifies
+from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.build import Run
 from pyro_vae.training.metrics import forked_rng
@@ -32,9 +33,9 @@ def evaluate_run(
     the report names which.
 
     A program with latents outside the data plate (shared by all data) has no per-image log
-    p(x): its report holds ``test_log_p_data`` instead of ``test_log_px``, the joint
-    log p(x_1, ..., x_n) / n of the n test images with the global latents sampled jointly
-    (:func:`~pyro_vae.inference.evaluate.joint_bounds`), and ``log_likelihood_of`` says so.
+    p(x): its ``test_log_px`` is the joint log p(x_1, ..., x_n) / n of the n test images with the
+    global latents sampled jointly (:func:`~pyro_vae.inference.joint.joint_bounds`), and
+    ``log_likelihood_of`` says so.
 
     The importance samples come from torch's random stream: as building the run left it
     (seeded by the run's seed, so a second evaluation repeats the first), or, with ``seed``,
@@ -43,20 +44,25 @@ def evaluate_run(
     spread of the estimate."""
     if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
         raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
+    if marginal and "y" not in run.vae.data_keys:  # else a second report of the same number
+        raise ValueError(
+            f"--marginal (marginal=True) gives a program of labelled data x without its labels y, and the model "
+            f"{run.config.model!r} takes no labels (data {list(run.vae.data_keys)}): its report is of log p(x) "
+            "already; drop --marginal"
+        )
     keys = ("x",) if marginal else tuple(run.vae.data_keys)
     batches = run.dataset.test_batches(batch_size, device, keys=keys, num=num_test, shard=distributed.shard)
     start = time.perf_counter()
     with nullcontext() if seed is None else forked_rng(seed, device):
         result = evaluate(run.vae, batches, num_samples=num_samples, chunk_size=chunk_size, reduce=distributed.reduce)
     count, data = len(run.dataset.test[:num_test]), ", ".join(keys)
-    joint = "log_p_data" in result
     report = {
         "num_samples": num_samples,
         "num_test": count,
-        "test_elbo": result["elbo"],
-        ("test_log_p_data" if joint else "test_log_px"): result["log_p_data" if joint else "log_px"],
+        "test_elbo": result.elbo,
+        "test_log_px": result.log_px,
         "log_likelihood_of": (f"log p({data} of all {count} test data, global latents sampled jointly) / {count}"
-                              if joint else f"log p({data})"),
+                              if result.joint else f"log p({data})"),
         "epoch": run.metrics[-1]["epoch"] if run.metrics else 0,
         "train_wall_seconds": run.metrics[-1]["wall_seconds"] if run.metrics else 0.0,
         "eval_seconds": time.perf_counter() - start,
@@ -80,7 +86,7 @@ def report_path(run_dir: str | Path, epoch: int, num_samples: int, num_test: int
 
 
 #: Report entries renamed since reports were first written, old name -> new name.
-RENAMED_REPORT_KEYS: dict[str, str] = {"k": "num_samples"}
+RENAMED_REPORT_KEYS: dict[str, str] = {"k": "num_samples", "test_log_p_data": "test_log_px"}
 
 
 def read_report(path: str | Path) -> dict:

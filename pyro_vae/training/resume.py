@@ -39,13 +39,14 @@ def resume_config(run_dir: str | Path, given: dict[str, Any], preset: str | None
     requested = dict(PRESETS[preset]) if preset else {}
     source = {name: f"--preset {preset}" for name in requested}
     requested.update(given)
-    source.update({name: "--" + name.replace("_", "-") for name in given})
+    source.update({name: _flag(name) for name in given})
     epochs = requested.pop("epochs", saved.epochs)
-    candidate = dataclasses.replace(saved, **requested)  # validates and normalizes (lists -> tuples)
+    # compared as given, before any check of the combination: a setting that differs is the reason
+    # to refuse, even where it would also not go with the run's other settings
+    normalized = {name: _normalized(value, getattr(saved, name)) for name, value in requested.items()}
     differ = [
-        f"{name} ({source[name]} {getattr(candidate, name)!r}, the run has {getattr(saved, name)!r})"
-        for name in requested
-        if getattr(candidate, name) != getattr(saved, name)
+        f"{name} ({source[name]} {value!r}, the run has {getattr(saved, name)!r})"
+        for name, value in normalized.items() if value != getattr(saved, name)
     ]
     if differ:
         raise ValueError(
@@ -59,3 +60,13 @@ def resume_config(run_dir: str | Path, given: dict[str, Any], preset: str | None
             "`pyro-vae evaluate --checkpoint`)"
         )
     return dataclasses.replace(saved, epochs=epochs)
+
+
+def _flag(name: str) -> str:
+    """The flag that sets the config field ``name``: ``--lr-schedule``, ``--schedule-option`` (repeatable)."""
+    return "--" + name.removesuffix("s").replace("_", "-") if name.endswith("_options") else "--" + name.replace("_", "-")
+
+
+def _normalized(value: Any, saved: Any) -> Any:
+    """``value`` as the config holds it (a list given for a tuple field is a tuple)."""
+    return tuple(value) if isinstance(saved, tuple) and isinstance(value, list) else value

@@ -73,6 +73,26 @@ def test_missing_mnist_offline_names_the_files(tmp_path, monkeypatch):
         load_dataset("mnist", tmp_path / "empty")
 
 
+def test_a_failed_download_is_one_line(monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.mnist as tv_mnist
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    monkeypatch.delenv("PYRO_VAE_DATA", raising=False)
+    with pytest.raises(DatasetNotFoundError) as raised:  # on main: torchvision's message, five lines
+        load_dataset("mnist")
+    assert str(raised.value).startswith(
+        "MNIST is not on disk and could not be downloaded (RuntimeError: Error downloading train-images-idx3-ubyte.gz: "
+        "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got: <urlopen error [Errno -2] Name or service not "
+        "known> Tried "
+    )
+    assert len(str(raised.value).splitlines()) == 1
+
+
 def test_missing_frey_offline_names_the_file(tmp_path, monkeypatch):
     import torchvision.datasets.utils as tv_utils
 

@@ -12,13 +12,19 @@ from pyro_vae.experiments.structures import ENTRIES, markdown_table, run_table
 
 
 @pytest.mark.parametrize("name", list(ENTRIES))
-@pytest.mark.parametrize("budget", [{"epochs": 10, "seed": 0}, {"epochs": 3, "seed": 2, "num_train": 5000},
-                                    {"epochs": 2, "seed": 1, "activation": "elu"}])
+@pytest.mark.parametrize("budget", [{"epochs": 10, "seed": 0}, {"epochs": 5, "seed": 2, "num_train": 5000},
+                                    {"epochs": 6, "seed": 1, "activation": "elu"}])
 def test_the_printed_command_builds_the_entrys_config(name, budget):
     entry = ENTRIES[name]
     words = shlex.split(entry.command(budget))
     assert words[:2] == ["pyro-vae", "train"]
     assert _config_from_args(build_parser().parse_args(words[1:])) == entry.config(budget)
+
+
+def test_a_budget_shorter_than_a_warm_up_is_refused_before_any_run(tmp_path):
+    with pytest.raises(ValueError, match=r"^kl_warmup=5 epochs is longer than the run's epochs=2: "):
+        run_table(tmp_path, ["vae", "vae-warmup"], epochs=2)
+    assert list(tmp_path.iterdir()) == []  # not even the first entry trained
 
 
 def test_entries_differ_from_the_baseline_only_where_they_say():

@@ -6,8 +6,9 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from pyro_vae import TrainConfig, train
+from pyro_vae import TrainConfig, load_run, train
 from pyro_vae.cli import main
+from pyro_vae.inference import svi
 from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
 from pyro_vae.models import VAE
 from support import SMALL
@@ -38,16 +39,26 @@ def test_warmup_factor(finished, warmup, beta):
     assert warmup_factor(finished, warmup) == beta
 
 
-def test_warmup_changes_training_and_resumes_exactly(tmp_path):
-    config = dict(SMALL, kl_warmup=3)
-    straight = train(TrainConfig(**config, epochs=4), tmp_path / "a", progress=False)
-    train(TrainConfig(**config, epochs=2), tmp_path / "b", progress=False)
-    resumed = train(TrainConfig(**config, epochs=4), tmp_path / "b", resume=True, progress=False)
+def test_warmup_changes_training_and_resumes_exactly(tmp_path, monkeypatch):
+    config = TrainConfig(**SMALL, kl_warmup=3, epochs=4)
+    straight = train(config, tmp_path / "a", progress=False)
+
+    def interrupt_in_epoch_2(finished_epochs, warmup_epochs):  # Ctrl-C in the middle of the warm-up
+        if finished_epochs == 1:
+            raise KeyboardInterrupt
+        return warmup_factor(finished_epochs, warmup_epochs)
+
+    monkeypatch.setattr(svi, "warmup_factor", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    assert [row["epoch"] for row in load_run(tmp_path / "b").metrics] == [1]
+    resumed = train(config, tmp_path / "b", resume=True, progress=False)
     for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
         assert torch.equal(p, q)
     plain = train(TrainConfig(**SMALL, epochs=1), tmp_path / "c", progress=False)
     assert not torch.equal(next(plain.vae.parameters()), next(train(
-        TrainConfig(**config, epochs=1), tmp_path / "d", progress=False).vae.parameters()))
+        TrainConfig(**SMALL, kl_warmup=1, epochs=1), tmp_path / "d", progress=False).vae.parameters()))
 
 
 def test_bad_warmups_are_refused(capsys):
@@ -55,6 +66,8 @@ def test_bad_warmups_are_refused(capsys):
         TrainConfig(**SMALL, algorithm="wake-sleep", kl_warmup=2)
     with pytest.raises(ValueError, match="kl_warmup must be >= 0, got -1"):
         TrainConfig(**SMALL, kl_warmup=-1)
+    with pytest.raises(ValueError, match="^kl_warmup=11 epochs is longer than the run's epochs=10: .*give kl_warmup <= 10"):
+        TrainConfig(**SMALL, kl_warmup=11, epochs=10)
     with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\], got 1.5"):
         AnnealLatents(1.5)
     assert main(["train", "--kl-warmup", "-2"]) == 2

@@ -5,6 +5,7 @@ that works before any particle dimension is added."""
 from __future__ import annotations
 
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -13,7 +14,8 @@ import torch
 from pyro.nn import PyroModule, PyroParam, pyro_method
 
 from pyro_vae.inference import make_estimator
-from pyro_vae.inference.evaluate import evaluate, global_sites, importance_bounds
+from pyro_vae.inference.evaluate import evaluate, importance_bounds, log_importance_weights
+from pyro_vae.inference.joint import global_sites
 
 SIGMA = 0.5  # the noise of x_i = b + z_i + noise
 
@@ -82,9 +84,9 @@ def test_with_the_exact_guide_every_draw_is_log_p_of_all_the_data(data):
     # q(b) = p(b | x) and q(z | x, b) = p(z | x, b): every weight is p(x_1..x_n), for any K,
     # and the ELBO is tight; the n data are scored in two batches under the same draws of b
     result = evaluate(Offset(mean, sd), [x[:5], x[5:]], num_samples=7, chunk_size=3)
-    assert set(result) == {"elbo", "log_p_data"}  # no per-datum log p(x): it is not defined
-    assert result["log_p_data"] * len(x) == pytest.approx(log_p, abs=1e-3)
-    assert result["elbo"] * len(x) == pytest.approx(log_p, abs=1e-3)
+    assert result.joint and result.count == len(x)  # the joint estimate: log p(x_i) alone is not defined
+    assert result.log_px * len(x) == pytest.approx(log_p, abs=1e-3)
+    assert result.elbo * len(x) == pytest.approx(log_p, abs=1e-3)
 
 
 def test_the_joint_estimate_approaches_log_p_and_the_elbo_is_log_p_minus_the_kl(data):
@@ -96,11 +98,11 @@ def test_the_joint_estimate_approaches_log_p_and_the_elbo_is_log_p_minus_the_kl(
     # the ELBO is log p(x) - KL(q(b) || p(b | x)), since q(z | x, b) is exact
     kl = torch.distributions.kl_divergence(dist.Normal(m, s), dist.Normal(mean, sd)).item()
     torch.manual_seed(1)
-    elbos = torch.tensor([evaluate(program, [x], num_samples=2000)["elbo"] * n for _ in range(5)])
+    elbos = torch.tensor([evaluate(program, [x], num_samples=2000).elbo * n for _ in range(5)])
     assert elbos.mean().item() == pytest.approx(log_p - kl, abs=4 * elbos.std().item() / 5**0.5 + 1e-3)
     errors = {}
     for k in (3, 3000):
-        estimates = torch.tensor([evaluate(program, [x[:7], x[7:]], num_samples=k)["log_p_data"] * n
+        estimates = torch.tensor([evaluate(program, [x[:7], x[7:]], num_samples=k).log_px * n
                                   for _ in range(8)])
         errors[k] = (log_p - estimates).abs().mean().item()
     assert errors[3] > 10 * errors[3000]
@@ -140,10 +142,18 @@ def test_a_program_that_does_not_broadcast_gets_a_message_not_a_shape_error(data
         evaluate(program, [x], num_samples=10)
 
 
-def test_the_per_datum_bound_names_the_global_site(data):
-    x = data
-    program = Offset(0.0, 1.0)
-    with pytest.raises(ValueError, match="site 'b' lies outside the data plate 'data'"):
-        importance_bounds(program.model, program.guide, x, 10)
+@pytest.mark.parametrize("broadcasts", [True, False])
+@pytest.mark.parametrize("bound", [importance_bounds, log_importance_weights])
+def test_the_per_datum_bound_names_the_global_site_before_it_samples(data, bound, broadcasts):
+    # a program that does not broadcast over particles would otherwise fail on torch's shape check
+    program = Offset(0.0, 1.0, broadcasts=broadcasts)
+    with pytest.raises(ValueError, match=re.escape(
+        "the sites ['b'] lie outside the data plate (latents shared by all data), so log p(x) per datum is not "
+        "defined; evaluate(program, batches) gives the joint log p(x_1, ..., x_n) / n instead"
+    )):
+        bound(program.model, program.guide, data, 500)
+
+
+def test_the_joint_evaluation_is_not_sharded(data):
     with pytest.raises(ValueError, match="is evaluated on one process, not sharded"):
-        evaluate(program, [x], num_samples=2, reduce=lambda t: t)
+        evaluate(Offset(0.0, 1.0), [data], num_samples=2, reduce=lambda t: t)

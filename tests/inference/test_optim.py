@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from pyro_vae.inference.optim import OPTIMIZERS, fused_option, iwae_factor, make_optimizer
+from pyro_vae.inference.optim import (
+    OPTIMIZERS, changed_options, fused_option, iwae_factor, make_optimizer, register_schedule,
+)
+from pyro_vae.inference.svi import SVIAlgorithm
+from pyro_vae.training import TrainConfig, TrainingDiverged, train
+from support import SMALL
 
 
 def _params(dtype=torch.float32) -> list[torch.nn.Parameter]:
@@ -110,3 +115,117 @@ def test_linear_warmup_in_front_of_any_schedule():
 def test_bad_options_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_optimizer(_params(), lr=0.1, **kwargs)
+
+
+# --- every option checked against its rule before any work (issue #39) -------------------
+# optimizer, option, values refused, a value accepted
+RULES = [
+    ("adam", "betas", [(0.9,), (0.9, 1.0), (-0.1, 0.9), (0.9, math.nan), "(0.9, 0.999)", 0.9], (0.5, 0.99)),
+    ("adam", "eps", [0.0, -1e-8, math.inf, math.nan, "1e-8", True], 1e-6),
+    ("adam", "amsgrad", [1, "yes"], True),
+    ("adam", "maximize", [True, 1], False),
+    ("adam", "fused", [True, False, None], None),
+    ("adam", "foreach", [True, False], None),
+    ("adam", "differentiable", [True], None),
+    ("adam", "capturable", [True], None),
+    ("sgd", "momentum", [-0.1, 1.0, math.inf, math.nan, "0.9"], 0.9),
+    ("sgd", "dampening", [-1.0, 1.5, math.nan], 0.5),
+    ("rmsprop", "alpha", [2.0, 1.0, -0.5, math.inf], 0.9),
+    ("adagrad", "lr_decay", [-0.1, math.inf], 0.01),
+    ("adagrad", "initial_accumulator_value", [-1.0, math.nan], 0.1),
+]
+REFUSED = [(name, key, value) for name, key, values, _ in RULES for value in values]
+
+
+@pytest.mark.parametrize("name, key, value", REFUSED, ids=[f"{n}-{k}={v!r}" for n, k, v in REFUSED])
+def test_an_optimizer_option_outside_its_range_is_refused_in_one_line(name, key, value):
+    with pytest.raises(ValueError) as err:
+        make_optimizer(_params(), name, lr=0.01, options={key: value})
+    message = str(err.value)
+    assert message.startswith(f"optimizer {name!r} with options {{{key!r}: {value!r}}}: {key} must be ")
+    assert message.endswith(f", got {value!r}") and "\n" not in message
+
+
+@pytest.mark.parametrize("name, key, good", [(n, k, g) for n, k, _, g in RULES if g is not None])
+def test_an_option_inside_its_range_reaches_torch(name, key, good):
+    optimizer, _ = make_optimizer(_params(), name, lr=0.01, options={key: good})
+    assert optimizer.param_groups[0][key] == good
+
+
+@pytest.mark.parametrize("schedule, options, message", [
+    ("step", {"gamma": -1}, "gamma must be a finite number in (0, 1] (a decay's factor), got -1"),
+    ("step", {"step_size": 0}, "step_size must be an int >= 1 (epochs), got 0"),
+    ("step", {"step_size": 2.5}, "step_size must be an int >= 1 (epochs), got 2.5"),
+    ("exponential", {"gamma": 0}, "gamma must be a finite number in (0, 1] (a decay's factor), got 0"),
+    ("exponential", {"gamma": -0.5}, "gamma must be a finite number in (0, 1] (a decay's factor), got -0.5"),
+    ("exponential", {"gamma": 1.5}, "gamma must be a finite number in (0, 1] (a decay's factor), got 1.5"),
+    ("exponential", {"gamma": math.nan}, "gamma must be a finite number in (0, 1] (a decay's factor), got nan"),
+    ("exponential", {"gamma": "nan"}, "gamma must be a finite number in (0, 1] (a decay's factor), got 'nan'"),
+    ("cosine", {"eta_min": -1}, "eta_min must be a finite number >= 0 (the cosine's floor), got -1"),
+    ("cosine", {"eta_min": math.inf}, "eta_min must be a finite number >= 0 (the cosine's floor), got inf"),
+    ("constant", {"warmup": -2}, "warmup must be an int >= 0 (epochs), got -2"),
+])
+def test_a_schedule_option_outside_its_range_is_refused_when_the_config_is_made(schedule, options, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**SMALL, lr_schedule=schedule, schedule_options=options)
+    assert str(err.value) == f"schedule {schedule!r} with options {options}: {message}"
+
+
+@register_schedule("test-zero-after-three")
+def _zero_after_three(optimizer, epochs):
+    """a user's schedule whose factor drops to 0 after three epochs"""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda finished: 1.0 if finished < 3 else 0.0)
+
+
+def test_the_learning_rate_must_stay_positive_over_the_runs_epochs():
+    TrainConfig(**SMALL, lr_schedule="test-zero-after-three", epochs=3)  # epochs 1-3 train at lr
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**SMALL, lr_schedule="test-zero-after-three", epochs=4)
+    assert str(err.value) == ("schedule 'test-zero-after-three' with options {} makes the learning rate 0 at epoch 4 "
+                              "(--lr 0.01); it must stay finite and > 0 over the run's epochs")
+
+
+def test_changed_options_names_what_differs_from_the_defaults():
+    config = TrainConfig(**SMALL, optimizer="sgd", optimizer_options={"momentum": 0.9, "dampening": 0},
+                         lr_schedule="step", schedule_options={"gamma": 0.5, "step_size": 30, "warmup": 2})
+    assert changed_options(config) == ["--optimizer-option momentum=0.9", "--schedule-option gamma=0.5",
+                                       "--schedule-option warmup=2"]
+    assert changed_options(TrainConfig(**SMALL, optimizer_options={"betas": (0.9, 0.999)})) == []
+
+
+def _diverges(monkeypatch):
+    monkeypatch.setattr(SVIAlgorithm, "step", lambda self, batch, total_size: math.nan)
+
+
+def test_a_divergence_in_the_first_epoch_says_there_is_no_checkpoint_and_names_the_options(tmp_path, monkeypatch):
+    config = TrainConfig(**SMALL, epochs=2, optimizer="sgd", optimizer_options={"momentum": 0.9},
+                         lr_schedule="step", schedule_options={"gamma": 0.5})
+    _diverges(monkeypatch)
+    with pytest.raises(TrainingDiverged) as err:
+        train(config, tmp_path, progress=False)
+    assert str(err.value) == (
+        "the loss became nan at epoch 1, step 1, before the first checkpoint was written; training stopped: "
+        "lower --lr or revisit --optimizer-option momentum=0.9, --schedule-option gamma=0.5 and start again"
+    )
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_later_divergence_names_the_intact_checkpoint(tmp_path, monkeypatch):
+    train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
+    _diverges(monkeypatch)
+    with pytest.raises(TrainingDiverged) as err:
+        train(TrainConfig(**SMALL, epochs=2), tmp_path, resume=True, progress=False)
+    assert str(err.value) == (
+        f"the loss became nan at epoch 2, step 1; training stopped. The checkpoint of epoch 1 "
+        f"({tmp_path / 'checkpoint.pt'}) is intact, but a resume keeps every setting and repeats the same steps: "
+        "lower --lr and start a new run in another --run-dir"
+    )
+
+
+def test_a_graph_run_diverging_at_once_says_there_is_no_checkpoint(tmp_path, monkeypatch):
+    config = TrainConfig(model="vgae", dataset="planted-partition", hidden=(8,), z_dim=4, epochs=2, lr=0.01)
+    _diverges(monkeypatch)
+    with pytest.raises(TrainingDiverged) as err:
+        train(config, tmp_path, progress=False)
+    assert str(err.value) == ("the loss became nan at epoch 1, before the first checkpoint was written; "
+                              "training stopped: lower --lr and start again")

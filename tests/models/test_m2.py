@@ -12,7 +12,7 @@ from pyro_vae import TrainConfig, load_run
 from pyro_vae.cli import main
 from pyro_vae.data import UNLABELLED, load_dataset
 from pyro_vae.inference import make_estimator
-from pyro_vae.inference.evaluate import classification_error
+from pyro_vae.inference.classification import classification_error
 from pyro_vae.inference.svi import SVIAlgorithm
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.linear_gaussian import linear_gaussian_mixture

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pyro
 import pyro.poutine as poutine
@@ -281,3 +282,42 @@ def test_two_vaes_sharing_a_plate_run_one_after_the_other(total_size):
     assert all([f.name for f in site["cond_indep_stack"]] == ["pairs"] for site in latent)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     assert math.isfinite(svi.step(xa, xb))
+
+
+def test_glorot_draws_every_affine_layer_within_its_bound():
+    from pyro_vae.models.nets import initialize
+
+    vae = VAE(784, z_dim=50, hidden=(200, 200))
+    initialize(vae, "glorot")
+    layers = [m for m in vae.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(layers) == 6
+    for layer in layers:
+        bound = math.sqrt(6 / (layer.in_features + layer.out_features))
+        w = layer.weight.detach()
+        assert w.abs().max() <= bound and w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+        assert not layer.bias.any()
+
+
+def test_the_torch_initialization_leaves_the_program_and_the_random_stream_alone():
+    from pyro_vae.models.nets import initialize
+
+    vae = VAE(10, z_dim=2, hidden=(5,))
+    before, rng = {k: v.clone() for k, v in vae.state_dict().items()}, torch.get_rng_state()
+    initialize(vae, "torch")
+    assert all(torch.equal(before[k], v) for k, v in vae.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())  # a run started before `init` existed draws the same numbers
+
+
+def test_a_model_written_with_num_samples_still_generates_with_a_warning():
+    # a user's subclass from before 0.1.0: num_samples= where the library now says num_generated=
+    class OldStyle(VAE):
+        @pyro.nn.pyro_method
+        def model(self, x=None, num_samples=None, total_size=None, **context):
+            return super().model(x, num_generated=num_samples, total_size=total_size, **context)
+
+    vae = OldStyle(6, z_dim=2, hidden=(4,))
+    with pytest.warns(DeprecationWarning, match=r"takes num_samples=; since pyro_vae 0.1.0 .* num_generated="):
+        assert vae.generate(5).shape == (5, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert VAE(6, z_dim=2, hidden=(4,)).generate(3).shape == (3, 6)  # the current keyword: no warning

@@ -224,6 +224,8 @@ def test_training_leaves_no_global_state(tmp_path):
     ({"hidden": (32, 32)}, "one hidden GCN layer"),
     ({"algorithm": "rws"}, "trains with the aevb algorithm"),
     ({"kl_warmup": 5}, r"does not use \['kl_warmup'\]"),
+    ({"activation": "elu", "init_std": 0.5}, r"does not use \['activation', 'init_std'\]: .* a ReLU GCN"),
+    ({"init": "glorot"}, r"does not use \['init'\]"),
 ])
 def test_config_errors(settings, message):
     with pytest.raises(ValueError, match=message):

@@ -11,7 +11,7 @@ import torch
 import pyro_vae
 from pyro_vae import pretrained
 from pyro_vae.cli import main
-from pyro_vae.inference.evaluate import classification_error
+from pyro_vae.inference.classification import classification_error
 from pyro_vae.pretrained import (
     MAX_BYTES, PretrainedError, export_pretrained, load_pretrained, report_dir, resolve_run,
 )
@@ -201,3 +201,38 @@ def test_shipped_m2_classifies_the_test_images_with_its_recorded_error(real_data
     assert report["num_test"] == 10000 and report["test_error"] == run.metrics[-1]["test_error"] == 0.0465
     error = classification_error(run.vae.eval(), run.dataset.test_batches(1000, keys=("x", "y")))
     assert error == pytest.approx(0.0465, abs=1e-9)
+
+
+def _edit_record(entry, change) -> None:
+    record = json.loads(entry.read_text())
+    entry.write_text(json.dumps(change(record)))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: {**r, "config": "x"}, ": the entry config must be a dict of TrainConfig fields, got 'x'"),
+    (lambda r: {**r, "config": {**r["config"], "lr": -1}},
+     ": its config is not valid: lr must be a finite number > 0, got -1"),
+    (lambda r: {**r, "config": {**r["config"], "lrr": 1}}, ": its config is not valid: unknown config entries ['lrr']"),
+    (lambda r: {**r, "bytes": "12"}, ": the entry bytes must be the size of the weights file, an int >= 0, got '12'"),
+    (lambda r: {**r, "sha256": 5}, ": the entry sha256 must be the SHA-256 of the weights file, 64 hex digits, got 5"),
+    (lambda r: {**r, "metrics": "x"},
+     ": the entry metrics must be the learning curve, a list of metrics rows (dicts), got 'x'"),
+    (lambda r: [r], " must be a JSON object, got a list"),
+])
+def test_a_record_of_the_wrong_kind_is_one_line(entry, change, message):
+    _edit_record(entry, change)  # on main: AttributeError or TypeError tracebacks, or metrics taken as they came
+    with pytest.raises(PretrainedError) as raised:
+        load_pretrained("toy")
+    assert str(raised.value) == f"pretrained record {entry}{message}"
+
+
+def test_non_finite_weights_are_named(entry):
+    state = torch.load(entry.with_suffix(".pt"), weights_only=True)
+    model = {**state["model"], "decoder.0.bias": torch.full_like(state["model"]["decoder.0.bias"], float("nan"))}
+    _rewrite(entry, {**state, "model": model})
+    with pytest.raises(PretrainedError) as raised:  # on main: Pyro's dump of a distribution's arguments, at first use
+        load_pretrained("toy")
+    assert str(raised.value) == (
+        f"checkpoint {entry.with_suffix('.pt')}: the model state holds NaN or infinite values in decoder.0.bias "
+        "(written by a run that had diverged, or damaged); use another checkpoint"
+    )

@@ -74,7 +74,7 @@ def test_two_trainers_started_together_one_is_refused(tmp_path):
     with lock_run_dir(run):  # kill -9 released the lock
         pass
     assert main(["train", "--run-dir", str(run), "--resume", "--epochs", str(state["epoch"] + 1),
-                 "--no-progress", "-k", "2", "--device", "cpu"]) == 0
+                 "--no-progress", "-k", "2", "--device", "cpu", "--threads", "1"]) == 0  # the winner's threads
 
 
 @pytest.mark.slow

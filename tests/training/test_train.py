@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import pyro
 import pytest
@@ -263,7 +264,7 @@ def test_evaluates_plots_and_compares_estimators_on_cuda(tmp_path):
     run = load_run(tmp_path, device="cuda")
     x = run.dataset.test[:100].cuda()
     result = evaluate(run.vae, [x], num_samples=50)
-    assert result["log_px"] >= result["elbo"]
+    assert result.log_px >= result.elbo
     assert {p.name for p in write_figures(run, tmp_path / "figures")} >= {"samples.png", "manifold.png"}
     rows = compare_estimators(run.vae, x, ["score-nvil"], num_draws=4, adapt_batches=[x])
     assert all(math.isfinite(r["ratio"]) for r in rows)
@@ -413,3 +414,20 @@ def test_validation_runs_on_the_first_step_or_every_step(tmp_path, monkeypatch, 
     train(TrainConfig(**SMALL, epochs=3), tmp_path, resume=True, progress=False, validate_every_step=every_step)
     first_of_each_call = [True] + [every_step] * 39 + [True] + [every_step] * 19
     assert seen == first_of_each_call and is_validation_enabled()
+
+
+@pytest.mark.parametrize("options, error, message", [
+    (dict(init="glorot", init_std=0.01), ValueError, "init='glorot' and init_std=0.01 both set the weights' start; give one"),
+    (dict(init="xavier"), ValueError, "unknown initialization 'xavier'; expected one of ['torch', 'glorot']"),
+])
+def test_the_initialization_is_checked(options, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        TrainConfig(dataset="synthetic", **options)
+
+
+def test_a_glorot_run_starts_from_glorots_weights(tmp_path):
+    run = train(TrainConfig(**{**SMALL, "lr": 1e-12}, epochs=1, init="glorot"), tmp_path, progress=False)
+    first = run.vae.encoder.net[0]
+    bound = math.sqrt(6 / (first.in_features + first.out_features))
+    assert first.weight.abs().max() <= bound * (1 + 1e-6) and first.weight.std() > 0.9 * bound / math.sqrt(3)
+    assert load_run(tmp_path).config.init == "glorot"

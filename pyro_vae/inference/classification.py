@@ -1,0 +1,38 @@
+"""The test error of a program that classifies (M2's q(y|x))."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+
+def classifies(program: torch.nn.Module) -> bool:
+    """Whether ``program`` has a classifier to score: a ``classify(x)`` method (M2's q(y|x))
+    and labels ``y`` among its data keys."""
+    return hasattr(program, "classify") and "y" in getattr(program, "data_keys", ())
+
+
+@torch.no_grad()
+def classification_error(
+    program: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]],
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    """The fraction of data whose label ``y`` differs from ``program.classify(x)`` (M2's q(y|x)).
+
+    ``reduce`` sums the counts over processes (each evaluating its shard), as in :func:`evaluate`.
+    """
+    wrong = count = 0
+    was_training = program.training
+    program.eval()
+    try:
+        for batch in batches:
+            wrong += int((program.classify(batch["x"]) != batch["y"]).sum())
+            count += len(batch["y"])
+    finally:
+        program.train(was_training)
+    if reduce is not None:
+        wrong, count = (int(v) for v in reduce(torch.tensor([wrong, count], dtype=torch.float64)).tolist())
+    if count == 0:
+        raise ValueError("classification_error() got no data")
+    return wrong / count
