@@ -120,3 +120,20 @@ def test_the_checker_sees_a_private_import(tmp_path: Path):
     module = tmp_path / "m.py"
     module.write_text("from pyro_vae.inference.evaluate import _per_datum, evaluate\nfrom .x import _y\n")
     assert private_imports(module) == ["pyro_vae.inference.evaluate._per_datum", "x._y"]
+
+
+def documented_layers(text: str) -> dict[str, int]:
+    """The components of each layer as the code block under "## Layers" of docs/architecture.md
+    lists them: ``N  component component ...  what they hold``."""
+    block = text.split("## Layers", 1)[1].split("```", 2)[1]
+    layers: dict[str, int] = {}
+    for line in block.strip().splitlines():
+        number, names = line.split(maxsplit=1)[0], line.split("  ")[1:]
+        components = next(part for part in names if part.strip()).split()
+        layers.update({name: int(number) for name in components})
+    return layers
+
+
+def test_the_documented_layers_are_the_enforced_ones():
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    assert documented_layers(text) == LAYERS

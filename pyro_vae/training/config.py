@@ -54,9 +54,13 @@ PRESETS: dict[str, dict] = {
 RENAMED_KEYS: dict[str, str] = {"eval_samples": "metrics_num_samples"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (not where it runs)."""
+    """Everything that defines a training run (not where it runs).
+
+    Frozen: every field is checked when the config is made, so a field cannot change after
+    (``config.lr = -1.0`` raises ``dataclasses.FrozenInstanceError``); make a changed copy with
+    ``dataclasses.replace(config, lr=...)``, which checks it again."""
 
     dataset: str = "mnist"
     z_dim: int = 20
@@ -90,7 +94,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)  # every field against its annotation: ints are ints, counts >= 1
-        self.hidden = tuple(self.hidden)
+        object.__setattr__(self, "hidden", tuple(self.hidden))  # frozen: the one normalization of a field
         for registry, name in (
             (DATASETS, self.dataset), (ESTIMATORS, self.estimator), (ALGORITHMS, self.algorithm),
             (OPTIMIZERS, self.optimizer), (LR_SCHEDULES, self.lr_schedule), (MODELS, self.model),

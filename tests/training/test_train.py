@@ -431,3 +431,14 @@ def test_a_glorot_run_starts_from_glorots_weights(tmp_path):
     bound = math.sqrt(6 / (first.in_features + first.out_features))
     assert first.weight.abs().max() <= bound * (1 + 1e-6) and first.weight.std() > 0.9 * bound / math.sqrt(3)
     assert load_run(tmp_path).config.init == "glorot"
+
+
+def test_a_config_cannot_change_after_its_checks():
+    import dataclasses
+
+    config = TrainConfig(dataset="synthetic")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = -1.0
+    with pytest.raises(ValueError, match="lr must be"):
+        dataclasses.replace(config, lr=-1.0)  # a changed copy is checked again
+    assert config.lr == 1e-3
