@@ -1,7 +1,6 @@
 """VIMCO and REINFORCE with the leave-one-out baseline: unbiased against the exact gradient,
 computed by enumerating every binary latent of a small sigmoid belief network."""
 
-import itertools
 import math
 
 import pyro
@@ -12,62 +11,24 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.multi_sample import VIMCO, LeaveOneOut, leave_one_out_mean
-from pyro_vae.models.sbn import SigmoidBeliefVAE
+from support import SBN_DATA as X, estimator_gradient_draws, exact_sbn_gradient, small_sbn
 
-X = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
 K = 3
-
-
-def _sbn() -> SigmoidBeliefVAE:
-    torch.manual_seed(0)
-    sbn = SigmoidBeliefVAE(3, z_dim=2, hidden=()).double()
-    with torch.no_grad():
-        for p in sbn.parameters():
-            p.normal_(0.0, 1.0)
-    return sbn
-
-
-def _log_weights_of_every_z(sbn: SigmoidBeliefVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log q(z|x), log p(x, z) - log q(z|x))`` for the 4 values of z, each ``(4, batch)``."""
-    z = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)), dtype=x.dtype).unsqueeze(1)
-    log_q = sbn.posterior(x).log_prob(z)
-    return log_q, sbn.prior().log_prob(z) + sbn.decode(z).log_prob(x) - log_q
-
-
-def exact_objective(sbn: SigmoidBeliefVAE, x: torch.Tensor, bound: str) -> torch.Tensor:
-    """E_q[L_i] summed over the data: the K-sample bound (``iwae``) or the ELBO, by enumeration."""
-    log_q, log_w = _log_weights_of_every_z(sbn, x)
-    if bound == "elbo":
-        return (log_q.exp() * log_w).sum()
-    total = 0.0
-    for values in itertools.product(range(4), repeat=K):  # every joint draw of the K particles
-        chosen = log_w[list(values)]
-        total = total + (log_q[list(values)].sum(0).exp() * (torch.logsumexp(chosen, 0) - math.log(K))).sum()
-    return total
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vimco", "score-loo"])
 def test_the_mean_gradient_is_the_exact_one(name):
-    sbn = _sbn()
+    sbn = small_sbn()
     estimator = make_estimator(name, sbn, K)
-    exact = torch.autograd.grad(exact_objective(sbn, X, estimator.objective), list(sbn.parameters()))
-    exact = torch.cat([g.flatten() for g in exact])
-    copies, rounds = 500, 40  # each datum repeated: the draws of one step are independent per copy
-    x = X.repeat(copies, 1)
-    means = []
-    for _ in range(rounds):
-        sbn.zero_grad()
-        estimator.elbo.loss_and_grads(sbn.model, estimator.guide, x)
-        means.append(-torch.cat([p.grad.flatten() for p in sbn.parameters()]) / copies)
-    means = torch.stack(means)
-    mean, se = means.mean(0), means.std(0) / math.sqrt(rounds)
+    exact = exact_sbn_gradient(sbn, estimator.objective, K)
+    mean, se = estimator_gradient_draws(sbn, estimator, copies=500, rounds=40)
     assert ((mean - exact).abs() <= 4 * se + 1e-9).all(), (mean, exact, se)
     assert se.max() < 0.1 * exact.abs().max()  # the check has power: errors well below the gradient's size
 
 
 def test_the_loss_is_minus_the_bound():
-    sbn = _sbn()
+    sbn = small_sbn()
     torch.manual_seed(1)
     for elbo_class in (VIMCO, LeaveOneOut):
         elbo = elbo_class(K, 1, "data")
@@ -91,7 +52,7 @@ def test_vimco_signal_is_the_bound_minus_the_bound_with_the_particle_replaced():
 @pytest.mark.parametrize("name", ["vimco", "score-loo"])
 def test_one_particle_is_refused(name):
     with pytest.raises(ValueError, match=f"{name} needs K >= 2 particles \\(--num-particles\\), got 1"):
-        make_estimator(name, _sbn(), 1)
+        make_estimator(name, small_sbn(), 1)
 
 
 class CategoricalMixture(PyroModule):
