@@ -152,6 +152,12 @@ class TrainConfig:
         return cls(**d)
 
 
+def flag(name: str) -> str:
+    """The command-line flag that sets the config field ``name``: ``--lr-schedule``, and for a dict
+    of options the repeatable ``--schedule-option KEY=VALUE``."""
+    return "--" + (name.removesuffix("s") if name.endswith("_options") else name).replace("_", "-")
+
+
 def data_kind(config: TrainConfig) -> str:
     """The kind of data ``config.model`` trains on: its class's ``data_kind``, ``"vectors"`` by default."""
     return getattr(MODELS[config.model], "data_kind", "vectors")

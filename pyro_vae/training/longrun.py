@@ -21,14 +21,13 @@ from pathlib import Path
 
 from pyro_vae.files import atomic_write_text
 from pyro_vae.training.checkpoint import CheckpointError, verify_checkpoint
-from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.config import TrainConfig, flag
 from pyro_vae.training.loop import CHECKPOINT
 
 COMMAND = "COMMAND"
 PROGRAM = ("uv", "run", "pyro-vae", "train")
 # flags that name the run's settings: on --resume they come from the checkpoint
-_SETTINGS = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)} | {
-    "--preset", "--model-option", "--resume", "--run-dir"}
+_SETTINGS = {flag(f.name) for f in dataclasses.fields(TrainConfig)} | {"--preset", "--resume", "--run-dir"}
 
 
 def _flags(argv: list[str]) -> list[list[str]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint
-from pyro_vae.training.config import PRESETS, TrainConfig
+from pyro_vae.training.config import PRESETS, TrainConfig, flag
 from pyro_vae.training.folder import CHECKPOINT
 
 
@@ -39,7 +39,7 @@ def resume_config(run_dir: str | Path, given: dict[str, Any], preset: str | None
     requested = dict(PRESETS[preset]) if preset else {}
     source = {name: f"--preset {preset}" for name in requested}
     requested.update(given)
-    source.update({name: _flag(name) for name in given})
+    source.update({name: flag(name) for name in given})
     epochs = requested.pop("epochs", saved.epochs)
     # compared as given, before any check of the combination: a setting that differs is the reason
     # to refuse, even where it would also not go with the run's other settings
@@ -60,11 +60,6 @@ def resume_config(run_dir: str | Path, given: dict[str, Any], preset: str | None
             "`pyro-vae evaluate --checkpoint`)"
         )
     return dataclasses.replace(saved, epochs=epochs)
-
-
-def _flag(name: str) -> str:
-    """The flag that sets the config field ``name``: ``--lr-schedule``, ``--schedule-option`` (repeatable)."""
-    return "--" + name.removesuffix("s").replace("_", "-") if name.endswith("_options") else "--" + name.replace("_", "-")
 
 
 def _normalized(value: Any, saved: Any) -> Any:

@@ -21,6 +21,7 @@ START = ("uv run pyro-vae train --dataset synthetic --z-dim 2 --hidden 16 --lr 0
 def test_continue_command_keeps_the_process_flags_and_drops_the_settings():
     start = ("uv run pyro-vae train --preset iwae --lr-schedule iwae --epochs 3280 -k 200 --jit --threads 1 "
              "--no-flush-denormal --no-progress --evals-per-decade 10 --model-option num_components=5 "
+             "--optimizer-option eps=6 --schedule-option warmup=2 --estimator-option beta=4 --init glorot "
              "--data-dir ../shared/data --run-dir longruns/vae-iwae-s0 --seed -1")
     assert continue_command(start) == ("uv run pyro-vae train --resume --run-dir longruns/vae-iwae-s0 -k 200 --jit "
                                        "--threads 1 --no-flush-denormal --no-progress --data-dir ../shared/data")
