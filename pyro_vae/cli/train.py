@@ -157,8 +157,6 @@ def cmd_train(args) -> None:
 
 
 def _train_command(args, distributed: DistributedContext, device: str) -> None:
-    from pyro_vae.plots import write_figures
-
     def start() -> tuple[TrainConfig, Path]:  # on rank 0: one config, one folder name for all
         config = _config_from_args(args)
         run_dir = args.run_dir or Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -183,7 +181,7 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
         _graph_report(run, run_dir)
         return
     _evaluate_report(run, run_dir, args.num_samples, device, args.num_test, distributed)
-    distributed.on_main(lambda: [print(f"wrote {path}") for path in write_figures(run, run_dir / "figures")])
+    distributed.on_main(lambda: _write_figures(run, run_dir / "figures"))
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -215,15 +213,26 @@ def cmd_evaluate(args) -> None:
 def add_plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="default: RUN_DIR/figures")
+    p.add_argument("--figures", nargs="+", metavar="NAME",
+                   help="draw only these, by name (pyro_vae.plots.run.RUN_FIGURES; an unknown name lists them; "
+                        "default: every figure the program has what it needs for)")
     add_common(p)
 
 
-def cmd_plot(args) -> None:
+def _write_figures(run, out_dir: Path, names=None) -> None:
+    """Write the run's figures, print each path, and one line naming the figures not drawn and why."""
     from pyro_vae.plots import write_figures
 
-    run = load_run(args.run_dir, args.data_dir, resolve_device(args.device))
-    for path in write_figures(run, args.out or args.run_dir / "figures"):
+    skipped: list[str] = []
+    for path in write_figures(run, out_dir, names=names, skipped=lambda name, why: skipped.append(f"{name} ({why})")):
         print(f"wrote {path}")
+    if skipped:
+        print(f"figures not drawn: {'; '.join(skipped)}")
+
+
+def cmd_plot(args) -> None:
+    run = load_run(args.run_dir, args.data_dir, resolve_device(args.device))
+    _write_figures(run, args.out or args.run_dir / "figures", args.figures)
 
 
 register_command("train", add_train_arguments, cmd_train, distributed=True,

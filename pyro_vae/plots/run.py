@@ -1,7 +1,16 @@
-"""All figures of a trained run (``pyro-vae train`` and ``pyro-vae plot`` write them)."""
+"""All figures of a trained run (``pyro-vae train`` and ``pyro-vae plot`` write them).
+
+Each figure is registered once in :data:`RUN_FIGURES` with what it needs of the program (a
+method, a 2-D code, labels, metrics rows): a figure is drawn where the program has what it
+needs, and otherwise skipped with the reason. A figure that fails to draw for a program it
+seemed to fit (a user's program that names its sites otherwise, say) is skipped with its
+error's first line too: a finished training never fails for want of a picture.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -9,6 +18,7 @@ import torch
 from pyro_vae.plots.curves import plot_curves
 from pyro_vae.plots.images import plot_analogies, plot_manifold, plot_reconstructions, plot_samples
 from pyro_vae.plots.latents import plot_latents
+from pyro_vae.registry import Registry
 
 
 def label_context(vae, data, labels: torch.Tensor | None, num_generated: int, device: str | torch.device
@@ -16,30 +26,102 @@ def label_context(vae, data, labels: torch.Tensor | None, num_generated: int, de
     """``(test, generated)``: the keywords that condition a model of labelled data (``"y"`` in
     its ``data_keys``) on the test ``labels``, and ``num_generated`` draws on one class per column
     of ten; empty for other models."""
-    if "y" not in vae.data_keys:
+    if "y" not in getattr(vae, "data_keys", ("x",)):
         return {}, {}
     return {"y": labels}, {"y": torch.arange(num_generated, device=device) % data.num_classes}
 
 
-def write_figures(run, out_dir: str | Path, num_points: int = 2000) -> list[Path]:
-    """All figures for a :class:`~pyro_vae.training.loop.Run` into ``out_dir``."""
+@dataclass
+class FigureInputs:
+    """What every figure of a run draws from: the run, the folder, the first test data, their
+    labels and the keywords that condition a labelled model (:func:`label_context`)."""
+
+    run: object
+    out_dir: Path
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    test: dict
+    generated: dict
+
+
+@dataclass(frozen=True)
+class RunFigure:
+    """A figure of a run: ``draw(inputs) -> path``, and ``lacks(run)``, what the program lacks for
+    it in words (``None`` when it has all it needs)."""
+
+    draw: Callable[[FigureInputs], Path]
+    lacks: Callable[[object], str | None]
+
+
+def _missing_methods(*names: str) -> Callable[[object], str | None]:
+    def lacks(run) -> str | None:
+        missing = [name for name in names if not callable(getattr(run.vae, name, None))]
+        return f"the program has no {', '.join(missing)} method" if missing else None
+
+    return lacks
+
+
+def _manifold(inputs: FigureInputs) -> Path:
+    device = inputs.x.device
+    one_class = {"y": torch.zeros(400, dtype=torch.long, device=device)} if inputs.generated else {}
+    return plot_manifold(inputs.run.vae, inputs.run.dataset.image_shape, inputs.out_dir / "manifold.png", **one_class)
+
+
+def _two_dimensional(run) -> str | None:
+    lacks = _missing_methods("generate")(run)
+    return lacks or (None if getattr(run.vae, "z_dim", None) == 2 else "the code is not 2-D (z_dim = 2)")
+
+
+#: The figures of a run, in the order they are drawn (``pyro-vae plot --figures NAME ...`` chooses).
+RUN_FIGURES: Registry[RunFigure] = Registry("figure")
+RUN_FIGURES.register("samples", RunFigure(
+    lambda i: plot_samples(i.run.vae, i.run.dataset.image_shape, i.out_dir / "samples.png", **i.generated),
+    _missing_methods("generate")), help="means of p(x|z) for z from the prior (paper Fig. 5)")
+RUN_FIGURES.register("reconstructions", RunFigure(
+    lambda i: plot_reconstructions(i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "reconstructions.png",
+                                   **i.test),
+    _missing_methods("reconstruct")), help="test images and their reconstructions")
+RUN_FIGURES.register("latents", RunFigure(
+    lambda i: plot_latents(i.run.vae, i.x, i.labels, i.out_dir / "latents.png", **i.test),
+    _missing_methods("embed")), help="the code of the test images, by class (t-SNE beyond 2-D)")
+RUN_FIGURES.register("curves", RunFigure(
+    lambda i: plot_curves(i.run.metrics, i.out_dir / "curves.png"),
+    lambda run: None if run.metrics else "the run has no metrics rows"), help="the learning curves")
+RUN_FIGURES.register("analogies", RunFigure(
+    lambda i: plot_analogies(i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "analogies.png"),
+    _missing_methods("classify", "embed", "generate")), help="style and class apart (M2; Kingma et al. 2014)")
+RUN_FIGURES.register("manifold", RunFigure(_manifold, _two_dimensional),
+                     help="the decoder over a grid of a 2-D code (paper Fig. 4)")
+
+
+def write_figures(run, out_dir: str | Path, num_points: int = 2000, names: Sequence[str] | None = None,
+                  skipped: Callable[[str, str], None] | None = None) -> list[Path]:
+    """The figures ``names`` (all that the program has what they need for, by default) of a
+    :class:`~pyro_vae.training.build.Run` into ``out_dir``; the paths written. A figure the
+    program lacks something for, or that fails to draw, is reported to ``skipped(name, reason)``
+    (one line) and left out; a figure named explicitly that the program lacks something for is
+    refused (``ValueError``)."""
+    for name in names or ():
+        RUN_FIGURES.check(name)
+        reason = RUN_FIGURES[name].lacks(run)
+        if reason is not None:
+            raise ValueError(f"the figure {name!r} cannot be drawn for this run: {reason}")
     out_dir = Path(out_dir)
     vae, data = run.vae, run.dataset
     vae.eval()
-    device = vae.prior_loc.device
-    x = data.test[:num_points].to(device)
+    device = next(vae.parameters(), torch.zeros(())).device
     labels = None if data.test_labels is None else data.test_labels[:num_points].to(device)
-    test, generated = label_context(vae, data, labels, 100, device)
-    paths = [
-        plot_samples(vae, data.image_shape, out_dir / "samples.png", **generated),
-        plot_reconstructions(vae, x, data.image_shape, out_dir / "reconstructions.png", **test),
-        plot_latents(vae, x, data.test_labels, out_dir / "latents.png", **test),
-    ]
-    if run.metrics:
-        paths.append(plot_curves(run.metrics, out_dir / "curves.png"))
-    if hasattr(vae, "classify"):
-        paths.append(plot_analogies(vae, x, data.image_shape, out_dir / "analogies.png"))
-    if vae.z_dim == 2:
-        one_class = {"y": torch.zeros(400, dtype=torch.long, device=device)} if generated else {}
-        paths.append(plot_manifold(vae, data.image_shape, out_dir / "manifold.png", **one_class))
+    inputs = FigureInputs(run, out_dir, data.test[:num_points].to(device), labels,
+                          *label_context(vae, data, labels, 100, device))
+    paths = []
+    for name in names or RUN_FIGURES.names():
+        reason = RUN_FIGURES[name].lacks(run)
+        if reason is None:
+            try:
+                paths.append(RUN_FIGURES[name].draw(inputs))
+                continue
+            except Exception as err:  # noqa: BLE001  a picture never fails the run; the reason is reported
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        if skipped is not None:
+            skipped(name, reason)
     return paths
