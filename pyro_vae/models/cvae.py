@@ -50,6 +50,9 @@ class CVAE(VAE):
     """
 
     data_keys = ("x", "y")
+    #: Whether a datum may come without its label (a latent y, as M2's): ``False`` here, where
+    #: every datum must carry one in [0, num_classes).
+    partially_labelled: bool = False
 
     def __init__(
         self,
@@ -91,8 +94,18 @@ class CVAE(VAE):
         return self.likelihood(self.decoder.run(z, one_hot(y, self.num_classes)))
 
     def batch_size(self, x: torch.Tensor | None, num_generated: int | None, context: dict) -> int:
-        if context.get("y") is None:
+        """The number of data, after the labels are checked: every datum's in [0, num_classes), or
+        with :attr:`partially_labelled` none at all or -1 for an unlabelled datum."""
+        y = context.get("y")
+        if y is None and not self.partially_labelled:
             raise InputError(f"{type(self).__name__} needs the labels y of its data (y=...)")
-        if torch.is_tensor(context["y"]):
-            check_labels(context["y"], self.num_classes)
+        if torch.is_tensor(y):
+            self.check_data_labels(y)
         return super().batch_size(x, num_generated, context)
+
+    def check_data_labels(self, y: torch.Tensor) -> None:
+        """Raise a clear error unless ``y`` holds integer labels in [0, num_classes) (or -1, unlabelled,
+        where :attr:`partially_labelled`)."""
+        check_labels(y.clamp_min(0) if self.partially_labelled else y, self.num_classes)
+        if self.partially_labelled and y.numel() and int(y.min()) < -1:
+            raise InputError(f"labels y must be -1 (unlabelled) or in [0, {self.num_classes}), got {int(y.min())}")

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import pyro_method
 
-from pyro_vae.models.cvae import CVAE, check_labels
+from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.nets import MLP
 from pyro_vae.models.registry import register_model
 from pyro_vae.validation import InputError
@@ -59,6 +59,8 @@ class M2(CVAE):
     has the encoder's hidden sizes.
     """
 
+    partially_labelled = True  # -1 marks an unlabelled datum, whose y is a latent
+
     def __init__(self, x_shape: int | Sequence[int], num_classes: int, z_dim: int = 50,
                  hidden: Sequence[int] = (500,), activation: str = "tanh", init_std: float | None = None,
                  alpha_scale: float = 2.3, **kwargs) -> None:
@@ -68,9 +70,6 @@ class M2(CVAE):
         self.alpha_scale = float(alpha_scale)
         self.classifier = MLP(self.x_dim, hidden, num_classes, activation, init_std)
         self.register_buffer("class_logits", torch.zeros(num_classes))
-
-    def batch_size(self, x: torch.Tensor | None, num_generated: int | None, context: dict) -> int:
-        return super(CVAE, self).batch_size(x, num_generated, context)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable class under q(y|x), one per datum."""
@@ -95,11 +94,10 @@ class M2(CVAE):
         return self.alpha_scale * n * F.cross_entropy(logits, y[labelled])
 
     def _labelled(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        """Which data carry their label (-1: unlabelled), or ``None`` without labels."""
         if y is None:
             return None
-        check_labels(y.clamp_min(0), self.num_classes)
-        if int(y.min()) < -1:
-            raise InputError(f"labels y must be -1 (unlabelled) or in [0, {self.num_classes}), got {int(y.min())}")
+        self.check_data_labels(y)
         return y >= 0
 
     @pyro_method
