@@ -100,7 +100,7 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000, names: Seque
     :class:`~pyro_vae.training.build.Run` into ``out_dir``; the paths written. A figure the
     program lacks something for, or that fails to draw, is reported to ``skipped(name, reason)``
     (one line) and left out; a figure named explicitly that the program lacks something for is
-    refused (``ValueError``)."""
+    refused (``ValueError``), and a folder that cannot be written raises its ``OSError``."""
     for name in names or ():
         RUN_FIGURES.check(name)
         reason = RUN_FIGURES[name].lacks(run)
@@ -120,7 +120,9 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000, names: Seque
             try:
                 paths.append(RUN_FIGURES[name].draw(inputs))
                 continue
-            except Exception as err:  # noqa: BLE001  a picture never fails the run; the reason is reported
+            except OSError:  # the folder cannot be written (read-only, full): that is the user's to know
+                raise
+            except Exception as err:  # noqa: BLE001  a picture the program cannot give fails nothing; reported
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         if skipped is not None:
             skipped(name, reason)
