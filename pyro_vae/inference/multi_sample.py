@@ -90,7 +90,8 @@ class MultiSampleScore(ELBO):
         """-(N/M) sum_i L_i."""
         with torch.no_grad():
             log_w, _, scale = self._terms(model, guide, args, kwargs)
-            return -(torch.as_tensor(scale, dtype=log_w.dtype) * self.objective(log_w)).sum().item()
+            scale = torch.as_tensor(scale, dtype=log_w.dtype, device=log_w.device)
+            return -(scale * self.objective(log_w)).sum().item()
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
         """The surrogate loss, whose gradient is the estimator's."""

@@ -31,6 +31,7 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import constraints
 
@@ -81,7 +82,7 @@ class Relaxed(Messenger):
         self.temperature, self.straight_through = temperature, straight_through
 
     def _pyro_sample(self, msg: dict) -> None:
-        if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
+        if msg["is_observed"] or site_is_subsample(msg):
             return
         base, dims = _base(msg["fn"])
         if isinstance(base, SoftBernoulli):
