@@ -169,7 +169,7 @@ CONFIG_DICTS = st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=4, uniqu
 def test_config_dicts_give_a_valid_config_or_one_clear_line(entries):
     try:
         config = TrainConfig.from_dict(entries)
-    except Exception as err:  # noqa: BLE001: the property is about which exceptions
+    except Exception as err:  # noqa: BLE001  the property is about which exceptions
         assert_one_clear_line(err)
     else:
         assert_in_range(config)
@@ -273,7 +273,7 @@ def test_checkpoint_dicts_load_as_a_run_or_fail_in_one_clear_line(trained, data)
         torch.save(state, Path(folder) / "checkpoint.pt")
         try:
             run = load_run(folder)
-        except Exception as err:  # noqa: BLE001: the property is about which exceptions
+        except Exception as err:  # noqa: BLE001  the property is about which exceptions
             assert_one_clear_line(err)
             return
     assert_in_range(run.config)
@@ -314,7 +314,7 @@ def test_pretrained_records_load_as_a_run_or_fail_in_one_clear_line(entry, data)
         with mock.patch.object(pretrained, "PRETRAINED", registry):
             try:
                 run = load_pretrained("toy")
-            except Exception as err:  # noqa: BLE001: the property is about which exceptions
+            except Exception as err:  # noqa: BLE001  the property is about which exceptions
                 assert_one_clear_line(err)
                 return
     assert_in_range(run.config)

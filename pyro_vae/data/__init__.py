@@ -25,7 +25,7 @@ from pyro_vae.data.cache import (
 )
 from pyro_vae.data.dataset import TEST_BINARIZATION_SEED, Dataset
 from pyro_vae.data.sources import DATASETS, FREY_MD5, FREY_URL, load_dataset, load_frey_face, make_synthetic, read_frey_mat
-from pyro_vae.data import graphs  # noqa: E402, I001  (registers the graph data sets after the others)
+from pyro_vae.data import graphs  # noqa: E402, F401, I001  (registers the graph data sets after the others)
 
 __all__ = [
     "CorruptDataError",

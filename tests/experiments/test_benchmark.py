@@ -22,7 +22,7 @@ def test_handwritten_and_pyro_vae_steps_estimate_the_same_bound(num_particles):
     x = torch.bernoulli(torch.full((20, 784), 0.3))
     sides = [handwritten_step(vae, 1e-12, 20, num_particles), pyro_vae_step(vae, 1e-12, 20, num_particles)]
     losses = [torch.tensor([step(x) for _ in range(300)]) for step in sides]
-    means, ses = [l.mean() for l in losses], [l.std() / math.sqrt(len(l)) for l in losses]
+    means, ses = [d.mean() for d in losses], [d.std() / math.sqrt(len(d)) for d in losses]
     assert abs(means[0] - means[1]) < 5 * math.hypot(*ses)
 
 

@@ -19,7 +19,9 @@ def test_site_names_and_shapes(prefix, x_shape, likelihood):
     x = torch.rand(4, *x_shape).round()
     guide_tr = poutine.trace(vae.guide).get_trace(x)
     model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
-    name = (lambda s: f"{prefix}.{s}" if prefix else s)
+    def name(site):
+        return f"{prefix}.{site}" if prefix else site
+
     # the plate's subsample site is named like the plate
     assert set(guide_tr.stochastic_nodes) == {name("data"), name("z")}
     assert set(model_tr.stochastic_nodes) == {name("data"), name("z")}

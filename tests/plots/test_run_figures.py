@@ -11,7 +11,7 @@ from torch import nn
 from pyro_vae.cli import main
 from pyro_vae.models import MODELS, register_model
 from pyro_vae.plots.run import RUN_FIGURES, write_figures
-from pyro_vae.training import TrainConfig, load_run, train
+from pyro_vae.training import TrainConfig, train
 
 
 class PairVAE(PyroModule):
@@ -77,5 +77,5 @@ def test_a_figure_that_fails_to_draw_is_reported_not_raised(tmp_path):
 def test_an_unknown_figure_lists_the_registered_ones(tmp_path):
     run = train(TrainConfig(dataset="synthetic", z_dim=2, hidden=(8,), epochs=1), tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match=r"unknown figure 'pretty'; expected one of \['samples', 'reconstructions'"):
-        write_figures(load_run(tmp_path / "run"), tmp_path / "figures", names=["pretty"])
+        write_figures(run, tmp_path / "figures", names=["pretty"])
     assert RUN_FIGURES.names()[-1] == "manifold"
