@@ -1,4 +1,4 @@
-"""Relaxed gradients for binary latents: the Gumbel-softmax / Concrete relaxation (Jang et al. 2017;
+"""Relaxed gradients for binary and one-hot latents: the Gumbel-softmax / Concrete relaxation (Jang et al. 2017;
 Maddison et al. 2017) and its straight-through variant, as a handler around model and guide.
 
 A Bernoulli latent z with logits l is drawn as its relaxation at temperature tau,
@@ -17,8 +17,10 @@ discrete program, the backward one the relaxation's, so it is biased too.
 
 The temperature anneals as Jang et al.'s: tau_t = max(min_temperature, temperature * exp(-anneal_rate
 * t)) after t steps (the step count is kept with the estimator's state, so a resumed run goes on
-with it). Only Bernoulli sites have a relaxation here: a ``Categorical`` of indices cannot carry a
-relaxed value (its code indexes with it), and is refused by name.
+with it). A ``OneHotCategorical`` latent relaxes the same way, y = softmax((l + g) / tau) with g
+standard Gumbel and log density sum_k y_k log p_k (:class:`SoftOneHotCategorical`). A
+``Categorical`` of indices cannot carry a relaxed value (its code indexes with it) and is refused
+by name.
 """
 
 from __future__ import annotations
@@ -64,6 +66,39 @@ class SoftBernoulli(dist.Bernoulli):
         return SoftBernoulli(self.logits.expand(batch_shape), self.temperature, self.straight_through)
 
 
+class SoftOneHotCategorical(dist.OneHotCategorical):
+    """OneHotCategorical(logits) whose draws are its relaxation at ``temperature``,
+    ``softmax((l + g) / tau)`` with g standard Gumbel (reparameterized), and whose log density,
+    ``sum_k y_k log p_k``, takes any point y of the simplex; ``straight_through``: the one-hot of
+    the largest entry forward, y backward."""
+
+    arg_constraints = {"logits": constraints.real_vector}
+    support = constraints.simplex
+    has_rsample = True
+    has_enumerate_support = False
+
+    def __init__(self, logits: torch.Tensor, temperature: float, straight_through: bool = False,
+                 validate_args: bool | None = None) -> None:
+        super().__init__(logits=logits, validate_args=validate_args)
+        self.temperature, self.straight_through = temperature, straight_through
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device).clamp(1e-6, 1 - 1e-6)
+        y = torch.softmax((self.logits.expand(shape) - (-u.log()).log()) / self.temperature, -1)
+        if not self.straight_through:
+            return y
+        hard = torch.nn.functional.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype)
+        return hard + (y - y.detach())
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return (value * torch.log_softmax(self.logits, -1)).sum(-1)
+
+    def expand(self, batch_shape, _instance=None) -> SoftOneHotCategorical:
+        return SoftOneHotCategorical(self.logits.expand(*batch_shape, self.logits.shape[-1]), self.temperature,
+                                     self.straight_through)
+
+
 def _base(fn: TorchDistributionMixin) -> tuple[TorchDistributionMixin, int]:
     """``(base, event dims)``: the distribution under ``Independent`` wrappers and how many dims they add."""
     dims = 0
@@ -73,9 +108,14 @@ def _base(fn: TorchDistributionMixin) -> tuple[TorchDistributionMixin, int]:
     return fn, dims
 
 
+#: The discrete families with a relaxation: ``(family, its relaxed stand-in)``.
+RELAXATIONS: tuple[tuple[type, type], ...] = ((dist.Bernoulli, SoftBernoulli), (dist.OneHotCategorical, SoftOneHotCategorical))
+
+
 class Relaxed(Messenger):
-    """Handler: every latent Bernoulli site of the program becomes its :class:`SoftBernoulli` at
-    ``temperature()``; a latent discrete site of another family is refused by name."""
+    """Handler: every latent Bernoulli or OneHotCategorical site of the program becomes its relaxed
+    stand-in (:data:`RELAXATIONS`) at ``temperature()``; a latent discrete site of another family is
+    refused by name."""
 
     def __init__(self, temperature: Callable[[], float], straight_through: bool = False) -> None:
         super().__init__()
@@ -85,16 +125,17 @@ class Relaxed(Messenger):
         if msg["is_observed"] or site_is_subsample(msg):
             return
         base, dims = _base(msg["fn"])
-        if isinstance(base, SoftBernoulli):
+        if isinstance(base, (SoftBernoulli, SoftOneHotCategorical)):
             return
-        if isinstance(base, dist.Bernoulli):
-            soft = SoftBernoulli(base.logits, self.temperature(), self.straight_through)
+        relaxed = next((soft for family, soft in RELAXATIONS if isinstance(base, family)), None)
+        if relaxed is not None:
+            soft = relaxed(base.logits, self.temperature(), self.straight_through)
             msg["fn"] = soft.to_event(dims) if dims else soft
         elif base.support.is_discrete:
             raise ValueError(
-                f"site {msg['name']!r} is a {type(base).__name__}, which has no relaxation here (only Bernoulli "
-                "latents relax: a Categorical of indices cannot carry a relaxed value); use a score-function "
-                "estimator (vimco, score-loo, score-nvil) or enum"
+                f"site {msg['name']!r} is a {type(base).__name__}, which has no relaxation here (Bernoulli and "
+                "OneHotCategorical latents relax: a Categorical of indices cannot carry a relaxed value); use a "
+                "score-function estimator (vimco, score-loo, score-nvil) or enum"
             )
 
 

@@ -5,7 +5,7 @@ Importing this package registers every built-in model in :data:`MODELS`:
 ``m2`` (:mod:`~pyro_vae.models.m2`), ``two-layer`` (:mod:`~pyro_vae.models.two_layer`),
 ``iaf`` (:mod:`~pyro_vae.models.iaf`), ``mog-prior`` and ``vampprior``
 (:mod:`~pyro_vae.models.priors`), ``m1-m2`` (:mod:`~pyro_vae.models.stacked`), ``sbn``
-(:mod:`~pyro_vae.models.sbn`), and the graph
+(:mod:`~pyro_vae.models.sbn`), ``categorical-vae`` (:mod:`~pyro_vae.models.categorical`), and the graph
 models ``vgae`` and ``gae`` (:mod:`~pyro_vae.models.vgae`).
 """
 
@@ -18,10 +18,12 @@ from pyro_vae.models.iaf import IAFVAE
 from pyro_vae.models.priors import MixturePriorVAE, VampPriorVAE
 from pyro_vae.models.stacked import StackedM1M2
 from pyro_vae.models.sbn import SigmoidBeliefVAE
+from pyro_vae.models.categorical import CategoricalVAE
 from pyro_vae.models.vgae import GAE, VGAE
 
 __all__ = [
     "CVAE",
+    "CategoricalVAE",
     "GAE",
     "IAFVAE",
     "M2",

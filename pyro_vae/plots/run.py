@@ -69,7 +69,7 @@ def _manifold(inputs: FigureInputs) -> Path:
 
 def _two_dimensional(run) -> str | None:
     lacks = _missing_methods("generate")(run)
-    return lacks or (None if getattr(run.vae, "z_dim", None) == 2 else "the code is not 2-D (z_dim = 2)")
+    return lacks or (None if getattr(run.vae, "z_dim", None) == 2 else "the code is not 2-D")
 
 
 #: The figures of a run, in the order they are drawn (``pyro-vae plot --figures NAME ...`` chooses).
