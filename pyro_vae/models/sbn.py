@@ -17,6 +17,7 @@ is the papers' *linear* network, ``hidden=(200, 200)`` with tanh units their *no
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -55,7 +56,7 @@ class SigmoidBeliefVAE(VAE):
     ) -> None:
         if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
             raise ValueError(f"layers must be an int >= 1, got {layers!r}")
-        x_dim = int(torch.tensor(x_shape).prod()) if not isinstance(x_shape, int) else x_shape
+        x_dim = x_shape if isinstance(x_shape, int) else math.prod(x_shape)
         hidden = tuple(hidden)
         super().__init__(x_shape, z_dim, hidden, activation, likelihood, init_std,
                          encoder=MLP(x_dim, hidden, z_dim, activation, init_std), **kwargs)
