@@ -40,63 +40,70 @@ from torch.distributions import constraints
 from pyro_vae.inference.estimators import Estimator, register_estimator
 
 
-class SoftBernoulli(dist.Bernoulli):
-    """Bernoulli(logits) whose draws are its relaxation at ``temperature`` (reparameterized) and whose
-    log density, ``y log p + (1 - y) log(1 - p)``, takes any y in [0, 1]; ``straight_through``: the
-    draw is 1[y > 1/2] forward, y backward."""
+class _Relaxation:
+    """What the relaxed stand-ins share: built from logits with a ``temperature`` and a
+    ``straight_through`` switch; a reparameterized draw ``relax(logits, u)`` from uniform noise u,
+    or with ``straight_through`` its ``harden``-ed value forward and its gradient backward."""
+
+    has_rsample = True
+    has_enumerate_support = False
+
+    def __init__(self, logits: torch.Tensor, temperature: float, straight_through: bool = False,
+                 validate_args: bool | None = None) -> None:
+        super().__init__(logits=logits, validate_args=validate_args)
+        self.temperature, self.straight_through = temperature, straight_through
+
+    def relax(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def harden(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device).clamp(1e-6, 1 - 1e-6)
+        y = self.relax(self.logits.expand(shape), u)
+        # hard + (y - stop(y)): exactly the hard value forward ((hard + y) - stop(y) would round off 1),
+        # y's gradient backward
+        return self.harden(y) + (y - y.detach()) if self.straight_through else y
+
+    def expand(self, batch_shape, _instance=None):
+        return type(self)(self.logits.expand(*batch_shape, *self.event_shape), self.temperature,
+                          self.straight_through)
+
+
+class SoftBernoulli(_Relaxation, dist.Bernoulli):
+    """Bernoulli(logits) whose draws are its relaxation at ``temperature``, sigmoid((l + logistic
+    noise) / tau), and whose log density, ``y log p + (1 - y) log(1 - p)``, takes any y in [0, 1];
+    ``straight_through``: the draw is 1[y > 1/2] forward, y backward."""
 
     arg_constraints = {"logits": constraints.real}
     support = constraints.unit_interval
-    has_rsample = True
-    has_enumerate_support = False
 
-    def __init__(self, logits: torch.Tensor, temperature: float, straight_through: bool = False,
-                 validate_args: bool | None = None) -> None:
-        super().__init__(logits=logits, validate_args=validate_args)
-        self.temperature, self.straight_through = temperature, straight_through
+    def relax(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid((logits + u.log() - (-u).log1p()) / self.temperature)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
-        u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device).clamp(1e-6, 1 - 1e-6)
-        y = torch.sigmoid((self.logits.expand(shape) + u.log() - (-u).log1p()) / self.temperature)
-        # hard + (y - stop(y)): exactly 0 or 1 forward ((hard + y) - stop(y) would round off 1), y's gradient backward
-        return (y > 0.5).to(y.dtype) + (y - y.detach()) if self.straight_through else y
-
-    def expand(self, batch_shape, _instance=None) -> SoftBernoulli:
-        return SoftBernoulli(self.logits.expand(batch_shape), self.temperature, self.straight_through)
+    def harden(self, y: torch.Tensor) -> torch.Tensor:
+        return (y > 0.5).to(y.dtype)
 
 
-class SoftOneHotCategorical(dist.OneHotCategorical):
+class SoftOneHotCategorical(_Relaxation, dist.OneHotCategorical):
     """OneHotCategorical(logits) whose draws are its relaxation at ``temperature``,
-    ``softmax((l + g) / tau)`` with g standard Gumbel (reparameterized), and whose log density,
-    ``sum_k y_k log p_k``, takes any point y of the simplex; ``straight_through``: the one-hot of
-    the largest entry forward, y backward."""
+    ``softmax((l + g) / tau)`` with g standard Gumbel, and whose log density, ``sum_k y_k log p_k``,
+    takes any point y of the simplex; ``straight_through``: the one-hot of the largest entry
+    forward, y backward."""
 
     arg_constraints = {"logits": constraints.real_vector}
     support = constraints.simplex
-    has_rsample = True
-    has_enumerate_support = False
 
-    def __init__(self, logits: torch.Tensor, temperature: float, straight_through: bool = False,
-                 validate_args: bool | None = None) -> None:
-        super().__init__(logits=logits, validate_args=validate_args)
-        self.temperature, self.straight_through = temperature, straight_through
+    def relax(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return torch.softmax((logits - (-u.log()).log()) / self.temperature, -1)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
-        u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device).clamp(1e-6, 1 - 1e-6)
-        y = torch.softmax((self.logits.expand(shape) - (-u.log()).log()) / self.temperature, -1)
-        if not self.straight_through:
-            return y
-        hard = torch.nn.functional.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype)
-        return hard + (y - y.detach())
+    def harden(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return (value * torch.log_softmax(self.logits, -1)).sum(-1)
-
-    def expand(self, batch_shape, _instance=None) -> SoftOneHotCategorical:
-        return SoftOneHotCategorical(self.logits.expand(*batch_shape, self.logits.shape[-1]), self.temperature,
-                                     self.straight_through)
 
 
 def _base(fn: TorchDistributionMixin) -> tuple[TorchDistributionMixin, int]:
@@ -125,7 +132,7 @@ class Relaxed(Messenger):
         if msg["is_observed"] or site_is_subsample(msg):
             return
         base, dims = _base(msg["fn"])
-        if isinstance(base, (SoftBernoulli, SoftOneHotCategorical)):
+        if isinstance(base, _Relaxation):
             return
         relaxed = next((soft for family, soft in RELAXATIONS if isinstance(base, family)), None)
         if relaxed is not None:
