@@ -32,6 +32,7 @@ a decaying average would learn that very minibatch, which training never lets it
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -215,19 +216,24 @@ def compare_estimators(
     cannot is refused with its reason. ``reference`` ``None`` means ``reparam``, or for a program it
     does not apply to an error that asks for one (e.g. ``enum`` for a discrete latent)."""
     options = dict(options or {})
+
+    @functools.cache
+    def refused(name: str) -> str | None:  # each estimator tried once
+        return refusal(vae, name, x, num_particles, options.get(name))
+
     if estimators is None:
-        estimators = [n for n in ESTIMATORS if refusal(vae, n, x, num_particles, options.get(n)) is None]
+        estimators = [n for n in ESTIMATORS if refused(n) is None]
     for name in estimators:
         ESTIMATORS.check(name)
     if reference is None:
-        why = refusal(vae, "reparam", x, num_particles, options.get("reparam"))
+        why = refused("reparam")
         if why is not None:
             raise ValueError(f"the default reference estimator reparam does not apply to this program ({why}); "
                              "name one that does, e.g. reference='enum' (--reference enum)")
         reference = "reparam"
     names = list(dict.fromkeys([reference, *estimators]))
     for name in names:
-        why = refusal(vae, name, x, num_particles, options.get(name))
+        why = refused(name)
         if why is not None:
             role = "the reference estimator" if name == reference else "the estimator"
             raise ValueError(f"{role} {name!r} cannot be measured on this program with K = {num_particles}: {why}")
