@@ -23,7 +23,12 @@ def check_graph(x: torch.Tensor, edge_index: torch.Tensor) -> None:
         raise TypeError(f"node features must be a float tensor of shape (num_nodes, num_features), got {_describe(x)}")
     if is_validation_enabled() and not torch.isfinite(x).all():
         raise ValueError(f"node features contain {int((~torch.isfinite(x)).sum())} NaN or infinite values")
-    if not torch.is_tensor(edge_index) or edge_index.dtype != torch.long or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+    if (
+        not torch.is_tensor(edge_index)
+        or edge_index.dtype != torch.long
+        or edge_index.dim() != 2
+        or edge_index.shape[0] != 2
+    ):
         raise TypeError(f"edge_index must be a long tensor of shape (2, num_edges), got {_describe(edge_index)}")
     if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= x.shape[0]):
         raise ValueError(

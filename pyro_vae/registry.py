@@ -29,13 +29,15 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._help: dict[str, str] = {}
 
-    def register(self, name: str, obj: T | None = None, *, help: str | None = None,
-                 replace: bool = False) -> Callable[[T], T] | T:
+    def register(
+        self, name: str, obj: T | None = None, *, help: str | None = None, replace: bool = False
+    ) -> Callable[[T], T] | T:
         """Register ``obj`` under ``name``; without ``obj``, a decorator that does.
 
         ``help`` defaults to the first line of the object's docstring.
         Registering a taken name raises ``ValueError`` unless ``replace=True``.
         """
+
         def add(obj: T) -> T:
             if not isinstance(name, str) or not NAME.match(name):
                 raise ValueError(

@@ -277,8 +277,11 @@ def check_pass_fits(num_data: int, num_samples: int, datum_numel: int, device: s
     """Refuse an evaluation pass of ``num_data`` data x ``num_samples`` importance samples: each
     (datum, sample) pair holds at least the decoder's output and its log density, 2 x datum size floats."""
     need = 2 * num_data * num_samples * datum_numel * _float_bytes()
-    check_fits(need, f"a pass of {num_data:,} data x {num_samples:,} samples (-k / --chunk-size) "
-               f"of {datum_numel:,} values each", device)
+    check_fits(
+        need,
+        f"a pass of {num_data:,} data x {num_samples:,} samples (-k / --chunk-size) of {datum_numel:,} values each",
+        device,
+    )
 
 
 def check_metrics_fit(epochs: int, device: str | torch.device = "cpu") -> None:

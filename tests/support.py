@@ -23,8 +23,9 @@ from pyro_vae.models.sbn import SigmoidBeliefVAE
 SMALL = dict(dataset="synthetic", z_dim=2, hidden=(16,), batch_size=100, lr=1e-2)
 
 
-def draws_mean_and_se(program, name: str, x: torch.Tensor, num_draws: int, num_particles: int = 1,
-                      **kwargs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def draws_mean_and_se(
+    program, name: str, x: torch.Tensor, num_draws: int, num_particles: int = 1, **kwargs
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per parameter group of :func:`~pyro_vae.inference.variance.draw_gradients` (``"guide"``,
     ``"model"``): the mean gradient of ``num_draws`` draws of estimator ``name`` and its standard
     error sqrt(var / r), the variance unbiased over the r draws."""
@@ -58,8 +59,9 @@ def _log_weights_of_every_z(sbn: SigmoidBeliefVAE, x: torch.Tensor) -> tuple[tor
     return log_q, sbn.prior().log_prob(z) + sbn.decode(z).log_prob(x) - log_q
 
 
-def exact_sbn_gradient(sbn: SigmoidBeliefVAE, bound: str, num_particles: int = 1,
-                        x: torch.Tensor | None = None) -> torch.Tensor:
+def exact_sbn_gradient(
+    sbn: SigmoidBeliefVAE, bound: str, num_particles: int = 1, x: torch.Tensor | None = None
+) -> torch.Tensor:
     """The gradient of E_q[L_i] summed over the data (:data:`SBN_DATA` by default), by enumerating
     every z: of the ``num_particles``-sample bound (``bound="iwae"``) or of the ELBO, flattened."""
     x = SBN_DATA if x is None else x
@@ -78,8 +80,9 @@ def _flat_grad(sbn: SigmoidBeliefVAE, objective: torch.Tensor) -> torch.Tensor:
     return torch.cat([g.flatten() for g in torch.autograd.grad(objective, list(sbn.parameters()))])
 
 
-def estimator_gradient_draws(sbn: SigmoidBeliefVAE, estimator, copies: int, rounds: int,
-                             x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def estimator_gradient_draws(
+    sbn: SigmoidBeliefVAE, estimator, copies: int, rounds: int, x: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean of ``copies * rounds`` draws of ``estimator``'s gradient of the objective (not the
     loss) on ``x`` (:data:`SBN_DATA`), and its standard error. Each datum is repeated ``copies``
     times in one batch (its draws are independent per copy); the error comes from ``rounds``

@@ -49,14 +49,17 @@ def example_docs(tmp_path, monkeypatch):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "conf.py").write_text(f"import runpy\nglobals().update(runpy.run_path({str(API_DOCS / 'conf.py')!r}))\n")
-    (docs / "index.rst").write_text("Example\n=======\n\n.. public-api:: apidocs_example\n\n.. package:: apidocs_example\n")
+    (docs / "index.rst").write_text(
+        "Example\n=======\n\n.. public-api:: apidocs_example\n\n.. package:: apidocs_example\n"
+    )
     yield docs
     for name in [m for m in sys.modules if m.split(".")[0] == "apidocs_example"]:
         del sys.modules[name]
 
 
 def test_package_directive_documents_each_definition_once_and_warns_on_a_missing_docstring(
-        example_docs, tmp_path, capsys):
+    example_docs, tmp_path, capsys
+):
     status = build_main(["-b", "text", "-q", str(example_docs), str(tmp_path / "out")])
     warnings = capsys.readouterr().err
     text = (tmp_path / "out" / "index.txt").read_text()
@@ -65,5 +68,5 @@ def test_package_directive_documents_each_definition_once_and_warns_on_a_missing
     assert warnings.count("has no docstring") == 1
     assert text.count("class apidocs_example.shapes.Square") == 1
     assert "apidocs_example.Square" not in text
-    assert "* \"Square\": A square of side s: area s^2." in text
+    assert '* "Square": A square of side s: area s^2.' in text
     assert "apidocs_example.SIDES = 4\n\n   The number of sides of a square." in text

@@ -17,14 +17,20 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vae"
 
 LAYERS: dict[str, int] = {
-    "registry": 0, "files": 0, "validation": 0, "graph_tensors": 0,
-    "data": 1, "models": 1,
+    "registry": 0,
+    "files": 0,
+    "validation": 0,
+    "graph_tensors": 0,
+    "data": 1,
+    "models": 1,
     "inference": 2,
     "training": 3,
-    "plots": 4, "pretrained": 4,
+    "plots": 4,
+    "pretrained": 4,
     "experiments": 5,
     "cli": 6,
-    "__init__": 7, "__main__": 7,
+    "__init__": 7,
+    "__main__": 7,
 }
 MAX_LINES = 400
 LARGE_ON_PURPOSE: dict[str, str] = {}
@@ -74,8 +80,7 @@ def test_every_component_has_a_layer():
 def test_imports_point_down(path: Path):
     own = component(path)
     wrong = [
-        other for other in sorted(imported_components(path) - {own})
-        if other in LAYERS and LAYERS[other] >= LAYERS[own]
+        other for other in sorted(imported_components(path) - {own}) if other in LAYERS and LAYERS[other] >= LAYERS[own]
     ]
     assert not wrong, f"{path.relative_to(PACKAGE)} (layer {LAYERS[own]}) imports {wrong} of layer >= its own"
 
@@ -102,9 +107,11 @@ def private_imports(path: Path) -> list[str]:
     """The private names (``_name``) that ``path`` imports from another ``pyro_vae`` module."""
     tree = ast.parse(path.read_text(), filename=str(path))
     return [
-        f"{node.module}.{alias.name}" for node in ast.walk(tree)
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("pyro_vae"))
-        for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
     ]
 
 

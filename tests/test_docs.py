@@ -65,8 +65,14 @@ def test_slug_follows_github():
 
 def test_extending_has_one_runnable_example_per_kind():
     blocks = python_blocks(EXTENDING)
-    kinds = ["register_model", "joint", "register_estimator", "register_algorithm", "DATASETS.register",
-             "def estimator_table"]
+    kinds = [
+        "register_model",
+        "joint",
+        "register_estimator",
+        "register_algorithm",
+        "DATASETS.register",
+        "def estimator_table",
+    ]
     assert len(blocks) == len(kinds)
     for block, kind in zip(blocks, kinds):
         assert kind in block
@@ -81,8 +87,9 @@ def test_extending_example_runs(index, tmp_path):
     script = tmp_path / f"example{index}.py"
     script.write_text(block)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYRO_VAE_CACHE": str(tmp_path / "cache")}
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"example {index} of {EXTENDING.name} failed:\n{block}\n{result.stderr[-3000:]}"
     assert result.stdout.strip(), "every example prints what it made"
     for name in re.findall(r'"runs/([\w-]+)"', block):
@@ -97,5 +104,7 @@ def test_relative_links_resolve(page):
 def test_broken_link_is_found(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("# Top\n\n[ok](#top) [gone](missing.md) [bad anchor](page.md#nowhere)\n")
-    assert broken_links(page) == ["missing.md (no file " + str(tmp_path / "missing.md") + ")",
-                                  "page.md#nowhere (no heading #nowhere in page.md)"]
+    assert broken_links(page) == [
+        "missing.md (no file " + str(tmp_path / "missing.md") + ")",
+        "page.md#nowhere (no heading #nowhere in page.md)",
+    ]

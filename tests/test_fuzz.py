@@ -101,9 +101,14 @@ def assert_in_range(config: TrainConfig) -> None:
     assert config.num_labels is None or config.num_labels >= 1, config
     assert _int(config.labelled_per_batch) and 0 <= config.labelled_per_batch < config.batch_size, config
     assert _int(config.seed) and -(2**62) <= config.seed < 2**62, config
-    for registry, name in ((DATASETS, config.dataset), (MODELS, config.model), (ESTIMATORS, config.estimator),
-                           (ALGORITHMS, config.algorithm), (OPTIMIZERS, config.optimizer),
-                           (LR_SCHEDULES, config.lr_schedule)):
+    for registry, name in (
+        (DATASETS, config.dataset),
+        (MODELS, config.model),
+        (ESTIMATORS, config.estimator),
+        (ALGORITHMS, config.algorithm),
+        (OPTIMIZERS, config.optimizer),
+        (LR_SCHEDULES, config.lr_schedule),
+    ):
         assert name in registry.names(), config
     assert config.likelihood is None or config.likelihood in LIKELIHOODS.names(), config
     assert _finite_numbers(config.optimizer_options) and _finite_numbers(config.schedule_options), config
@@ -114,15 +119,20 @@ def assert_in_range(config: TrainConfig) -> None:
 def _hostile(non_finite: bool) -> st.SearchStrategy:
     """Values of any kind; NaN and infinities only where ``non_finite`` (JSON has neither)."""
     return st.one_of(
-        st.none(), st.booleans(), st.integers(-(10**20), 10**20),
-        st.floats(allow_nan=non_finite, allow_infinity=non_finite), st.text(max_size=4),
-        st.lists(st.integers(-2, 600), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=non_finite, allow_infinity=non_finite),
+        st.text(max_size=4),
+        st.lists(st.integers(-2, 600), max_size=3),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     )
 
 
 HOSTILE, JSON_HOSTILE = _hostile(non_finite=True), _hostile(non_finite=False)
-NUMBER = st.one_of(st.integers(-3, 40), st.floats(-2.0, 2.0),
-                   st.sampled_from([0, 1e-3, 1e400, -1e-3, float("nan"), float("inf")]))
+NUMBER = st.one_of(
+    st.integers(-3, 40), st.floats(-2.0, 2.0), st.sampled_from([0, 1e-3, 1e400, -1e-3, float("nan"), float("inf")])
+)
 OPTION_VALUES = st.one_of(NUMBER, st.sampled_from([True, False, None, "x", (0.9,), (0.9, 0.999), (0.9, float("nan"))]))
 
 
@@ -136,8 +146,12 @@ def _options(keys: list[str]) -> st.SearchStrategy:
 
 PLAUSIBLE: dict[str, st.SearchStrategy] = {
     "dataset": st.sampled_from(["synthetic", "planted-partition", "mnist", "nope"]),
-    "model": _names(MODELS), "estimator": _names(ESTIMATORS), "algorithm": _names(ALGORITHMS),
-    "optimizer": _names(OPTIMIZERS), "lr_schedule": _names(LR_SCHEDULES), "likelihood": _names(LIKELIHOODS),
+    "model": _names(MODELS),
+    "estimator": _names(ESTIMATORS),
+    "algorithm": _names(ALGORITHMS),
+    "optimizer": _names(OPTIMIZERS),
+    "lr_schedule": _names(LR_SCHEDULES),
+    "likelihood": _names(LIKELIHOODS),
     "hidden": st.lists(st.integers(-1, 600), max_size=3),
     "activation": st.sampled_from(["tanh", "elu", "relu", "nope"]),
     "optimizer_options": _options(["momentum", "betas", "eps", "maximize", "foreach", "nesterov", "alpha", "lr"]),
@@ -161,7 +175,8 @@ FIELD_VALUES = {f.name: _field_values(f) for f in dataclasses.fields(TrainConfig
 #: Dicts of a few entries each (the others keep their defaults), so that many are accepted and
 #: each accepted one can be checked for a value out of its range.
 CONFIG_DICTS = st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=4, unique=True).flatmap(
-    lambda names: st.fixed_dictionaries({name: FIELD_VALUES[name] for name in names}))
+    lambda names: st.fixed_dictionaries({name: FIELD_VALUES[name] for name in names})
+)
 
 
 @settings(FUZZ, max_examples=300)
@@ -186,31 +201,78 @@ def _accept(config: TrainConfig, run_dir: Path, **options) -> None:
 
 SMALL_INTEGERS = st.integers(-2, 300).map(str)  # mostly in range: the flags' own checks, then the config's
 NUMERIC_TEXT = st.one_of(
-    SMALL_INTEGERS, SMALL_INTEGERS,
-    st.sampled_from(["0", "1", "2", "-1", "-1e-3", "1e-3", "nan", "-nan", "inf", "-inf", "1e400", "abc", "", "3.5",
-                     "10000000000000000000000", "0x10", "1_000", "-.5", "2e9"]),
+    SMALL_INTEGERS,
+    SMALL_INTEGERS,
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "2",
+            "-1",
+            "-1e-3",
+            "1e-3",
+            "nan",
+            "-nan",
+            "inf",
+            "-inf",
+            "1e400",
+            "abc",
+            "",
+            "3.5",
+            "10000000000000000000000",
+            "0x10",
+            "1_000",
+            "-.5",
+            "2e9",
+        ]
+    ),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )
-KEY_VALUE = st.builds("{}={}".format,
-                      st.sampled_from(["momentum", "betas", "eps", "gamma", "beta", "lr", "foo", "a b", ""]),
-                      st.sampled_from(["-1", "0", "0.9", "nan", "inf", "(0.9,)", "(0.9, 0.999)", "True", "'x'",
-                                       "1e400", "[1]", "{}", ""]))
-CHOICES = {"--model": _names(MODELS), "--dataset": st.sampled_from(["synthetic", "planted-partition", "nope"]),
-           "--estimator": _names(ESTIMATORS), "--optimizer": _names(OPTIMIZERS), "--algorithm": _names(ALGORITHMS),
-           "--lr-schedule": _names(LR_SCHEDULES), "--likelihood": _names(LIKELIHOODS),
-           "--preset": st.sampled_from([*sorted(PRESETS), "nope"]),
-           "--activation": st.sampled_from(["tanh", "elu", "x"]),
-           "--device": st.sampled_from(["cpu", "gpu", "cuda", "cuda:0", "auto", ""])}
-NUMERIC_FLAGS = ["--z-dim", "--init-std", "--num-particles", "--lr", "--weight-decay", "--batch-size", "--num-train",
-                 "--num-labels", "--labelled-per-batch", "--epochs", "--kl-warmup", "--evals-per-decade",
-                 "--metrics-num-samples", "--seed", "--split-seed", "-k", "--num-test", "--keep-every"]
+KEY_VALUE = st.builds(
+    "{}={}".format,
+    st.sampled_from(["momentum", "betas", "eps", "gamma", "beta", "lr", "foo", "a b", ""]),
+    st.sampled_from(
+        ["-1", "0", "0.9", "nan", "inf", "(0.9,)", "(0.9, 0.999)", "True", "'x'", "1e400", "[1]", "{}", ""]
+    ),
+)
+CHOICES = {
+    "--model": _names(MODELS),
+    "--dataset": st.sampled_from(["synthetic", "planted-partition", "nope"]),
+    "--estimator": _names(ESTIMATORS),
+    "--optimizer": _names(OPTIMIZERS),
+    "--algorithm": _names(ALGORITHMS),
+    "--lr-schedule": _names(LR_SCHEDULES),
+    "--likelihood": _names(LIKELIHOODS),
+    "--preset": st.sampled_from([*sorted(PRESETS), "nope"]),
+    "--activation": st.sampled_from(["tanh", "elu", "x"]),
+    "--device": st.sampled_from(["cpu", "gpu", "cuda", "cuda:0", "auto", ""]),
+}
+NUMERIC_FLAGS = [
+    "--z-dim",
+    "--init-std",
+    "--num-particles",
+    "--lr",
+    "--weight-decay",
+    "--batch-size",
+    "--num-train",
+    "--num-labels",
+    "--labelled-per-batch",
+    "--epochs",
+    "--kl-warmup",
+    "--evals-per-decade",
+    "--metrics-num-samples",
+    "--seed",
+    "--split-seed",
+    "-k",
+    "--num-test",
+    "--keep-every",
+]
 OPTION_FLAGS = ["--model-option", "--estimator-option", "--optimizer-option", "--schedule-option"]
 SWITCHES = ["--jit", "--no-jit", "--resume", "--validate-every-step"]
 
 FLAG = st.one_of(
     st.sampled_from(NUMERIC_FLAGS).flatmap(lambda flag: NUMERIC_TEXT.map(lambda value: [flag, value])),
-    st.lists(st.one_of(SMALL_INTEGERS, NUMERIC_TEXT), min_size=1, max_size=3).map(
-        lambda values: ["--hidden", *values]),
+    st.lists(st.one_of(SMALL_INTEGERS, NUMERIC_TEXT), min_size=1, max_size=3).map(lambda values: ["--hidden", *values]),
     st.sampled_from(sorted(CHOICES)).flatmap(lambda flag: CHOICES[flag].map(lambda value: [flag, value])),
     st.sampled_from(OPTION_FLAGS).flatmap(lambda flag: KEY_VALUE.map(lambda value: [flag, value])),
     st.sampled_from(SWITCHES).map(lambda flag: [flag]),
@@ -244,10 +306,22 @@ def trained(tmp_path_factory) -> Path:
 
 def _tensor_values(tensor: torch.Tensor) -> st.SearchStrategy:
     """Tensors that could stand where ``tensor`` stands: of other shapes, dtypes, or not finite."""
-    return st.sampled_from([
-        tensor[:1].clone(), tensor.double(), tensor.long(), torch.full_like(tensor, float("nan")),
-        torch.full_like(tensor, float("inf")), tensor.reshape(-1).clone(), torch.zeros(0), torch.tensor(1.0),
-    ]) if tensor.is_floating_point() else st.sampled_from([tensor[:1].clone(), tensor.float(), torch.zeros(0)])
+    return (
+        st.sampled_from(
+            [
+                tensor[:1].clone(),
+                tensor.double(),
+                tensor.long(),
+                torch.full_like(tensor, float("nan")),
+                torch.full_like(tensor, float("inf")),
+                tensor.reshape(-1).clone(),
+                torch.zeros(0),
+                torch.tensor(1.0),
+            ]
+        )
+        if tensor.is_floating_point()
+        else st.sampled_from([tensor[:1].clone(), tensor.float(), torch.zeros(0)])
+    )
 
 
 def _changed(value: Any, draw: Any, depth: int = 0) -> Any:
@@ -259,7 +333,7 @@ def _changed(value: Any, draw: Any, depth: int = 0) -> Any:
         return {**value, key: _changed(value[key], draw, depth + 1)}
     if isinstance(value, list) and value and depth < 3 and draw(st.booleans()):
         index = draw(st.integers(0, len(value) - 1))
-        return [*value[:index], _changed(value[index], draw, depth + 1), *value[index + 1:]]
+        return [*value[:index], _changed(value[index], draw, depth + 1), *value[index + 1 :]]
     if torch.is_tensor(value) and draw(st.booleans()):
         return draw(_tensor_values(value))
     return draw(HOSTILE)
@@ -291,12 +365,16 @@ def entry(trained, tmp_path_factory) -> Path:
 def _record_changes(record: dict) -> st.SearchStrategy:
     """A changed record: an entry removed or replaced, a config field changed (the data set kept
     to those that need no files, so that no example downloads), or the record replaced whole."""
-    config_values = {name: (st.sampled_from(["synthetic", "nope", 3]) if name == "dataset" else JSON_HOSTILE)
-                     for name in record["config"]}
+    config_values = {
+        name: (st.sampled_from(["synthetic", "nope", 3]) if name == "dataset" else JSON_HOSTILE)
+        for name in record["config"]
+    }
     change_config = st.sampled_from(sorted(config_values)).flatmap(
-        lambda name: config_values[name].map(lambda value: {**record, "config": {**record["config"], name: value}}))
+        lambda name: config_values[name].map(lambda value: {**record, "config": {**record["config"], name: value}})
+    )
     replace_entry = st.sampled_from(sorted(record)).flatmap(
-        lambda key: JSON_HOSTILE.map(lambda value: {**record, key: value}))
+        lambda key: JSON_HOSTILE.map(lambda value: {**record, key: value})
+    )
     remove_entry = st.sampled_from(sorted(record)).map(lambda key: {k: v for k, v in record.items() if k != key})
     return st.one_of(change_config, replace_entry, remove_entry, JSON_HOSTILE)
 

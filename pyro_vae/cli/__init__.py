@@ -12,10 +12,9 @@ torchvision, torch_geometric) inside its functions, so that ``pyro-vae --help``
 loads none of them (``pyro-vae benchmark --startup`` measures it).
 """
 
+# importing the subcommands' modules registers them, in the order of `pyro-vae --help`
+from pyro_vae.cli import benchmark, graph, probe, reproduce, structures, train, variance  # noqa: F401, E402, I001
 from pyro_vae.cli.commands import COMMANDS, Command, register_command
 from pyro_vae.cli.main import build_parser, main
-
-# importing the subcommands' modules registers them, in the order of `pyro-vae --help`
-from pyro_vae.cli import train, variance, benchmark, reproduce, structures, graph, probe  # noqa: F401, E402, I001
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "register_command"]

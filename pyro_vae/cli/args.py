@@ -21,6 +21,7 @@ from pyro_vae.registry import Registry
 
 def at_least(low: int) -> Callable[[str], int]:
     """An argparse ``type``: an integer ``>= low``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -108,28 +109,44 @@ def add_threads(p: argparse.ArgumentParser) -> None:
 
 def add_num_samples(p: argparse.ArgumentParser, default: int, what: str = "per test image") -> None:
     """``-k`` / ``--num-samples``: the importance samples K of an evaluation (``args.num_samples``)."""
-    p.add_argument("-k", "--num-samples", dest="num_samples", type=positive_int, default=default,
-                   help=f"importance samples K {what} (default {default})")
+    p.add_argument(
+        "-k",
+        "--num-samples",
+        dest="num_samples",
+        type=positive_int,
+        default=default,
+        help=f"importance samples K {what} (default {default})",
+    )
 
 
 def add_pass_sizes(p: argparse.ArgumentParser, batch_help: str) -> None:
     """Evaluation passes: ``--batch-size`` images x ``--chunk-size`` importance samples each."""
     p.add_argument("--batch-size", type=positive_int, default=100, help=batch_help)
-    p.add_argument("--chunk-size", type=positive_int, default=500,
-                   help="importance samples per pass (default 500; larger passes pay Pyro's tracing less often, "
-                        "e.g. 5000 on a GPU)")
+    p.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=500,
+        help="importance samples per pass (default 500; larger passes pay Pyro's tracing less often, "
+        "e.g. 5000 on a GPU)",
+    )
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """``--threads``, ``--flush-denormal``, ``--data-dir`` and ``--device``."""
     add_threads(p)
-    p.add_argument("--flush-denormal", action=argparse.BooleanOptionalAction, default=True,
-                   help="flush denormal floats (below 1.2e-38 in float32) to zero on the CPU for the command "
-                        "(default: on). Without it, a CPU step slows down as training drives values into that "
-                        "range (M2's q(y|x) once confident: twice the time per step, docs/results.md). "
-                        "--no-flush-denormal keeps IEEE gradual underflow, e.g. to continue bit for bit a run "
-                        "started without the flush")
-    p.add_argument("--data-dir", help="folder with MNIST/raw, FashionMNIST/raw, frey/ (default: $PYRO_VAE_DATA, else download)")
+    p.add_argument(
+        "--flush-denormal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="flush denormal floats (below 1.2e-38 in float32) to zero on the CPU for the command "
+        "(default: on). Without it, a CPU step slows down as training drives values into that "
+        "range (M2's q(y|x) once confident: twice the time per step, docs/results.md). "
+        "--no-flush-denormal keeps IEEE gradual underflow, e.g. to continue bit for bit a run "
+        "started without the flush",
+    )
+    p.add_argument(
+        "--data-dir", help="folder with MNIST/raw, FashionMNIST/raw, frey/ (default: $PYRO_VAE_DATA, else download)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
 

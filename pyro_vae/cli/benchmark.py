@@ -13,21 +13,35 @@ from pyro_vae.training.config import PRESETS
 
 
 def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                   help="architecture: paper 784-500-20 (default), iwae 784-200-200-50")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="paper",
+        help="architecture: paper 784-500-20 (default), iwae 784-200-200-50",
+    )
     p.add_argument("--hidden", type=positive_int, nargs="+", help="hidden sizes (default: the preset's)")
     p.add_argument("--z-dim", type=positive_int, help="latent size (default: the preset's)")
     p.add_argument("--num-particles", type=positive_int, default=1, help="K > 1: the IWAE bound with K particles")
     p.add_argument("--steps", type=positive_int, default=50, help="steps per timing round")
     p.add_argument("--rounds", type=positive_int, default=10, help="alternating rounds; medians are reported")
-    p.add_argument("--evaluate", action="store_true",
-                   help="time evaluation (importance-sampled log p(x)) instead of a training step")
-    p.add_argument("--startup", action="store_true",
-                   help="time the CPU seconds of `pyro-vae --help` against `python -c \"import torch, pyro\"` "
-                        "(child processes, --rounds of each) instead of a training step")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="time pyro_vae's step with the ELBO compiled or not (default: as `train` does, compiled "
-                        "for K = 1, eager for the IWAE bound)")
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="time evaluation (importance-sampled log p(x)) instead of a training step",
+    )
+    p.add_argument(
+        "--startup",
+        action="store_true",
+        help='time the CPU seconds of `pyro-vae --help` against `python -c "import torch, pyro"` '
+        "(child processes, --rounds of each) instead of a training step",
+    )
+    p.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time pyro_vae's step with the ELBO compiled or not (default: as `train` does, compiled "
+        "for K = 1, eager for the IWAE bound)",
+    )
     add_num_samples(p, 1000, "per image of --evaluate")
     p.add_argument("--num-images", type=positive_int, default=200, help="--evaluate: images (default 200)")
     add_pass_sizes(p, "minibatch of a training step; with --evaluate, images per pass (default 100)")
@@ -41,9 +55,11 @@ def cmd_benchmark(args) -> None:
 
     if args.startup:
         result = {**run_startup_benchmark(args.rounds), "machine": machine(), "what": "start-up CPU time"}
-        print(f"start-up CPU time, median of {args.rounds} runs: pyro-vae --help {result['cli_cpu_s']:.2f} s, "
-              f"python -c \"import torch, pyro\" {result['import_cpu_s']:.2f} s: ratio {result['ratio']:.2f} "
-              f"({result['machine']})")
+        print(
+            f"start-up CPU time, median of {args.rounds} runs: pyro-vae --help {result['cli_cpu_s']:.2f} s, "
+            f'python -c "import torch, pyro" {result["import_cpu_s"]:.2f} s: ratio {result["ratio"]:.2f} '
+            f"({result['machine']})"
+        )
     else:
         result = _step_benchmark(args)
     if args.out:
@@ -58,14 +74,26 @@ def _step_benchmark(args) -> dict:
     hidden, z_dim = tuple(args.hidden or preset["hidden"]), args.z_dim or preset["z_dim"]
     if args.evaluate:
         result = run_eval_benchmark(
-            hidden=hidden, z_dim=z_dim, num_images=args.num_images, num_samples=args.num_samples, rounds=args.rounds,
-            device=device, batch_size=args.batch_size, chunk_size=args.chunk_size,
+            hidden=hidden,
+            z_dim=z_dim,
+            num_images=args.num_images,
+            num_samples=args.num_samples,
+            rounds=args.rounds,
+            device=device,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
         )
         what = f"evaluation of {args.num_images} images, K = {args.num_samples}"
     else:
         result = run_benchmark(
-            hidden=hidden, z_dim=z_dim, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
-            device=device, num_particles=args.num_particles, jit=args.jit,
+            hidden=hidden,
+            z_dim=z_dim,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            rounds=args.rounds,
+            device=device,
+            num_particles=args.num_particles,
+            jit=args.jit,
         )
         what = "training step" + (f", IWAE K = {args.num_particles}" if args.num_particles > 1 else "")
         what += ", pyro_vae compiled (--jit)" if result["jit"] else ", pyro_vae eager"
@@ -78,6 +106,10 @@ def _step_benchmark(args) -> dict:
     return result
 
 
-register_command("benchmark", add_benchmark_arguments, cmd_benchmark,
-                 help="time a pyro_vae training step (or evaluation) against hand-written PyTorch, "
-                      "or (--startup) the start-up of the command line")
+register_command(
+    "benchmark",
+    add_benchmark_arguments,
+    cmd_benchmark,
+    help="time a pyro_vae training step (or evaluation) against hand-written PyTorch, "
+    "or (--startup) the start-up of the command line",
+)

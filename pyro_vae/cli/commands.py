@@ -41,9 +41,12 @@ COMMANDS: Registry[Command] = Registry("command")
 
 
 def register_command(
-    name: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+    name: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
     run: Callable[[argparse.Namespace], None] | None,
-    *, help: str, distributed: bool = False,
+    *,
+    help: str,
+    distributed: bool = False,
 ) -> Command:
     """Register the subcommand ``pyro-vae NAME`` (``help``: its line in ``pyro-vae --help``)."""
     return COMMANDS.register(name, Command(add_arguments, run, distributed), help=help)

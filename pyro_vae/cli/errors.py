@@ -10,16 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from pyro_vae.data import DatasetNotFoundError
-from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training import TrainingDiverged
 from pyro_vae.training.callbacks import CallbackError
+from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.distributed import resume_command
 from pyro_vae.training.run_dir import RunDirBusyError, describe_os_error
 
 # OSError covers FileExistsError, DatasetNotFoundError and a failed write (read-only folder, full disk);
 # CallbackError a failing callback (--tensorboard), the epoch saved.
-USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, TrainingDiverged, OSError, RunDirBusyError,
-               CallbackError)
+USER_ERRORS = (
+    ValueError,
+    TypeError,
+    CheckpointError,
+    DatasetNotFoundError,
+    TrainingDiverged,
+    OSError,
+    RunDirBusyError,
+    CallbackError,
+)
 
 
 def describe_error(err: BaseException) -> str:

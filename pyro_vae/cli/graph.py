@@ -19,14 +19,20 @@ def add_graph_arguments(graph: argparse.ArgumentParser) -> None:
     graphs = [name for name in DATASETS if getattr(DATASETS[name], "data_kind", None) == "graph"]
     models = [name for name in MODELS if getattr(MODELS[name], "data_kind", None) == "graph"]
     graph_sub = graph.add_subparsers(dest="graph_command", required=True)
-    p = graph_sub.add_parser("table", help="Table 1 of Kipf & Welling (2016): test AUC/AP, mean +- std over seeds "
-                             "(each run as `train --preset kipf --model M --dataset D --seed S`)")
+    p = graph_sub.add_parser(
+        "table",
+        help="Table 1 of Kipf & Welling (2016): test AUC/AP, mean +- std over seeds "
+        "(each run as `train --preset kipf --model M --dataset D --seed S`)",
+    )
     p.add_argument("--models", nargs="+", choices=models, default=["vgae", "gae"])
     p.add_argument("--datasets", nargs="+", choices=graphs, default=["cora", "citeseer"])
     p.add_argument("--seeds", type=positive_int, default=10, help="seeds 0..N-1 per model and data set (default 10)")
     p.add_argument("--out", type=Path, default=Path("runs/vgae"))
-    p.add_argument("--split-per-seed", action="store_true",
-                   help="run s uses the link split s too (tkipf/gae draws a new split per run); default: --split-seed")
+    p.add_argument(
+        "--split-per-seed",
+        action="store_true",
+        help="run s uses the link split s too (tkipf/gae draws a new split per run); default: --split-seed",
+    )
     p.add_argument("--estimator", choices=ESTIMATORS.names(), help="default reparam")
     p.add_argument("--num-particles", type=positive_int)
     p.add_argument("--lr", type=positive_float, help="Adam learning rate (default 0.01)")
@@ -46,10 +52,22 @@ def cmd_graph_table(args) -> None:
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     base = TrainConfig.from_dict({**PRESETS["kipf"], "model": args.models[0], "dataset": args.datasets[0], **given})
     print(f"graph autoencoder table -> {args.out}\nmachine: {machine()}")
-    summary = run_table(args.out, models=args.models, datasets=args.datasets, seeds=args.seeds, base=base,
-                        data_dir=args.data_dir, progress=not args.no_progress, split_per_seed=args.split_per_seed)
+    summary = run_table(
+        args.out,
+        models=args.models,
+        datasets=args.datasets,
+        seeds=args.seeds,
+        base=base,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+        split_per_seed=args.split_per_seed,
+    )
     print(markdown_table(summary))
 
 
-register_command("graph", add_graph_arguments, None,
-                 help="the graph autoencoders' table (Kipf & Welling 2016); one run: train --preset kipf --model vgae")
+register_command(
+    "graph",
+    add_graph_arguments,
+    None,
+    help="the graph autoencoders' table (Kipf & Welling 2016); one run: train --preset kipf --model vgae",
+)

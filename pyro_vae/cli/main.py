@@ -27,7 +27,6 @@ from pyro_vae.cli.commands import COMMANDS
 from pyro_vae.cli.errors import USER_ERRORS, Terminated, describe_error, interrupted_message, sigterm_interrupts
 from pyro_vae.training.distributed import launched_by_torchrun, lost_peer_message
 
-
 #: A command-line word that is a negative number for Python's ``float``: -1, -.5, -1e-3, -inf, -nan.
 NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|inf(?:inity)?|nan)$", re.IGNORECASE)
 
@@ -41,8 +40,7 @@ class CommandParser(argparse.ArgumentParser):
     building the ``pyro-vae`` parser runs no subcommand's builder, and whose errors are one
     line: ``pyro-vae: error: --z-dim must be at least 1, got 0``."""
 
-    def __init__(self, *args, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-                 **kwargs) -> None:
+    def __init__(self, *args, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._add_arguments = add_arguments
         # argparse takes "-1e-3" and "-inf" for flags ("--lr: expected one argument"); as values they
@@ -79,8 +77,14 @@ class CommandParser(argparse.ArgumentParser):
 def build_parser() -> CommandParser:
     """The parser of every registered subcommand (each one's flags added when it is used)."""
     parser = CommandParser(prog="pyro-vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", default=[],
-                        help="import MODULE first (it may register models, estimators, ...); repeatable")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        default=[],
+        help="import MODULE first (it may register models, estimators, ...); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         command = COMMANDS[name]

@@ -14,12 +14,22 @@ def add_probe_arguments(p: argparse.ArgumentParser) -> None:
     from pyro_vae.experiments.probe import CLASSIFIERS, USES
 
     p.add_argument("run_dir", metavar="RUN", help="a run folder, or pretrained:NAME")
-    p.add_argument("--num-labels", type=positive_int, nargs="+", default=[100, 600, 1000, 3000],
-                   help="labelled training images, balanced over classes; several at once (default 100 600 1000 3000)")
+    p.add_argument(
+        "--num-labels",
+        type=positive_int,
+        nargs="+",
+        default=[100, 600, 1000, 3000],
+        help="labelled training images, balanced over classes; several at once (default 100 600 1000 3000)",
+    )
     p.add_argument("--draws", type=positive_int, default=3, help="draws of the labelled images per number (default 3)")
     p.add_argument("--use", choices=USES, default="mean", help="codes: the means of q(z|x) (default) or one draw each")
-    p.add_argument("--classifiers", nargs="+", choices=CLASSIFIERS.names(), default=CLASSIFIERS.names(),
-                   help=CLASSIFIERS.describe())
+    p.add_argument(
+        "--classifiers",
+        nargs="+",
+        choices=CLASSIFIERS.names(),
+        default=CLASSIFIERS.names(),
+        help=CLASSIFIERS.describe(),
+    )
     p.add_argument("--out", type=Path, help="default: RUN/probe (runs/pretrained/NAME/probe)")
     add_common(p)
 
@@ -36,5 +46,9 @@ def cmd_probe(args) -> None:
     print(f"machine: {machine()}\n{result.table()}")
 
 
-register_command("probe", add_probe_arguments, cmd_probe,
-                 help="the latent code as features: few-label classifiers, k-means, t-SNE (M1, Kingma et al. 2014)")
+register_command(
+    "probe",
+    add_probe_arguments,
+    cmd_probe,
+    help="the latent code as features: few-label classifiers, k-means, t-SNE (M1, Kingma et al. 2014)",
+)

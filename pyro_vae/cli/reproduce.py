@@ -14,16 +14,31 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     from pyro_vae.experiments.reproduce import FIGURES
 
     p.add_argument("figure", choices=FIGURES)
-    p.add_argument("--budget", choices=list(BUDGETS), default="small",
-                   help="training samples per run: small 1.8e5 (minutes on a laptop CPU, the default), "
-                   "medium 1e7 (hours on a CPU), full 1e8 (the paper's; a GPU job); tiny for smoke tests")
+    p.add_argument(
+        "--budget",
+        choices=list(BUDGETS),
+        default="small",
+        help="training samples per run: small 1.8e5 (minutes on a laptop CPU, the default), "
+        "medium 1e7 (hours on a CPU), full 1e8 (the paper's; a GPU job); tiny for smoke tests",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="default: runs/reproduce")
-    p.add_argument("--partial", action="store_true",
-                   help="fig2, fig3: draw the curves of the runs as far as their checkpoints go, training nothing")
-    p.add_argument("--jobs", type=positive_int, default=1,
-                   help="runs trained at once, each in its own process with --threads torch threads (default 1)")
-    p.add_argument("--z-dims", type=positive_int, nargs="+",
-                   help="fig2: only these of the budget's latent sizes (its runs and panels), e.g. 200")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="fig2, fig3: draw the curves of the runs as far as their checkpoints go, training nothing",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="runs trained at once, each in its own process with --threads torch threads (default 1)",
+    )
+    p.add_argument(
+        "--z-dims",
+        type=positive_int,
+        nargs="+",
+        help="fig2: only these of the budget's latent sizes (its runs and panels), e.g. 200",
+    )
     p.add_argument("--datasets", nargs="+", choices=FIG2_DATASETS, help="fig2: only these data sets")
     add_common(p)
 
@@ -32,13 +47,26 @@ def cmd_reproduce(args) -> None:
     from pyro_vae.experiments.reproduce import reproduce
 
     print(f"reproducing {args.figure} ({args.budget} budget) -> {args.out}\nmachine: {machine()}")
-    rows = reproduce(args.figure, args.out, args.budget, args.data_dir, resolve_device(args.device), args.partial,
-                     args.jobs, args.z_dims, args.datasets)
+    rows = reproduce(
+        args.figure,
+        args.out,
+        args.budget,
+        args.data_dir,
+        resolve_device(args.device),
+        args.partial,
+        args.jobs,
+        args.z_dims,
+        args.datasets,
+    )
     print(f"{len(rows)} rows -> {args.out / (args.figure + '.csv')}")
     for path in sorted(args.out.glob(f"{args.figure}*.png")):
         print(f"wrote {path}")
 
 
-register_command("reproduce", add_reproduce_arguments, cmd_reproduce,
-                 help="reproduce a figure of the AEVB paper (fig2: AEVB vs wake-sleep, "
-                      "fig3: log p(x), fig4: 2-D manifolds, fig5: samples)")
+register_command(
+    "reproduce",
+    add_reproduce_arguments,
+    cmd_reproduce,
+    help="reproduce a figure of the AEVB paper (fig2: AEVB vs wake-sleep, "
+    "fig3: log p(x), fig4: 2-D manifolds, fig5: samples)",
+)

@@ -14,16 +14,25 @@ from pyro_vae.models.nets import ACTIVATIONS
 def add_structures_arguments(p: argparse.ArgumentParser) -> None:
     from pyro_vae.experiments.structures import ENTRIES
 
-    p.add_argument("entries", nargs="*", metavar="ENTRY",  # checked by run_table: argparse rejects [] with choices
-                   help="rows of the table (default: all): " + "; ".join(f"{k}: {v.description}" for k, v in ENTRIES.items()))
+    p.add_argument(
+        "entries",
+        nargs="*",
+        metavar="ENTRY",  # checked by run_table: argparse rejects [] with choices
+        help="rows of the table (default: all): " + "; ".join(f"{k}: {v.description}" for k, v in ENTRIES.items()),
+    )
     p.add_argument("--epochs", type=positive_int, default=10, help="epochs per run (default 10)")
     p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 per entry (default 1)")
     add_num_samples(p, 5000)
     p.add_argument("--num-test", type=positive_int, help="first N test images (default: all 10,000)")
     p.add_argument("--num-train", type=positive_int, help="first N training images (default: all 60,000)")
-    p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once, each in its own process (default 1)")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS),
-                   help="hidden units of every entry instead of Burda et al.'s tanh (use another --out)")
+    p.add_argument(
+        "--jobs", type=positive_int, default=1, help="runs trained at once, each in its own process (default 1)"
+    )
+    p.add_argument(
+        "--activation",
+        choices=sorted(ACTIVATIONS),
+        help="hidden units of every entry instead of Burda et al.'s tanh (use another --out)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/structures"), help="default: runs/structures")
     add_common(p)
 
@@ -33,11 +42,26 @@ def cmd_structures(args) -> None:
 
     entries = args.entries or list(ENTRIES)
     print(f"latent structures {' '.join(entries)} -> {args.out}\nmachine: {machine()}")
-    run_table(args.out, entries, args.seeds, args.epochs, args.num_samples, args.num_test, args.data_dir,
-              resolve_device(args.device), args.jobs, args.num_train, args.activation)
+    run_table(
+        args.out,
+        entries,
+        args.seeds,
+        args.epochs,
+        args.num_samples,
+        args.num_test,
+        args.data_dir,
+        resolve_device(args.device),
+        args.jobs,
+        args.num_train,
+        args.activation,
+    )
     print((args.out / "table.md").read_text())
 
 
-register_command("structures", add_structures_arguments, cmd_structures,
-                 help="train and evaluate every latent structure and objective at one budget "
-                      "(one table: ELBO, IS log p(x), M2's test error, against the papers)")
+register_command(
+    "structures",
+    add_structures_arguments,
+    cmd_structures,
+    help="train and evaluate every latent structure and objective at one budget "
+    "(one table: ELBO, IS log p(x), M2's test error, against the papers)",
+)

@@ -21,20 +21,36 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per estimator (default 5)")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS.names(),
-                   help="default: every estimator that applies to the program (a pathwise one does not to a "
-                        "discrete latent, vimco not to one particle). " + ESTIMATORS.describe())
-    p.add_argument("--reference", choices=ESTIMATORS.names(),
-                   help="the estimator each variance is divided by (default: reparam; with --run-dir, the run's own "
-                        "estimator with its options, e.g. enum or vimco for a discrete latent)")
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS.names(),
+        help="default: every estimator that applies to the program (a pathwise one does not to a "
+        "discrete latent, vimco not to one particle). " + ESTIMATORS.describe(),
+    )
+    p.add_argument(
+        "--reference",
+        choices=ESTIMATORS.names(),
+        help="the estimator each variance is divided by (default: reparam; with --run-dir, the run's own "
+        "estimator with its options, e.g. enum or vimco for a discrete latent)",
+    )
     p.add_argument("--draws", type=at_least(2), default=100, help="gradient draws R per estimator (default 100)")
-    p.add_argument("--adapt-steps", type=at_least(0), default=300,
-                   help="minibatches to adapt baselines on (default 300)")
-    p.add_argument("--num-particles", type=positive_int, nargs="+",
-                   help="samples L per datum of step 3 (default 1 4 16; with --run-dir, none unless given)")
+    p.add_argument(
+        "--adapt-steps", type=at_least(0), default=300, help="minibatches to adapt baselines on (default 300)"
+    )
+    p.add_argument(
+        "--num-particles",
+        type=positive_int,
+        nargs="+",
+        help="samples L per datum of step 3 (default 1 4 16; with --run-dir, none unless given)",
+    )
     p.add_argument("--z-dims", type=positive_int, nargs="+", default=[2, 5, 10, 20, 50])
-    p.add_argument("--run-dir", type=Path, help="only compare the estimators at this trained run's last checkpoint, "
-                                                "as the run was trained (its particles and estimator options)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        help="only compare the estimators at this trained run's last checkpoint, "
+        "as the run was trained (its particles and estimator options)",
+    )
     add_common(p)
 
 
@@ -42,7 +58,14 @@ def cmd_variance(args) -> None:
     from pyro_vae.experiments.variance_study import StudyConfig, compare_at_run, run_study
 
     preset = dict(PRESETS.get(args.preset, {}))
-    values = {**preset, **{k: v for k, v in vars(args).items() if k in ("dataset", "z_dim", "hidden", "epochs", "batch_size", "seed") and v is not None}}
+    values = {
+        **preset,
+        **{
+            k: v
+            for k, v in vars(args).items()
+            if k in ("dataset", "z_dim", "hidden", "epochs", "batch_size", "seed") and v is not None
+        },
+    }
     values.setdefault("dataset", "mnist")
     study = StudyConfig(
         base=TrainConfig.from_dict(values),
@@ -55,11 +78,17 @@ def cmd_variance(args) -> None:
     )
     print(f"variance study -> {args.out}\nmachine: {machine()}")
     if args.run_dir:
-        compare_at_run(args.run_dir, study, args.out, args.data_dir, resolve_device(args.device), args.num_particles or ())
+        compare_at_run(
+            args.run_dir, study, args.out, args.data_dir, resolve_device(args.device), args.num_particles or ()
+        )
     else:
         run_study(study, args.out, args.data_dir, resolve_device(args.device))
     print((args.out / "summary.md").read_text())
 
 
-register_command("variance", add_variance_arguments, cmd_variance,
-                 help="compare the variance of ELBO gradient estimators and write table + figures")
+register_command(
+    "variance",
+    add_variance_arguments,
+    cmd_variance,
+    help="compare the variance of ELBO gradient estimators and write table + figures",
+)

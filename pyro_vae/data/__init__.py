@@ -12,6 +12,7 @@ One job per module:
   partition), their verified cache and the link split; registered in :data:`DATASETS` too.
 """
 
+from pyro_vae.data import graphs  # noqa: E402, F401, I001  (registers the graph data sets after the others)
 from pyro_vae.data.batches import UNLABELLED, Batches, MixedBatches
 from pyro_vae.data.cache import (
     ENV_CACHE,
@@ -24,8 +25,15 @@ from pyro_vae.data.cache import (
     prepare_raw_files,
 )
 from pyro_vae.data.dataset import TEST_BINARIZATION_SEED, Dataset
-from pyro_vae.data.sources import DATASETS, FREY_MD5, FREY_URL, load_dataset, load_frey_face, make_synthetic, read_frey_mat
-from pyro_vae.data import graphs  # noqa: E402, F401, I001  (registers the graph data sets after the others)
+from pyro_vae.data.sources import (
+    DATASETS,
+    FREY_MD5,
+    FREY_URL,
+    load_dataset,
+    load_frey_face,
+    make_synthetic,
+    read_frey_mat,
+)
 
 __all__ = [
     "CorruptDataError",

@@ -94,9 +94,16 @@ class MixedBatches(Batches):
     reweighting of J towards the labelled data, common in M2 implementations).
     """
 
-    def __init__(self, data: torch.Tensor, batch_size: int, labelled_per_batch: int, labels: torch.Tensor,
-                 device: str | torch.device = "cpu", generator: torch.Generator | None = None,
-                 binarize: bool = False) -> None:
+    def __init__(
+        self,
+        data: torch.Tensor,
+        batch_size: int,
+        labelled_per_batch: int,
+        labels: torch.Tensor,
+        device: str | torch.device = "cpu",
+        generator: torch.Generator | None = None,
+        binarize: bool = False,
+    ) -> None:
         super().__init__(data, batch_size, device, generator, binarize, labels)
         if generator is None:
             raise ValueError("MixedBatches are training batches: pass a generator")
@@ -117,12 +124,13 @@ class MixedBatches(Batches):
         steps = len(self)
         unlabelled = self.unlabelled[torch.randperm(len(self.unlabelled), generator=self.generator)]
         passes = math.ceil(steps * self.num_labelled / len(self.labelled))
-        labelled = torch.cat([
-            self.labelled[torch.randperm(len(self.labelled), generator=self.generator)] for _ in range(passes)
-        ])
+        labelled = torch.cat(
+            [self.labelled[torch.randperm(len(self.labelled), generator=self.generator)] for _ in range(passes)]
+        )
         for i in range(steps):
-            yield torch.cat([
-                unlabelled[i * self.num_unlabelled: (i + 1) * self.num_unlabelled],
-                labelled[i * self.num_labelled: (i + 1) * self.num_labelled],
-            ])
-
+            yield torch.cat(
+                [
+                    unlabelled[i * self.num_unlabelled : (i + 1) * self.num_unlabelled],
+                    labelled[i * self.num_labelled : (i + 1) * self.num_labelled],
+                ]
+            )

@@ -52,7 +52,6 @@ class DataCacheError(OSError):
     """The data cache cannot be written (read-only, full, ...)."""
 
 
-
 def one_line(err: BaseException) -> str:
     """``Type: message`` of ``err`` on one line (torchvision's download errors span five)."""
     text = " ".join(str(err).split())
@@ -191,4 +190,3 @@ def prepare_raw_files(cls: type, root: Path | None, cache: Path) -> None:
         if isinstance(err, DataCacheError) or err.filename is None or not str(err.filename).startswith(str(cache)):
             raise
         raise cache_error(err, cache) from None
-

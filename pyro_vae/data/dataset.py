@@ -67,8 +67,13 @@ class Dataset:
         return labels
 
     def train_batches(
-        self, batch_size: int, generator: torch.Generator, device: str | torch.device = "cpu",
-        keys: Sequence[str] = ("x",), shard: tuple[int, int] = (0, 1), labelled_per_batch: int = 0,
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        device: str | torch.device = "cpu",
+        keys: Sequence[str] = ("x",),
+        shard: tuple[int, int] = (0, 1),
+        labelled_per_batch: int = 0,
     ) -> Batches:
         """Shuffled training minibatches (short last batch dropped), binarized afresh;
         ``keys`` names the entries of each batch (``"x"``, ``"y"``). With ``shard=(r, W)``
@@ -82,12 +87,17 @@ class Dataset:
             if shard[1] > 1:
                 raise ValueError("labelled_per_batch is not supported on several processes yet")
             return MixedBatches(self.train, batch_size, labelled_per_batch, labels, device, generator, self.binarize)
-        return Batches(self.train, batch_size, device, generator=generator, binarize=self.binarize,
-                       labels=labels, shard=shard)
+        return Batches(
+            self.train, batch_size, device, generator=generator, binarize=self.binarize, labels=labels, shard=shard
+        )
 
     def test_batches(
-        self, batch_size: int, device: str | torch.device = "cpu", keys: Sequence[str] = ("x",),
-        num: int | None = None, shard: tuple[int, int] = (0, 1),
+        self,
+        batch_size: int,
+        device: str | torch.device = "cpu",
+        keys: Sequence[str] = ("x",),
+        num: int | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> Batches:
         """Test minibatches in a fixed order (the first ``num`` test points if given);
         with ``shard=(r, W)`` only the points r, r + W, r + 2W, ... of them."""
@@ -169,8 +179,11 @@ def _check_labels(data: Dataset, split: str) -> None:
     )
     if labels is None or (integer and tuple(labels.shape) == (count,)):
         return
-    shown = (f"a tensor of shape {tuple(labels.shape)}, {labels.dtype}" if torch.is_tensor(labels)
-             else f"a value of type {type(labels).__name__}")
+    shown = (
+        f"a tensor of shape {tuple(labels.shape)}, {labels.dtype}"
+        if torch.is_tensor(labels)
+        else f"a value of type {type(labels).__name__}"
+    )
     raise ValueError(
         f"Dataset {data.name!r}: {split}_labels must be None or an integer tensor of shape ({count},), one label "
         f"per {split} datum, got {shown}"
@@ -180,8 +193,11 @@ def _check_labels(data: Dataset, split: str) -> None:
 def _check_image_shape(data: Dataset) -> None:
     """``data.image_shape`` is (channels, height, width) holding exactly one datum's values."""
     shape, values = data.image_shape, math.prod(data.train.shape[1:])
-    sizes = isinstance(shape, (tuple, list)) and len(shape) == 3 and all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+    sizes = (
+        isinstance(shape, (tuple, list))
+        and len(shape) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+    )
     if not sizes or math.prod(shape) != values:
         raise ValueError(
             f"Dataset {data.name!r}: image_shape must be (channels, height, width) holding one datum's "

@@ -44,8 +44,18 @@ from pathlib import Path
 import torch
 
 from pyro_vae.data.cache import (
-    ENV_DATA, CorruptDataError, DatasetNotFoundError, cache_dir, cache_error, cache_lock, checksums_match,
-    file_md5 as md5, one_line, record_checksums,
+    ENV_DATA,
+    CorruptDataError,
+    DatasetNotFoundError,
+    cache_dir,
+    cache_error,
+    cache_lock,
+    checksums_match,
+    one_line,
+    record_checksums,
+)
+from pyro_vae.data.cache import (
+    file_md5 as md5,
 )
 from pyro_vae.data.sources import DATASETS, load_dataset
 from pyro_vae.files import atomic_write_stream
@@ -309,7 +319,9 @@ def link_split(graph: Graph, seed: int = 0, val: float = 0.05, test: float = 0.1
         num_val=val, num_test=test, is_undirected=True, add_negative_train_samples=False, split_labels=True
     )
     with _seeded(seed):
-        train, valid, tested = split(pyg("data").Data(x=graph.x, edge_index=graph.edge_index, num_nodes=graph.num_nodes))
+        train, valid, tested = split(
+            pyg("data").Data(x=graph.x, edge_index=graph.edge_index, num_nodes=graph.num_nodes)
+        )
     return LinkSplit(
         graph=graph,
         train_edge_index=train.edge_index,

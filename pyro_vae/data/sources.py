@@ -42,7 +42,9 @@ def _torchvision_images(name: str, root: Path | None) -> Dataset:
         splits = [cls(str(cache), train=train, download=True) for train in (True, False)]
     except Exception as err:  # torchvision raises URLError, RuntimeError, ...
         if root is not None:  # prepare_raw_files verified root and the cache
-            raise DatasetNotFoundError(f"{folder} could not be read from the cache {cache / folder / 'raw'}: {one_line(err)}") from None
+            raise DatasetNotFoundError(
+                f"{folder} could not be read from the cache {cache / folder / 'raw'}: {one_line(err)}"
+            ) from None
         expected = ", ".join(f for f, _ in cls.resources)
         raise DatasetNotFoundError(
             f"{cls.__name__} is not on disk and could not be downloaded ({one_line(err)}). "
@@ -149,13 +151,18 @@ def make_synthetic(num_train: int = 2000, num_test: int = 500, seed: int = 0) ->
 
 #: The data sets by name (``--dataset``): functions of the data folder (or ``None``) returning a :class:`Dataset`.
 DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
-DATASETS.register("mnist", lambda root: _torchvision_images("mnist", root),
-                  help="binarized MNIST (dynamic binarization), Bernoulli decoder")
-DATASETS.register("fashion-mnist", lambda root: _torchvision_images("fashion-mnist", root),
-                  help="binarized Fashion-MNIST, Bernoulli decoder")
+DATASETS.register(
+    "mnist",
+    lambda root: _torchvision_images("mnist", root),
+    help="binarized MNIST (dynamic binarization), Bernoulli decoder",
+)
+DATASETS.register(
+    "fashion-mnist",
+    lambda root: _torchvision_images("fashion-mnist", root),
+    help="binarized Fashion-MNIST, Bernoulli decoder",
+)
 DATASETS.register("frey", load_frey_face, help="Frey Face, 1965 faces of 28x20, Gaussian decoder")
-DATASETS.register("synthetic", lambda root: make_synthetic(),
-                  help="8x8 binary images of a 2-D latent, no files needed")
+DATASETS.register("synthetic", lambda root: make_synthetic(), help="8x8 binary images of a 2-D latent, no files needed")
 
 
 def load_dataset(name: str, data_dir_: str | os.PathLike | None = None) -> Dataset:

@@ -79,8 +79,9 @@ def handwritten_step(vae: VAE, lr: float, total_size: int, num_particles: int = 
     return step
 
 
-def pyro_vae_step(vae: VAE, lr: float, total_size: int, num_particles: int = 1,
-                  jit: bool = False) -> Callable[[torch.Tensor], float]:
+def pyro_vae_step(
+    vae: VAE, lr: float, total_size: int, num_particles: int = 1, jit: bool = False
+) -> Callable[[torch.Tensor], float]:
     """The step ``pyro-vae train`` takes after its first (validated) one: the ``aevb``
     algorithm with the ``reparam`` estimator (``iwae`` with K > 1 particles), i.e. its
     ``loss_and_grads`` and a torch Adam step, with Pyro's validation off; with ``jit``,
@@ -188,8 +189,14 @@ def run_eval_benchmark(
 ) -> dict[str, float]:
     """Evaluation: median milliseconds of ``evaluate`` and of the hand-written log-weights for
     ``num_images`` images with K = ``num_samples``, their ratio, and both estimates."""
-    _check_counts(z_dim=z_dim, num_images=num_images, num_samples=num_samples, batch_size=batch_size,
-                  chunk_size=chunk_size, rounds=rounds)
+    _check_counts(
+        z_dim=z_dim,
+        num_images=num_images,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        rounds=rounds,
+    )
     torch.manual_seed(0)
     vae = VAE(784, z_dim=z_dim, hidden=hidden).to(device)
     x = torch.bernoulli(torch.full((num_images, 784), 0.2, device=device))

@@ -97,9 +97,17 @@ def run_table(
                 run_dir = out / f"{model}-{dataset}-seed{seed}"
                 run = train_or_resume(config, run_dir, data_dir=data_dir, progress=progress)
                 report = evaluate_graph_run(run, run_dir)
-                rows.append({"model": model, "dataset": dataset, "seed": seed, "split_seed": split_seed,
-                             "test_auc": report["auc"],
-                             "test_ap": report["ap"], "train_wall_seconds": report["train_wall_seconds"]})
+                rows.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "seed": seed,
+                        "split_seed": split_seed,
+                        "test_auc": report["auc"],
+                        "test_ap": report["ap"],
+                        "train_wall_seconds": report["train_wall_seconds"],
+                    }
+                )
                 write_csv(rows, out / "runs.csv")
                 if model == models[0] and seed == 0:
                     title = f"{model.upper()} posterior means on {dataset}, colour = class"

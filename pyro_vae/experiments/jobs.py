@@ -43,8 +43,9 @@ def run_jobs(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1) -> list[R]
         return [fn(item) for item in items]
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(items))
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(torch.get_num_threads(),))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(torch.get_num_threads(),)
+    )
     try:
         return list(pool.map(fn, items))
     finally:  # after an error, the jobs not yet started are dropped

@@ -42,27 +42,66 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     "tiny": Budget(
-        mnist_samples=60_000, frey_samples=3_400, mnist_z_dims=(3,), frey_z_dims=(2,), sample_z_dims=(2, 5),
-        fig3_num_train=(1000,), fig3_samples=3_000, mcem_samples=2_000, evals_per_decade=2, metrics_num_samples=1,
-        num_samples=5, eval_points=100, mnist_hidden=50, frey_hidden=50, fig3_hidden=20,
+        mnist_samples=60_000,
+        frey_samples=3_400,
+        mnist_z_dims=(3,),
+        frey_z_dims=(2,),
+        sample_z_dims=(2, 5),
+        fig3_num_train=(1000,),
+        fig3_samples=3_000,
+        mcem_samples=2_000,
+        evals_per_decade=2,
+        metrics_num_samples=1,
+        num_samples=5,
+        eval_points=100,
+        mnist_hidden=50,
+        frey_hidden=50,
+        fig3_hidden=20,
     ),
     "small": Budget(
-        mnist_samples=180_000, frey_samples=51_000, mnist_z_dims=(3, 20), frey_z_dims=(2, 10),
-        sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000), fig3_samples=150_000, mcem_samples=150_000,
-        evals_per_decade=5, metrics_num_samples=1, num_samples=100, eval_points=500,
+        mnist_samples=180_000,
+        frey_samples=51_000,
+        mnist_z_dims=(3, 20),
+        frey_z_dims=(2, 10),
+        sample_z_dims=(2, 5, 10, 20),
+        fig3_num_train=(1000, 50000),
+        fig3_samples=150_000,
+        mcem_samples=150_000,
+        evals_per_decade=5,
+        metrics_num_samples=1,
+        num_samples=100,
+        eval_points=500,
     ),
     # Two decades of the paper's axis (it goes to 1e8), every latent size of the paper.
     "medium": Budget(
-        mnist_samples=10_000_000, frey_samples=10_000_000, mnist_z_dims=(3, 5, 10, 20, 200),
-        frey_z_dims=(2, 5, 10, 20), sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000),
-        fig3_samples=10_000_000, mcem_samples=1_000_000, evals_per_decade=10, metrics_num_samples=10,
-        num_samples=200, eval_points=1000, paper_axes=True,
+        mnist_samples=10_000_000,
+        frey_samples=10_000_000,
+        mnist_z_dims=(3, 5, 10, 20, 200),
+        frey_z_dims=(2, 5, 10, 20),
+        sample_z_dims=(2, 5, 10, 20),
+        fig3_num_train=(1000, 50000),
+        fig3_samples=10_000_000,
+        mcem_samples=1_000_000,
+        evals_per_decade=10,
+        metrics_num_samples=10,
+        num_samples=200,
+        eval_points=1000,
+        paper_axes=True,
     ),
     "full": Budget(
-        mnist_samples=100_000_000, frey_samples=100_000_000, mnist_z_dims=(3, 5, 10, 20, 200),
-        frey_z_dims=(2, 5, 10, 20), sample_z_dims=(2, 5, 10, 20), fig3_num_train=(1000, 50000),
-        fig3_samples=100_000_000, mcem_samples=10_000_000, evals_per_decade=10, metrics_num_samples=10,
-        num_samples=1000, eval_points=1000, paper_axes=True,
+        mnist_samples=100_000_000,
+        frey_samples=100_000_000,
+        mnist_z_dims=(3, 5, 10, 20, 200),
+        frey_z_dims=(2, 5, 10, 20),
+        sample_z_dims=(2, 5, 10, 20),
+        fig3_num_train=(1000, 50000),
+        fig3_samples=100_000_000,
+        mcem_samples=10_000_000,
+        evals_per_decade=10,
+        metrics_num_samples=10,
+        num_samples=1000,
+        eval_points=1000,
+        paper_axes=True,
     ),
 }
 
@@ -80,8 +119,9 @@ def get_budget(budget: str | Budget) -> Budget:
 FIG2_DATASETS = ("mnist", "frey")
 
 
-def select_settings(budget: Budget, z_dims: Sequence[int] | None = None,
-                    datasets: Sequence[str] | None = None) -> Budget:
+def select_settings(
+    budget: Budget, z_dims: Sequence[int] | None = None, datasets: Sequence[str] | None = None
+) -> Budget:
     """``budget`` with Figure 2's settings cut down to the latent sizes ``z_dims`` (each one
     of the budget's MNIST or Frey Face sizes) and the data sets ``datasets`` (of
     :data:`FIG2_DATASETS`): the same runs, fewer of them, e.g. to train or draw the Nz = 200
@@ -119,16 +159,28 @@ def _train_size(dataset: str, data_dir: str | Path | None) -> int:
 
 
 def budget_config(
-    b: Budget, dataset: str, z_dim: int, hidden: int, samples: int, data_dir: str | Path | None,
-    algorithm: str = "aevb", num_train: int | None = None,
+    b: Budget,
+    dataset: str,
+    z_dim: int,
+    hidden: int,
+    samples: int,
+    data_dir: str | Path | None,
+    algorithm: str = "aevb",
+    num_train: int | None = None,
 ) -> TrainConfig:
     """:func:`paper_config` trained for ``samples`` training samples (rounded up to whole
     epochs of M = 100) with the budget's evaluation schedule."""
     n = num_train or _train_size(dataset, data_dir)
     per_epoch = (n // PRESETS["paper"]["batch_size"]) * PRESETS["paper"]["batch_size"]
     return paper_config(
-        dataset, z_dim, hidden, math.ceil(samples / per_epoch), algorithm, num_train=num_train,
-        evals_per_decade=b.evals_per_decade, metrics_num_samples=b.metrics_num_samples,
+        dataset,
+        z_dim,
+        hidden,
+        math.ceil(samples / per_epoch),
+        algorithm,
+        num_train=num_train,
+        evals_per_decade=b.evals_per_decade,
+        metrics_num_samples=b.metrics_num_samples,
     )
 
 

@@ -45,12 +45,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from pyro_vae.data import TEST_BINARIZATION_SEED, UNLABELLED, Dataset
-from pyro_vae.files import atomic_write_json, atomic_write_text
-from pyro_vae.plots.tsne import tsne_figure
+from pyro_vae.files import atomic_write_json, atomic_write_text, write_csv
 from pyro_vae.models.vae import PosteriorMean
 from pyro_vae.plots import save_figure
+from pyro_vae.plots.tsne import tsne_figure
 from pyro_vae.registry import Registry
-from pyro_vae.files import write_csv
 from pyro_vae.training import Run
 from pyro_vae.validation import check_distinct
 
@@ -132,7 +131,7 @@ def label_spreading(codes: Codes, index: np.ndarray) -> np.ndarray:
     The class of a test code is the argmax of its row of :func:`spread`'s F. No test label is
     used; the unlabelled codes shape the graph.
     """
-    return spread(codes, index)[len(codes.train):].argmax(1)
+    return spread(codes, index)[len(codes.train) :].argmax(1)
 
 
 #: The RBF SVM's candidates of :func:`spreading_svm`: C, and gamma times the code's dimension
@@ -163,7 +162,7 @@ def spreading_svm(codes: Codes, index: np.ndarray, pseudo: int = 20000, seed: in
     if smallest >= 2:
         folds = StratifiedKFold(min(5, smallest), shuffle=True, random_state=seed)
         grid = {"C": SVM_GRID["C"], "gamma": [g / x.shape[1] for g in SVM_GRID["gamma_times_dim"]]}
-        best = GridSearchCV(SVC(), grid, cv=folds).fit(x[:len(index)], labels).best_params_
+        best = GridSearchCV(SVC(), grid, cv=folds).fit(x[: len(index)], labels).best_params_
     model = SVC(**best).fit(x, np.concatenate([labels, spread_labels]))
     return model.predict(scaler.transform(codes.test))
 
@@ -207,8 +206,14 @@ def _guide_trace(program: torch.nn.Module, x: torch.Tensor, use: str, name: str)
 
 
 @torch.no_grad()
-def encode(program: torch.nn.Module, x: torch.Tensor, site: str, use: str = "mean", batch_size: int = 1000,
-           name: str = "the model") -> torch.Tensor:
+def encode(
+    program: torch.nn.Module,
+    x: torch.Tensor,
+    site: str,
+    use: str = "mean",
+    batch_size: int = 1000,
+    name: str = "the model",
+) -> torch.Tensor:
     """The codes ``(N, D)`` of ``x`` at the guide's ``site``: the means of q(z|x) (``use="mean"``)
     or one draw z ~ q(z|x) each (``use="sample"``, from torch's global RNG), in batches."""
     if use not in USES:
@@ -216,7 +221,7 @@ def encode(program: torch.nn.Module, x: torch.Tensor, site: str, use: str = "mea
     device = next(program.parameters()).device
     codes = []
     for start in range(0, len(x), batch_size):
-        trace = _guide_trace(program, x[start:start + batch_size].to(device), use, name)
+        trace = _guide_trace(program, x[start : start + batch_size].to(device), use, name)
         value = trace.nodes[site]["value"]
         codes.append(value.reshape(len(value), -1).cpu())
     return torch.cat(codes)
@@ -250,9 +255,16 @@ class ProbeResult:
         groups: dict[tuple[int, str], list[float]] = {}
         for row in self.rows:
             groups.setdefault((row["num_labels"], row["classifier"]), []).append(row["test_error"])
-        return [{"num_labels": n, "classifier": c, "mean": statistics.fmean(e),
-                 "sd": statistics.stdev(e) if len(e) > 1 else 0.0, "draws": len(e)}
-                for (n, c), e in groups.items()]
+        return [
+            {
+                "num_labels": n,
+                "classifier": c,
+                "mean": statistics.fmean(e),
+                "sd": statistics.stdev(e) if len(e) > 1 else 0.0,
+                "draws": len(e),
+            }
+            for (n, c), e in groups.items()
+        ]
 
     def table(self) -> str:
         """Markdown: test error (%) per number of labels, mean ± sd over the draws for each
@@ -263,17 +275,24 @@ class ProbeResult:
         paper = PAPER.get(self.dataset, {})
         draws = max((s["draws"] for s in summary), default=0)
         head = [f"{c} on {self.use}s of q({self.site}|x)" for c in classifiers] + list(paper)
-        lines = [f"test error (%) on {self.num_test} {self.dataset} test images, {self.model} code "
-                 f"({self.code_dim} dimensions), mean ± sd over {draws} draws of the labelled images", "",
-                 "| labels | " + " | ".join(head) + " |", "|---:|" + "---:|" * len(head)]
+        lines = [
+            f"test error (%) on {self.num_test} {self.dataset} test images, {self.model} code "
+            f"({self.code_dim} dimensions), mean ± sd over {draws} draws of the labelled images",
+            "",
+            "| labels | " + " | ".join(head) + " |",
+            "|---:|" + "---:|" * len(head),
+        ]
         cells = {(s["num_labels"], s["classifier"]): s for s in summary}
         for n in labels:
             ours = [f"{100 * cells[n, c]['mean']:.2f} ± {100 * cells[n, c]['sd']:.2f}" for c in classifiers]
             theirs = [f"{numbers[n]:.2f}" if n in numbers else "" for numbers in paper.values()]
             lines.append(f"| {n} | " + " | ".join(ours + theirs) + " |")
         if self.clustering:
-            lines += ["", f"k-means ({self.clustering['clusters']} clusters) on the test codes: "
-                          f"NMI {self.clustering['nmi']:.3f}, ARI {self.clustering['ari']:.3f}"]
+            lines += [
+                "",
+                f"k-means ({self.clustering['clusters']} clusters) on the test codes: "
+                f"NMI {self.clustering['nmi']:.3f}, ARI {self.clustering['ari']:.3f}",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -294,9 +313,17 @@ def _check(dataset: Dataset, num_labels: Sequence[int], draws: int, use: str, cl
         labelled_subset(dataset, n, 0)  # a number of labels the data set cannot give fails here, before encoding
 
 
-def probe(run: Run, num_labels: Sequence[int] = (100, 600, 1000, 3000), draws: int = 3, use: str = "mean",
-          classifiers: Sequence[str] | None = None, figure: str | Path | None = None,
-          tsne_points: int = 2000, seed: int = 0, batch_size: int = 1000) -> ProbeResult:
+def probe(
+    run: Run,
+    num_labels: Sequence[int] = (100, 600, 1000, 3000),
+    draws: int = 3,
+    use: str = "mean",
+    classifiers: Sequence[str] | None = None,
+    figure: str | Path | None = None,
+    tsne_points: int = 2000,
+    seed: int = 0,
+    batch_size: int = 1000,
+) -> ProbeResult:
     """Probe the code of ``run``'s program on its labelled data set (see the module docstring).
 
     :param num_labels: numbers N of labelled training images (multiples of the number of classes).
@@ -322,8 +349,16 @@ def probe(run: Run, num_labels: Sequence[int] = (100, 600, 1000, 3000), draws: i
         train_codes = encode(program, train, site, use, batch_size, name).double().numpy()
         test_codes = encode(program, dataset.test, site, use, batch_size, name).double().numpy()
     codes = Codes(train_codes, test_codes, dataset.train_labels.numpy(), dataset.num_classes)
-    result = ProbeResult(run.config.model, dataset.name, site, use, train_codes.shape[1], len(train_codes),
-                         len(test_codes), seconds={"encode": time.perf_counter() - clock})
+    result = ProbeResult(
+        run.config.model,
+        dataset.name,
+        site,
+        use,
+        train_codes.shape[1],
+        len(train_codes),
+        len(test_codes),
+        seconds={"encode": time.perf_counter() - clock},
+    )
     test_labels = dataset.test_labels.numpy()
     clock = time.perf_counter()
     for n in num_labels:
@@ -331,13 +366,17 @@ def probe(run: Run, num_labels: Sequence[int] = (100, 600, 1000, 3000), draws: i
             index = labelled_subset(dataset, n, seed + draw).numpy()
             for classifier in classifiers:
                 error = float(np.mean(CLASSIFIERS[classifier](codes, index) != test_labels))
-                result.rows.append({"num_labels": n, "draw": draw, "seed": seed + draw,
-                                    "classifier": classifier, "test_error": error})
+                result.rows.append(
+                    {"num_labels": n, "draw": draw, "seed": seed + draw, "classifier": classifier, "test_error": error}
+                )
     result.seconds["classifiers"] = time.perf_counter() - clock
     clock = time.perf_counter()
     clusters = KMeans(dataset.num_classes, n_init=10, random_state=seed).fit_predict(test_codes)
-    result.clustering = {"clusters": dataset.num_classes, "nmi": normalized_mutual_info_score(test_labels, clusters),
-                         "ari": adjusted_rand_score(test_labels, clusters)}
+    result.clustering = {
+        "clusters": dataset.num_classes,
+        "nmi": normalized_mutual_info_score(test_labels, clusters),
+        "ari": adjusted_rand_score(test_labels, clusters),
+    }
     result.seconds["kmeans"] = time.perf_counter() - clock
     if figure is not None:
         clock = time.perf_counter()
@@ -353,6 +392,8 @@ def write_probe(result: ProbeResult, out_dir: str | Path) -> list[Path]:
     and ``probe.md`` (:meth:`ProbeResult.table`) in ``out_dir``, each written atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [write_csv(result.rows, out_dir / "probe.csv"),
-            atomic_write_json(out_dir / "probe.json", asdict(result)),
-            atomic_write_text(out_dir / "probe.md", result.table())]
+    return [
+        write_csv(result.rows, out_dir / "probe.csv"),
+        atomic_write_json(out_dir / "probe.json", asdict(result)),
+        atomic_write_text(out_dir / "probe.md", result.table()),
+    ]

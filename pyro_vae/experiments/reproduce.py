@@ -54,20 +54,28 @@ import torch
 
 from pyro_vae.experiments.jobs import run_jobs
 from pyro_vae.experiments.paper_settings import (
-    FIG2_DATASETS, Budget, budget_config, get_budget, run_name, select_settings,
+    FIG2_DATASETS,
+    Budget,
+    budget_config,
+    get_budget,
+    run_name,
+    select_settings,
 )
 from pyro_vae.files import atomic_write_text, write_csv
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.plots import PAPER_XLIM, curve_grid_figure, plot_manifold, plot_samples
-from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training import Run, TrainConfig, train_or_resume
+from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training.folder import CHECKPOINT
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 
 
 def train_named(
-    config: TrainConfig, out_dir: Path, data_dir: str | Path | None, device: str,
+    config: TrainConfig,
+    out_dir: Path,
+    data_dir: str | Path | None,
+    device: str,
     on_eval: Callable[[Run], dict] | None = None,
 ) -> tuple[Run, Path]:
     """Train ``config`` in ``out_dir/runs/<run_name>``, resuming (or reusing) a checkpoint there."""
@@ -77,8 +85,12 @@ def train_named(
 
 
 def run_metrics(
-    config: TrainConfig, out_dir: Path, data_dir: str | Path | None, device: str,
-    on_eval: Callable[[Run], dict] | None = None, partial: bool = False,
+    config: TrainConfig,
+    out_dir: Path,
+    data_dir: str | Path | None,
+    device: str,
+    on_eval: Callable[[Run], dict] | None = None,
+    partial: bool = False,
 ) -> list[dict]:
     """The metrics rows of ``config``'s run: trained (or resumed) to the end, or with ``partial``
     those of its last checkpoint as they stand (none for a run not started), training nothing."""
@@ -89,8 +101,13 @@ def run_metrics(
 
 
 def runs_metrics(
-    configs: Sequence[TrainConfig], out_dir: Path, data_dir: str | Path | None, device: str,
-    on_eval: Callable[[Run], dict] | None = None, partial: bool = False, jobs: int = 1,
+    configs: Sequence[TrainConfig],
+    out_dir: Path,
+    data_dir: str | Path | None,
+    device: str,
+    on_eval: Callable[[Run], dict] | None = None,
+    partial: bool = False,
+    jobs: int = 1,
 ) -> list[list[dict]]:
     """:func:`run_metrics` of each config, training ``jobs`` runs at once in worker processes
     (:func:`~pyro_vae.experiments.jobs.run_jobs`; ``on_eval`` must then pickle)."""
@@ -107,18 +124,30 @@ def last_rows_table(rows: list[dict], keys: Sequence[str], metrics: Sequence[str
         run = tuple(row[k] for k in keys)
         if run not in last or row["samples_seen"] > last[run]["samples_seen"]:
             last[run] = row
-    lines = ["| " + " | ".join([*keys, "training samples", *metrics, "wall time (min)"]) + " |",
-             "|" + " --- |" * (len(keys) + len(metrics) + 2)]
+    lines = [
+        "| " + " | ".join([*keys, "training samples", *metrics, "wall time (min)"]) + " |",
+        "|" + " --- |" * (len(keys) + len(metrics) + 2),
+    ]
     for run, row in last.items():
-        values = [*map(str, run), f"{row['samples_seen']:.2e}", *(f"{row[m]:.2f}" for m in metrics),
-                  f"{row['wall_seconds'] / 60:.1f}"]
+        values = [
+            *map(str, run),
+            f"{row['samples_seen']:.2e}",
+            *(f"{row[m]:.2f}" for m in metrics),
+            f"{row['wall_seconds'] / 60:.1f}",
+        ]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 
 
 # --- Figure 2 -------------------------------------------------------------------------
-def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | Path | None = None,
-         device: str = "cpu", partial: bool = False, jobs: int = 1) -> list[dict]:
+def fig2(
+    out_dir: str | Path = "runs/reproduce",
+    budget: str | Budget = "small",
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    partial: bool = False,
+    jobs: int = 1,
+) -> list[dict]:
     """Figure 2: train and test ELBO vs training samples, AEVB vs wake-sleep.
 
     Writes ``fig2.csv`` (one row per algorithm, data set, Nz and metrics row of the
@@ -130,14 +159,21 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     # Frey Face first: its runs are the quicker ones
     settings = [("frey", z, b.frey_hidden, b.frey_samples) for z in b.frey_z_dims]
     settings += [("mnist", z, b.mnist_hidden, b.mnist_samples) for z in b.mnist_z_dims]
-    runs = [(dataset, z_dim, algorithm, budget_config(b, dataset, z_dim, hidden, samples, data_dir, algorithm))
-            for dataset, z_dim, hidden, samples in settings for algorithm in ("aevb", "wake-sleep")]
+    runs = [
+        (dataset, z_dim, algorithm, budget_config(b, dataset, z_dim, hidden, samples, data_dir, algorithm))
+        for dataset, z_dim, hidden, samples in settings
+        for algorithm in ("aevb", "wake-sleep")
+    ]
     metrics = runs_metrics([run[-1] for run in runs], out_dir, data_dir, device, partial=partial, jobs=jobs)
-    rows = [{"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m}
-            for (dataset, z_dim, algorithm, _), run_rows in zip(runs, metrics) for m in run_rows]
+    rows = [
+        {"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m}
+        for (dataset, z_dim, algorithm, _), run_rows in zip(runs, metrics)
+        for m in run_rows
+    ]
     write_csv(rows, out_dir / "fig2.csv")
-    atomic_write_text(out_dir / "fig2.md", last_rows_table(rows, ("dataset", "z_dim", "algorithm"),
-                                                           ("train_elbo", "test_elbo")))
+    atomic_write_text(
+        out_dir / "fig2.md", last_rows_table(rows, ("dataset", "z_dim", "algorithm"), ("train_elbo", "test_elbo"))
+    )
     panels = {}
     grid_rows = [(dataset, getattr(b, f"{dataset}_z_dims")) for dataset in FIG2_DATASETS]
     for r, (dataset, z_dims) in enumerate([row for row in grid_rows if row[1]]):  # a data set without sizes: no row
@@ -145,7 +181,9 @@ def fig2(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
             mine = [row for row in rows if row["dataset"] == dataset and row["z_dim"] == z_dim]
             panels[r, c] = (mine, f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z$ = {z_dim}")
     series = {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}
-    curve_grid_figure(panels, series, "ELBO (nats per datum)", out_dir / "fig2.png", PAPER_XLIM if b.paper_axes else None)
+    curve_grid_figure(
+        panels, series, "ELBO (nats per datum)", out_dir / "fig2.png", PAPER_XLIM if b.paper_axes else None
+    )
     return rows
 
 
@@ -163,19 +201,30 @@ def marginal_likelihood(run: Run, num_points: int, num_samples: int, device: str
     """Mean importance-sampled log p(x) (K = ``num_samples``, proposal q(z|x)) of ``num_points`` training and test images."""
     points = _eval_points(run, num_points, device)
     return {
-        f"{split}_log_px": evaluate(run.vae, x.split(100), num_samples=num_samples, chunk_size=min(num_samples, 500)).log_px
+        f"{split}_log_px": evaluate(
+            run.vae, x.split(100), num_samples=num_samples, chunk_size=min(num_samples, 500)
+        ).log_px
         for split, x in points.items()
     }
 
 
 def _log_px_columns(run: Run, num_points: int, num_samples: int, device: str) -> dict:
     """Figure 3's columns of a metrics row (an ``on_eval`` of :func:`~pyro_vae.training.loop.train`)."""
-    return {"num_samples": num_samples, "num_points": num_points,
-            **marginal_likelihood(run, num_points, num_samples, device)}
+    return {
+        "num_samples": num_samples,
+        "num_points": num_points,
+        **marginal_likelihood(run, num_points, num_samples, device),
+    }
 
 
-def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | Path | None = None,
-         device: str = "cpu", partial: bool = False, jobs: int = 1) -> list[dict]:
+def fig3(
+    out_dir: str | Path = "runs/reproduce",
+    budget: str | Budget = "small",
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    partial: bool = False,
+    jobs: int = 1,
+) -> list[dict]:
     """Figure 3: importance-sampled log p(x) vs training samples, Nz = 3, N_train in {1000, 50000}.
 
     Each run estimates log p(x) of ``budget.eval_points`` training and test images
@@ -185,36 +234,70 @@ def fig3(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     Writes ``fig3.csv`` and ``fig3.png``.
     """
     out_dir, b = Path(out_dir), get_budget(budget)
-    runs = [(num_train, algorithm, budget_config(b, "mnist", 3, b.fig3_hidden,
-                                                 b.mcem_samples if algorithm == "mcem" else b.fig3_samples,
-                                                 data_dir, algorithm, num_train))
-            for num_train in b.fig3_num_train for algorithm in ("aevb", "wake-sleep", "mcem")]
+    runs = [
+        (
+            num_train,
+            algorithm,
+            budget_config(
+                b,
+                "mnist",
+                3,
+                b.fig3_hidden,
+                b.mcem_samples if algorithm == "mcem" else b.fig3_samples,
+                data_dir,
+                algorithm,
+                num_train,
+            ),
+        )
+        for num_train in b.fig3_num_train
+        for algorithm in ("aevb", "wake-sleep", "mcem")
+    ]
     log_px = bind(_log_px_columns, num_points=b.eval_points, num_samples=b.num_samples, device=device)
     metrics = runs_metrics([run[-1] for run in runs], out_dir, data_dir, device, log_px, partial, jobs)
-    rows = [{"num_train": num_train, "algorithm": algorithm, **m}
-            for (num_train, algorithm, _), run_rows in zip(runs, metrics) for m in run_rows]
+    rows = [
+        {"num_train": num_train, "algorithm": algorithm, **m}
+        for (num_train, algorithm, _), run_rows in zip(runs, metrics)
+        for m in run_rows
+    ]
     write_csv(rows, out_dir / "fig3.csv")
-    atomic_write_text(out_dir / "fig3.md", last_rows_table(rows, ("num_train", "algorithm"),
-                                                           ("train_log_px", "test_log_px")))
-    panels = {(0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
-              for c, n in enumerate(b.fig3_num_train)}
+    atomic_write_text(
+        out_dir / "fig3.md", last_rows_table(rows, ("num_train", "algorithm"), ("train_log_px", "test_log_px"))
+    )
+    panels = {
+        (0, c): ([r for r in rows if r["num_train"] == n], f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3")
+        for c, n in enumerate(b.fig3_num_train)
+    }
     series = {"train_log_px": ("train", "-"), "test_log_px": ("test", "--")}
-    curve_grid_figure(panels, series, f"log p(x), IS with K = {b.num_samples}", out_dir / "fig3.png",
-                      PAPER_XLIM if b.paper_axes else None)
+    curve_grid_figure(
+        panels,
+        series,
+        f"log p(x), IS with K = {b.num_samples}",
+        out_dir / "fig3.png",
+        PAPER_XLIM if b.paper_axes else None,
+    )
     return rows
 
 
 # --- Figures 4 and 5 ------------------------------------------------------------------------
-def fig4(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | Path | None = None,
-         device: str = "cpu", jobs: int = 1) -> list[dict]:
+def fig4(
+    out_dir: str | Path = "runs/reproduce",
+    budget: str | Budget = "small",
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    jobs: int = 1,
+) -> list[dict]:
     """Figure 4: learned 2-D manifolds of AEVB models (Nz = 2) of MNIST and Frey Face.
 
     Writes ``fig4-mnist.png``, ``fig4-frey.png`` and ``fig4.csv`` (final test ELBO of each model).
     """
     out_dir, b = Path(out_dir), get_budget(budget)
-    configs = [budget_config(b, dataset, 2, hidden, samples, data_dir)
-               for dataset, hidden, samples in (("mnist", b.mnist_hidden, b.mnist_samples),
-                                                ("frey", b.frey_hidden, b.frey_samples))]
+    configs = [
+        budget_config(b, dataset, 2, hidden, samples, data_dir)
+        for dataset, hidden, samples in (
+            ("mnist", b.mnist_hidden, b.mnist_samples),
+            ("frey", b.frey_hidden, b.frey_samples),
+        )
+    ]
     runs_metrics(configs, out_dir, data_dir, device, jobs=jobs)
     rows = []
     for config in configs:
@@ -225,8 +308,13 @@ def fig4(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
     return rows
 
 
-def fig5(out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small", data_dir: str | Path | None = None,
-         device: str = "cpu", jobs: int = 1) -> list[dict]:
+def fig5(
+    out_dir: str | Path = "runs/reproduce",
+    budget: str | Budget = "small",
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    jobs: int = 1,
+) -> list[dict]:
     """Figure 5: 100 random samples (means of p(x|z), z ~ N(0, I)) of MNIST AEVB models per Nz.
 
     Writes ``fig5-z<Nz>.png`` and ``fig5.csv`` (final test ELBO of each model).
@@ -253,9 +341,17 @@ REPRODUCTIONS: dict[str, Callable[..., list[dict]]] = {"fig2": fig2, "fig3": fig
 PARTIAL = ("fig2", "fig3")  # the figures --partial can draw from runs in progress
 
 
-def reproduce(figure: str, out_dir: str | Path = "runs/reproduce", budget: str | Budget = "small",
-              data_dir: str | Path | None = None, device: str = "cpu", partial: bool = False, jobs: int = 1,
-              z_dims: Sequence[int] | None = None, datasets: Sequence[str] | None = None) -> list[dict]:
+def reproduce(
+    figure: str,
+    out_dir: str | Path = "runs/reproduce",
+    budget: str | Budget = "small",
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    partial: bool = False,
+    jobs: int = 1,
+    z_dims: Sequence[int] | None = None,
+    datasets: Sequence[str] | None = None,
+) -> list[dict]:
     """Run the reproduction of ``figure`` (one of :data:`FIGURES`), training ``jobs`` of its runs
     at once (:func:`~pyro_vae.experiments.jobs.run_jobs`); with ``partial``, draw the
     learning curves of fig2 or fig3 from their runs as far as they have gone (long budgets

@@ -29,8 +29,8 @@ from pathlib import Path
 from pyro_vae.experiments.jobs import run_jobs
 from pyro_vae.files import atomic_write_json, atomic_write_text, write_csv
 from pyro_vae.plots import write_figures
-from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training import train_or_resume
+from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.report import evaluate_run, read_report, report_path
 
 
@@ -53,40 +53,68 @@ class Entry:
             if key == "model_options":
                 flags += [f"--model-option {k}={v}" for k, v in value.items()]
             else:
-                flags.append(f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, tuple) else value}")
+                flags.append(
+                    f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
+                )
         return "pyro-vae train " + " ".join(flags)
 
 
 def _m2(labels: int, paper: str) -> Entry:
     return Entry(
-        f"M2, {labels} labels", paper=paper,
-        changes=dict(model="m2", estimator="enum", hidden=(500,), z_dim=50, num_labels=labels,
-                     labelled_per_batch=10 if labels < 1000 else 20,
-                     # the paper's alpha = 0.1 N, with which the table's M2 rows in docs/results.md
-                     # were trained (M2's default was 0.1 then; it is 2.3 now)
-                     model_options={"alpha_scale": 0.1}),
+        f"M2, {labels} labels",
+        paper=paper,
+        changes=dict(
+            model="m2",
+            estimator="enum",
+            hidden=(500,),
+            z_dim=50,
+            num_labels=labels,
+            labelled_per_batch=10 if labels < 1000 else 20,
+            # the paper's alpha = 0.1 N, with which the table's M2 rows in docs/results.md
+            # were trained (M2's default was 0.1 then; it is 2.3 now)
+            model_options={"alpha_scale": 0.1},
+        ),
     )
 
 
 ENTRIES: dict[str, Entry] = {
     "vae": Entry("VAE, ELBO", paper="-86.76 (Burda et al. 2016, VAE k=1, 3280 epochs)"),
-    "iwae-k50": Entry("VAE, IWAE bound k=50", dict(estimator="iwae", num_particles=50),
-                      "-84.78 (Burda et al. 2016, IWAE k=50, 3280 epochs)"),
-    "dreg-k50": Entry("VAE, IWAE bound k=50, DReG gradients", dict(estimator="dreg", num_particles=50),
-                      "IWAE's -84.78; DReG estimates the same bound's gradient (Tucker et al. 2019)"),
-    "two-layer": Entry("two stochastic layers 100-50, ELBO", dict(model="two-layer", z_dim=100),
-                       "-85.33 (Burda et al. 2016, VAE k=1, 3280 epochs)"),
-    "two-layer-iwae-k50": Entry("two stochastic layers 100-50, IWAE bound k=50",
-                                dict(model="two-layer", z_dim=100, estimator="iwae", num_particles=50),
-                                "-82.90 (Burda et al. 2016, IWAE k=50, 3280 epochs)"),
+    "iwae-k50": Entry(
+        "VAE, IWAE bound k=50",
+        dict(estimator="iwae", num_particles=50),
+        "-84.78 (Burda et al. 2016, IWAE k=50, 3280 epochs)",
+    ),
+    "dreg-k50": Entry(
+        "VAE, IWAE bound k=50, DReG gradients",
+        dict(estimator="dreg", num_particles=50),
+        "IWAE's -84.78; DReG estimates the same bound's gradient (Tucker et al. 2019)",
+    ),
+    "two-layer": Entry(
+        "two stochastic layers 100-50, ELBO",
+        dict(model="two-layer", z_dim=100),
+        "-85.33 (Burda et al. 2016, VAE k=1, 3280 epochs)",
+    ),
+    "two-layer-iwae-k50": Entry(
+        "two stochastic layers 100-50, IWAE bound k=50",
+        dict(model="two-layer", z_dim=100, estimator="iwae", num_particles=50),
+        "-82.90 (Burda et al. 2016, IWAE k=50, 3280 epochs)",
+    ),
     "iaf": Entry("IAF guide (2 flows), ELBO", dict(model="iaf"), "gain over the VAE row at equal epochs"),
-    "mog-prior": Entry("mixture-of-Gaussians prior (10), ELBO", dict(model="mog-prior", model_options={"num_components": 10}),
-                       "gain over the VAE row at equal epochs"),
-    "vae-warmup": Entry("VAE, ELBO, KL warm-up over 5 epochs", dict(kl_warmup=5),
-                        "-88.56 (Tomczak & Welling 2018, standard prior, warm-up 100 epochs)"),
-    "vampprior": Entry("VampPrior (500 pseudo-inputs), ELBO, KL warm-up over 5 epochs",
-                       dict(model="vampprior", kl_warmup=5),
-                       "-85.57 (Tomczak & Welling 2018, warm-up 100 epochs)"),
+    "mog-prior": Entry(
+        "mixture-of-Gaussians prior (10), ELBO",
+        dict(model="mog-prior", model_options={"num_components": 10}),
+        "gain over the VAE row at equal epochs",
+    ),
+    "vae-warmup": Entry(
+        "VAE, ELBO, KL warm-up over 5 epochs",
+        dict(kl_warmup=5),
+        "-88.56 (Tomczak & Welling 2018, standard prior, warm-up 100 epochs)",
+    ),
+    "vampprior": Entry(
+        "VampPrior (500 pseudo-inputs), ELBO, KL warm-up over 5 epochs",
+        dict(model="vampprior", kl_warmup=5),
+        "-85.57 (Tomczak & Welling 2018, warm-up 100 epochs)",
+    ),
     "cvae": Entry("CVAE, log p(x|y)", dict(model="cvae"), "no MNIST likelihood in Sohn et al. 2015"),
     "m2-100": _m2(100, "11.97% (+-1.71)"),
     "m2-600": _m2(600, "4.94% (+-0.13)"),
@@ -95,8 +123,15 @@ ENTRIES: dict[str, Entry] = {
 }
 
 
-def train_entry(job: tuple[str, int], out: Path, budget: dict, num_samples: int, num_test: int | None,
-                data_dir: str | Path | None, device: str) -> dict:
+def train_entry(
+    job: tuple[str, int],
+    out: Path,
+    budget: dict,
+    num_samples: int,
+    num_test: int | None,
+    data_dir: str | Path | None,
+    device: str,
+) -> dict:
     """Train (or resume) one entry and seed under ``budget`` (``epochs``, optionally
     ``num_train`` and ``activation``), evaluate it (reusing a saved evaluation of the same
     epoch, K and test images), write its figures into ``figures/`` and return its row."""
@@ -113,8 +148,14 @@ def train_entry(job: tuple[str, int], out: Path, budget: dict, num_samples: int,
     if not (run_dir / "figures").is_dir():  # samples, reconstructions, latents; M2's analogies
         write_figures(run, run_dir / "figures")
     description = entry.description + (f", {budget['activation']} units" if "activation" in budget else "")
-    return {"entry": name, "seed": seed, "description": description, **report,
-            "command": entry.command(budget), "paper": entry.paper}
+    return {
+        "entry": name,
+        "seed": seed,
+        "description": description,
+        **report,
+        "command": entry.command(budget),
+        "paper": entry.paper,
+    }
 
 
 def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -126,8 +167,10 @@ def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """One line per entry: mean (+- standard deviation over seeds) of each number."""
-    lines = ["| entry | seeds | epochs | train time / run (min) | test ELBO | test log p(x) | test error (%) | paper |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| entry | seeds | epochs | train time / run (min) | test ELBO | test log p(x) | test error (%) | paper |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name in dict.fromkeys(r["entry"] for r in rows):
         mine = [r for r in rows if r["entry"] == name]
         first = mine[0]
@@ -141,9 +184,19 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_table(out: str | Path, entries: Sequence[str] = tuple(ENTRIES), seeds: int = 1, epochs: int = 10,
-              num_samples: int = 5000, num_test: int | None = None, data_dir: str | Path | None = None, device: str = "cpu",
-              jobs: int = 1, num_train: int | None = None, activation: str | None = None) -> list[dict]:
+def run_table(
+    out: str | Path,
+    entries: Sequence[str] = tuple(ENTRIES),
+    seeds: int = 1,
+    epochs: int = 10,
+    num_samples: int = 5000,
+    num_test: int | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    jobs: int = 1,
+    num_train: int | None = None,
+    activation: str | None = None,
+) -> list[dict]:
     """Train and evaluate ``entries`` x seeds 0..seeds-1 under ``out`` (on the first
     ``num_train`` training images if given, with ``activation`` hidden units instead of
     the entries' tanh if given), write ``runs.csv`` and ``table.md``, and return the rows
@@ -152,11 +205,22 @@ def run_table(out: str | Path, entries: Sequence[str] = tuple(ENTRIES), seeds: i
     if unknown:
         raise ValueError(f"unknown entries {unknown}; expected some of {list(ENTRIES)}")
     out = Path(out)
-    budget = {"epochs": epochs, **({"num_train": num_train} if num_train else {}),
-              **({"activation": activation} if activation else {})}
+    budget = {
+        "epochs": epochs,
+        **({"num_train": num_train} if num_train else {}),
+        **({"activation": activation} if activation else {}),
+    }
     for name in entries:  # every entry's config under the budget, before any run starts (a warm-up beyond it)
         ENTRIES[name].config({**budget, "seed": 0})
-    job = partial(train_entry, out=out, budget=budget, num_samples=num_samples, num_test=num_test, data_dir=data_dir, device=device)
+    job = partial(
+        train_entry,
+        out=out,
+        budget=budget,
+        num_samples=num_samples,
+        num_test=num_test,
+        data_dir=data_dir,
+        device=device,
+    )
     rows = run_jobs(job, [(name, seed) for name in entries for seed in range(seeds)], jobs)
     write_csv(rows, out / "runs.csv")
     atomic_write_text(out / "table.md", markdown_table(rows))

@@ -24,13 +24,13 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
-import torch
 
+from pyro_vae.files import write_csv
 from pyro_vae.inference.estimators import ESTIMATORS
 from pyro_vae.inference.variance import compare_estimators, refusal
-from pyro_vae.files import write_csv
 from pyro_vae.plots import save_figure
 from pyro_vae.training import TrainConfig, build_run, load_run, train_or_resume
 from pyro_vae.validation import check_distinct, check_fields
@@ -65,8 +65,17 @@ def _compare(run, study: StudyConfig, num_particles: int, generator: torch.Gener
     device = next(run.vae.parameters()).device
     x = data.test[:bs].to(device)
     adapt = [b for _, b in zip(range(study.adapt_steps), _cycle(data, bs, generator, device))]
-    return compare_estimators(run.vae, x, study.estimators, study.num_draws, num_particles, adapt, study.reference,
-                              generator, study.estimator_options)
+    return compare_estimators(
+        run.vae,
+        x,
+        study.estimators,
+        study.num_draws,
+        num_particles,
+        adapt,
+        study.reference,
+        generator,
+        study.estimator_options,
+    )
 
 
 def _cycle(data, batch_size, generator, device):
@@ -78,8 +87,11 @@ def applicable_estimators(run, study: StudyConfig, num_particles: int) -> list[s
     """The registered estimators that can estimate the gradient of ``run``'s program with
     ``num_particles`` particles (:func:`~pyro_vae.inference.variance.refusal`), on its first test batch."""
     x = run.dataset.test[: study.base.batch_size].to(next(run.vae.parameters()).device)
-    return [name for name in ESTIMATORS
-            if refusal(run.vae, name, x, num_particles, study.estimator_options.get(name)) is None]
+    return [
+        name
+        for name in ESTIMATORS
+        if refusal(run.vae, name, x, num_particles, study.estimator_options.get(name)) is None
+    ]
 
 
 def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: str = "cpu") -> list[dict]:
@@ -102,8 +114,14 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     runs = {}
     for name in names:
         config = dataclasses.replace(base, estimator=name, estimator_options=study.estimator_options.get(name, {}))
-        runs[name] = train_or_resume(config, out_dir / f"train-{name}", data_dir=data_dir, device=device,
-                                     progress=False, keep_every=1 if name == "reparam" else 0)
+        runs[name] = train_or_resume(
+            config,
+            out_dir / f"train-{name}",
+            data_dir=data_dir,
+            device=device,
+            progress=False,
+            keep_every=1 if name == "reparam" else 0,
+        )
     training_rows = [{"estimator": n, **m} for n, r in runs.items() for m in r.metrics]
     for row in training_rows:
         row["steps"] = row["samples_seen"] // base.batch_size
@@ -114,8 +132,9 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     reference_dir = out_dir / "train-reparam"
     points = {0: start}
     for epoch in sorted({1, base.epochs}):
-        points[epoch] = load_run(reference_dir, data_dir, device,
-                                 checkpoint=reference_dir / "checkpoints" / f"epoch-{epoch:04d}.pt")
+        points[epoch] = load_run(
+            reference_dir, data_dir, device, checkpoint=reference_dir / "checkpoints" / f"epoch-{epoch:04d}.pt"
+        )
     rows = []
     for epoch, run in points.items():
         for row in _compare(run, study, 1, generator):
@@ -142,8 +161,14 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     return rows
 
 
-def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path, data_dir=None,
-                   device: str = "cpu", num_particles: Sequence[int] = ()) -> list[dict]:
+def compare_at_run(
+    run_dir: str | Path,
+    study: StudyConfig,
+    out_dir: str | Path,
+    data_dir=None,
+    device: str = "cpu",
+    num_particles: Sequence[int] = (),
+) -> list[dict]:
     """Step 2 alone, at the last checkpoint of an existing run (e.g. a long, converged one), as it
     was trained: with its number of particles, its estimator's options, and that estimator as the
     reference unless ``study.reference`` names another; writes ``variance.csv`` and ``summary.md``
@@ -157,16 +182,22 @@ def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path,
     run = load_run(run_dir, data_dir, device)
     config = run.config
     study = dataclasses.replace(
-        study, base=dataclasses.replace(study.base, batch_size=config.batch_size),
+        study,
+        base=dataclasses.replace(study.base, batch_size=config.batch_size),
         reference=study.reference or config.estimator,
         estimator_options={config.estimator: config.estimator_options, **study.estimator_options},
     )
     epoch = run.metrics[-1]["epoch"]
     generator = torch.Generator().manual_seed(config.seed)
-    rows = [{"experiment": "training", "epoch": epoch, "z_dim": config.z_dim, **row}
-            for row in _compare(run, study, config.num_particles, generator)]
-    rows += [{"experiment": "particles", "epoch": epoch, "z_dim": run.config.z_dim, **row}
-             for particles in num_particles for row in _compare(run, study, particles, generator)]
+    rows = [
+        {"experiment": "training", "epoch": epoch, "z_dim": config.z_dim, **row}
+        for row in _compare(run, study, config.num_particles, generator)
+    ]
+    rows += [
+        {"experiment": "particles", "epoch": epoch, "z_dim": run.config.z_dim, **row}
+        for particles in num_particles
+        for row in _compare(run, study, particles, generator)
+    ]
     write_csv(rows, out_dir / "variance.csv")
     summary = summary_table(rows, epoch)
     if num_particles:
@@ -180,7 +211,10 @@ def compare_at_run(run_dir: str | Path, study: StudyConfig, out_dir: str | Path,
 def particles_table(rows: list[dict]) -> str:
     """Markdown table of the ``particles`` rows: the guide's and the model's SNR and the
     guide's tr Cov per estimator and number of particles K."""
-    lines = ["| estimator | K | guide (phi) SNR | guide tr Cov | model (theta) SNR |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| estimator | K | guide (phi) SNR | guide tr Cov | model (theta) SNR |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     selected = {(r["estimator"], r["num_particles"], r["params"]): r for r in rows if r["experiment"] == "particles"}
     for name, k in dict.fromkeys((e, n) for e, n, _ in selected):
         guide, model = selected[name, k, "guide"], selected[name, k, "model"]

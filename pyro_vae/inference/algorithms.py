@@ -100,7 +100,8 @@ class ParamScope:
     def __exit__(self, *exc) -> None:
         self._scope.__exit__(*exc)
         stray = sorted(
-            name for name, value in self.state["params"].items()
+            name
+            for name, value in self.state["params"].items()
             if id(value) not in self.owned and not name.startswith(BASELINE_PREFIX)
         )
         if stray and exc[0] is None:
@@ -112,7 +113,8 @@ class ParamScope:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The baseline values (detached copies); module parameters are saved with the modules."""
         return {
-            name: value.detach().clone() for name, value in self.state["params"].items()
+            name: value.detach().clone()
+            for name, value in self.state["params"].items()
             if name.startswith(BASELINE_PREFIX)
         }
 

@@ -15,7 +15,8 @@ def classifies(program: torch.nn.Module) -> bool:
 
 @torch.no_grad()
 def classification_error(
-    program: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]],
+    program: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """The fraction of data whose label ``y`` differs from ``program.classify(x)`` (M2's q(y|x)).

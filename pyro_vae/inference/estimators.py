@@ -86,7 +86,6 @@ from pyro_vae.models.nets import MLP
 from pyro_vae.registry import Registry
 
 
-
 class NeuralBaseline(nn.Module):
     """b(x): an MLP from a flattened datum to a scalar, for NVIL-style baselines."""
 
@@ -235,8 +234,12 @@ def _register_handled(name: str, elbo_class: type[ELBO], handler: Callable[[], M
 
 
 _register_handled("reparam", Trace_ELBO, Pathwise, "pathwise, Monte Carlo KL (the paper's estimator A): Trace_ELBO")
-_register_handled("reparam-analytic-kl", AnalyticKL, Pathwise,
-                  "pathwise, analytic KL (estimator B): TraceMeanField_ELBO, refused where it would be biased")
+_register_handled(
+    "reparam-analytic-kl",
+    AnalyticKL,
+    Pathwise,
+    "pathwise, analytic KL (estimator B): TraceMeanField_ELBO, refused where it would be biased",
+)
 _register_handled("stl", Trace_ELBO, PathDerivative, 'path derivative, "sticking the landing" (Roeder et al. 2017)')
 
 
@@ -249,10 +252,18 @@ def enum(program, num_particles: int = 1) -> Estimator:
 
 
 _register_handled("score", Trace_ELBO, ScoreFunction, "score function (REINFORCE), per-datum weights: Trace_ELBO")
-_register_handled("score-rb", TraceGraph_ELBO, ScoreFunction,
-                  "score function, Rao-Blackwellized by dependency structure: TraceGraph_ELBO")
-_register_handled("score-baseline", TraceGraph_ELBO, lambda: Baseline(DECAYING_AVERAGE),
-                  "as score-rb, decaying-average baseline (beta 0.9)")
+_register_handled(
+    "score-rb",
+    TraceGraph_ELBO,
+    ScoreFunction,
+    "score function, Rao-Blackwellized by dependency structure: TraceGraph_ELBO",
+)
+_register_handled(
+    "score-baseline",
+    TraceGraph_ELBO,
+    lambda: Baseline(DECAYING_AVERAGE),
+    "as score-rb, decaying-average baseline (beta 0.9)",
+)
 
 
 @register_estimator("score-nvil")
@@ -273,12 +284,11 @@ def score_nvil(program, num_particles: int = 1) -> Estimator:
     )
 
 
-
-
 def _register_importance_weighted(name: str, handler: Callable[[], Messenger], doubly: bool, help: str) -> None:
     def build(program, num_particles: int = 1) -> Estimator:
-        elbo = ImportanceWeighted(num_particles, program.max_plate_nesting,
-                                  getattr(program, "data_plate_name", "data"), doubly)
+        elbo = ImportanceWeighted(
+            num_particles, program.max_plate_nesting, getattr(program, "data_plate_name", "data"), doubly
+        )
         return Estimator(name, elbo, _handled(handler, program.guide), objective="iwae")
 
     register_estimator(name, build, help=help)
@@ -288,7 +298,9 @@ _register_importance_weighted(
     "iwae", Pathwise, False, "K-sample IWAE bound per datum, pathwise gradient (Burda et al. 2016); K = num_particles"
 )
 _register_importance_weighted(
-    "dreg", PathDerivative, True,
+    "dreg",
+    PathDerivative,
+    True,
     "IWAE bound, doubly reparameterized guide gradient (Tucker et al. 2019); K = num_particles",
 )
 

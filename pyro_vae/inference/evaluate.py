@@ -65,8 +65,11 @@ class Evaluation:
 
     def __getitem__(self, key: str) -> float:
         """The dict access of pyro_vae 0.1 (``result["log_px"]``, ``result["log_p_data"]``), deprecated."""
-        warnings.warn(f"evaluate(...)[{key!r}] is deprecated; read the attribute: evaluate(...).{_ATTRIBUTES.get(key, key)}",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"evaluate(...)[{key!r}] is deprecated; read the attribute: evaluate(...).{_ATTRIBUTES.get(key, key)}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         if key not in _ATTRIBUTES:
             raise KeyError(key)
         return getattr(self, _ATTRIBUTES[key])
@@ -111,14 +114,21 @@ def importance_bounds(
     latents outside the data plate (it has no per-datum bound: :func:`evaluate` gives its joint one).
     ``kwargs`` (e.g. labels ``y``) go to model and guide.
     """
-    check_arguments(importance_bounds, x=x, num_samples=num_samples, chunk_size=chunk_size,
-                    max_plate_nesting=max_plate_nesting, data_plate=data_plate)
+    check_arguments(
+        importance_bounds,
+        x=x,
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        max_plate_nesting=max_plate_nesting,
+        data_plate=data_plate,
+    )
     _check_batch(model, guide, x, max_plate_nesting, data_plate, kwargs)
     return _importance_bounds(model, guide, x, num_samples, chunk_size, max_plate_nesting, data_plate, kwargs)
 
 
-def _check_batch(model: Callable, guide: Callable, x: torch.Tensor, max_plate_nesting: int, data_plate: str,
-                 kwargs: dict) -> None:
+def _check_batch(
+    model: Callable, guide: Callable, x: torch.Tensor, max_plate_nesting: int, data_plate: str, kwargs: dict
+) -> None:
     """Refuse a batch with no data and a program with latents outside the data plate, by name."""
     if not torch.is_tensor(x) or x.dim() == 0:
         raise ValueError(f"x must be a tensor with a batch dimension, got {x!r:.80}")
@@ -130,13 +140,21 @@ def _check_batch(model: Callable, guide: Callable, x: torch.Tensor, max_plate_ne
 
 
 def _per_datum_refusal(sites: list[str]) -> str:
-    return (f"the sites {sites} lie outside the data plate (latents shared by all data), so log p(x) per datum "
-            "is not defined; evaluate(program, batches) gives the joint log p(x_1, ..., x_n) / n instead")
+    return (
+        f"the sites {sites} lie outside the data plate (latents shared by all data), so log p(x) per datum "
+        "is not defined; evaluate(program, batches) gives the joint log p(x_1, ..., x_n) / n instead"
+    )
 
 
 def _importance_bounds(
-    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int, chunk_size: int, max_plate_nesting: int,
-    data_plate: str, kwargs: dict,
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int,
+    chunk_size: int,
+    max_plate_nesting: int,
+    data_plate: str,
+    kwargs: dict,
 ) -> dict[str, torch.Tensor]:
     """:func:`importance_bounds` on a batch already checked."""
     check_pass_fits(x.shape[0], min(chunk_size, num_samples), x[0].numel(), x.device)
@@ -199,24 +217,34 @@ def evaluate(
         with ParamScope(program.parameters()):
             data = (_as_dict(i, batch) for i, batch in enumerate(batches))
             first = next(data, None)  # None: no data (an empty shard: the sums below are then zero)
-            sites = [] if first is None else global_sites(
-                program.model, program.guide, first["x"], mpn, data_plate=plate,
-                **{key: value for key, value in first.items() if key != "x"},
+            sites = (
+                []
+                if first is None
+                else global_sites(
+                    program.model,
+                    program.guide,
+                    first["x"],
+                    mpn,
+                    data_plate=plate,
+                    **{key: value for key, value in first.items() if key != "x"},
+                )
             )
             if sites:
                 if reduce is not None:
                     raise ValueError(f"a program with global latents {sites} is evaluated on one process, not sharded")
                 batches = [first, *data]
                 with _vectorized(num_samples, mpn):
-                    elbo, log_p = joint_bounds(program.model, program.guide, batches, num_samples, sites,
-                                               chunk_size, mpn, data_plate=plate)
+                    elbo, log_p = joint_bounds(
+                        program.model, program.guide, batches, num_samples, sites, chunk_size, mpn, data_plate=plate
+                    )
                 return Evaluation(elbo, log_p, True, sum(b["x"].shape[0] for b in batches), num_samples)
             for i, batch in enumerate(itertools.chain([first] if first else [], data)):
                 x = batch.pop("x")
                 # Pyro's validation checks the first batch (as training checks its first step)
                 with pyro.validation_enabled(is_validation_enabled() and i == 0), _vectorized(num_samples, mpn):
-                    bounds = _importance_bounds(program.model, program.guide, x, num_samples, chunk_size, mpn,
-                                                plate, batch)
+                    bounds = _importance_bounds(
+                        program.model, program.guide, x, num_samples, chunk_size, mpn, plate, batch
+                    )
                 for key in totals:
                     totals[key] += bounds[key].sum().item()
                 count += x.shape[0]

@@ -17,6 +17,7 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+
 class _Wrapper(TorchDistribution):
     """A distribution that delegates to ``base``; subclasses change one behaviour."""
 
@@ -173,4 +174,3 @@ class Baseline(ScoreFunction):
         if any(frame.name == self.data_plate for frame in msg["cond_indep_stack"]):
             options.update(self.data_options)
         msg["infer"] = {**msg["infer"], "baseline": options}
-

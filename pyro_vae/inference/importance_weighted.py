@@ -49,8 +49,9 @@ class ImportanceWeighted(ELBO):
     sites of one datum must share one scale (``total_size``).
     """
 
-    def __init__(self, num_particles: int, max_plate_nesting: int, data_plate: str,
-                 doubly_reparameterized: bool = False) -> None:
+    def __init__(
+        self, num_particles: int, max_plate_nesting: int, data_plate: str, doubly_reparameterized: bool = False
+    ) -> None:
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         self.data_plate = data_plate
         self.doubly_reparameterized = doubly_reparameterized
@@ -58,8 +59,9 @@ class ImportanceWeighted(ELBO):
 
     def _per_datum_sum(self, trace: poutine.Trace) -> tuple[torch.Tensor, object]:
         """The per-datum log density of the sample sites of ``trace``, ``(K or 1, M)``, and their scale."""
-        return sum_per_datum(trace, self.max_plate_nesting, self.data_plate,
-                             needed_by="the importance-weighted bound (iwae, dreg)")
+        return sum_per_datum(
+            trace, self.max_plate_nesting, self.data_plate, needed_by="the importance-weighted bound (iwae, dreg)"
+        )
 
     def _check_guide(self, guide: Callable, args: tuple, kwargs: dict) -> None:
         if self._checked or not self.doubly_reparameterized:

@@ -48,8 +48,14 @@ from pyro_vae.inference.estimators import Estimator
 #: (model, estimator) pairs of the built-in models whose compiled step equals the eager one
 #: (``tests/test_jit.py``); ``train`` compiles these by default (:func:`compiles_by_default`).
 CHECKED: tuple[tuple[str, str], ...] = (
-    ("vae", "reparam"), ("vae", "stl"), ("vae", "score"), ("cvae", "reparam"), ("iaf", "reparam"),
-    ("two-layer", "reparam"), ("mog-prior", "reparam"), ("vampprior", "reparam"),
+    ("vae", "reparam"),
+    ("vae", "stl"),
+    ("vae", "score"),
+    ("cvae", "reparam"),
+    ("iaf", "reparam"),
+    ("two-layer", "reparam"),
+    ("mog-prior", "reparam"),
+    ("vampprior", "reparam"),
 )
 
 
@@ -67,6 +73,7 @@ def compiles_by_default(config, model_class: type) -> bool:
         and not config.estimator_options
     )
 
+
 # the ELBOs with a compiled counterpart in Pyro that pyro_vae's estimators use
 JIT_ELBOS: dict[type, type] = {Trace_ELBO: JitTrace_ELBO}
 
@@ -83,8 +90,10 @@ class CompiledELBO:
                 f"{sorted(c.__name__ for c in JIT_ELBOS)}"
             )
         self.options = dict(
-            num_particles=elbo.num_particles, max_plate_nesting=elbo.max_plate_nesting,
-            vectorize_particles=elbo.vectorize_particles, ignore_jit_warnings=True,
+            num_particles=elbo.num_particles,
+            max_plate_nesting=elbo.max_plate_nesting,
+            vectorize_particles=elbo.vectorize_particles,
+            ignore_jit_warnings=True,
         )
         self.jit_class, self.check = jit_class, check
         self.graphs: dict[tuple, tuple[JitTrace_ELBO, Callable, Callable]] = {}
@@ -104,7 +113,9 @@ class CompiledELBO:
         others = {k: v for k, v in batch.items() if not torch.is_tensor(v)}
         key = (
             tuple((k, batch[k].shape, batch[k].dtype, batch[k].device) for k in names),
-            tuple(sorted(others.items())), model, guide,
+            tuple(sorted(others.items())),
+            model,
+            guide,
         )
         try:
             if key not in self.graphs:
@@ -119,8 +130,9 @@ class CompiledELBO:
                 "PyroModule needs none), or train with --no-jit"
             ) from None
 
-    def _compile(self, model: Callable, guide: Callable, names: list[str], others: dict,
-                 tensors: list[torch.Tensor]) -> tuple[JitTrace_ELBO, Callable, Callable]:
+    def _compile(
+        self, model: Callable, guide: Callable, names: list[str], others: dict, tensors: list[torch.Tensor]
+    ) -> tuple[JitTrace_ELBO, Callable, Callable]:
         def model_fn(*values):
             return model(**dict(zip(names, values)), **others)
 

@@ -28,7 +28,12 @@ from pyro_vae.validation import check_pass_fits
 
 
 def global_sites(
-    model: Callable, guide: Callable, x: torch.Tensor, max_plate_nesting: int = 1, *, data_plate: str = "data",
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    max_plate_nesting: int = 1,
+    *,
+    data_plate: str = "data",
     **kwargs,
 ) -> list[str]:
     """The sample sites of ``guide`` and ``model`` (replayed against it) that lie outside the
@@ -82,8 +87,9 @@ def joint_bounds(
         x = first.pop("x")
         with torch.no_grad(), particle_plate(k, max_plate_nesting):
             trace = poutine.trace(guide).get_trace(x, **first)
-        values = {name: trace.nodes[name]["value"] for name in sites
-                  if name in trace and not trace.nodes[name]["is_observed"]}
+        values = {
+            name: trace.nodes[name]["value"] for name in sites if name in trace and not trace.nodes[name]["is_observed"]
+        }
         log_w_data = elbo_data = torch.zeros(k, device=x.device)
         for i, batch in enumerate(batches):
             kwargs = dict(batch)

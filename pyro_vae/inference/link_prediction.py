@@ -22,7 +22,9 @@ import torch
 
 def _check(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if scores.dim() != 1 or scores.shape != labels.shape:
-        raise ValueError(f"scores and labels must be 1-D of one length, got {tuple(scores.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"scores and labels must be 1-D of one length, got {tuple(scores.shape)} and {tuple(labels.shape)}"
+        )
     labels = labels.bool()
     if labels.all() or not labels.any():
         raise ValueError("AUC and AP need at least one positive and one negative label")

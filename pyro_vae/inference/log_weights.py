@@ -47,8 +47,9 @@ def in_plate(site: dict, plate: str) -> CondIndepStackFrame | None:
 
 def sample_sites(trace: Trace) -> list[tuple[str, dict]]:
     """The ``(name, site)`` pairs of the sample sites of ``trace``, subsample sites left out."""
-    return [(name, site) for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site_is_subsample(site)]
+    return [
+        (name, site) for name, site in trace.nodes.items() if site["type"] == "sample" and not site_is_subsample(site)
+    ]
 
 
 def unscaled_log_prob(site: dict) -> torch.Tensor:
@@ -64,7 +65,9 @@ def _left_padded(log_prob: torch.Tensor, max_plate_nesting: int) -> torch.Tensor
     return log_prob
 
 
-def per_datum(site: dict, max_plate_nesting: int, data_plate: str, needed_by: str = "log p(x) per datum") -> torch.Tensor:
+def per_datum(
+    site: dict, max_plate_nesting: int, data_plate: str, needed_by: str = "log p(x) per datum"
+) -> torch.Tensor:
     """A site's unscaled log density per (enumerated value, particle, datum): summed over its
     inner plates. ``needed_by`` names what needs the per-datum weight, for the error a site
     outside the data plate raises."""
@@ -91,7 +94,10 @@ def per_particle(site: dict, max_plate_nesting: int) -> torch.Tensor:
 
 
 def sum_per_datum(
-    trace: Trace, max_plate_nesting: int, data_plate: str, needed_by: str,
+    trace: Trace,
+    max_plate_nesting: int,
+    data_plate: str,
+    needed_by: str,
 ) -> tuple[torch.Tensor | float, object]:
     """``(sum_s per_datum(s), scale)``: the per-datum log density of all sample sites of
     ``trace``, ``(K or 1, M)``, and their common scale N/M. Sites of one datum with different
@@ -111,8 +117,14 @@ def sum_per_datum(
 
 
 def log_weights(
-    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int, max_plate_nesting: int,
-    data_plate: str, kwargs: dict, global_values: dict[str, torch.Tensor] | None = None,
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int,
+    max_plate_nesting: int,
+    data_plate: str,
+    kwargs: dict,
+    global_values: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(log w, elbo, log w_global)`` of ``num_samples`` particles drawn at once, without gradients.
 

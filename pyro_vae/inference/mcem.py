@@ -49,6 +49,7 @@ def e_step(
     accept/reject (Pyro's ``HMC`` kernel on the stacked z) would reject ever more
     often as M grows.
     """
+
     def energies(z: torch.Tensor) -> torch.Tensor:
         return -log_joint(vae, x, z)
 
@@ -61,9 +62,7 @@ def e_step(
         step = step_size * (0.5 + torch.rand_like(z[:, :1]))
         with torch.no_grad():
             h = energies(z) + 0.5 * (r**2).sum(-1)
-        proposal, r_new, _, _ = velocity_verlet(
-            {"z": z}, {"z": r}, potential_fn, lambda r: r, step, num_steps
-        )
+        proposal, r_new, _, _ = velocity_verlet({"z": z}, {"z": r}, potential_fn, lambda r: r, step, num_steps)
         with torch.no_grad():
             h_new = energies(proposal["z"]) + 0.5 * (r_new["z"] ** 2).sum(-1)
             accept = torch.rand_like(h).log() < h - h_new  # NaN energies are rejected

@@ -68,12 +68,18 @@ class MultiSampleScore(ELBO):
         needed_by = f"the {self.name} estimator"
         log_p, scale = sum_per_datum(model_trace, self.max_plate_nesting, self.data_plate, needed_by)
         log_q, _ = sum_per_datum(guide_trace, self.max_plate_nesting, self.data_plate, needed_by)
-        log_q_score = sum((per_datum(site, self.max_plate_nesting, self.data_plate, needed_by)
-                           for _, site in sample_sites(guide_trace)
-                           if not site["is_observed"] and not site["fn"].has_rsample),
-                          torch.zeros(()))
-        shape = (self.num_particles, torch.broadcast_shapes(torch.as_tensor(log_p).shape,
-                                                              torch.as_tensor(log_q).shape)[-1])
+        log_q_score = sum(
+            (
+                per_datum(site, self.max_plate_nesting, self.data_plate, needed_by)
+                for _, site in sample_sites(guide_trace)
+                if not site["is_observed"] and not site["fn"].has_rsample
+            ),
+            torch.zeros(()),
+        )
+        shape = (
+            self.num_particles,
+            torch.broadcast_shapes(torch.as_tensor(log_p).shape, torch.as_tensor(log_q).shape)[-1],
+        )
         return (log_p - log_q).expand(shape), torch.as_tensor(log_q_score).expand(shape), scale
 
     def _surrogate(self, log_w: torch.Tensor, log_q_score: torch.Tensor, scale) -> tuple[torch.Tensor, float]:
@@ -150,5 +156,8 @@ def _register(name: str, elbo_class: type[MultiSampleScore], help: str) -> None:
 
 
 _register("vimco", VIMCO, "K-sample bound, score function with leave-one-out baselines (Mnih & Rezende 2016); K >= 2")
-_register("score-loo", LeaveOneOut, "ELBO, score function with K samples and the leave-one-out baseline "
-                                    "(Kool et al. 2019); K >= 2")
+_register(
+    "score-loo",
+    LeaveOneOut,
+    "ELBO, score function with K samples and the leave-one-out baseline (Kool et al. 2019); K >= 2",
+)

@@ -91,8 +91,9 @@ cosine.spans_the_run = True  # its shape depends on the run's length
 
 
 @register_schedule("step")
-def step(optimizer: torch.optim.Optimizer, epochs: int, step_size: int = 30, gamma: float = 0.1
-         ) -> lr_scheduler.LRScheduler:
+def step(
+    optimizer: torch.optim.Optimizer, epochs: int, step_size: int = 30, gamma: float = 0.1
+) -> lr_scheduler.LRScheduler:
     """lr x gamma (default 0.1) every step_size epochs (default 30)"""
     return lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
@@ -131,25 +132,38 @@ def _below_one(value: float) -> bool:
 
 
 _SWITCH = OptionRule("True or False", lambda value: isinstance(value, bool))
-_THE_LIBRARYS = OptionRule("left out (the library picks torch's kernel itself: the fused one where torch has it)",
-                           lambda value: False)
+_THE_LIBRARYS = OptionRule(
+    "left out (the library picks torch's kernel itself: the fused one where torch has it)", lambda value: False
+)
 
 #: The rule of each option of the built-in optimizers and schedules, by the option's name; an
 #: option without one (a user's optimizer's own) is left to torch.
 OPTION_RULES: Registry[OptionRule] = Registry("option rule")
 for _name, _rule in {
-    "betas": OptionRule("a pair (beta1, beta2) of numbers in [0, 1)", lambda value: isinstance(value, (tuple, list))
-                        and len(value) == 2 and all(_is_number(b) and _below_one(b) for b in value)),
+    "betas": OptionRule(
+        "a pair (beta1, beta2) of numbers in [0, 1)",
+        lambda value: (
+            isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_number(b) and _below_one(b) for b in value)
+        ),
+    ),
     "eps": _finite("> 0 (it keeps the step's denominator off zero)", lambda value: value > 0),
     "momentum": _finite("in [0, 1)", _below_one),
     "dampening": _finite("in [0, 1]", lambda value: 0 <= value <= 1),
     "alpha": _finite("in [0, 1) (the smoothing of RMSprop's mean square)", _below_one),
     "lr_decay": _finite(">= 0", lambda value: value >= 0),
     "initial_accumulator_value": _finite(">= 0", lambda value: value >= 0),
-    "amsgrad": _SWITCH, "nesterov": _SWITCH, "centered": _SWITCH, "decoupled_weight_decay": _SWITCH,
-    "maximize": OptionRule("False (the trainer minimizes the loss, the negative ELBO; True would train uphill)",
-                           lambda value: value is False),
-    "fused": _THE_LIBRARYS, "foreach": _THE_LIBRARYS, "differentiable": _THE_LIBRARYS, "capturable": _THE_LIBRARYS,
+    "amsgrad": _SWITCH,
+    "nesterov": _SWITCH,
+    "centered": _SWITCH,
+    "decoupled_weight_decay": _SWITCH,
+    "maximize": OptionRule(
+        "False (the trainer minimizes the loss, the negative ELBO; True would train uphill)",
+        lambda value: value is False,
+    ),
+    "fused": _THE_LIBRARYS,
+    "foreach": _THE_LIBRARYS,
+    "differentiable": _THE_LIBRARYS,
+    "capturable": _THE_LIBRARYS,
     "step_size": OptionRule("an int >= 1 (epochs)", lambda value: _is_int(value) and value >= 1),
     "gamma": _finite("in (0, 1] (a decay's factor)", lambda value: 0 < value <= 1),
     "eta_min": _finite(">= 0 (the cosine's floor)", lambda value: value >= 0),
@@ -172,9 +186,7 @@ def _options_error(kind: str, name: str, fn: Callable, options: dict, skip: int)
     accepted = [
         p for p in list(inspect.signature(fn).parameters)[skip:] if p not in ("params", "lr", "weight_decay", "kwargs")
     ]
-    return ValueError(
-        f"{kind} {name!r} does not take the option(s) {sorted(options)}; it takes {accepted}"
-    )
+    return ValueError(f"{kind} {name!r} does not take the option(s) {sorted(options)}; it takes {accepted}")
 
 
 def make_schedule(
@@ -235,8 +247,13 @@ def optimizer_settings(config: Any) -> dict[str, Any]:
     """The keyword arguments of :func:`make_optimizer` (after ``params``) that a
     :class:`~pyro_vae.training.config.TrainConfig` sets."""
     return dict(
-        name=config.optimizer, lr=config.lr, weight_decay=config.weight_decay, schedule=config.lr_schedule,
-        epochs=config.epochs, options=config.optimizer_options, schedule_options=config.schedule_options,
+        name=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        schedule=config.lr_schedule,
+        epochs=config.epochs,
+        options=config.optimizer_options,
+        schedule_options=config.schedule_options,
     )
 
 
@@ -272,8 +289,12 @@ def changed_options(config: Any) -> list[str]:
         "schedule": {"warmup": 0, **{key: p.default for key, p in inspect.signature(schedule).parameters.items()}},
     }
     given = {"optimizer": config.optimizer_options, "schedule": config.schedule_options}
-    return [f"--{kind}-option {key}={value!r}" for kind in given for key, value in given[kind].items()
-            if defaults[kind].get(key, inspect.Parameter.empty) != value]
+    return [
+        f"--{kind}-option {key}={value!r}"
+        for kind in given
+        for key, value in given[kind].items()
+        if defaults[kind].get(key, inspect.Parameter.empty) != value
+    ]
 
 
 def fused_option(cls: type[torch.optim.Optimizer], params: list[torch.Tensor]) -> dict:

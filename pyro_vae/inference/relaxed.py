@@ -48,8 +48,13 @@ class _Relaxation:
     has_rsample = True
     has_enumerate_support = False
 
-    def __init__(self, logits: torch.Tensor, temperature: float, straight_through: bool = False,
-                 validate_args: bool | None = None) -> None:
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        temperature: float,
+        straight_through: bool = False,
+        validate_args: bool | None = None,
+    ) -> None:
         super().__init__(logits=logits, validate_args=validate_args)
         self.temperature, self.straight_through = temperature, straight_through
 
@@ -68,8 +73,7 @@ class _Relaxation:
         return self.harden(y) + (y - y.detach()) if self.straight_through else y
 
     def expand(self, batch_shape, _instance=None):
-        return type(self)(self.logits.expand(*batch_shape, *self.event_shape), self.temperature,
-                          self.straight_through)
+        return type(self)(self.logits.expand(*batch_shape, *self.event_shape), self.temperature, self.straight_through)
 
 
 class SoftBernoulli(_Relaxation, dist.Bernoulli):
@@ -116,7 +120,10 @@ def _base(fn: TorchDistributionMixin) -> tuple[TorchDistributionMixin, int]:
 
 
 #: The discrete families with a relaxation: ``(family, its relaxed stand-in)``.
-RELAXATIONS: tuple[tuple[type, type], ...] = ((dist.Bernoulli, SoftBernoulli), (dist.OneHotCategorical, SoftOneHotCategorical))
+RELAXATIONS: tuple[tuple[type, type], ...] = (
+    (dist.Bernoulli, SoftBernoulli),
+    (dist.OneHotCategorical, SoftOneHotCategorical),
+)
 
 
 class Relaxed(Messenger):
@@ -184,16 +191,30 @@ class RelaxedELBO(Trace_ELBO):
 
 
 def _register(name: str, straight_through: bool, help: str) -> None:
-    def build(program, num_particles: int = 1, temperature: float = 1.0, anneal_rate: float = 0.0,
-              min_temperature: float = 0.5) -> Estimator:
+    def build(
+        program,
+        num_particles: int = 1,
+        temperature: float = 1.0,
+        anneal_rate: float = 0.0,
+        min_temperature: float = 0.5,
+    ) -> Estimator:
         schedule = Temperature(temperature, anneal_rate, min(min_temperature, temperature))
-        elbo = RelaxedELBO(schedule, straight_through, num_particles=num_particles,
-                           vectorize_particles=num_particles > 1, max_plate_nesting=program.max_plate_nesting)
+        elbo = RelaxedELBO(
+            schedule,
+            straight_through,
+            num_particles=num_particles,
+            vectorize_particles=num_particles > 1,
+            max_plate_nesting=program.max_plate_nesting,
+        )
         return Estimator(name, elbo, program.guide, nn.ModuleDict({"temperature": schedule}))
 
     register_estimator(name, build, help=help)
 
 
-_register("gumbel", False, "Gumbel-softmax / Concrete relaxation of Bernoulli latents, pathwise (Jang et al. 2017; "
-                           "biased, shrinking with the temperature); options temperature, anneal_rate, min_temperature")
+_register(
+    "gumbel",
+    False,
+    "Gumbel-softmax / Concrete relaxation of Bernoulli latents, pathwise (Jang et al. 2017; "
+    "biased, shrinking with the temperature); options temperature, anneal_rate, min_temperature",
+)
 _register("gumbel-st", True, "straight-through Gumbel: hard draws forward, the relaxation's gradient backward (biased)")

@@ -166,6 +166,7 @@ def variance_ratio(
     rounding error of the Gram formula, which can be -1e-10 and so a ratio of -1e+17), and a
     resample of the reference without spread gives no ratio and is left out. With few draws
     (R = 3: one resample in nine repeats one draw) the interval is wide, but never negative."""
+
     def resample(d: GradientDraws) -> torch.Tensor:
         idx = torch.randint(d.num_draws, (num_bootstrap, d.num_draws), generator=generator)
         counts = torch.zeros(num_bootstrap, d.num_draws).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float))
@@ -180,8 +181,9 @@ def variance_ratio(
     return ratio, lo, hi
 
 
-def refusal(program, name: str, x: torch.Tensor, num_particles: int = 1, options: dict | None = None,
-            **kwargs) -> str | None:
+def refusal(
+    program, name: str, x: torch.Tensor, num_particles: int = 1, options: dict | None = None, **kwargs
+) -> str | None:
     """Why the registered estimator ``name`` (with its ``options``) cannot estimate a gradient for
     ``program`` on ``x`` (a pathwise one on a discrete latent, VIMCO with one particle, ...), in
     the estimator's own words; ``None`` if it can. One loss is computed, torch's RNG restored."""
@@ -228,8 +230,10 @@ def compare_estimators(
     if reference is None:
         why = refused("reparam")
         if why is not None:
-            raise ValueError(f"the default reference estimator reparam does not apply to this program ({why}); "
-                             "name one that does, e.g. reference='enum' (--reference enum)")
+            raise ValueError(
+                f"the default reference estimator reparam does not apply to this program ({why}); "
+                "name one that does, e.g. reference='enum' (--reference enum)"
+            )
         reference = "reparam"
     names = list(dict.fromkeys([reference, *estimators]))
     for name in names:
@@ -249,8 +253,17 @@ def compare_estimators(
         for group in results[name].grams:
             ratio, lo, hi = variance_ratio(results[name], results[reference], group, generator=generator)
             rows.append(
-                {"estimator": name, "params": group, "num_particles": num_particles,
-                 "num_draws": num_draws, "options": dict(options.get(name) or {}), "reference": reference,
-                 **results[name].summary(group), "ratio": ratio, "ratio_lo": lo, "ratio_hi": hi}
+                {
+                    "estimator": name,
+                    "params": group,
+                    "num_particles": num_particles,
+                    "num_draws": num_draws,
+                    "options": dict(options.get(name) or {}),
+                    "reference": reference,
+                    **results[name].summary(group),
+                    "ratio": ratio,
+                    "ratio_lo": lo,
+                    "ratio_hi": hi,
+                }
             )
     return rows

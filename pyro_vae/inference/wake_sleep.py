@@ -63,7 +63,11 @@ def generative_parameters(vae: VAE) -> list[torch.nn.Parameter]:
 
 
 def make_optimizers(
-    vae: VAE, name: str = "adagrad", lr: float = 0.02, weight_decay: float = 0.0, schedule: str = "constant",
+    vae: VAE,
+    name: str = "adagrad",
+    lr: float = 0.02,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
     **settings: Any,
 ) -> tuple[tuple[torch.optim.Optimizer, torch.optim.Optimizer], list]:
     """``((decoder_optim, encoder_optim), schedulers)``: one torch optimizer for theta, one for phi,
@@ -124,7 +128,9 @@ def wake_step(vae: VAE, x: torch.Tensor, decoder_optim: torch.optim.Optimizer, t
     return (loss + log_q).item()
 
 
-def sleep_step(vae: VAE, num_generated: int, encoder_optim: torch.optim.Optimizer, total_size: int | None = None) -> float:
+def sleep_step(
+    vae: VAE, num_generated: int, encoder_optim: torch.optim.Optimizer, total_size: int | None = None
+) -> float:
     """One sleep update of phi on ``num_generated`` dreams; returns the sleep loss before the update."""
     loss = sleep_loss(vae, num_generated, total_size)
     _minimize(loss, encoder_optim)

@@ -9,16 +9,16 @@ Importing this package registers every built-in model in :data:`MODELS`:
 models ``vgae`` and ``gae`` (:mod:`~pyro_vae.models.vgae`).
 """
 
-from pyro_vae.models.registry import MODELS, DataSpec, build_model, register_model
-from pyro_vae.models.vae import VAE, PosteriorMean
-from pyro_vae.models.cvae import CVAE  # noqa: I001  (registration order: the VAE first)
-from pyro_vae.models.m2 import M2
-from pyro_vae.models.two_layer import TwoLayerVAE
-from pyro_vae.models.iaf import IAFVAE
-from pyro_vae.models.priors import MixturePriorVAE, VampPriorVAE
-from pyro_vae.models.stacked import StackedM1M2
-from pyro_vae.models.sbn import SigmoidBeliefVAE
 from pyro_vae.models.categorical import CategoricalVAE
+from pyro_vae.models.cvae import CVAE  # noqa: I001  (registration order: the VAE first)
+from pyro_vae.models.iaf import IAFVAE
+from pyro_vae.models.m2 import M2
+from pyro_vae.models.priors import MixturePriorVAE, VampPriorVAE
+from pyro_vae.models.registry import MODELS, DataSpec, build_model, register_model
+from pyro_vae.models.sbn import SigmoidBeliefVAE
+from pyro_vae.models.stacked import StackedM1M2
+from pyro_vae.models.two_layer import TwoLayerVAE
+from pyro_vae.models.vae import VAE, PosteriorMean
 from pyro_vae.models.vgae import GAE, VGAE
 
 __all__ = [

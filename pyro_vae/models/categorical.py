@@ -37,17 +37,34 @@ class CategoricalVAE(VAE):
     other parameters as :class:`~pyro_vae.models.vae.VAE`.
     """
 
-    def __init__(self, x_shape: int | Sequence[int], z_dim: int | None = None, hidden: Sequence[int] = (512, 256),
-                 activation: str = "relu", likelihood: str = "bernoulli", init_std: float | None = None,
-                 num_variables: int = 20, num_categories: int = 10, **kwargs) -> None:
+    def __init__(
+        self,
+        x_shape: int | Sequence[int],
+        z_dim: int | None = None,
+        hidden: Sequence[int] = (512, 256),
+        activation: str = "relu",
+        likelihood: str = "bernoulli",
+        init_std: float | None = None,
+        num_variables: int = 20,
+        num_categories: int = 10,
+        **kwargs,
+    ) -> None:
         for name, value in (("num_variables", num_variables), ("num_categories", num_categories)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1 + (name == "num_categories"):
                 raise ValueError(f"{name} must be an int >= {1 + (name == 'num_categories')}, got {value!r}")
         width = num_variables * num_categories
         x_dim = x_shape if isinstance(x_shape, int) else math.prod(x_shape)
         hidden = tuple(hidden)
-        super().__init__(x_shape, width, hidden, activation, likelihood, init_std,
-                         encoder=MLP(x_dim, hidden, width, activation, init_std), **kwargs)
+        super().__init__(
+            x_shape,
+            width,
+            hidden,
+            activation,
+            likelihood,
+            init_std,
+            encoder=MLP(x_dim, hidden, width, activation, init_std),
+            **kwargs,
+        )
         self.num_variables, self.num_categories = num_variables, num_categories
         self.prior_logits = nn.Parameter(torch.zeros(num_variables, num_categories))
 

@@ -71,7 +71,13 @@ class CVAE(VAE):
             likelihood = make_likelihood(likelihood, x_shape)
         x_dim = likelihood.x_dim
         super().__init__(
-            x_shape, z_dim, hidden, activation, likelihood, init_std, prefix,
+            x_shape,
+            z_dim,
+            hidden,
+            activation,
+            likelihood,
+            init_std,
+            prefix,
             encoder=GaussianEncoder(x_dim + num_classes, z_dim, hidden, activation, init_std),
             decoder=MLP(z_dim + num_classes, tuple(reversed(hidden)), likelihood.num_params, activation, init_std),
             plate=plate,

@@ -69,9 +69,7 @@ def gaussian_elbo(
     var = sigma**2
     resid = x - m @ w.T - b
     trace_term = (s**2) @ (w**2).T  # (W diag(s^2) W^T)_ii for each datum
-    expected_ll = -0.5 * (
-        torch.log(2 * math.pi * var) + (resid**2 + trace_term) / var
-    ).sum(-1)
+    expected_ll = -0.5 * (torch.log(2 * math.pi * var) + (resid**2 + trace_term) / var).sum(-1)
     kl = 0.5 * (s**2 + m**2 - 1 - torch.log(s**2)).sum(-1)
     return expected_ll - kl
 
@@ -97,10 +95,9 @@ def loc_gradient_variances(vae: VAE, x: torch.Tensor) -> dict[str, torch.Tensor]
     mu, s = (t[:, 0] for t in vae.encode(x))
     c = 1 + (w**2 / sigma**2).sum()
     a = ((x - b) * w / sigma**2).sum(-1)
-    log_joint = (
-        -0.5 * (mu**2 + math.log(2 * math.pi))
-        - 0.5 * (torch.log(2 * math.pi * sigma**2) + (x - mu[:, None] * w - b) ** 2 / sigma**2).sum(-1)
-    )
+    log_joint = -0.5 * (mu**2 + math.log(2 * math.pi)) - 0.5 * (
+        torch.log(2 * math.pi * sigma**2) + (x - mu[:, None] * w - b) ** 2 / sigma**2
+    ).sum(-1)
     a0 = log_joint + torch.log(s) + 0.5 * math.log(2 * math.pi)
     a1 = s * (a - c * mu)
     a2 = 0.5 * (1 - c * s**2)
@@ -170,6 +167,6 @@ def set_exact_guide(program: VAE) -> None:
     with torch.no_grad():
         encoder.weight.zero_()
         encoder.weight[:k, : program.x_dim] = gain
-        encoder.weight[:k, program.x_dim:] = -gain @ offsets
+        encoder.weight[:k, program.x_dim :] = -gain @ offsets
         encoder.bias[:k] = -gain @ c
         encoder.bias[k:] = cov.log()

@@ -61,9 +61,17 @@ class M2(CVAE):
 
     partially_labelled = True  # -1 marks an unlabelled datum, whose y is a latent
 
-    def __init__(self, x_shape: int | Sequence[int], num_classes: int, z_dim: int = 50,
-                 hidden: Sequence[int] = (500,), activation: str = "tanh", init_std: float | None = None,
-                 alpha_scale: float = 2.3, **kwargs) -> None:
+    def __init__(
+        self,
+        x_shape: int | Sequence[int],
+        num_classes: int,
+        z_dim: int = 50,
+        hidden: Sequence[int] = (500,),
+        activation: str = "tanh",
+        init_std: float | None = None,
+        alpha_scale: float = 2.3,
+        **kwargs,
+    ) -> None:
         super().__init__(x_shape, num_classes, z_dim, hidden, activation, init_std=init_std, **kwargs)
         if not alpha_scale >= 0:
             raise ValueError(f"alpha_scale must be >= 0, got {alpha_scale}")
@@ -75,8 +83,9 @@ class M2(CVAE):
         """The most probable class under q(y|x), one per datum."""
         return self.classifier(self.flatten(x)).argmax(-1)
 
-    def auxiliary_loss(self, *, x: torch.Tensor, y: torch.Tensor | None = None,
-                       total_size: int | None = None) -> torch.Tensor | None:
+    def auxiliary_loss(
+        self, *, x: torch.Tensor, y: torch.Tensor | None = None, total_size: int | None = None
+    ) -> torch.Tensor | None:
         """alpha * E_{p~_l}[-log q(y|x)], the classification term of the paper's eq. 9.
 
         alpha = ``alpha_scale`` * N, with N the number of training data the

@@ -110,8 +110,14 @@ class VampPriorVAE(VAE):
     PSEUDO_INITS = ("normal", "data")
     PSEUDO_MEAN, PSEUDO_STD = 0.05, 0.01
 
-    def __init__(self, x_shape: int | Sequence[int], z_dim: int = 20, num_components: int = 500,
-                 pseudo_init: str = "normal", **kwargs) -> None:
+    def __init__(
+        self,
+        x_shape: int | Sequence[int],
+        z_dim: int = 20,
+        num_components: int = 500,
+        pseudo_init: str = "normal",
+        **kwargs,
+    ) -> None:
         super().__init__(x_shape, z_dim, **kwargs)
         if pseudo_init not in self.PSEUDO_INITS:
             raise ValueError(f"pseudo_init must be one of {self.PSEUDO_INITS}, got {pseudo_init!r}")
@@ -134,8 +140,7 @@ class VampPriorVAE(VAE):
 
         ``hardtanh(pseudo_layer(eye(K)))`` computed as ``hardtanh(W.T)``: a product with the
         identity is exact, so these are the same numbers without the K x K x x_dim product."""
-        return nn.functional.hardtanh(self.pseudo_layer.weight.T, 0.0, 1.0).reshape(
-            self.num_components, *self.x_shape)
+        return nn.functional.hardtanh(self.pseudo_layer.weight.T, 0.0, 1.0).reshape(self.num_components, *self.x_shape)
 
     @torch.no_grad()
     def initialize(self, x_train: torch.Tensor) -> None:
@@ -146,13 +151,16 @@ class VampPriorVAE(VAE):
         if x_train.shape[0] < self.num_components or tuple(x_train.shape[1:]) != self.x_shape:
             raise ValueError(
                 f"pseudo_init='data' needs at least {self.num_components} training images of shape "
-                f"{self.x_shape}, got a tensor of shape {tuple(x_train.shape)}")
+                f"{self.x_shape}, got a tensor of shape {tuple(x_train.shape)}"
+            )
         images = self.flatten(x_train[: self.num_components]).to(self.pseudo_layer.weight)
         self.pseudo_layer.weight.copy_((images + self.PSEUDO_STD * torch.randn_like(images)).T)
         self._awaits_data = False
 
     def prior(self, **context) -> dist.TorchDistribution:
         if self._awaits_data:
-            raise InputError("this VampPrior was built with pseudo_init='data': call initialize(x_train) "
-                             "with the training images before using it")
+            raise InputError(
+                "this VampPrior was built with pseudo_init='data': call initialize(x_train) "
+                "with the training images before using it"
+            )
         return _mixture(*self.encode(self.pseudo_inputs))

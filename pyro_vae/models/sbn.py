@@ -58,13 +58,22 @@ class SigmoidBeliefVAE(VAE):
             raise ValueError(f"layers must be an int >= 1, got {layers!r}")
         x_dim = x_shape if isinstance(x_shape, int) else math.prod(x_shape)
         hidden = tuple(hidden)
-        super().__init__(x_shape, z_dim, hidden, activation, likelihood, init_std,
-                         encoder=MLP(x_dim, hidden, z_dim, activation, init_std), **kwargs)
+        super().__init__(
+            x_shape,
+            z_dim,
+            hidden,
+            activation,
+            likelihood,
+            init_std,
+            encoder=MLP(x_dim, hidden, z_dim, activation, init_std),
+            **kwargs,
+        )
         self.layers = layers
         self.prior_logits = nn.Parameter(torch.zeros(z_dim))
         # f_l: z_{l+1} -> logits of z_l, g_l: z_{l-1} -> logits of z_l, for l = 2..L
         self.upper_decoders = nn.ModuleList(
-            MLP(z_dim, tuple(reversed(hidden)), z_dim, activation, init_std) for _ in range(layers - 1))
+            MLP(z_dim, tuple(reversed(hidden)), z_dim, activation, init_std) for _ in range(layers - 1)
+        )
         self.upper_encoders = nn.ModuleList(MLP(z_dim, hidden, z_dim, activation, init_std) for _ in range(layers - 1))
 
     def names(self) -> list[str]:

@@ -81,23 +81,47 @@ class StackedM1M2(PyroModule):
     #: (``pretrained:NAME`` or a run folder) before :meth:`build`: M1.
     program_options: tuple[str, ...] = ("m1",)
 
-    def __init__(self, x_shape: int | Sequence[int], num_classes: int, z_dim: int = 50,
-                 hidden: Sequence[int] = (500,), m1: VAE | None = None, m1_z_dim: int = 50,
-                 m1_hidden: Sequence[int] = (600, 600), likelihood: str | Likelihood = "bernoulli",
-                 activation: str = "softplus", init_std: float | None = None, alpha_scale: float = 0.1,
-                 **m2_options) -> None:
+    def __init__(
+        self,
+        x_shape: int | Sequence[int],
+        num_classes: int,
+        z_dim: int = 50,
+        hidden: Sequence[int] = (500,),
+        m1: VAE | None = None,
+        m1_z_dim: int = 50,
+        m1_hidden: Sequence[int] = (600, 600),
+        likelihood: str | Likelihood = "bernoulli",
+        activation: str = "softplus",
+        init_std: float | None = None,
+        alpha_scale: float = 0.1,
+        **m2_options,
+    ) -> None:
         super().__init__()
         x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
         if m1 is not None and tuple(m1.data_keys) != ("x",):
-            raise ValueError(f"M1 must be a VAE of unlabelled images (data x), got a {type(m1).__name__} "
-                             f"of the data {list(m1.data_keys)}")
+            raise ValueError(
+                f"M1 must be a VAE of unlabelled images (data x), got a {type(m1).__name__} "
+                f"of the data {list(m1.data_keys)}"
+            )
         self.m1 = m1 or VAE(x_shape, m1_z_dim, m1_hidden, activation, likelihood, init_std)
         if self.m1.x_shape != x_shape:
-            raise ValueError(f"M1 models images of shape {self.m1.x_shape}, the data are of shape {x_shape}: "
-                             "give the M1 trained on this data set")
+            raise ValueError(
+                f"M1 models images of shape {self.m1.x_shape}, the data are of shape {x_shape}: "
+                "give the M1 trained on this data set"
+            )
         self.m1.requires_grad_(False).train(False)
-        self.m2 = M2(self.m1.z_dim, num_classes, z_dim, hidden, activation, init_std, likelihood="gaussian",
-                     plate=self.m1.data_plate_name, alpha_scale=alpha_scale, **m2_options)
+        self.m2 = M2(
+            self.m1.z_dim,
+            num_classes,
+            z_dim,
+            hidden,
+            activation,
+            init_std,
+            likelihood="gaussian",
+            plate=self.m1.data_plate_name,
+            alpha_scale=alpha_scale,
+            **m2_options,
+        )
         self.m2.nested = True  # its data z1 are this program's latents: particles and enumeration may lead
         self.num_classes = num_classes
         self.x_shape = self.m1.x_shape
@@ -122,7 +146,8 @@ class StackedM1M2(PyroModule):
         if not isinstance(config.model_options.get("m1"), str):
             raise ValueError(
                 "stacked M1 + M2 trains M2 on the code of a trained VAE M1: name it with --model-option "
-                "m1=pretrained:NAME (e.g. m1=pretrained:mnist-vae-z20-e10) or m1=RUN_DIR (a run folder of a VAE)")
+                "m1=pretrained:NAME (e.g. m1=pretrained:mnist-vae-z20-e10) or m1=RUN_DIR (a run folder of a VAE)"
+            )
 
     @property
     def data_plate_name(self) -> str:
@@ -146,8 +171,9 @@ class StackedM1M2(PyroModule):
         """M2's most probable class under q(y | z1) at the mean code z1 of each image."""
         return self.m2.classify(self.code(x))
 
-    def auxiliary_loss(self, *, x: torch.Tensor, y: torch.Tensor | None = None,
-                       total_size: int | None = None) -> torch.Tensor | None:
+    def auxiliary_loss(
+        self, *, x: torch.Tensor, y: torch.Tensor | None = None, total_size: int | None = None
+    ) -> torch.Tensor | None:
         """M2's classification term alpha * E[-log q(y | z1)] at the mean codes z1 of the images."""
         return self.m2.auxiliary_loss(x=self.code(x), y=y, total_size=total_size)
 
@@ -163,8 +189,7 @@ class StackedM1M2(PyroModule):
         return self.m1.reconstruct(x)
 
     @torch.no_grad()
-    def generate(self, num_generated: int, latents: dict[str, torch.Tensor] | None = None,
-                 **context) -> torch.Tensor:
+    def generate(self, num_generated: int, latents: dict[str, torch.Tensor] | None = None, **context) -> torch.Tensor:
         """Means of p(x | z1) at z1 the mean of p(z1 | y, z2), y and z2 drawn from the prior
         (or given: ``y=`` labels, ``latents={"z": z2}``), as M2's ``generate`` gives z1."""
         return self.m1.decode(self.m2.generate(num_generated, latents, **context)).mean
@@ -174,8 +199,10 @@ class StackedM1M2(PyroModule):
     def model(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
         """p(y) p(z2) p(z1 | y, z2) p(x | z1), z1 declared flat and scored by M2's model."""
         if x is None:
-            raise InputError("stacked M1 + M2 scores data against its guide: call model(x) with a batch x "
-                             "(generate(n) draws new images)")
+            raise InputError(
+                "stacked M1 + M2 scores data against its guide: call model(x) with a batch x "
+                "(generate(n) draws new images)"
+            )
         batch_size = self.m1.batch_size(x, None, {})
         with self.m1.data_plate(batch_size, total_size):
             flat = dist.ImproperUniform(constraints.real, (batch_size,), (self.m1.z_dim,))

@@ -48,7 +48,12 @@ from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
 from pyro_vae.models.registry import DataSpec, register_model
 from pyro_vae.validation import (
-    InputError, check_arguments, check_init_std, check_parameters_fit, check_sizes, parameter_count,
+    InputError,
+    check_arguments,
+    check_init_std,
+    check_parameters_fit,
+    check_sizes,
+    parameter_count,
 )
 
 
@@ -79,7 +84,9 @@ def generated_keyword(model) -> str:
         warnings.warn(
             f"{getattr(model, '__qualname__', model)} takes num_samples=; since pyro_vae 0.1.0 the number of data "
             "a model draws is num_generated= (num_samples is the K of evaluation); rename it, the old name "
-            "stops working in the next version", DeprecationWarning, stacklevel=3,
+            "stops working in the next version",
+            DeprecationWarning,
+            stacklevel=3,
         )
         return "num_samples"
     return "num_generated"
@@ -132,8 +139,14 @@ class VAE(PyroModule):
         plate: str | None = None,
     ) -> None:
         check_arguments(  # z_dim and hidden: check_sizes
-            VAE.__init__, x_shape=x_shape, activation=activation, init_std=init_std,
-            prefix=prefix, encoder=encoder, decoder=decoder, plate=plate,
+            VAE.__init__,
+            x_shape=x_shape,
+            activation=activation,
+            init_std=init_std,
+            prefix=prefix,
+            encoder=encoder,
+            decoder=decoder,
+            plate=plate,
         )
         super().__init__(name=prefix)
         self.x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
@@ -146,16 +159,10 @@ class VAE(PyroModule):
         if isinstance(likelihood, str):
             likelihood = make_likelihood(likelihood, self.x_shape)
         elif not isinstance(likelihood, Likelihood):
-            raise TypeError(
-                f"likelihood must be a name ('bernoulli', 'gaussian') or a Likelihood, got {likelihood!r}"
-            )
+            raise TypeError(f"likelihood must be a name ('bernoulli', 'gaussian') or a Likelihood, got {likelihood!r}")
         self.likelihood = likelihood
-        self.encoder = encoder or GaussianEncoder(
-            self.x_dim, z_dim, hidden, activation, init_std
-        )
-        self.decoder = decoder or MLP(
-            z_dim, tuple(reversed(hidden)), likelihood.num_params, activation, init_std
-        )
+        self.encoder = encoder or GaussianEncoder(self.x_dim, z_dim, hidden, activation, init_std)
+        self.decoder = decoder or MLP(z_dim, tuple(reversed(hidden)), likelihood.num_params, activation, init_std)
         self._plate = plate
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
@@ -175,9 +182,7 @@ class VAE(PyroModule):
         """Name of the plate over data points."""
         return self._plate or self.site("data")
 
-    def data_plate(
-        self, batch_size: int, total_size: int | None = None
-    ) -> pyro.plate | contextlib.nullcontext:
+    def data_plate(self, batch_size: int, total_size: int | None = None) -> pyro.plate | contextlib.nullcontext:
         """The plate over data points; ``total_size`` scales the log density by N/M.
 
         Inside an enclosing plate of the same name (a program holding several
@@ -261,9 +266,7 @@ class VAE(PyroModule):
         """The number of data of a call, after checking ``x`` and the context against :attr:`data_keys`."""
         unknown = sorted(set(context) - set(self.data_keys))
         if unknown:
-            raise InputError(
-                f"{type(self).__name__} takes the data {list(self.data_keys)}, not {unknown}"
-            )
+            raise InputError(f"{type(self).__name__} takes the data {list(self.data_keys)}, not {unknown}")
         if x is not None:
             self.check_data(x)
             batch_size = x.shape[-1 - len(self.x_shape)]
@@ -282,11 +285,9 @@ class VAE(PyroModule):
         if not torch.is_tensor(x):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise TypeError(
-                f"x must be a floating-point tensor, got dtype {x.dtype}; convert it with x.float()"
-            )
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}; convert it with x.float()")
         leading = x.dim() - len(self.x_shape) - 1  # dimensions left of the batch: only when nested
-        if leading < 0 or (leading and not self.nested) or tuple(x.shape[leading + 1:]) != self.x_shape:
+        if leading < 0 or (leading and not self.nested) or tuple(x.shape[leading + 1 :]) != self.x_shape:
             raise InputError(
                 f"x must have shape ({'..., ' if self.nested else ''}batch, {', '.join(map(str, self.x_shape))}), "
                 f"got {tuple(x.shape)}"

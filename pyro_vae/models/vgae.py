@@ -141,8 +141,16 @@ class VGAE(PyroModule):
             )
         if config.algorithm != "aevb":
             raise ValueError(f"a graph model trains with the aevb algorithm, not {config.algorithm!r}")
-        unused = {"likelihood": None, "num_train": None, "num_labels": None, "kl_warmup": 0, "evals_per_decade": 0,
-                  "activation": "tanh", "init_std": None, "init": "torch"}
+        unused = {
+            "likelihood": None,
+            "num_train": None,
+            "num_labels": None,
+            "kl_warmup": 0,
+            "evals_per_decade": 0,
+            "activation": "tanh",
+            "init_std": None,
+            "init": "torch",
+        }
         given = [name for name, default in unused.items() if getattr(config, name) != default]
         if given:
             raise ValueError(
@@ -193,7 +201,11 @@ class VGAE(PyroModule):
     # --- the probabilistic program ---------------------------------------
     @pyro_method
     def model(
-        self, x: torch.Tensor, edge_index: torch.Tensor, pairs: Pairs | None = None, total_size: int | None = None,
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        pairs: Pairs | None = None,
+        total_size: int | None = None,
     ) -> torch.Tensor:
         """p(z) p(A | z) on the pairs of ``pairs``; ``None`` draws a dense adjacency. A graph is
         one datum, so ``total_size`` (the training loop's data count) scales nothing."""
@@ -204,16 +216,19 @@ class VGAE(PyroModule):
             # The GAE has no prior term: its objective is the likelihood alone.
             with pyro.plate(self.site("nodes"), x.shape[0], dim=-1), poutine.mask(mask=self.variational):
                 z = pyro.sample(self.site("z"), self.prior(x.shape[0]))
-            with pyro.plate(self.site("pairs"), num_pairs, dim=-1), poutine.scale(
-                scale=1.0 if pairs.weight is None else pairs.weight
+            with (
+                pyro.plate(self.site("pairs"), num_pairs, dim=-1),
+                poutine.scale(scale=1.0 if pairs.weight is None else pairs.weight),
             ):
-                return pyro.sample(
-                    self.site("A"), dist.Bernoulli(logits=self.logits(z, pairs.index)), obs=pairs.target
-                )
+                return pyro.sample(self.site("A"), dist.Bernoulli(logits=self.logits(z, pairs.index)), obs=pairs.target)
 
     @pyro_method
     def guide(
-        self, x: torch.Tensor, edge_index: torch.Tensor, pairs: Pairs | None = None, total_size: int | None = None,
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        pairs: Pairs | None = None,
+        total_size: int | None = None,
     ) -> torch.Tensor:
         """q(z | X, A), amortized by the GCN encoder."""
         with poutine.scale(scale=(pairs or Pairs()).scale):
@@ -225,9 +240,7 @@ class VGAE(PyroModule):
         """Raise one clear error for malformed features or edges (see :func:`check_graph`)."""
         check_graph(x, edge_index)
         if x.shape[1] != self.in_features:
-            raise ValueError(
-                f"node features have {x.shape[1]} columns, but the model was built for {self.in_features}"
-            )
+            raise ValueError(f"node features have {x.shape[1]} columns, but the model was built for {self.in_features}")
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:

@@ -49,8 +49,9 @@ def plot_curves(metrics: list[dict], path: str | Path) -> Path:
     for axis in (ax, *error_ax):
         axis.grid(alpha=0.3)
     if scored:
-        error_ax[0].plot([m["samples_seen"] for m in scored], [100 * m["test_error"] for m in scored], marker=".",
-                         color="C2")
+        error_ax[0].plot(
+            [m["samples_seen"] for m in scored], [100 * m["test_error"] for m in scored], marker=".", color="C2"
+        )
         samples_axis(error_ax[0], seen)
         error_ax[0].set_ylabel("test error of the classifier (%)")
     return save_figure(fig, path)
@@ -67,7 +68,9 @@ def curve_ylim(curves: Sequence[Sequence[float]]) -> tuple[float, float]:
     return low - pad, top + pad
 
 
-def curve_panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str, xlim: tuple[float, float] | None) -> None:
+def curve_panel(
+    ax, rows: list[dict], series: dict[str, tuple[str, str]], title: str, xlim: tuple[float, float] | None
+) -> None:
     """Curves ``metric`` vs samples_seen on a log axis, one colour per algorithm, one style per metric.
 
     The x axis is :func:`samples_axis` over ``xlim`` (the paper's; rows
@@ -79,8 +82,15 @@ def curve_panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title:
         for metric, (label, style) in series.items():
             ys = [r[metric] for r in mine]
             curves.append(ys)
-            ax.plot([r["samples_seen"] for r in mine], ys, style, color=ALGORITHM_COLORS[algorithm], marker=".",
-                    markersize=3, label=f"{ALGORITHM_LABELS[algorithm]} {label}")
+            ax.plot(
+                [r["samples_seen"] for r in mine],
+                ys,
+                style,
+                color=ALGORITHM_COLORS[algorithm],
+                marker=".",
+                markersize=3,
+                label=f"{ALGORITHM_LABELS[algorithm]} {label}",
+            )
     samples_axis(ax, [r["samples_seen"] for r in rows], xlim)
     if curves:
         ax.set_ylim(*curve_ylim(curves))
@@ -92,7 +102,11 @@ def curve_panel(ax, rows: list[dict], series: dict[str, tuple[str, str]], title:
 
 
 def curve_grid_figure(
-    panels: dict[tuple[int, int], tuple[list[dict], str]], series, ylabel: str, path: Path, xlim=None,
+    panels: dict[tuple[int, int], tuple[list[dict], str]],
+    series,
+    ylabel: str,
+    path: Path,
+    xlim=None,
 ) -> Path:
     """Panels on a grid with one legend for all of them, below the panels."""
     rows_n = 1 + max(r for r, _ in panels)

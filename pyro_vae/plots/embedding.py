@@ -28,8 +28,15 @@ def embedding_figure(z: torch.Tensor, labels: torch.Tensor | None, title: str) -
         labels = labels.cpu()
         for c in torch.unique(labels).tolist():
             mine = points[labels == c]
-            ax.scatter(mine[:, 0].numpy(), mine[:, 1].numpy(), s=4, alpha=0.7, linewidths=0,
-                       color=f"C{c % 10}", label=f"class {c}")
+            ax.scatter(
+                mine[:, 0].numpy(),
+                mine[:, 1].numpy(),
+                s=4,
+                alpha=0.7,
+                linewidths=0,
+                color=f"C{c % 10}",
+                label=f"class {c}",
+            )
         figure.legend(loc="outside right upper", markerscale=3, fontsize=8)
     low, high = torch.quantile(points, torch.tensor([0.005, 0.995]), dim=0)
     pad = 0.05 * (high - low)

@@ -26,7 +26,7 @@ def image_grid(images: torch.Tensor, nrow: int = 10, padding: int = 1, pad_value
     grid = images.new_full((channels, rows * step_y + padding, cols * step_x + padding), pad_value)
     for i, image in enumerate(images):
         y, x = padding + (i // cols) * step_y, padding + (i % cols) * step_x
-        grid[:, y: y + height, x: x + width] = image
+        grid[:, y : y + height, x : x + width] = image
     return grid
 
 
@@ -99,5 +99,10 @@ def plot_analogies(vae, x: torch.Tensor, image_shape: Sequence[int], path: str |
     classes = torch.arange(vae.num_classes, device=x.device).repeat(len(x))
     generated = vae.generate(len(classes), latents={"z": z.repeat_interleave(vae.num_classes, 0)}, y=classes)
     rows = torch.cat([x.reshape(len(x), 1, -1), generated.reshape(len(x), vae.num_classes, -1)], 1)
-    return save_image_grid(rows.reshape(-1, rows.shape[-1]), image_shape, path, nrow=vae.num_classes + 1,
-                           title="test image, then its style z with each class y")
+    return save_image_grid(
+        rows.reshape(-1, rows.shape[-1]),
+        image_shape,
+        path,
+        nrow=vae.num_classes + 1,
+        title="test image, then its style z with each class y",
+    )

@@ -12,9 +12,7 @@ from pyro_vae.plots.figure import save_figure
 
 
 @torch.no_grad()
-def plot_latents(
-    vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path, **context
-) -> Path:
+def plot_latents(vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path, **context) -> Path:
     """Posterior means of z (:meth:`VAE.embed`) coloured by label. When z has more than 2
     dimensions they are embedded by t-SNE where there are labels (classes overlapping in a linear
     projection stay apart: :mod:`pyro_vae.plots.tsne`), else projected on 2 principal axes."""

@@ -21,8 +21,9 @@ from pyro_vae.plots.latents import plot_latents
 from pyro_vae.registry import Registry
 
 
-def label_context(vae, data, labels: torch.Tensor | None, num_generated: int, device: str | torch.device
-                  ) -> tuple[dict, dict]:
+def label_context(
+    vae, data, labels: torch.Tensor | None, num_generated: int, device: str | torch.device
+) -> tuple[dict, dict]:
     """``(test, generated)``: the keywords that condition a model of labelled data (``"y"`` in
     its ``data_keys``) on the test ``labels``, and ``num_generated`` draws on one class per column
     of ten; empty for other models."""
@@ -74,28 +75,59 @@ def _two_dimensional(run) -> str | None:
 
 #: The figures of a run, in the order they are drawn (``pyro-vae plot --figures NAME ...`` chooses).
 RUN_FIGURES: Registry[RunFigure] = Registry("figure")
-RUN_FIGURES.register("samples", RunFigure(
-    lambda i: plot_samples(i.run.vae, i.run.dataset.image_shape, i.out_dir / "samples.png", **i.generated),
-    _missing_methods("generate")), help="means of p(x|z) for z from the prior (paper Fig. 5)")
-RUN_FIGURES.register("reconstructions", RunFigure(
-    lambda i: plot_reconstructions(i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "reconstructions.png",
-                                   **i.test),
-    _missing_methods("reconstruct")), help="test images and their reconstructions")
-RUN_FIGURES.register("latents", RunFigure(
-    lambda i: plot_latents(i.run.vae, i.x, i.labels, i.out_dir / "latents.png", **i.test),
-    _missing_methods("embed")), help="the code of the test images, by class (t-SNE beyond 2-D)")
-RUN_FIGURES.register("curves", RunFigure(
-    lambda i: plot_curves(i.run.metrics, i.out_dir / "curves.png"),
-    lambda run: None if run.metrics else "the run has no metrics rows"), help="the learning curves")
-RUN_FIGURES.register("analogies", RunFigure(
-    lambda i: plot_analogies(i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "analogies.png"),
-    _missing_methods("classify", "embed", "generate")), help="style and class apart (M2; Kingma et al. 2014)")
-RUN_FIGURES.register("manifold", RunFigure(_manifold, _two_dimensional),
-                     help="the decoder over a grid of a 2-D code (paper Fig. 4)")
+RUN_FIGURES.register(
+    "samples",
+    RunFigure(
+        lambda i: plot_samples(i.run.vae, i.run.dataset.image_shape, i.out_dir / "samples.png", **i.generated),
+        _missing_methods("generate"),
+    ),
+    help="means of p(x|z) for z from the prior (paper Fig. 5)",
+)
+RUN_FIGURES.register(
+    "reconstructions",
+    RunFigure(
+        lambda i: plot_reconstructions(
+            i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "reconstructions.png", **i.test
+        ),
+        _missing_methods("reconstruct"),
+    ),
+    help="test images and their reconstructions",
+)
+RUN_FIGURES.register(
+    "latents",
+    RunFigure(
+        lambda i: plot_latents(i.run.vae, i.x, i.labels, i.out_dir / "latents.png", **i.test), _missing_methods("embed")
+    ),
+    help="the code of the test images, by class (t-SNE beyond 2-D)",
+)
+RUN_FIGURES.register(
+    "curves",
+    RunFigure(
+        lambda i: plot_curves(i.run.metrics, i.out_dir / "curves.png"),
+        lambda run: None if run.metrics else "the run has no metrics rows",
+    ),
+    help="the learning curves",
+)
+RUN_FIGURES.register(
+    "analogies",
+    RunFigure(
+        lambda i: plot_analogies(i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "analogies.png"),
+        _missing_methods("classify", "embed", "generate"),
+    ),
+    help="style and class apart (M2; Kingma et al. 2014)",
+)
+RUN_FIGURES.register(
+    "manifold", RunFigure(_manifold, _two_dimensional), help="the decoder over a grid of a 2-D code (paper Fig. 4)"
+)
 
 
-def write_figures(run, out_dir: str | Path, num_points: int = 2000, names: Sequence[str] | None = None,
-                  skipped: Callable[[str, str], None] | None = None) -> list[Path]:
+def write_figures(
+    run,
+    out_dir: str | Path,
+    num_points: int = 2000,
+    names: Sequence[str] | None = None,
+    skipped: Callable[[str, str], None] | None = None,
+) -> list[Path]:
     """The figures ``names`` (all that the program has what they need for, by default) of a
     :class:`~pyro_vae.training.build.Run` into ``out_dir``; the paths written. A figure the
     program lacks something for, or that fails to draw, is reported to ``skipped(name, reason)``
@@ -111,8 +143,9 @@ def write_figures(run, out_dir: str | Path, num_points: int = 2000, names: Seque
     vae.eval()
     device = next(vae.parameters(), torch.zeros(())).device
     labels = None if data.test_labels is None else data.test_labels[:num_points].to(device)
-    inputs = FigureInputs(run, out_dir, data.test[:num_points].to(device), labels,
-                          *label_context(vae, data, labels, 100, device))
+    inputs = FigureInputs(
+        run, out_dir, data.test[:num_points].to(device), labels, *label_context(vae, data, labels, 100, device)
+    )
     paths = []
     for name in names or RUN_FIGURES.names():
         reason = RUN_FIGURES[name].lacks(run)

@@ -25,8 +25,13 @@ def tsne(codes: torch.Tensor, seed: int = 0, perplexity: float = 30.0) -> torch.
     return torch.from_numpy(embedding).float()
 
 
-def tsne_figure(codes: torch.Tensor, labels: torch.Tensor | None, num_points: int = 2000, seed: int = 0,
-                title: str = "t-SNE of the means of q(z|x) on test data") -> Figure:
+def tsne_figure(
+    codes: torch.Tensor,
+    labels: torch.Tensor | None,
+    num_points: int = 2000,
+    seed: int = 0,
+    title: str = "t-SNE of the means of q(z|x) on test data",
+) -> Figure:
     """Scatter of the t-SNE embedding (:func:`tsne`) of the first ``num_points`` codes, one colour
     per class of ``labels`` (save it with :func:`pyro_vae.plots.save_figure`)."""
     codes = codes[:num_points]

@@ -41,8 +41,18 @@ from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import CHECKPOINT, Run, build_run, load_run
 from pyro_vae.training.report import read_report
 
-__all__ = ["FOLDER", "MAX_BYTES", "PRETRAINED", "PREFIX", "PretrainedError", "export_pretrained",
-           "load_pretrained", "register_pretrained", "report_dir", "resolve_run"]
+__all__ = [
+    "FOLDER",
+    "MAX_BYTES",
+    "PRETRAINED",
+    "PREFIX",
+    "PretrainedError",
+    "export_pretrained",
+    "load_pretrained",
+    "register_pretrained",
+    "report_dir",
+    "resolve_run",
+]
 
 #: The folder of the shipped entries (``NAME.pt`` and ``NAME.json``): this package's.
 FOLDER = Path(__file__).parent
@@ -80,11 +90,15 @@ def _is_count(value: Any) -> bool:
 #: The entries every record holds: what each must be, as a test and in words for the message.
 RECORD_ENTRIES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "config": (lambda v: isinstance(v, dict), "a dict of TrainConfig fields"),
-    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
-               "the SHA-256 of the weights file, 64 hex digits"),
+    "sha256": (
+        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+        "the SHA-256 of the weights file, 64 hex digits",
+    ),
     "bytes": (_is_count, "the size of the weights file, an int >= 0"),
-    "metrics": (lambda v: isinstance(v, list) and all(isinstance(row, dict) for row in v),
-                "the learning curve, a list of metrics rows (dicts)"),
+    "metrics": (
+        lambda v: isinstance(v, list) and all(isinstance(row, dict) for row in v),
+        "the learning curve, a list of metrics rows (dicts)",
+    ),
 }
 
 
@@ -130,15 +144,19 @@ def _weights(path: Path, record: dict[str, Any]) -> dict[str, torch.Tensor]:
     if size != record["bytes"] or _sha256(data) != record["sha256"]:
         raise PretrainedError(
             f"pretrained weights {path} are damaged: {size} bytes with SHA-256 {_sha256(data)[:12]}..., "
-            f"the record says {record['bytes']} bytes, {record['sha256'][:12]}...; restore the file or re-export it")
+            f"the record says {record['bytes']} bytes, {record['sha256'][:12]}...; restore the file or re-export it"
+        )
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as err:
         raise PretrainedError(f"pretrained weights {path} are unreadable: {err}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("model"), dict):
         raise PretrainedError(f"{path} is not a pyro_vae pretrained weights file (expected format {FORMAT!r})")
-    wrong = [k for k, v in state["model"].items()
-             if not torch.is_tensor(v) or (v.is_floating_point() and v.dtype != torch.float32)]
+    wrong = [
+        k
+        for k, v in state["model"].items()
+        if not torch.is_tensor(v) or (v.is_floating_point() and v.dtype != torch.float32)
+    ]
     if wrong:
         raise PretrainedError(f"pretrained weights {path}: {wrong[:3]} are not float32 tensors")
     return state["model"]
@@ -170,18 +188,21 @@ def _pretrained_program(name: str, data_dir: str | Path | None, device: str) -> 
     return load_pretrained(name, data_dir, device).vae
 
 
-PROGRAM_SOURCES.register("pretrained", _pretrained_program, help="pretrained:NAME, a shipped entry of pyro_vae.pretrained")
+PROGRAM_SOURCES.register(
+    "pretrained", _pretrained_program, help="pretrained:NAME, a shipped entry of pyro_vae.pretrained"
+)
 
 
-def resolve_run(target: str | Path, data_dir: str | Path | None = None, device: str = "cpu",
-                checkpoint: str | Path | None = None) -> Run:
+def resolve_run(
+    target: str | Path, data_dir: str | Path | None = None, device: str = "cpu", checkpoint: str | Path | None = None
+) -> Run:
     """The run an evaluate target names: ``pretrained:NAME`` (:func:`load_pretrained`) or a run
     folder (:func:`~pyro_vae.training.loop.load_run`, from ``checkpoint`` if given)."""
     target = str(target)
     if target.startswith(PREFIX):
         if checkpoint is not None:
             raise ValueError(f"--checkpoint names a run folder's checkpoint; {target} has none")
-        return load_pretrained(target[len(PREFIX):], data_dir, device)
+        return load_pretrained(target[len(PREFIX) :], data_dir, device)
     return load_run(target, data_dir, device, checkpoint)
 
 
@@ -190,12 +211,18 @@ def report_dir(target: str | Path) -> Path:
     ``pretrained:NAME`` ``runs/pretrained/NAME`` (the package folder stays as shipped)."""
     target = str(target)
     if target.startswith(PREFIX):
-        return Path("runs") / "pretrained" / target[len(PREFIX):]
+        return Path("runs") / "pretrained" / target[len(PREFIX) :]
     return Path(target)
 
 
-def export_pretrained(run_dir: str | Path, name: str, command: str, description: str,
-                      folder: str | Path = FOLDER, checkpoint: str | Path | None = None) -> Path:
+def export_pretrained(
+    run_dir: str | Path,
+    name: str,
+    command: str,
+    description: str,
+    folder: str | Path = FOLDER,
+    checkpoint: str | Path | None = None,
+) -> Path:
     """Make the entry ``name`` in ``folder`` (this package's by default) from the run in ``run_dir``:
     its checkpoint's model weights in float32 as ``NAME.pt`` and ``NAME.json`` recording the config,
     ``command`` (the one that trained the run), ``description``, the learning curve and the
@@ -214,14 +241,15 @@ def export_pretrained(run_dir: str | Path, name: str, command: str, description:
     torch.save({"format": FORMAT, "model": model}, buffer)
     data = buffer.getvalue()
     if len(data) > MAX_BYTES:
-        raise PretrainedError(f"the weights of {run_dir} are {len(data)} bytes in float32, over the limit of {MAX_BYTES}")
+        raise PretrainedError(
+            f"the weights of {run_dir} are {len(data)} bytes in float32, over the limit of {MAX_BYTES}"
+        )
     reports = {p.stem: read_report(p) for p in sorted(run_dir.glob(f"eval-epoch{state['epoch']:04d}-k*-n*.json"))}
     record = {
         "description": description,
         "command": command,
         "exported_with": f"export_pretrained({str(run_dir)!r}, {name!r}, command={command!r}, "
-                         f"description={description!r}"
-                         + ("" if checkpoint is None else f", checkpoint={str(checkpoint)!r}") + ")",
+        f"description={description!r}" + ("" if checkpoint is None else f", checkpoint={str(checkpoint)!r}") + ")",
         "epoch": state["epoch"],
         "reports": reports,
         "config": dataclasses.asdict(TrainConfig.from_dict(state["config"])),

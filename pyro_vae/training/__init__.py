@@ -9,8 +9,8 @@ every run), :mod:`~pyro_vae.training.graph_loop` (graph models),
 :mod:`~pyro_vae.training.callbacks` (a user's hooks at each metrics row, epoch and run end).
 """
 
-from pyro_vae.training.callbacks import Callback
 from pyro_vae.training.build import PROGRAM_SOURCES, RUN_KINDS, Run, build_program, build_run, load_program, load_run
+from pyro_vae.training.callbacks import Callback
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.folder import TrainingDiverged
 from pyro_vae.training.graph_loop import GraphRun, evaluate_graph_run

@@ -68,7 +68,8 @@ RUN_KINDS: Registry[RunKind] = Registry("kind of data")
 #: ``PROGRAM_SOURCES[SCHEME](NAME, data_dir, device)``; a string without a registered scheme is a
 #: run folder (``run``). :mod:`pyro_vae.pretrained` registers ``pretrained`` (the shipped weights).
 PROGRAM_SOURCES: Registry[Callable[[str, str | Path | None, str], torch.nn.Module]] = Registry(
-    "source of a trained program")
+    "source of a trained program"
+)
 
 
 def _source_scheme(source: str) -> tuple[str, str]:
@@ -107,8 +108,10 @@ def load_program(source: str, data_dir: str | Path | None = None, device: str = 
 def _run_folder_program(path: str, data_dir: str | Path | None, device: str) -> torch.nn.Module:
     """The program of the run folder ``path``."""
     if not (Path(path) / CHECKPOINT).is_file():
-        raise ValueError(f"{path} is no run folder with a checkpoint (no {Path(path) / CHECKPOINT}); "
-                         "give a trained run's folder or pretrained:NAME")
+        raise ValueError(
+            f"{path} is no run folder with a checkpoint (no {Path(path) / CHECKPOINT}); "
+            "give a trained run's folder or pretrained:NAME"
+        )
     return load_run(path, data_dir, device).vae
 
 
@@ -130,8 +133,9 @@ def program_options(config: TrainConfig, data_dir: str | Path | None = None, dev
     return options
 
 
-def build_program(config: TrainConfig, dataset: Dataset, data_dir: str | Path | None = None,
-                  device: str = "cpu") -> torch.nn.Module:
+def build_program(
+    config: TrainConfig, dataset: Dataset, data_dir: str | Path | None = None, device: str = "cpu"
+) -> torch.nn.Module:
     """The registered model ``config.model`` a config describes, shaped for ``dataset``; a
     trained program one of its options names is loaded (:func:`program_options`, its data set
     from ``data_dir``, onto ``device``).
@@ -143,8 +147,14 @@ def build_program(config: TrainConfig, dataset: Dataset, data_dir: str | Path | 
     likelihood = Gaussian(dataset.x_shape, squash_mean=True) if name == "gaussian" else name
     spec = DataSpec(dataset.x_shape, dataset.num_classes)
     return build_model(
-        config.model, spec, z_dim=config.z_dim, hidden=config.hidden, activation=config.activation,
-        likelihood=likelihood, init_std=config.init_std, **program_options(config, data_dir, device),
+        config.model,
+        spec,
+        z_dim=config.z_dim,
+        hidden=config.hidden,
+        activation=config.activation,
+        likelihood=likelihood,
+        init_std=config.init_std,
+        **program_options(config, data_dir, device),
     )
 
 
@@ -161,7 +171,9 @@ def build_vector_run(config: TrainConfig, data_dir: str | Path | None = None, de
     dataset = load_dataset(config.dataset, data_dir)
     if config.num_train is not None:
         if config.num_train > len(dataset.train):
-            raise ValueError(f"num_train={config.num_train} exceeds the {len(dataset.train)} training points of {dataset.name}")
+            raise ValueError(
+                f"num_train={config.num_train} exceeds the {len(dataset.train)} training points of {dataset.name}"
+            )
         labels = None if dataset.train_labels is None else dataset.train_labels[: config.num_train]
         dataset = dataclasses.replace(dataset, train=dataset.train[: config.num_train], train_labels=labels)
     if config.num_labels is not None:
@@ -186,12 +198,20 @@ def check_program(run: Run, device: str = "cpu", processes: int = 1) -> None:
     batch = next(iter(run.dataset.test_batches(2, device, keys=program.data_keys, num=2)))
     with torch.random.fork_rng(), ParamScope(program.parameters()):
         x = batch.pop("x")
-        sites = global_sites(program.model, program.guide, x, program.max_plate_nesting,
-                             data_plate=getattr(program, "data_plate_name", "data"), **batch)
+        sites = global_sites(
+            program.model,
+            program.guide,
+            x,
+            program.max_plate_nesting,
+            data_plate=getattr(program, "data_plate_name", "data"),
+            **batch,
+        )
         if sites:
             refusals = {
                 f"the estimator {run.estimator.name!r} (a bound per datum)": run.estimator.objective != "elbo",
-                f"the algorithm {config.algorithm!r}": not getattr(ALGORITHMS[config.algorithm], "global_latents", False),
+                f"the algorithm {config.algorithm!r}": not getattr(
+                    ALGORITHMS[config.algorithm], "global_latents", False
+                ),
                 f"{processes} processes (the joint evaluation is not sharded)": processes > 1,
             }
             for what, refused in refusals.items():

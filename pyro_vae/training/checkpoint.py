@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from pyro_vae.files import atomic_write_bytes
-from pyro_vae.validation import check_device
 from pyro_vae.training.process import PROCESS_SETTINGS
+from pyro_vae.validation import check_device
 
 FORMAT = "pyro_vae.training.checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "optimizer", "rng", "metrics")
@@ -69,7 +69,9 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", generators: tuple[str, ...] = ("torch",),
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    generators: tuple[str, ...] = ("torch",),
 ) -> dict:
     """Read and verify a checkpoint written by :func:`save_checkpoint`, or raise :class:`CheckpointError`;
     ``generators`` name the RNG states its ``rng`` entry must hold (:func:`check_schema`): torch's,
@@ -142,8 +144,9 @@ def check_schema(state: Mapping[str, Any], path: str | os.PathLike, generators: 
     if not (isinstance(wall, (int, float)) and not isinstance(wall, bool) and 0 <= wall < float("inf")):
         raise _bad(path, "wall_seconds", "a finite number >= 0", wall)
     if "since_row" in state and not _is_interval(state["since_row"]):
-        raise _bad(path, "since_row", "{'loss': a number, 'steps': an int >= 0, 'train_seconds': a number}",
-                   state["since_row"])
+        raise _bad(
+            path, "since_row", "{'loss': a number, 'steps': an int >= 0, 'train_seconds': a number}", state["since_row"]
+        )
     if "distributed" in state:
         _check_distributed(state["distributed"], path)
     if "process" in state:  # absent in checkpoints written before it was recorded
@@ -165,12 +168,19 @@ def _check_process(entry: Any, path: str | os.PathLike) -> None:
 def _is_interval(value: Any) -> bool:
     """Whether ``value`` is the training loop's interval since its last metrics row
     (:meth:`pyro_vae.training.metrics.Clock.state`)."""
+
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    return (isinstance(value, dict) and set(value) == {"loss", "steps", "train_seconds"}
-            and isinstance(value["steps"], int) and not isinstance(value["steps"], bool) and value["steps"] >= 0
-            and number(value["loss"]) and number(value["train_seconds"]))
+    return (
+        isinstance(value, dict)
+        and set(value) == {"loss", "steps", "train_seconds"}
+        and isinstance(value["steps"], int)
+        and not isinstance(value["steps"], bool)
+        and value["steps"] >= 0
+        and number(value["loss"])
+        and number(value["train_seconds"])
+    )
 
 
 def _check_distributed(entry: Any, path: str | os.PathLike) -> None:
@@ -259,7 +269,9 @@ def _optimizers(algorithm: Any) -> list[torch.optim.Optimizer]:
 
 
 def _group_sizes(groups: Any) -> list[int] | None:
-    if not (isinstance(groups, list) and all(isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups)):
+    if not (
+        isinstance(groups, list) and all(isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups)
+    ):
         return None
     return [len(g["params"]) for g in groups]
 
@@ -284,7 +296,8 @@ def _check_optimizer(saved: Any, live: Mapping, field: str, optimizers: list, pa
         )
     shapes = [
         [tuple(p.shape) for g in opt.param_groups for p in g["params"]]
-        for opt in optimizers if [len(g["params"]) for g in opt.param_groups] == expected
+        for opt in optimizers
+        if [len(g["params"]) for g in opt.param_groups] == expected
     ]
     position = {pid: i for i, pid in enumerate(p for g in saved["param_groups"] for p in g["params"])}
     for pid, entry in saved["state"].items():
@@ -318,8 +331,10 @@ def _check_tree(saved: Any, live: Any, field: str, optimizers: list, path: str |
             _check_tree(s, v, f"{field}[{i}]", optimizers, path)
     elif torch.is_tensor(live) and not torch.is_tensor(saved):
         raise _bad(path, field, "a tensor", saved)
-    elif isinstance(live, (int, float)) and not isinstance(live, bool) and (
-        not isinstance(saved, (int, float)) or isinstance(saved, bool)
+    elif (
+        isinstance(live, (int, float))
+        and not isinstance(live, bool)
+        and (not isinstance(saved, (int, float)) or isinstance(saved, bool))
     ):
         raise _bad(path, field, "a number", saved)
 

@@ -34,8 +34,14 @@ from pyro_vae.validation import check_fields, check_train_config
 PRESETS: dict[str, dict] = {
     # Kingma & Welling (2013), Section 5 / Appendix C: MNIST.
     "paper": dict(
-        hidden=(500,), z_dim=20, optimizer="adagrad", lr=0.02, init_std=0.01,
-        weight_decay=1.0, batch_size=100, num_particles=1,
+        hidden=(500,),
+        z_dim=20,
+        optimizer="adagrad",
+        lr=0.02,
+        init_std=0.01,
+        weight_decay=1.0,
+        batch_size=100,
+        num_particles=1,
     ),
     # Burda et al. (2016), single stochastic layer: 784-200-200-50, Adam.
     "iwae": dict(hidden=(200, 200), z_dim=50, optimizer="adam", lr=1e-3, batch_size=100),
@@ -96,8 +102,12 @@ class TrainConfig:
         check_fields(self)  # every field against its annotation: ints are ints, counts >= 1
         object.__setattr__(self, "hidden", tuple(self.hidden))  # frozen: the one normalization of a field
         for registry, name in (
-            (DATASETS, self.dataset), (ESTIMATORS, self.estimator), (ALGORITHMS, self.algorithm),
-            (OPTIMIZERS, self.optimizer), (LR_SCHEDULES, self.lr_schedule), (MODELS, self.model),
+            (DATASETS, self.dataset),
+            (ESTIMATORS, self.estimator),
+            (ALGORITHMS, self.algorithm),
+            (OPTIMIZERS, self.optimizer),
+            (LR_SCHEDULES, self.lr_schedule),
+            (MODELS, self.model),
             (INITIALIZATIONS, self.init),
         ):
             registry.check(name)

@@ -84,7 +84,12 @@ import torch.distributed as dist
 from pyro_vae.inference.algorithms import Algorithm, ParamScope
 
 __all__ = [
-    "SINGLE", "DistributedAlgorithm", "DistributedContext", "launched_by_torchrun", "lost_peer_message", "session",
+    "SINGLE",
+    "DistributedAlgorithm",
+    "DistributedContext",
+    "launched_by_torchrun",
+    "lost_peer_message",
+    "session",
 ]
 
 T = TypeVar("T")
@@ -201,11 +206,11 @@ class DistributedContext:
         grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params]
         present = torch.tensor([float(p.grad is not None) for p in params], device=grads[0].device)
         bucket = self.sum(torch.cat([*grads, present.to(grads[0].dtype)]))
-        seen = bucket[-len(params):].tolist()
+        seen = bucket[-len(params) :].tolist()
         offset = 0
         for p, seen_by in zip(params, seen):
             if seen_by:
-                p.grad = bucket[offset:offset + p.numel()].view_as(p).div_(self.world_size).to(p.dtype)
+                p.grad = bucket[offset : offset + p.numel()].view_as(p).div_(self.world_size).to(p.dtype)
             offset += p.numel()
 
     # --- setup ------------------------------------------------------------------------
@@ -269,7 +274,9 @@ class DistributedAlgorithm:
         attributes = vars(algorithm).values()
         optimizers = [value for value in attributes if isinstance(value, torch.optim.Optimizer)]
         if not optimizers:
-            raise ValueError(f"{name} keeps no torch optimizer as an attribute, so its gradients cannot be averaged over processes")
+            raise ValueError(
+                f"{name} keeps no torch optimizer as an attribute, so its gradients cannot be averaged over processes"
+            )
         self.scopes = [value for value in attributes if isinstance(value, ParamScope)]
         for optimizer in optimizers:
             params = [p for group in optimizer.param_groups for p in group["params"]]

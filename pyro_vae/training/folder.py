@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from pyro_vae.files import atomic_copy, atomic_write_json, write_csv
-from pyro_vae.training.checkpoint import GENERATORS, load_checkpoint, save_checkpoint, verify_checkpoint
 from pyro_vae.inference.optim import changed_options, schedule_spans_the_run
+from pyro_vae.training.checkpoint import GENERATORS, load_checkpoint, save_checkpoint, verify_checkpoint
 from pyro_vae.training.config import TrainConfig, require_same_config
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.process import check_process
@@ -56,8 +56,10 @@ def diverged(loss: float, where: str, saved_epoch: int, run_dir: str | Path, con
     changed = changed_options(config)
     fix = "lower --lr" + (f" or revisit {', '.join(changed)}" if changed else "")
     if saved_epoch == 0:
-        return TrainingDiverged(f"the loss became {loss} at {where}, before the first checkpoint was written; "
-                                f"training stopped: {fix} and start again")
+        return TrainingDiverged(
+            f"the loss became {loss} at {where}, before the first checkpoint was written; "
+            f"training stopped: {fix} and start again"
+        )
     return TrainingDiverged(
         f"the loss became {loss} at {where}; training stopped. The checkpoint of epoch {saved_epoch} "
         f"({Path(run_dir) / CHECKPOINT}) is intact, but a resume keeps every setting and repeats the same steps: "
@@ -67,9 +69,16 @@ def diverged(loss: float, where: str, saved_epoch: int, run_dir: str | Path, con
 
 @contextmanager
 def open_run(
-    config: TrainConfig, run_dir: str | Path, *, resume: bool, keep_every: int = 0, map_location: str = "cpu",
-    distributed: DistributedContext = SINGLE, generators: tuple[str, ...] = GENERATORS,
-    process: Mapping[str, Any] | None = None, allow_process_change: bool = False,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool,
+    keep_every: int = 0,
+    map_location: str = "cpu",
+    distributed: DistributedContext = SINGLE,
+    generators: tuple[str, ...] = GENERATORS,
+    process: Mapping[str, Any] | None = None,
+    allow_process_change: bool = False,
 ) -> Iterator[dict | None]:
     """Lock ``run_dir`` for the ``with`` block and yield the checkpoint to resume from
     (``None`` for a new run), after removing stale temporary files.

@@ -30,8 +30,8 @@ import pyro
 import torch
 from tqdm import tqdm
 
-from pyro_vae.files import atomic_write_json
 from pyro_vae.data.graphs import LinkSplit, link_split, load_graph
+from pyro_vae.files import atomic_write_json
 from pyro_vae.inference import ALGORITHMS, make_estimator
 from pyro_vae.inference.link_prediction import link_metrics
 from pyro_vae.models import DataSpec, build_model
@@ -129,9 +129,19 @@ def train_graph(
         raise ValueError("--jit compiles minibatch ELBOs of fixed shape; graph models train without it")
     run_dir = Path(run_dir)
     process = process_settings(False, device)
-    with open_run(config, run_dir, resume=resume, keep_every=keep_every, map_location=device,
-                  generators=("torch",), process=process, allow_process_change=allow_process_change) as state, \
-            torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
+    with (
+        open_run(
+            config,
+            run_dir,
+            resume=resume,
+            keep_every=keep_every,
+            map_location=device,
+            generators=("torch",),
+            process=process,
+            allow_process_change=allow_process_change,
+        ) as state,
+        torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []),
+    ):
         run = build_graph_run(config, data_dir, device)
         algorithm = ALGORITHMS[config.algorithm](run.vae, run.estimator, config)
         start_epoch, wall = 0, 0.0
@@ -143,15 +153,35 @@ def train_graph(
             torch.set_rng_state(state["rng"]["torch"].cpu())
             start_epoch, run.metrics, wall = state["epoch"], state["metrics"], state["wall_seconds"]
         write_config(config, run_dir)
-        _fit(run, algorithm, run_dir, start_epoch, wall, progress, keep_every, validate_every_step, on_eval, callbacks,
-             process)
+        _fit(
+            run,
+            algorithm,
+            run_dir,
+            start_epoch,
+            wall,
+            progress,
+            keep_every,
+            validate_every_step,
+            on_eval,
+            callbacks,
+            process,
+        )
     end_of_run(callbacks, run, config.epochs)
     return run
 
 
 def _fit(
-    run: GraphRun, algorithm, run_dir: Path, start_epoch: int, wall: float, progress: bool, keep_every: int,
-    validate_every_step: bool, on_eval: Callable[[Run], dict] | None, callbacks: Sequence[object], process: dict,
+    run: GraphRun,
+    algorithm,
+    run_dir: Path,
+    start_epoch: int,
+    wall: float,
+    progress: bool,
+    keep_every: int,
+    validate_every_step: bool,
+    on_eval: Callable[[Run], dict] | None,
+    callbacks: Sequence[object],
+    process: dict,
 ) -> None:
     """One full-graph step per epoch from ``start_epoch`` to ``config.epochs``, a metrics row
     and a checkpoint after each (recording the ``process`` settings), then the callbacks."""

@@ -71,8 +71,10 @@ def write_command_file(started_with: str, title: str, root: str | Path = ".") ->
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT}: nothing to continue yet")
     verify_checkpoint(run_dir / CHECKPOINT)
-    text = (f"# {title}\n# Started with:\n#   {started_with}\n"
-            "# Continue (every setting comes from checkpoint.pt):\n" + line + "\n")
+    text = (
+        f"# {title}\n# Started with:\n#   {started_with}\n"
+        "# Continue (every setting comes from checkpoint.pt):\n" + line + "\n"
+    )
     return atomic_write_text(run_dir / COMMAND, text)
 
 

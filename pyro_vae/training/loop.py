@@ -55,13 +55,20 @@ from tqdm import tqdm
 from pyro_vae.inference import ALGORITHMS, Algorithm
 from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_check
 from pyro_vae.models import MODELS
-from pyro_vae.training.callbacks import CallbackError, check_callbacks, end_of_epoch, end_of_run
 from pyro_vae.training.build import RUN_KINDS, Run, RunKind, build_run, build_vector_run, check_program, load_run
+from pyro_vae.training.callbacks import CallbackError, check_callbacks, end_of_epoch, end_of_run
 from pyro_vae.training.checkpoint import load_algorithm_state, load_checkpoint, load_module_state, restore_state
 from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
 from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
 from pyro_vae.training.folder import (
-    CHECKPOINT, CONFIG, METRICS, TrainingDiverged, diverged, open_run, write_config, write_epoch,
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    TrainingDiverged,
+    diverged,
+    open_run,
+    write_config,
+    write_epoch,
 )
 from pyro_vae.training.graph_loop import build_graph_run, train_graph
 from pyro_vae.training.metrics import Clock, EvalSchedule, metrics_row
@@ -69,8 +76,18 @@ from pyro_vae.training.process import process_settings
 from pyro_vae.validation import check_arguments, check_device
 
 __all__ = [
-    "CHECKPOINT", "CONFIG", "METRICS", "PRESETS", "Run", "TrainConfig", "TrainingDiverged", "build_run", "check_jit",
-    "load_run", "train", "train_or_resume",
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+    "PRESETS",
+    "Run",
+    "TrainConfig",
+    "TrainingDiverged",
+    "build_run",
+    "check_jit",
+    "load_run",
+    "train",
+    "train_or_resume",
 ]
 
 CHECKPOINT_SECONDS = 60.0  # between epochs without a metrics row, the longest a run goes unsaved
@@ -171,21 +188,40 @@ def train_minibatches(
     run_dir = Path(run_dir)
     process = process_settings(jit, device)
     with ExitStack() as stack:
+
         def prepare() -> dict | None:
             # one process loads onto its device; several share rank 0's copy, sent from the CPU
             map_location = "cpu" if distributed.active else device
             return stack.enter_context(
-                open_run(config, run_dir, resume=resume, keep_every=keep_every, map_location=map_location,
-                         distributed=distributed, process=process, allow_process_change=allow_process_change)
+                open_run(
+                    config,
+                    run_dir,
+                    resume=resume,
+                    keep_every=keep_every,
+                    map_location=map_location,
+                    distributed=distributed,
+                    process=process,
+                    allow_process_change=allow_process_change,
+                )
             )
 
         state = distributed.on_main(prepare)
         if state is not None and distributed.active:
             state = to_device(state, device)
         return _train_prepared(
-            config, run_dir, state, data_dir=data_dir, device=device, progress=progress,
-            keep_every=keep_every, distributed=distributed, on_eval=on_eval,
-            validate_every_step=validate_every_step, jit=jit, callbacks=callbacks, process=process,
+            config,
+            run_dir,
+            state,
+            data_dir=data_dir,
+            device=device,
+            progress=progress,
+            keep_every=keep_every,
+            distributed=distributed,
+            on_eval=on_eval,
+            validate_every_step=validate_every_step,
+            jit=jit,
+            callbacks=callbacks,
+            process=process,
         )
 
 
@@ -193,7 +229,9 @@ def check_jit(config: TrainConfig) -> None:
     """Refuse ``--jit`` for a config whose step cannot be compiled (an algorithm without
     ``compiles = True``, or KL warm-up, whose beta the first step's graph would fix)."""
     if not getattr(ALGORITHMS[config.algorithm], "compiles", False):
-        raise ValueError(f"--jit compiles the ELBO of the aevb algorithm; the {config.algorithm} algorithm trains without it")
+        raise ValueError(
+            f"--jit compiles the ELBO of the aevb algorithm; the {config.algorithm} algorithm trains without it"
+        )
     if config.kl_warmup:
         raise ValueError("--jit cannot compile KL warm-up (its beta changes by epoch); train without --jit")
 
@@ -262,7 +300,11 @@ def _train_prepared(
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         batches = dataset.train_batches(
-            config.batch_size, generator, device, keys=vae.data_keys, shard=distributed.shard,
+            config.batch_size,
+            generator,
+            device,
+            keys=vae.data_keys,
+            shard=distributed.shard,
             labelled_per_batch=config.labelled_per_batch,
         )
         if schedule is None:
@@ -282,8 +324,14 @@ def _train_prepared(
             global_step = (epoch - 1) * len(batches) + step
             if schedule.due(global_step):
                 row = metrics_row(
-                    run, epoch, global_step * config.batch_size, algorithm.learning_rate(), clock, device,
-                    distributed, on_eval,
+                    run,
+                    epoch,
+                    global_step * config.batch_size,
+                    algorithm.learning_rate(),
+                    clock,
+                    device,
+                    distributed,
+                    on_eval,
                 )
                 run.metrics.append(row)
                 if progress and distributed.is_main:
@@ -293,8 +341,12 @@ def _train_prepared(
                     )
         algorithm.end_epoch()
         now = time.perf_counter()
-        due = (len(run.metrics) > rows_before or epoch == config.epochs or now - last_save >= CHECKPOINT_SECONDS
-               or bool(keep_every and epoch % keep_every == 0))
+        due = (
+            len(run.metrics) > rows_before
+            or epoch == config.epochs
+            or now - last_save >= CHECKPOINT_SECONDS
+            or bool(keep_every and epoch % keep_every == 0)
+        )
         if due:
             save(epoch)
             last_save, saved_epoch = now, epoch
@@ -325,4 +377,6 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 RUN_KINDS.register("vectors", RunKind(build_vector_run, train_minibatches), help="data points, trained in minibatches")
-RUN_KINDS.register("graph", RunKind(build_graph_run, train_graph), help="one graph, trained a full-graph step per epoch")
+RUN_KINDS.register(
+    "graph", RunKind(build_graph_run, train_graph), help="one graph, trained a full-graph step per epoch"
+)

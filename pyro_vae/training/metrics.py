@@ -82,7 +82,13 @@ class Clock:
 
 
 def metrics_row(
-    run: Run, epoch: int, samples_seen: int, lr: float, clock: Clock, device: str, distributed: DistributedContext,
+    run: Run,
+    epoch: int,
+    samples_seen: int,
+    lr: float,
+    clock: Clock,
+    device: str,
+    distributed: DistributedContext,
     on_eval: Callable[[Run], dict] | None,
 ) -> dict:
     """One metrics row: the learning rate, the mean minibatch bound since the last row, the test ELBO, the

@@ -51,18 +51,28 @@ def _switch(name: str) -> Callable[[Any], str]:
 
 #: The settings a checkpoint records (its ``process`` entry), in the order a refusal names them.
 PROCESS_SETTINGS: Registry[ProcessSetting] = Registry("process setting")
-PROCESS_SETTINGS.register("jit", ProcessSetting(_switch("jit"), _is_bool, "True or False"),
-                          help="the compiled (--jit) or the eager (--no-jit) training step")
-PROCESS_SETTINGS.register("flush_denormal", ProcessSetting(_switch("flush-denormal"), _is_bool, "True or False"),
-                          help="denormal floats flushed to zero on the CPU (--flush-denormal)")
+PROCESS_SETTINGS.register(
+    "jit",
+    ProcessSetting(_switch("jit"), _is_bool, "True or False"),
+    help="the compiled (--jit) or the eager (--no-jit) training step",
+)
+PROCESS_SETTINGS.register(
+    "flush_denormal",
+    ProcessSetting(_switch("flush-denormal"), _is_bool, "True or False"),
+    help="denormal floats flushed to zero on the CPU (--flush-denormal)",
+)
 PROCESS_SETTINGS.register(
     "threads",
-    ProcessSetting(lambda n: f"--threads {n}", lambda n: isinstance(n, int) and not isinstance(n, bool) and n >= 1,
-                   "an int >= 1"),
-    help="torch's CPU threads (--threads)")
+    ProcessSetting(
+        lambda n: f"--threads {n}", lambda n: isinstance(n, int) and not isinstance(n, bool) and n >= 1, "an int >= 1"
+    ),
+    help="torch's CPU threads (--threads)",
+)
 PROCESS_SETTINGS.register(
-    "device", ProcessSetting(lambda d: f"--device {d}", lambda d: isinstance(d, str) and d != "", "a device type"),
-    help="the kind of device, cpu or cuda (--device)")
+    "device",
+    ProcessSetting(lambda d: f"--device {d}", lambda d: isinstance(d, str) and d != "", "a device type"),
+    help="the kind of device, cpu or cuda (--device)",
+)
 
 
 def flushes_denormals() -> bool:
@@ -74,19 +84,25 @@ def flushes_denormals() -> bool:
 def process_settings(jit: bool, device: str | torch.device) -> dict[str, Any]:
     """The rounding-relevant settings of this process (:data:`PROCESS_SETTINGS`) for a run
     trained compiled or not (``jit``) on ``device``."""
-    return {"jit": bool(jit), "flush_denormal": flushes_denormals(), "threads": torch.get_num_threads(),
-            "device": torch.device(device).type}
+    return {
+        "jit": bool(jit),
+        "flush_denormal": flushes_denormals(),
+        "threads": torch.get_num_threads(),
+        "device": torch.device(device).type,
+    }
 
 
-def check_process(saved: Mapping[str, Any] | None, current: Mapping[str, Any], run_dir: str | Path,
-                  allow: bool = False) -> None:
+def check_process(
+    saved: Mapping[str, Any] | None, current: Mapping[str, Any], run_dir: str | Path, allow: bool = False
+) -> None:
     """Raise ``ValueError`` naming every setting where ``current`` (this process's) differs from
     ``saved`` (the checkpoint's; ``None`` for a checkpoint that records none), unless ``allow``."""
     if saved is None or allow:
         return
     differ = [
         f"{PROCESS_SETTINGS[name].flag(current[name])} (the run trained with {PROCESS_SETTINGS[name].flag(saved[name])})"
-        for name in PROCESS_SETTINGS if name in saved and saved[name] != current[name]
+        for name in PROCESS_SETTINGS
+        if name in saved and saved[name] != current[name]
     ]
     if differ:
         raise ValueError(

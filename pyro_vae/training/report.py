@@ -10,14 +10,22 @@ from pathlib import Path
 
 from pyro_vae.inference.classification import classification_error, classifies
 from pyro_vae.inference.evaluate import evaluate
-from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.build import Run
+from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.metrics import forked_rng
 
 
 def evaluate_run(
-    run: Run, num_samples: int, device: str = "cpu", num_test: int | None = None, distributed: DistributedContext = SINGLE,
-    *, batch_size: int = 100, chunk_size: int = 500, marginal: bool = False, seed: int | None = None,
+    run: Run,
+    num_samples: int,
+    device: str = "cpu",
+    num_test: int | None = None,
+    distributed: DistributedContext = SINGLE,
+    *,
+    batch_size: int = 100,
+    chunk_size: int = 500,
+    marginal: bool = False,
+    seed: int | None = None,
 ) -> dict:
     """Evaluate ``run`` on its first ``num_test`` test images (all by default) with K =
     ``num_samples`` importance samples per image (the proposal is the guide q(z|x)): ``test_elbo`` is the
@@ -61,8 +69,11 @@ def evaluate_run(
         "num_test": count,
         "test_elbo": result.elbo,
         "test_log_px": result.log_px,
-        "log_likelihood_of": (f"log p({data} of all {count} test data, global latents sampled jointly) / {count}"
-                              if result.joint else f"log p({data})"),
+        "log_likelihood_of": (
+            f"log p({data} of all {count} test data, global latents sampled jointly) / {count}"
+            if result.joint
+            else f"log p({data})"
+        ),
         "epoch": run.metrics[-1]["epoch"] if run.metrics else 0,
         "train_wall_seconds": run.metrics[-1]["wall_seconds"] if run.metrics else 0.0,
         "eval_seconds": time.perf_counter() - start,
@@ -76,8 +87,9 @@ def evaluate_run(
     return report
 
 
-def report_path(run_dir: str | Path, epoch: int, num_samples: int, num_test: int, marginal: bool = False,
-                seed: int | None = None) -> Path:
+def report_path(
+    run_dir: str | Path, epoch: int, num_samples: int, num_test: int, marginal: bool = False, seed: int | None = None
+) -> Path:
     """Where the report of :func:`evaluate_run` at ``epoch`` with K = ``num_samples`` samples on
     ``num_test`` test images (``marginal``: of x alone; ``seed``: the evaluation's own seed) is
     saved in ``run_dir`` (the file name keeps K as ``-kK-``)."""

@@ -46,7 +46,8 @@ def resume_config(run_dir: str | Path, given: dict[str, Any], preset: str | None
     normalized = {name: _normalized(value, getattr(saved, name)) for name, value in requested.items()}
     differ = [
         f"{name} ({source[name]} {value!r}, the run has {getattr(saved, name)!r})"
-        for name, value in normalized.items() if value != getattr(saved, name)
+        for name, value in normalized.items()
+        if value != getattr(saved, name)
     ]
     if differ:
         raise ValueError(

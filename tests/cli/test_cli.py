@@ -17,21 +17,74 @@ def test_help(command, capsys):
 
 def test_train_evaluate_plot_round_trip(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--epochs", "2",
-            "--run-dir", str(run), "-k", "20", "--no-progress", "--device", "cpu", "--keep-every", "1"]
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(run),
+        "-k",
+        "20",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--keep-every",
+        "1",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "log p(x) (IS, K=20)" in out
     assert {p.name for p in (run / "figures").iterdir()} == {
-        "samples.png", "reconstructions.png", "latents.png", "curves.png", "manifold.png"}
+        "samples.png",
+        "reconstructions.png",
+        "latents.png",
+        "curves.png",
+        "manifold.png",
+    }
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]
-    assert main(["evaluate", str(run), "-k", "50", "--num-test", "100",
-                 "--checkpoint", str(run / "checkpoints" / "epoch-0001.pt")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "-k",
+                "50",
+                "--num-test",
+                "100",
+                "--checkpoint",
+                str(run / "checkpoints" / "epoch-0001.pt"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((run / "eval-epoch0001-k50-n100.json").read_text())
     assert report["epoch"] == 1 and report["num_test"] == 100 and report["test_log_px"] >= report["test_elbo"]
     # other pass sizes (7 images x 13 samples): other draws of the same estimate (spread ~0.015 nats)
-    assert main(["evaluate", str(run), "-k", "50", "--num-test", "100", "--batch-size", "7", "--chunk-size", "13",
-                 "--checkpoint", str(run / "checkpoints" / "epoch-0001.pt")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "-k",
+                "50",
+                "--num-test",
+                "100",
+                "--batch-size",
+                "7",
+                "--chunk-size",
+                "13",
+                "--checkpoint",
+                str(run / "checkpoints" / "epoch-0001.pt"),
+            ]
+        )
+        == 0
+    )
     again = json.loads((run / "eval-epoch0001-k50-n100.json").read_text())
     assert again["test_log_px"] != report["test_log_px"]
     assert again["test_log_px"] == pytest.approx(report["test_log_px"], abs=0.1)
@@ -50,10 +103,14 @@ def test_train_evaluate_plot_round_trip(tmp_path, capsys):
         (["train", "--dataset", "synthetic", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["train", "--dataset", "synthetic", "--device", "cuda:7"], "CUDA is not available"),
         (["evaluate", "{tmp}/nothing", "--threads", "0"], "--threads must be at least 1, got 0"),
-        (["train", "--dataset", "synthetic", "--optimizer", "sgd", "--optimizer-option", "mom=0.9"],
-         "optimizer 'sgd' does not take the option(s) ['mom']; it takes ['momentum'"),
-        (["train", "--dataset", "synthetic", "--lr-schedule", "step", "--schedule-option", "size=3"],
-         "schedule 'step' does not take the option(s) ['size']"),
+        (
+            ["train", "--dataset", "synthetic", "--optimizer", "sgd", "--optimizer-option", "mom=0.9"],
+            "optimizer 'sgd' does not take the option(s) ['mom']; it takes ['momentum'",
+        ),
+        (
+            ["train", "--dataset", "synthetic", "--lr-schedule", "step", "--schedule-option", "size=3"],
+            "schedule 'step' does not take the option(s) ['size']",
+        ),
         (["evaluate", "pretrained:nothing"], "unknown pretrained model 'nothing'"),
     ],
 )
@@ -65,7 +122,9 @@ def test_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", [["train"], ["evaluate", "RUN"], ["plot", "RUN"], ["variance"], ["reproduce", "fig4"], ["benchmark"]])
+@pytest.mark.parametrize(
+    "command", [["train"], ["evaluate", "RUN"], ["plot", "RUN"], ["variance"], ["reproduce", "fig4"], ["benchmark"]]
+)
 def test_every_command_takes_threads(command, monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
@@ -75,10 +134,41 @@ def test_every_command_takes_threads(command, monkeypatch):
 
 def test_optimizer_and_schedule_options_reach_the_run(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--epochs", "3",
-                 "--optimizer", "adamw", "--optimizer-option", "betas=(0.8,0.99)", "--lr", "0.01",
-                 "--lr-schedule", "exponential", "--schedule-option", "gamma=0.5", "--schedule-option", "warmup=1",
-                 "--num-test", "50", "--num-samples", "5", "--run-dir", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--z-dim",
+                "2",
+                "--hidden",
+                "16",
+                "--epochs",
+                "3",
+                "--optimizer",
+                "adamw",
+                "--optimizer-option",
+                "betas=(0.8,0.99)",
+                "--lr",
+                "0.01",
+                "--lr-schedule",
+                "exponential",
+                "--schedule-option",
+                "gamma=0.5",
+                "--schedule-option",
+                "warmup=1",
+                "--num-test",
+                "50",
+                "--num-samples",
+                "5",
+                "--run-dir",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "over 50 test images" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert config["optimizer_options"] == {"betas": [0.8, 0.99]}
@@ -97,9 +187,39 @@ def test_unknown_estimator_rejected_by_parser(capsys):
 @pytest.mark.slow
 def test_variance_study_smoke(tmp_path):
     out = tmp_path / "variance"
-    assert main(["variance", "--dataset", "synthetic", "--hidden", "8", "--z-dim", "2", "--epochs", "1",
-                 "--estimators", "reparam", "score", "score-nvil", "--draws", "4", "--adapt-steps", "2",
-                 "--num-particles", "1", "2", "--z-dims", "1", "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "variance",
+                "--dataset",
+                "synthetic",
+                "--hidden",
+                "8",
+                "--z-dim",
+                "2",
+                "--epochs",
+                "1",
+                "--estimators",
+                "reparam",
+                "score",
+                "score-nvil",
+                "--draws",
+                "4",
+                "--adapt-steps",
+                "2",
+                "--num-particles",
+                "1",
+                "2",
+                "--z-dims",
+                "1",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     import csv
 
     rows = list(csv.DictReader(open(out / "variance.csv")))
@@ -107,19 +227,66 @@ def test_variance_study_smoke(tmp_path):
     assert {r["estimator"] for r in rows} == {"reparam", "score", "score-nvil"}
     assert {r["epoch"] for r in rows if r["experiment"] == "training"} == {"0", "1"}
     assert {r["num_particles"] for r in rows if r["experiment"] == "particles"} == {"1", "2"}
-    for name in ("elbo_curves.png", "variance_training.png", "snr_training.png",
-                 "variance_particles.png", "variance_latent.png", "summary.md", "training.csv"):
+    for name in (
+        "elbo_curves.png",
+        "variance_training.png",
+        "snr_training.png",
+        "variance_particles.png",
+        "variance_latent.png",
+        "summary.md",
+        "training.csv",
+    ):
         assert (out / name).exists(), name
     assert "| score-nvil |" in (out / "summary.md").read_text()
     at = tmp_path / "at-run"
-    assert main(["variance", "--run-dir", str(out / "train-reparam"), "--estimators", "reparam", "stl",
-                 "--draws", "3", "--adapt-steps", "1", "--out", str(at), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "variance",
+                "--run-dir",
+                str(out / "train-reparam"),
+                "--estimators",
+                "reparam",
+                "stl",
+                "--draws",
+                "3",
+                "--adapt-steps",
+                "1",
+                "--out",
+                str(at),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(at / "variance.csv")))
     assert {(r["estimator"], r["epoch"]) for r in rows} == {("reparam", "1"), ("stl", "1")}
     assert {r["experiment"] for r in rows} == {"training"}  # no particle sweep unless asked
     # with --num-particles, the sweep at the checkpoint: IWAE and DReG with K samples
-    assert main(["variance", "--run-dir", str(out / "train-reparam"), "--estimators", "reparam", "iwae", "dreg",
-                 "--draws", "3", "--num-particles", "1", "3", "--out", str(at), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "variance",
+                "--run-dir",
+                str(out / "train-reparam"),
+                "--estimators",
+                "reparam",
+                "iwae",
+                "dreg",
+                "--draws",
+                "3",
+                "--num-particles",
+                "1",
+                "3",
+                "--out",
+                str(at),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(at / "variance.csv")))
     sweep = {(r["estimator"], r["num_particles"]) for r in rows if r["experiment"] == "particles"}
     assert sweep == {(e, k) for e in ("reparam", "iwae", "dreg") for k in ("1", "3")}
@@ -171,8 +338,29 @@ def test_bad_values_are_refused_up_front(argv, message, tmp_path, capsys):
 
 def test_num_test_beyond_the_test_set(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "synthetic", "--hidden", "8", "--z-dim", "2", "--epochs", "1",
-                 "--run-dir", str(run), "-k", "2", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--hidden",
+                "8",
+                "--z-dim",
+                "2",
+                "--epochs",
+                "1",
+                "--run-dir",
+                str(run),
+                "-k",
+                "2",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["evaluate", str(run), "--num-test", "501", "-k", "2", "--device", "cpu"]) == 2
     assert "--num-test must be between 1 and the 500 test images, got 501" in capsys.readouterr().err
@@ -182,24 +370,59 @@ def test_a_users_estimator_takes_its_options_from_the_command_line(tmp_path, use
     from pyro_vae.inference import ESTIMATORS
     from pyro_vae.training import load_run
 
-    user_module("my_beta", (
-        "from pyro.infer import Trace_ELBO\n"
-        "from pyro_vae import Estimator, register_estimator\n\n"
-        "@register_estimator('test-beta-elbo')\n"
-        "def beta_elbo(program, num_particles=1, beta=1.0):\n"
-        "    '''a user's beta-ELBO (the name carries beta)'''\n"
-        "    return Estimator(f'beta-{beta}', Trace_ELBO(num_particles=num_particles), program.guide)\n"
-    ))
+    user_module(
+        "my_beta",
+        (
+            "from pyro.infer import Trace_ELBO\n"
+            "from pyro_vae import Estimator, register_estimator\n\n"
+            "@register_estimator('test-beta-elbo')\n"
+            "def beta_elbo(program, num_particles=1, beta=1.0):\n"
+            "    '''a user's beta-ELBO (the name carries beta)'''\n"
+            "    return Estimator(f'beta-{beta}', Trace_ELBO(num_particles=num_particles), program.guide)\n"
+        ),
+    )
     run = tmp_path / "run"
-    argv = ["--import", "my_beta", "train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--epochs", "1",
-            "--estimator", "test-beta-elbo", "--estimator-option", "beta=4.0", "-k", "5", "--run-dir", str(run),
-            "--no-progress"]
+    argv = [
+        "--import",
+        "my_beta",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--estimator",
+        "test-beta-elbo",
+        "--estimator-option",
+        "beta=4.0",
+        "-k",
+        "5",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     assert load_run(run).estimator.name == "beta-4.0"
-    bad = ["--import", "my_beta", "train", "--dataset", "synthetic", "--estimator", "test-beta-elbo",
-           "--estimator-option", "gamma=1", "--run-dir", str(tmp_path / "bad")]
+    bad = [
+        "--import",
+        "my_beta",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--estimator",
+        "test-beta-elbo",
+        "--estimator-option",
+        "gamma=1",
+        "--run-dir",
+        str(tmp_path / "bad"),
+    ]
     assert main(bad) == 2
-    assert "estimator 'test-beta-elbo' does not take the option(s) ['gamma']; it takes ['beta']" in capsys.readouterr().err
+    assert (
+        "estimator 'test-beta-elbo' does not take the option(s) ['gamma']; it takes ['beta']" in capsys.readouterr().err
+    )
     del ESTIMATORS._entries["test-beta-elbo"]  # a new process that has not imported my_beta
     assert main(["evaluate", str(run), "-k", "2"]) == 2
     err = capsys.readouterr().err
@@ -208,8 +431,27 @@ def test_a_users_estimator_takes_its_options_from_the_command_line(tmp_path, use
 
 def test_evaluate_seed_repeats_its_draw_and_other_seeds_give_the_spread(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--epochs", "1",
-                 "--run-dir", str(run), "-k", "5", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--z-dim",
+                "2",
+                "--hidden",
+                "16",
+                "--epochs",
+                "1",
+                "--run-dir",
+                str(run),
+                "-k",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     evaluate = ["evaluate", str(run), "-k", "20", "--num-test", "100"]
     reports = {}
     for seed in (1, 1, 2):

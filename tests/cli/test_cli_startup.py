@@ -47,7 +47,11 @@ def _numeric_actions():
     subparsers = parser._subparsers._group_actions[0].choices
     for name in COMMANDS:
         for action in subparsers[name].build()._actions:
-            nested = [action.choices[n].build() for n in action.choices] if isinstance(action, argparse._SubParsersAction) else []
+            nested = (
+                [action.choices[n].build() for n in action.choices]
+                if isinstance(action, argparse._SubParsersAction)
+                else []
+            )
             for p in nested:
                 yield from ((f"{name} {p.prog.split()[-1]}", a) for a in p._actions)
             yield name, action
@@ -83,8 +87,10 @@ def test_bounded_types_refuse_with_the_bound(parse, text, message):
         parse(text)
 
 
-@pytest.mark.parametrize("parse, text, value", [(at_least(0), "0", 0), (at_least(1), "7", 7),
-                                                (positive_float, "1e-3", 1e-3), (non_negative_float, "0", 0.0)])
+@pytest.mark.parametrize(
+    "parse, text, value",
+    [(at_least(0), "0", 0), (at_least(1), "7", 7), (positive_float, "1e-3", 1e-3), (non_negative_float, "0", 0.0)],
+)
 def test_bounded_types_accept_the_bound(parse, text, value):
     assert parse(text) == value
 
@@ -107,15 +113,18 @@ def test_startup_benchmark_reports_both_sides(tmp_path, capsys):
 
 def test_a_registered_experiment_is_a_subcommand(user_module, capsys):
     """A new experiment registers its flags and its function; the parser is not edited."""
-    user_module("my_experiment", (
-        "from pyro_vae.cli import register_command\n"
-        "from pyro_vae.cli.args import positive_int\n"
-        "def add(p):\n"
-        "    p.add_argument('--repeats', type=positive_int, default=1)\n"
-        "def run(args):\n"
-        "    print('hello ' * args.repeats)\n"
-        "register_command('hello', add, run, help='say hello')\n"
-    ))
+    user_module(
+        "my_experiment",
+        (
+            "from pyro_vae.cli import register_command\n"
+            "from pyro_vae.cli.args import positive_int\n"
+            "def add(p):\n"
+            "    p.add_argument('--repeats', type=positive_int, default=1)\n"
+            "def run(args):\n"
+            "    print('hello ' * args.repeats)\n"
+            "register_command('hello', add, run, help='say hello')\n"
+        ),
+    )
     assert main(["--import", "my_experiment", "hello", "--repeats", "2"]) == 0
     assert capsys.readouterr().out == "hello hello \n"
     assert main(["--import", "my_experiment", "hello", "--repeats", "0"]) == 2

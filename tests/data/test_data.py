@@ -114,7 +114,9 @@ def test_real_images(real_data_dir, name):
     assert 0.0 < d.train.mean() < 1.0 and d.train.unique().numel() > 2  # grey levels kept for re-binarizing
     again = load_dataset(name, real_data_dir)
     assert torch.equal(d.test, again.test)  # test binarization is fixed
-    assert (data_module.cache_dir() / d.name.replace("fashion-mnist", "FashionMNIST").replace("mnist", "MNIST")).exists()
+    assert (
+        data_module.cache_dir() / d.name.replace("fashion-mnist", "FashionMNIST").replace("mnist", "MNIST")
+    ).exists()
 
 
 @pytest.mark.data
@@ -192,8 +194,14 @@ def _flip(path):
 
 DAMAGE = {
     # an interrupted first run: the copy cut short, nothing unpacked yet
-    "truncated gz": lambda raw: (_truncate(raw / "train-images-idx3-ubyte.gz"), (raw / "train-images-idx3-ubyte").unlink()),
-    "empty gz": lambda raw: ((raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b""), (raw / "t10k-labels-idx1-ubyte").unlink()),
+    "truncated gz": lambda raw: (
+        _truncate(raw / "train-images-idx3-ubyte.gz"),
+        (raw / "train-images-idx3-ubyte").unlink(),
+    ),
+    "empty gz": lambda raw: (
+        (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b""),
+        (raw / "t10k-labels-idx1-ubyte").unlink(),
+    ),
     "truncated unpacked": lambda raw: _truncate(raw / "train-images-idx3-ubyte"),
     "flipped byte in unpacked": lambda raw: _flip(raw / "t10k-images-idx3-ubyte"),
     "unpacked missing": lambda raw: (raw / "train-labels-idx1-ubyte").unlink(),
@@ -233,7 +241,9 @@ def test_data_dir_is_used_even_when_the_cache_is_full(fake_source, tmp_path, bad
 def test_corrupt_data_dir_file_is_named(fake_source):
     load_dataset("mnist", fake_source)
     _truncate(fake_source / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz")
-    with pytest.raises(CorruptDataError, match=r"t10k-images-idx3-ubyte.gz is corrupt: its md5 is \w+, torchvision's is"):
+    with pytest.raises(
+        CorruptDataError, match=r"t10k-images-idx3-ubyte.gz is corrupt: its md5 is \w+, torchvision's is"
+    ):
         load_dataset("mnist", fake_source)
 
 
@@ -258,12 +268,19 @@ def _save_mat(path, **variables):
 
 
 FREY_DAMAGE = {
-    "garbage": (lambda p: (p.parent.mkdir(parents=True), p.write_bytes(b"MATLAB 5.0 MAT-file" + b"\x00" * 200)),
-                r"is not a readable MATLAB file"),
+    "garbage": (
+        lambda p: (p.parent.mkdir(parents=True), p.write_bytes(b"MATLAB 5.0 MAT-file" + b"\x00" * 200)),
+        r"is not a readable MATLAB file",
+    ),
     "empty": (lambda p: (p.parent.mkdir(parents=True), p.write_bytes(b"")), r"is not a readable MATLAB file"),
-    "wrong variable": (lambda p: _save_mat(p, faces=np.zeros((560, 300), np.uint8)),
-                       r"has no variable 'ff' \(it holds \['faces'\]\)"),
-    "wrong shape": (lambda p: _save_mat(p, ff=np.zeros((28, 20), np.uint8)), r"'ff' has shape \(28, 20\); expected 560 x N"),
+    "wrong variable": (
+        lambda p: _save_mat(p, faces=np.zeros((560, 300), np.uint8)),
+        r"has no variable 'ff' \(it holds \['faces'\]\)",
+    ),
+    "wrong shape": (
+        lambda p: _save_mat(p, ff=np.zeros((28, 20), np.uint8)),
+        r"'ff' has shape \(28, 20\); expected 560 x N",
+    ),
     "too few faces": (lambda p: _save_mat(p, ff=np.zeros((560, 150), np.uint8)), r"holds 150 faces, too few"),
 }
 

@@ -20,8 +20,9 @@ from pyro_vae.data.cache import checksums_match
 from pyro_vae.data.graphs import PROCESSED_RECORD, load_graph, raw_paths
 
 
-def write_planetoid(root: Path, name: str, num_train: int, num_test: int, num_features: int = 6,
-                    num_classes: int = 3, seed: int = 0) -> Path:
+def write_planetoid(
+    root: Path, name: str, num_train: int, num_test: int, num_features: int = 6, num_classes: int = 3, seed: int = 0
+) -> Path:
     """A fake Planetoid data set ``name`` in ``root/Planetoid/<name>/raw`` (PyG's format: pickled
     sparse features, one-hot labels, an adjacency dict and the test indices as text), with
     ``num_train + 500`` labelled nodes (PyG takes the 500 after the training ones for validation)
@@ -37,8 +38,14 @@ def write_planetoid(root: Path, name: str, num_train: int, num_test: int, num_fe
         return np.eye(num_classes, dtype=np.int64)[rng.integers(num_classes, size=rows)]
 
     allx, ally = features(num_all), labels(num_all)
-    parts = {"x": allx[:num_train], "tx": features(num_test), "allx": allx, "y": ally[:num_train],
-             "ty": labels(num_test), "ally": ally}
+    parts = {
+        "x": allx[:num_train],
+        "tx": features(num_test),
+        "allx": allx,
+        "y": ally[:num_train],
+        "ty": labels(num_test),
+        "ally": ally,
+    }
     ring = {i: [(i - 1) % num_nodes, (i + 1) % num_nodes, int(rng.integers(num_nodes))] for i in range(num_nodes)}
     raw = root / "Planetoid" / name / "raw"
     raw.mkdir(parents=True)

@@ -7,7 +7,11 @@ import torch
 
 from pyro_vae.cli import main
 from pyro_vae.experiments.benchmark import (
-    handwritten_log_px, handwritten_step, pyro_vae_step, run_benchmark, run_eval_benchmark,
+    handwritten_log_px,
+    handwritten_step,
+    pyro_vae_step,
+    run_benchmark,
+    run_eval_benchmark,
 )
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.models.vae import VAE
@@ -45,7 +49,26 @@ def test_benchmarks_report_both_sides(tmp_path):
         assert result["overhead_ms"] == pytest.approx(result["pyro_vae_ms"] - result["handwritten_ms"])
     assert ev["pyro_vae_log_px"] < 0 and ev["handwritten_log_px"] < 0
     out = tmp_path / "b.json"
-    assert main(["benchmark", "--evaluate", "--hidden", "8", "--z-dim", "2", "-k", "20", "--num-images", "10",
-                 "--rounds", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--evaluate",
+                "--hidden",
+                "8",
+                "--z-dim",
+                "2",
+                "-k",
+                "20",
+                "--num-images",
+                "10",
+                "--rounds",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.is_file()
     assert main(["benchmark", "--num-images", "0"]) == 2

@@ -23,8 +23,8 @@ from pyro_vae.experiments.probe import (
 )
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vae import VAE
-from pyro_vae.training.config import TrainConfig
 from pyro_vae.training import Run
+from pyro_vae.training.config import TrainConfig
 
 NUM_CLASSES, X_DIM = 4, 6
 
@@ -51,8 +51,15 @@ def clustered(num_train=400, num_test=200, shuffle=False) -> Dataset:
     x[:, :2] = 3 * corners[labels] + 0.3 * x[:, :2]
     if shuffle:
         labels = labels[torch.randperm(len(labels), generator=g)]
-    return Dataset("clustered", x[:num_train], x[num_train:], labels[:num_train], labels[num_train:],
-                   image_shape=(1, 2, 3), likelihood="gaussian")
+    return Dataset(
+        "clustered",
+        x[:num_train],
+        x[num_train:],
+        labels[:num_train],
+        labels[num_train:],
+        image_shape=(1, 2, 3),
+        likelihood="gaussian",
+    )
 
 
 def make_run(dataset: Dataset, program=None, model: str = "vae") -> Run:
@@ -106,11 +113,14 @@ def test_labelled_images_are_the_num_labels_draw_of_the_data_module():
     assert not torch.equal(labelled_subset(dataset, 8, 0), labelled_subset(dataset, 8, 1))
 
 
-@pytest.mark.parametrize("model, options, site", [
-    ("vae", {}, "z"),
-    ("two-layer", {"z2_dim": 2, "hidden2": (3,)}, "z"),  # the layer next to x, not z2
-    ("m2", {}, "z"),  # the continuous z after the discrete y
-])
+@pytest.mark.parametrize(
+    "model, options, site",
+    [
+        ("vae", {}, "z"),
+        ("two-layer", {"z2_dim": 2, "hidden2": (3,)}, "z"),  # the layer next to x, not z2
+        ("m2", {}, "z"),  # the continuous z after the discrete y
+    ],
+)
 def test_the_probed_site_is_the_first_continuous_per_datum_latent(model, options, site):
     spec = DataSpec((X_DIM,), NUM_CLASSES)
     program = build_model(model, spec, z_dim=3, hidden=(5,), likelihood="gaussian", **options)
@@ -136,23 +146,38 @@ class GlobalOnly(VAE):
         return pyro.sample("scale", dist.LogNormal(0.0, 1.0))
 
 
-@pytest.mark.parametrize("program, model, message", [
-    (DiscreteOnly(X_DIM, z_dim=2, hidden=(3,), likelihood="gaussian"), "vae",
-     "the guide of model 'vae' has no per-datum continuous latent to probe; its latent sites: c (discrete)"),
-    (GlobalOnly(X_DIM, z_dim=2, hidden=(3,), likelihood="gaussian"), "vae",
-     "no per-datum continuous latent to probe; its latent sites: scale (global, outside the data plate)"),
-    (build_model("cvae", DataSpec((X_DIM,), NUM_CLASSES), z_dim=2, hidden=(3,), likelihood="gaussian"), "cvae",
-     "the guide of model 'cvae' cannot encode images alone: CVAE needs the labels y of its data"),
-])
+@pytest.mark.parametrize(
+    "program, model, message",
+    [
+        (
+            DiscreteOnly(X_DIM, z_dim=2, hidden=(3,), likelihood="gaussian"),
+            "vae",
+            "the guide of model 'vae' has no per-datum continuous latent to probe; its latent sites: c (discrete)",
+        ),
+        (
+            GlobalOnly(X_DIM, z_dim=2, hidden=(3,), likelihood="gaussian"),
+            "vae",
+            "no per-datum continuous latent to probe; its latent sites: scale (global, outside the data plate)",
+        ),
+        (
+            build_model("cvae", DataSpec((X_DIM,), NUM_CLASSES), z_dim=2, hidden=(3,), likelihood="gaussian"),
+            "cvae",
+            "the guide of model 'cvae' cannot encode images alone: CVAE needs the labels y of its data",
+        ),
+    ],
+)
 def test_a_guide_without_a_code_of_x_is_refused(program, model, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         probe(make_run(clustered(), program, model), num_labels=(4,), draws=1)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"train_labels": None}, "the data set 'clustered' has no labels: the probe scores the code against them"),
-    ({"test_labels": None}, "the data set 'clustered' has no labels"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train_labels": None}, "the data set 'clustered' has no labels: the probe scores the code against them"),
+        ({"test_labels": None}, "the data set 'clustered' has no labels"),
+    ],
+)
 def test_a_data_set_without_labels_is_refused(change, message):
     import dataclasses
 
@@ -160,13 +185,16 @@ def test_a_data_set_without_labels_is_refused(change, message):
         probe(make_run(dataclasses.replace(clustered(), **change)), num_labels=(4,), draws=1)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"num_labels": (6,)}, "num_labels must be a positive multiple of the 4 classes, got 6"),
-    ({"num_labels": (800,)}, "class 0 has only 100 training points"),
-    ({"use": "mode"}, r"use must be one of \('mean', 'sample'\), got 'mode'"),
-    ({"draws": 0}, "draws must be an integer >= 1, got 0"),
-    ({"classifiers": ("tsvm",)}, "unknown probe classifier 'tsvm'; expected one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_labels": (6,)}, "num_labels must be a positive multiple of the 4 classes, got 6"),
+        ({"num_labels": (800,)}, "class 0 has only 100 training points"),
+        ({"use": "mode"}, r"use must be one of \('mean', 'sample'\), got 'mode'"),
+        ({"draws": 0}, "draws must be an integer >= 1, got 0"),
+        ({"classifiers": ("tsvm",)}, "unknown probe classifier 'tsvm'; expected one of"),
+    ],
+)
 def test_bad_arguments_fail_before_encoding(kwargs, message, monkeypatch):
     import pyro_vae.experiments.probe as module
 
@@ -180,8 +208,11 @@ def test_table_sets_the_errors_beside_the_paper_and_files_are_written(tmp_path):
     dataset.name = "mnist"  # the paper's anchors are MNIST's
     result = probe(make_run(dataset), num_labels=(4, 40), draws=2, figure=tmp_path / "tsne.png", tsne_points=50)
     table = result.table()
-    assert "| labels | logistic on means of q(z|x) | knn on means of q(z|x) | svm on means of q(z|x) " \
-           "| spreading on means of q(z|x) | spreading-svm on means of q(z|x) | NN on pixels (Kingma et al. 2014) | M1 + TSVM (Kingma et al. 2014) |" in table
+    assert (
+        "| labels | logistic on means of q(z|x) | knn on means of q(z|x) | svm on means of q(z|x) "
+        "| spreading on means of q(z|x) | spreading-svm on means of q(z|x) | NN on pixels (Kingma et al. 2014) | M1 + TSVM (Kingma et al. 2014) |"
+        in table
+    )
     row = next(line for line in table.splitlines() if line.startswith("| 40 |"))
     assert row.endswith("|  |  |")  # the paper has no column of 40 labels
     assert "mean ± sd over 2 draws" in table and "k-means (4 clusters)" in table

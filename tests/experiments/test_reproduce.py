@@ -4,10 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae.experiments.paper_settings import BUDGETS, budget_config, get_budget, paper_config, run_name, select_settings
-from pyro_vae.experiments.reproduce import fig2, fig3, fig4, fig5, reproduce
 from pyro_vae.cli import build_parser
 from pyro_vae.cli.reproduce import cmd_reproduce
+from pyro_vae.experiments.paper_settings import (
+    BUDGETS,
+    budget_config,
+    get_budget,
+    paper_config,
+    run_name,
+    select_settings,
+)
+from pyro_vae.experiments.reproduce import fig2, fig3, fig4, fig5, reproduce
 from pyro_vae.plots import PAPER_XLIM, curve_grid_figure, curve_panel
 from pyro_vae.training.loop import TrainConfig
 
@@ -39,8 +46,9 @@ def test_fig2_tiny(tmp_path, real_data_dir):
     assert only == []  # another folder: nothing trained there
     only = reproduce("fig2", tmp_path, "tiny", real_data_dir, partial=True, z_dims=[3])
     assert only == [r for r in rows if r["dataset"] == "mnist"]
-    assert reproduce("fig2", tmp_path, "tiny", real_data_dir, partial=True, datasets=["frey"]) == \
-        [r for r in rows if r["dataset"] == "frey"]
+    assert reproduce("fig2", tmp_path, "tiny", real_data_dir, partial=True, datasets=["frey"]) == [
+        r for r in rows if r["dataset"] == "frey"
+    ]
 
 
 @pytest.mark.slow
@@ -69,8 +77,9 @@ def test_fig3_tiny_and_resume(tmp_path, real_data_dir):
     # the same runs trained two at a time in worker processes (log p(x) columns included) give the same numbers
     timing = {"wall_seconds", "train_seconds"}
     parallel = fig3(tmp_path / "jobs2", "tiny", real_data_dir, jobs=2)
-    assert [{k: v for k, v in r.items() if k not in timing} for r in parallel] == \
-        [{k: v for k, v in r.items() if k not in timing} for r in rows]
+    assert [{k: v for k, v in r.items() if k not in timing} for r in parallel] == [
+        {k: v for k, v in r.items() if k not in timing} for r in rows
+    ]
     # --partial trains nothing: on an empty folder it draws empty panels
     assert fig3(tmp_path / "empty", "tiny", real_data_dir, partial=True) == []
     assert (tmp_path / "empty" / "fig3.png").is_file() and not (tmp_path / "empty" / "runs").exists()
@@ -99,7 +108,13 @@ def test_fig5_tiny(tmp_path, real_data_dir):
 def test_paper_config_and_run_names():
     aevb = paper_config("mnist", 3, 500, 2)
     assert type(aevb) is TrainConfig
-    assert (aevb.optimizer, aevb.lr, aevb.init_std, aevb.weight_decay, aevb.batch_size) == ("adagrad", 0.02, 0.01, 1.0, 100)
+    assert (aevb.optimizer, aevb.lr, aevb.init_std, aevb.weight_decay, aevb.batch_size) == (
+        "adagrad",
+        0.02,
+        0.01,
+        1.0,
+        100,
+    )
     ws = paper_config("mnist", 3, 500, 2, "wake-sleep")
     assert type(ws) is TrainConfig and ws.algorithm == "wake-sleep"
     subset = paper_config("mnist", 3, 100, 2, num_train=1000)
@@ -115,7 +130,9 @@ def test_paper_config_and_run_names():
 
 
 def test_bad_names_are_reported(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown budget 'huge'; expected one of \['full', 'medium', 'small', 'tiny'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown budget 'huge'; expected one of \['full', 'medium', 'small', 'tiny'\]"
+    ):
         get_budget("huge")
     with pytest.raises(ValueError, match="unknown figure 'fig9'"):
         reproduce("fig9", tmp_path)
@@ -131,7 +148,9 @@ def test_select_settings_keeps_the_same_runs():
     assert (mnist.mnist_z_dims, mnist.frey_z_dims) == ((10, 20, 200), ())
     assert select_settings(medium, datasets=["frey"]).frey_z_dims == medium.frey_z_dims
     assert select_settings(medium) == medium
-    with pytest.raises(ValueError, match=r"--z-dims 7 200: this budget's fig2 latent sizes are \[2, 3, 5, 10, 20, 200\]"):
+    with pytest.raises(
+        ValueError, match=r"--z-dims 7 200: this budget's fig2 latent sizes are \[2, 3, 5, 10, 20, 200\]"
+    ):
         select_settings(medium, [7, 200])
     with pytest.raises(ValueError, match=r"--datasets cifar: fig2's data sets are \['mnist', 'frey'\]"):
         select_settings(medium, datasets=["cifar"])
@@ -142,7 +161,13 @@ def test_select_settings_keeps_the_same_runs():
 def test_reproduce_subcommand_parses():
     parser = build_parser()
     args = parser.parse_args(["reproduce", "fig3", "--budget", "full", "--out", "x", "--device", "cpu"])
-    assert (args.figure, args.budget, args.out, args.device, args.func) == ("fig3", "full", Path("x"), "cpu", cmd_reproduce)
+    assert (args.figure, args.budget, args.out, args.device, args.func) == (
+        "fig3",
+        "full",
+        Path("x"),
+        "cpu",
+        cmd_reproduce,
+    )
     assert parser.parse_args(["reproduce", "fig2"]).out == Path("runs/reproduce")
     assert parser.parse_args(["reproduce", "fig2", "--budget", "medium", "--partial"]).partial
     assert not parser.parse_args(["reproduce", "fig2"]).partial
@@ -168,8 +193,12 @@ def test_budgets_count_training_samples(tmp_path):
 def _overlapping_tick_labels(labels, renderer) -> list[tuple[str, str]]:
     shown = [t for t in labels if t.get_visible() and t.get_text()]
     boxes = [t.get_window_extent(renderer) for t in shown]
-    return [(shown[i].get_text(), shown[j].get_text()) for i in range(len(shown)) for j in range(i + 1, len(shown))
-            if boxes[i].overlaps(boxes[j])]
+    return [
+        (shown[i].get_text(), shown[j].get_text())
+        for i in range(len(shown))
+        for j in range(i + 1, len(shown))
+        if boxes[i].overlaps(boxes[j])
+    ]
 
 
 @pytest.mark.parametrize("xlim, num_points", [(None, 38), (PAPER_XLIM, 38), (None, 15), (None, 3)])
@@ -177,11 +206,15 @@ def test_learning_curve_figure_is_readable(tmp_path, xlim, num_points):
     # rows like Frey Face's: 10 per decade from 2e3 on; up to 5e4 (15 points) is the small
     # budget's range, where minor tick labels ("2x10^3 6x10^3 10^4 2x10^4") ran into each other
     samples = [int(10 ** (3.3 + j / 10)) for j in range(num_points)]
-    rows = [{"algorithm": a, "samples_seen": s, "train_elbo": 600 + 10 * i + k, "test_elbo": 590 + 10 * i + k}
-            for k, a in enumerate(("aevb", "wake-sleep")) for i, s in enumerate(samples)]
+    rows = [
+        {"algorithm": a, "samples_seen": s, "train_elbo": 600 + 10 * i + k, "test_elbo": 590 + 10 * i + k}
+        for k, a in enumerate(("aevb", "wake-sleep"))
+        for i, s in enumerate(samples)
+    ]
     panels = {(0, c): (rows, f"panel {c}") for c in range(3)} | {(1, 0): (rows, "lower")}
-    path = curve_grid_figure(panels, {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}, "ELBO", tmp_path / "f.png",
-                        xlim)
+    path = curve_grid_figure(
+        panels, {"train_elbo": ("train", "-"), "test_elbo": ("test", "--")}, "ELBO", tmp_path / "f.png", xlim
+    )
     assert path.stat().st_size > 0
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -9,6 +9,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.nn import pyro_method
+from support import SMALL as BASE
+from support import draws_mean_and_se
 from torch import nn
 
 from pyro_vae import DataSpec, TrainConfig, evaluate, load_run, register_model, train
@@ -17,17 +19,15 @@ from pyro_vae.data import load_dataset
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.evaluate import importance_bounds
 from pyro_vae.inference.variance import GradientDraws, parameter_groups
-from pyro_vae.training.build import build_run, check_program
 from pyro_vae.models import MODELS, VAE, build_model
-from pyro_vae.models.priors import VampPriorVAE
 from pyro_vae.models.linear_gaussian import (
     exact_mixture_elbo,
     exact_mixture_log_marginal,
     linear_gaussian_mixture,
     set_exact_guide,
 )
-from support import SMALL as BASE
-from support import draws_mean_and_se
+from pyro_vae.models.priors import VampPriorVAE
+from pyro_vae.training.build import build_run, check_program
 
 SMALL = dict(BASE, epochs=2)
 
@@ -45,8 +45,9 @@ STRUCTURES = {
 @pytest.mark.parametrize("name", list(STRUCTURES))
 def test_structure_trains_reloads_and_evaluates(tmp_path, name):
     estimator, options = STRUCTURES[name]
-    config = TrainConfig(**SMALL, model=name, estimator=estimator, model_options=options,
-                         num_labels=40 if name == "m2" else None)
+    config = TrainConfig(
+        **SMALL, model=name, estimator=estimator, model_options=options, num_labels=40 if name == "m2" else None
+    )
     run = train(config, tmp_path, progress=False)
     assert type(run.vae) is MODELS[name]
     assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"] - 1.0
@@ -62,8 +63,26 @@ def test_structure_trains_reloads_and_evaluates(tmp_path, name):
 @pytest.mark.parametrize("name", ["cvae", "two-layer", "iaf", "vampprior"])
 def test_structure_trains_through_the_cli(tmp_path, name, capsys):
     estimator, options = STRUCTURES[name]
-    args = ["train", "--model", name, "--estimator", estimator, "--dataset", "synthetic", "--z-dim", "2",
-            "--hidden", "16", "--epochs", "1", "--run-dir", str(tmp_path), "-k", "10", "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        name,
+        "--estimator",
+        estimator,
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(tmp_path),
+        "-k",
+        "10",
+        "--no-progress",
+    ]
     for key, value in options.items():
         args += ["--model-option", f"{key}={value!r}"]
     assert main(args) == 0, capsys.readouterr().err
@@ -129,8 +148,21 @@ class GlobalBiasVAE(VAE):
 
 def test_a_global_latent_trains_resumes_reloads_and_is_evaluated_jointly(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    common = ["--model", "test-global-bias", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8",
-              "--run-dir", str(run_dir), "--no-progress", "-k", "5"]
+    common = [
+        "--model",
+        "test-global-bias",
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "8",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "-k",
+        "5",
+    ]
     assert main(["train", *common, "--epochs", "1"]) == 0
     assert main(["train", *common, "--epochs", "2", "--resume"]) == 0
     out = capsys.readouterr().out
@@ -145,37 +177,76 @@ def test_a_global_latent_trains_resumes_reloads_and_is_evaluated_jointly(tmp_pat
     assert main(["plot", str(run_dir)]) == 0
 
 
-@pytest.mark.parametrize("flags, refused", [
-    (["--estimator", "iwae", "--num-particles", "2"], "the estimator 'iwae' (a bound per datum)"),
-    (["--estimator", "dreg", "--num-particles", "2"], "the estimator 'dreg' (a bound per datum)"),
-    (["--algorithm", "wake-sleep"], "the algorithm 'wake-sleep'"),
-    (["--algorithm", "rws", "--num-particles", "2"], "the algorithm 'rws'"),
-])
+@pytest.mark.parametrize(
+    "flags, refused",
+    [
+        (["--estimator", "iwae", "--num-particles", "2"], "the estimator 'iwae' (a bound per datum)"),
+        (["--estimator", "dreg", "--num-particles", "2"], "the estimator 'dreg' (a bound per datum)"),
+        (["--algorithm", "wake-sleep"], "the algorithm 'wake-sleep'"),
+        (["--algorithm", "rws", "--num-particles", "2"], "the algorithm 'rws'"),
+    ],
+)
 def test_what_cannot_train_a_global_latent_says_so_before_training(tmp_path, capsys, flags, refused):
-    assert main(["train", "--model", "test-global-bias", "--dataset", "synthetic", "--z-dim", "2",
-                 "--run-dir", str(tmp_path), "--no-progress", *flags]) == 2
-    assert f"the sites ['b'] lie outside the data plate (latents shared by all data), which {refused} cannot train" \
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "test-global-bias",
+                "--dataset",
+                "synthetic",
+                "--z-dim",
+                "2",
+                "--run-dir",
+                str(tmp_path),
+                "--no-progress",
+                *flags,
+            ]
+        )
+        == 2
+    )
+    assert (
+        f"the sites ['b'] lie outside the data plate (latents shared by all data), which {refused} cannot train"
         in capsys.readouterr().err
+    )
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_a_global_latent_is_not_sharded_over_processes():
     run = build_run(TrainConfig(**SMALL, model="test-global-bias"))
     check_program(run)  # one process: accepted
-    with pytest.raises(ValueError, match=r"the sites \['b'\] .* which 2 processes \(the joint evaluation is not sharded\)"):
+    with pytest.raises(
+        ValueError, match=r"the sites \['b'\] .* which 2 processes \(the joint evaluation is not sharded\)"
+    ):
         check_program(run, processes=2)
 
 
 def test_a_users_model_trains_by_name_from_the_cli(tmp_path, user_module, capsys):
-    user_module("my_models", (
-        "from pyro_vae import VAE, register_model\n\n"
-        "@register_model('mine')\n"
-        "class Mine(VAE):\n"
-        "    '''my VAE'''\n"
-    ))
+    user_module(
+        "my_models",
+        ("from pyro_vae import VAE, register_model\n\n@register_model('mine')\nclass Mine(VAE):\n    '''my VAE'''\n"),
+    )
     run = tmp_path / "run"
-    argv = ["--import", "my_models", "train", "--model", "mine", "--dataset", "synthetic", "--z-dim", "2",
-            "--hidden", "8", "--epochs", "1", "--run-dir", str(run), "-k", "5", "--no-progress"]
+    argv = [
+        "--import",
+        "my_models",
+        "train",
+        "--model",
+        "mine",
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run),
+        "-k",
+        "5",
+        "--no-progress",
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     assert type(load_run(run).vae).__name__ == "Mine"
     assert main(["--import", "my_models", "evaluate", str(run), "-k", "5", "--num-test", "10"]) == 0
@@ -292,7 +363,7 @@ def test_m2_mixes_labelled_and_unlabelled_data_in_one_batch(float64):
 
 # --- the variance module's statistics ------------------------------------------------
 def _gaussian_draws(mean, sd, num_draws, generator):
-    g = (mean + sd * torch.randn(num_draws, len(mean), generator=generator, dtype=torch.float64))
+    g = mean + sd * torch.randn(num_draws, len(mean), generator=generator, dtype=torch.float64)
     return GradientDraws("toy", num_draws, 0.0, {"all": g @ g.T}, {"all": g.sum(0)}, {"all": (g**2).sum(0)})
 
 
@@ -346,7 +417,7 @@ def test_vampprior_encoder_keeps_its_reconstruction_gradient_only_without_satura
     reconstruction = model.nodes["x"]["fn"].log_prob(x).sum()
     kl = (guide.nodes["z"]["fn"].log_prob(z) - model.nodes["z"]["fn"].log_prob(z)).mean()
     grads = torch.autograd.grad(reconstruction, list(vae.encoder.parameters()))
-    grad_norm = torch.sqrt(sum((g ** 2).sum() for g in grads)).item()
+    grad_norm = torch.sqrt(sum((g**2).sum() for g in grads)).item()
     if activation == "tanh":  # collapsed: q(z|x) is the prior, and nothing flows back to change that
         assert kl.item() < 0.5 and grad_norm < 5.0
     else:

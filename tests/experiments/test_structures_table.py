@@ -12,8 +12,14 @@ from pyro_vae.experiments.structures import ENTRIES, markdown_table, run_table
 
 
 @pytest.mark.parametrize("name", list(ENTRIES))
-@pytest.mark.parametrize("budget", [{"epochs": 10, "seed": 0}, {"epochs": 5, "seed": 2, "num_train": 5000},
-                                    {"epochs": 6, "seed": 1, "activation": "elu"}])
+@pytest.mark.parametrize(
+    "budget",
+    [
+        {"epochs": 10, "seed": 0},
+        {"epochs": 5, "seed": 2, "num_train": 5000},
+        {"epochs": 6, "seed": 1, "activation": "elu"},
+    ],
+)
 def test_the_printed_command_builds_the_entrys_config(name, budget):
     entry = ENTRIES[name]
     words = shlex.split(entry.command(budget))
@@ -37,14 +43,34 @@ def test_entries_differ_from_the_baseline_only_where_they_say():
 
 
 def test_markdown_table_gives_mean_and_spread_over_seeds():
-    rows = [{"entry": "m2-100", "description": "M2, 100 labels", "epoch": 10, "train_wall_seconds": s,
-             "test_elbo": e, "test_log_px": e + 4, "test_error": err, "paper": "11.97%"}
-            for s, e, err in [(60.0, -100.0, 0.10), (180.0, -102.0, 0.12)]]
-    rows.append({"entry": "vae", "description": "VAE, ELBO", "epoch": 10, "train_wall_seconds": 30.0,
-                 "test_elbo": -95.0, "test_log_px": -91.0, "paper": "-86.76"})
+    rows = [
+        {
+            "entry": "m2-100",
+            "description": "M2, 100 labels",
+            "epoch": 10,
+            "train_wall_seconds": s,
+            "test_elbo": e,
+            "test_log_px": e + 4,
+            "test_error": err,
+            "paper": "11.97%",
+        }
+        for s, e, err in [(60.0, -100.0, 0.10), (180.0, -102.0, 0.12)]
+    ]
+    rows.append(
+        {
+            "entry": "vae",
+            "description": "VAE, ELBO",
+            "epoch": 10,
+            "train_wall_seconds": 30.0,
+            "test_elbo": -95.0,
+            "test_log_px": -91.0,
+            "paper": "-86.76",
+        }
+    )
     lines = markdown_table(rows).splitlines()
-    assert lines[2] == ("| M2, 100 labels | 2 | 10 | 2.0 +- 1.4 | -101.00 +- 1.41 | -97.00 +- 1.41 | "
-                        "11.00 +- 1.41 | 11.97% |")
+    assert lines[2] == (
+        "| M2, 100 labels | 2 | 10 | 2.0 +- 1.4 | -101.00 +- 1.41 | -97.00 +- 1.41 | 11.00 +- 1.41 | 11.97% |"
+    )
     assert lines[3] == "| VAE, ELBO | 1 | 10 | 0.5 | -95.00 | -91.00 |  | -86.76 |"
 
 
@@ -65,15 +91,26 @@ def test_table_runs_on_mnist_and_a_rerun_reuses_its_runs(tmp_path, real_data_dir
     files = sorted(tmp_path.glob("*/checkpoint.pt")) + sorted(tmp_path.glob("*/eval-*.json"))
     stamps = [p.stat().st_mtime_ns for p in files]
     assert len(files) == 6
-    assert run_table(tmp_path, names, epochs=1, num_samples=5, num_test=50, data_dir=str(real_data_dir), num_train=500) == rows
+    assert (
+        run_table(tmp_path, names, epochs=1, num_samples=5, num_test=50, data_dir=str(real_data_dir), num_train=500)
+        == rows
+    )
     assert [p.stat().st_mtime_ns for p in files] == stamps
 
 
 @pytest.mark.slow
 @pytest.mark.data
 def test_another_activation_is_its_own_run_and_named_in_the_row(tmp_path, real_data_dir):
-    rows = run_table(tmp_path, ["vae"], epochs=1, num_samples=5, num_test=50, data_dir=str(real_data_dir), num_train=500,
-                     activation="elu")
+    rows = run_table(
+        tmp_path,
+        ["vae"],
+        epochs=1,
+        num_samples=5,
+        num_test=50,
+        data_dir=str(real_data_dir),
+        num_train=500,
+        activation="elu",
+    )
     assert rows[0]["description"] == "VAE, ELBO, elu units" and "--activation elu" in rows[0]["command"]
     # the same folder under the entries' own tanh: the resume check names the changed field
     with pytest.raises(ValueError, match="activation"):
@@ -82,7 +119,13 @@ def test_another_activation_is_its_own_run_and_named_in_the_row(tmp_path, real_d
 
 def test_cli_parses_and_refuses_bad_input(capsys):
     args = build_parser().parse_args(["structures", "vae", "iaf", "--epochs", "2", "--jobs", "2", "-k", "100"])
-    assert (args.entries, args.epochs, args.jobs, args.num_samples, args.func) == (["vae", "iaf"], 2, 2, 100, cmd_structures)
+    assert (args.entries, args.epochs, args.jobs, args.num_samples, args.func) == (
+        ["vae", "iaf"],
+        2,
+        2,
+        100,
+        cmd_structures,
+    )
     assert build_parser().parse_args(["structures"]).entries == []  # all of them
     assert build_parser().parse_args(["structures", "--activation", "elu"]).activation == "elu"
     assert build_parser().parse_args(["structures"]).activation is None

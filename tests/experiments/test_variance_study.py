@@ -43,11 +43,40 @@ def _rows(folder):
 @pytest.mark.slow
 def test_a_run_is_measured_with_its_estimators_options(scaled, tmp_path):
     run = tmp_path / "run"
-    train(TrainConfig(dataset="synthetic", z_dim=2, hidden=(8,), epochs=1, estimator="test-scaled",
-                      estimator_options={"factor": 4.0}), run, progress=False)
+    train(
+        TrainConfig(
+            dataset="synthetic",
+            z_dim=2,
+            hidden=(8,),
+            epochs=1,
+            estimator="test-scaled",
+            estimator_options={"factor": 4.0},
+        ),
+        run,
+        progress=False,
+    )
     out = tmp_path / "variance"
-    assert main(["variance", "--run-dir", str(run), "--estimators", "test-scaled", "reparam", "--draws", "200",
-                 "--adapt-steps", "0", "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "variance",
+                "--run-dir",
+                str(run),
+                "--estimators",
+                "test-scaled",
+                "reparam",
+                "--draws",
+                "200",
+                "--adapt-steps",
+                "0",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = _rows(out)
     assert rows["test-scaled", "guide"]["reference"] == "test-scaled" and rows["test-scaled", "guide"]["ratio"] == "1.0"
     assert rows["test-scaled", "guide"]["options"] == "{'factor': 4.0}"
@@ -60,18 +89,55 @@ def test_a_run_is_measured_with_its_estimators_options(scaled, tmp_path):
 @pytest.mark.slow
 def test_a_discrete_run_gets_the_estimators_that_apply_and_a_clear_refusal(tmp_path, capsys):
     run = tmp_path / "sbn"
-    train(TrainConfig(dataset="synthetic", model="sbn", z_dim=4, hidden=(8,), epochs=1, estimator="vimco",
-                      num_particles=2), run, progress=False)
+    train(
+        TrainConfig(
+            dataset="synthetic", model="sbn", z_dim=4, hidden=(8,), epochs=1, estimator="vimco", num_particles=2
+        ),
+        run,
+        progress=False,
+    )
     out = tmp_path / "variance"
-    assert main(["variance", "--run-dir", str(run), "--draws", "3", "--adapt-steps", "1", "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "variance",
+                "--run-dir",
+                str(run),
+                "--draws",
+                "3",
+                "--adapt-steps",
+                "1",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     measured = {name for name, _ in _rows(out)}
     assert {"vimco", "score-loo", "score", "score-nvil"} <= measured
     assert not measured & {"reparam", "stl", "iwae", "dreg", "reparam-analytic-kl"}  # pathwise: no discrete latent
     assert {r["reference"] for r in _rows(out).values()} == {"vimco"}
     capsys.readouterr()
-    assert main(["variance", "--run-dir", str(run), "--estimators", "reparam", "--draws", "3",
-                 "--out", str(out), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "variance",
+                "--run-dir",
+                str(run),
+                "--estimators",
+                "reparam",
+                "--draws",
+                "3",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("pyro-vae: error: the estimator 'reparam' cannot be measured on this program with K = 2: ")
     assert "no reparameterized sampler" in err and err.count("\n") == 1

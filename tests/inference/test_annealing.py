@@ -5,14 +5,13 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
+from support import SMALL
 
 from pyro_vae import TrainConfig, load_run, train
 from pyro_vae.cli import main
 from pyro_vae.inference import svi
 from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
 from pyro_vae.models import VAE
-from support import SMALL
-
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
@@ -57,8 +56,10 @@ def test_warmup_changes_training_and_resumes_exactly(tmp_path, monkeypatch):
     for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
         assert torch.equal(p, q)
     plain = train(TrainConfig(**SMALL, epochs=1), tmp_path / "c", progress=False)
-    assert not torch.equal(next(plain.vae.parameters()), next(train(
-        TrainConfig(**SMALL, kl_warmup=1, epochs=1), tmp_path / "d", progress=False).vae.parameters()))
+    assert not torch.equal(
+        next(plain.vae.parameters()),
+        next(train(TrainConfig(**SMALL, kl_warmup=1, epochs=1), tmp_path / "d", progress=False).vae.parameters()),
+    )
 
 
 def test_bad_warmups_are_refused(capsys):
@@ -66,7 +67,9 @@ def test_bad_warmups_are_refused(capsys):
         TrainConfig(**SMALL, algorithm="wake-sleep", kl_warmup=2)
     with pytest.raises(ValueError, match="kl_warmup must be >= 0, got -1"):
         TrainConfig(**SMALL, kl_warmup=-1)
-    with pytest.raises(ValueError, match="^kl_warmup=11 epochs is longer than the run's epochs=10: .*give kl_warmup <= 10"):
+    with pytest.raises(
+        ValueError, match="^kl_warmup=11 epochs is longer than the run's epochs=10: .*give kl_warmup <= 10"
+    ):
         TrainConfig(**SMALL, kl_warmup=11, epochs=10)
     with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\], got 1.5"):
         AnnealLatents(1.5)

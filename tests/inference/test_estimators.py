@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from pyro_vae.inference.estimators import ESTIMATORS, make_estimator
-from pyro_vae.models.linear_gaussian import exact_elbo, linear_gaussian_vae, loc_gradient_variances
 from pyro_vae.inference.variance import compare_estimators, draw_gradients
+from pyro_vae.models.linear_gaussian import exact_elbo, linear_gaussian_vae, loc_gradient_variances
 from pyro_vae.models.priors import MixturePriorVAE
 from pyro_vae.models.vae import VAE
-
 
 # the estimators of the ELBO's gradient (iwae, dreg and vimco estimate the K-sample bound's: tests/inference/test_iwae.py, test_multi_sample.py)
 ELBO_ESTIMATORS = [n for n in ESTIMATORS if make_estimator(n, VAE(2, z_dim=1, hidden=()), 2).objective == "elbo"]
@@ -107,8 +106,7 @@ def test_compare_estimators_reports_ratios_with_intervals():
     torch.manual_seed(3)
     vae = VAE(6, z_dim=2, hidden=(5,))
     x = torch.bernoulli(torch.full((20, 6), 0.3))
-    rows = compare_estimators(vae, x, ["reparam", "score"], num_draws=60,
-                              generator=torch.Generator().manual_seed(0))
+    rows = compare_estimators(vae, x, ["reparam", "score"], num_draws=60, generator=torch.Generator().manual_seed(0))
     by = {(r["estimator"], r["params"]): r for r in rows}
     assert set(by) >= {("reparam", "guide"), ("score", "model"), ("score", "encoder.net.0")}
     assert by["reparam", "guide"]["ratio"] == pytest.approx(1.0)
@@ -180,8 +178,11 @@ def test_score_function_estimators_accept_a_discrete_latent(name):
 def test_enum_refuses_a_latent_it_cannot_enumerate():
     vae = DiscreteVAE(6, z_dim=2, hidden=(5,))
     estimator = make_estimator("enum", vae)
-    with pytest.raises(ValueError, match=r"enum cannot sum out site 'z' \(Independent\): its discrete values lie in "
-                                         r"event dimensions \(.to_event hides them.*pyro.plate.*score-function"):
+    with pytest.raises(
+        ValueError,
+        match=r"enum cannot sum out site 'z' \(Independent\): its discrete values lie in "
+        r"event dimensions \(.to_event hides them.*pyro.plate.*score-function",
+    ):
         estimator.elbo.loss(vae.model, estimator.guide, torch.zeros(3, 6))
 
 
@@ -233,8 +234,9 @@ def test_analytic_kl_names_the_sites_that_fall_back_to_monte_carlo():
 
 
 def test_estimator_options_reach_a_users_builder():
-    from pyro_vae.inference.estimators import ESTIMATORS, Estimator
     from pyro.infer import Trace_ELBO
+
+    from pyro_vae.inference.estimators import ESTIMATORS, Estimator
 
     def beta_elbo(program, num_particles=1, beta=1.0):
         """a user's beta-ELBO: the latent terms weighted by beta"""
@@ -244,10 +246,15 @@ def test_estimator_options_reach_a_users_builder():
     try:
         vae = VAE(6, z_dim=2, hidden=(5,))
         assert make_estimator("test-beta", vae, options={"beta": 4.0}).name == "beta-4.0"
-        with pytest.raises(ValueError, match=r"estimator 'test-beta' does not take the option\(s\) \['gamma'\]; "
-                                             r"it takes \['beta'\]"):
+        with pytest.raises(
+            ValueError,
+            match=r"estimator 'test-beta' does not take the option\(s\) \['gamma'\]; "
+            r"it takes \['beta'\]",
+        ):
             make_estimator("test-beta", vae, options={"gamma": 1})
-        with pytest.raises(ValueError, match=r"estimator 'reparam' does not take the option\(s\) \['beta'\]; it takes \[\]"):
+        with pytest.raises(
+            ValueError, match=r"estimator 'reparam' does not take the option\(s\) \['beta'\]; it takes \[\]"
+        ):
             make_estimator("reparam", vae, options={"beta": 2})
     finally:
         ESTIMATORS._entries.pop("test-beta")

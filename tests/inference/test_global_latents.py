@@ -102,8 +102,7 @@ def test_the_joint_estimate_approaches_log_p_and_the_elbo_is_log_p_minus_the_kl(
     assert elbos.mean().item() == pytest.approx(log_p - kl, abs=4 * elbos.std().item() / 5**0.5 + 1e-3)
     errors = {}
     for k in (3, 3000):
-        estimates = torch.tensor([evaluate(program, [x[:7], x[7:]], num_samples=k).log_px * n
-                                  for _ in range(8)])
+        estimates = torch.tensor([evaluate(program, [x[:7], x[7:]], num_samples=k).log_px * n for _ in range(8)])
         errors[k] = (log_p - estimates).abs().mean().item()
     assert errors[3] > 10 * errors[3000]
     assert errors[3000] < 0.05  # nats for all 12 data
@@ -138,7 +137,9 @@ def test_minibatch_gradients_scale_the_data_plate_alone(data):
 def test_a_program_that_does_not_broadcast_gets_a_message_not_a_shape_error(data):
     x = data
     program = Offset(0.0, 1.0, broadcasts=False)
-    with pytest.raises(ValueError, match=r"runs on one sample but not on 10 drawn at once in a plate at dim=-2.*broadcast"):
+    with pytest.raises(
+        ValueError, match=r"runs on one sample but not on 10 drawn at once in a plate at dim=-2.*broadcast"
+    ):
         evaluate(program, [x], num_samples=10)
 
 
@@ -147,10 +148,13 @@ def test_a_program_that_does_not_broadcast_gets_a_message_not_a_shape_error(data
 def test_the_per_datum_bound_names_the_global_site_before_it_samples(data, bound, broadcasts):
     # a program that does not broadcast over particles would otherwise fail on torch's shape check
     program = Offset(0.0, 1.0, broadcasts=broadcasts)
-    with pytest.raises(ValueError, match=re.escape(
-        "the sites ['b'] lie outside the data plate (latents shared by all data), so log p(x) per datum is not "
-        "defined; evaluate(program, batches) gives the joint log p(x_1, ..., x_n) / n instead"
-    )):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the sites ['b'] lie outside the data plate (latents shared by all data), so log p(x) per datum is not "
+            "defined; evaluate(program, batches) gives the joint log p(x_1, ..., x_n) / n instead"
+        ),
+    ):
         bound(program.model, program.guide, data, 500)
 
 

@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from support import draws_mean_and_se
 
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.variance import draw_gradients, parameter_groups
@@ -19,7 +20,6 @@ from pyro_vae.models.linear_gaussian import (
     linear_gaussian_vae,
     set_exact_guide,
 )
-from support import draws_mean_and_se
 
 IMPORTANCE_WEIGHTED = ["iwae", "dreg"]
 
@@ -92,8 +92,9 @@ def test_exact_posterior_makes_the_bound_exact(float64, name):
 def test_dreg_and_iwae_gradients_agree_and_differ_from_the_elbo(float64):
     vae = _linear_gaussian()
     x = torch.randn(4, 3)
-    iwae, dreg, elbo = (draws_mean_and_se(vae, name, x, 400, k) for name, k in
-                        (("iwae", 5), ("dreg", 5), ("reparam", 1)))
+    iwae, dreg, elbo = (
+        draws_mean_and_se(vae, name, x, 400, k) for name, k in (("iwae", 5), ("dreg", 5), ("reparam", 1))
+    )
     for group in ("guide", "model"):
         (iwae_mean, iwae_se), (dreg_mean, dreg_se), (elbo_mean, elbo_se) = iwae[group], dreg[group], elbo[group]
         z = (iwae_mean - dreg_mean).abs() / (iwae_se**2 + dreg_se**2).sqrt()
@@ -122,7 +123,8 @@ def test_guide_gradient_snr_falls_with_k_for_iwae_and_not_for_dreg(float64):
     x = torch.randn(4, 3)
     snr = {
         (name, k): draw_gradients(vae, make_estimator(name, vae, k), x, 100).summary("guide")["snr"]
-        for name in IMPORTANCE_WEIGHTED for k in (1, 10, 100)
+        for name in IMPORTANCE_WEIGHTED
+        for k in (1, 10, 100)
     }
     assert snr["iwae", 1] > snr["iwae", 10] >= snr["iwae", 100]
     assert snr["iwae", 100] < 0.5 * snr["iwae", 1]

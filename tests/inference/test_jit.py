@@ -5,6 +5,7 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
+from support import SMALL as BASE
 
 from pyro_vae import TrainConfig, load_run, train
 from pyro_vae.cli import build_parser, main
@@ -13,15 +14,18 @@ from pyro_vae.inference.jit import CHECKED, compile_estimator, data_check
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.loop import check_jit
-from support import SMALL as BASE
 
 SMALL = dict(BASE, epochs=2, num_train=1950)
 
 
 # built-in model -> constructor options for a small instance on 12-pixel data
 MODEL_OPTIONS = {
-    "vae": {}, "cvae": {}, "iaf": {}, "two-layer": {"z2_dim": 2, "hidden2": (5,)},
-    "mog-prior": {"num_components": 3}, "vampprior": {"num_components": 3},
+    "vae": {},
+    "cvae": {},
+    "iaf": {},
+    "two-layer": {"z2_dim": 2, "hidden2": (5,)},
+    "mog-prior": {"num_components": 3},
+    "vampprior": {"num_components": 3},
 }
 
 
@@ -66,8 +70,10 @@ def test_train_with_jit_matches_train_without_and_reloads(tmp_path, device):
     for p, q in zip(compiled.vae.state_dict().values(), loaded.vae.state_dict().values()):
         assert torch.equal(p, q)
     three = TrainConfig(**{**SMALL, "epochs": 3})
-    resumed = [train(three, tmp_path / name, progress=False, resume=True, jit=name == "jit", device=device)
-               for name in ("eager", "jit")]
+    resumed = [
+        train(three, tmp_path / name, progress=False, resume=True, jit=name == "jit", device=device)
+        for name in ("eager", "jit")
+    ]
     assert [run.metrics[-1]["epoch"] for run in resumed] == [3, 3]
     assert resumed[1].metrics[-1]["test_elbo"] == pytest.approx(resumed[0].metrics[-1]["test_elbo"], rel=tolerance)
 
@@ -86,11 +92,14 @@ def test_every_batch_is_still_checked_after_compiling():
         algorithm.step({"x": x * 2}, 100)
 
 
-@pytest.mark.parametrize("labels, match", [
-    (torch.tensor([0, 1, 3, 2]), r"labels y must lie in \[0, 3\), got values in \[0, 3\]"),
-    (torch.tensor([0.0, 1.0, 2.0, 1.0]), "labels y must be integers"),
-    (torch.tensor([0, 1, 2]), "y has 3 entries for a batch of 4"),
-])
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (torch.tensor([0, 1, 3, 2]), r"labels y must lie in \[0, 3\), got values in \[0, 3\]"),
+        (torch.tensor([0.0, 1.0, 2.0, 1.0]), "labels y must be integers"),
+        (torch.tensor([0, 1, 2]), "y has 3 entries for a batch of 4"),
+    ],
+)
 def test_every_label_is_still_checked_after_compiling(labels, match):
     cvae = build_model("cvae", DataSpec((12,), num_classes=3), z_dim=2, hidden=(6,))
     estimator = compile_estimator(make_estimator("reparam", cvae), data_check(cvae))
@@ -109,23 +118,29 @@ def test_a_compiled_elbo_refuses_to_run_inside_a_handler():
         estimator.elbo.loss_and_grads(vae.model, estimator.guide, x=x)
 
 
-@pytest.mark.parametrize("name, match", [
-    ("iwae", "the iwae estimator cannot be compiled: ImportanceWeighted has no compiled counterpart"),
-    ("score-rb", "the score-rb estimator cannot be compiled: TraceGraph_ELBO has no compiled counterpart"),
-    ("reparam-analytic-kl", "cannot be compiled: AnalyticKL has no compiled counterpart"),
-    ("score-nvil", "the score-nvil estimator trains its own modules"),
-    ("enum", "the enum estimator cannot be compiled: TraceEnum_ELBO has no compiled counterpart"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("iwae", "the iwae estimator cannot be compiled: ImportanceWeighted has no compiled counterpart"),
+        ("score-rb", "the score-rb estimator cannot be compiled: TraceGraph_ELBO has no compiled counterpart"),
+        ("reparam-analytic-kl", "cannot be compiled: AnalyticKL has no compiled counterpart"),
+        ("score-nvil", "the score-nvil estimator trains its own modules"),
+        ("enum", "the enum estimator cannot be compiled: TraceEnum_ELBO has no compiled counterpart"),
+    ],
+)
 def test_estimators_without_a_compiled_elbo_are_refused(name, match):
     vae = VAE(12, z_dim=3, hidden=(8,))
     with pytest.raises(ValueError, match=match):
         compile_estimator(make_estimator(name, vae, 2 if name == "iwae" else 1))
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"algorithm": "wake-sleep", "estimator": "score"}, "the wake-sleep algorithm trains without it"),
-    ({"kl_warmup": 2}, "cannot compile KL warm-up"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"algorithm": "wake-sleep", "estimator": "score"}, "the wake-sleep algorithm trains without it"),
+        ({"kl_warmup": 2}, "cannot compile KL warm-up"),
+    ],
+)
 def test_configs_that_cannot_be_compiled_are_refused_before_training(tmp_path, changes, match):
     config = TrainConfig(**{**SMALL, **changes})
     with pytest.raises(ValueError, match=match):
@@ -167,8 +182,7 @@ class UsersVAE(VAE):
         ({}, UsersVAE, False),
     ],
 )
-def test_train_compiles_the_checked_built_in_programs_by_default(tmp_path, monkeypatch, changes, model_class,
-                                                                  compiled):
+def test_train_compiles_the_checked_built_in_programs_by_default(tmp_path, monkeypatch, changes, model_class, compiled):
     import pyro_vae.training.loop as loop
     from pyro_vae.models import MODELS
 

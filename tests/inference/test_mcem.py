@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pyro_vae.models.linear_gaussian import decoder_parameters, exact_posterior, linear_gaussian_vae
 from pyro_vae.inference.mcem import e_step, log_joint
+from pyro_vae.models.linear_gaussian import decoder_parameters, exact_posterior, linear_gaussian_vae
 from pyro_vae.training.loop import TrainConfig, train
 
 

@@ -8,10 +8,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.nn import PyroModule, PyroParam, pyro_method
+from support import SBN_DATA as X
+from support import estimator_gradient_draws, exact_sbn_gradient, small_sbn
 
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.multi_sample import VIMCO, LeaveOneOut, leave_one_out_mean
-from support import SBN_DATA as X, estimator_gradient_draws, exact_sbn_gradient, small_sbn
 
 K = 3
 
@@ -43,7 +44,7 @@ def test_vimco_signal_is_the_bound_minus_the_bound_with_the_particle_replaced():
     signal = VIMCO(3, 1, "data").signal(log_w)
     bound = torch.logsumexp(log_w, 0) - math.log(3)
     for k in range(3):
-        others = torch.cat([log_w[:k], log_w[k + 1:]])
+        others = torch.cat([log_w[:k], log_w[k + 1 :]])
         replaced = torch.cat([others, others.mean(0, keepdim=True)])
         assert signal[k] == pytest.approx((bound - (torch.logsumexp(replaced, 0) - math.log(3))).item())
     torch.testing.assert_close(leave_one_out_mean(log_w), torch.tensor([[2.0], [1.5], [0.5]], dtype=torch.float64))
@@ -88,8 +89,9 @@ def test_a_users_categorical_program_gets_a_finite_gradient_for_every_parameter(
     estimator = make_estimator(name, program, 4)
     loss = estimator.elbo.loss_and_grads(program.model, estimator.guide, torch.tensor([-2.0, 0.1, 1.9]))
     assert math.isfinite(loss)
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
-               for p in program.parameters())
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in program.parameters()
+    )
 
 
 @pytest.mark.parametrize("name", ["vimco", "score-loo"])

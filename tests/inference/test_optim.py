@@ -4,13 +4,18 @@ import math
 
 import pytest
 import torch
+from support import SMALL
 
 from pyro_vae.inference.optim import (
-    OPTIMIZERS, changed_options, fused_option, iwae_factor, make_optimizer, register_schedule,
+    OPTIMIZERS,
+    changed_options,
+    fused_option,
+    iwae_factor,
+    make_optimizer,
+    register_schedule,
 )
 from pyro_vae.inference.svi import SVIAlgorithm
 from pyro_vae.training import TrainConfig, TrainingDiverged, train
-from support import SMALL
 
 
 def _params(dtype=torch.float32) -> list[torch.nn.Parameter]:
@@ -56,22 +61,30 @@ def test_bad_settings_are_refused():
         make_optimizer(_params(), "adam", lr=0.1, weight_decay=-1.0)
 
 
-
-@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
-                                       ("adagrad", torch.optim.Adagrad), ("sgd", torch.optim.SGD),
-                                       ("rmsprop", torch.optim.RMSprop)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("adagrad", torch.optim.Adagrad),
+        ("sgd", torch.optim.SGD),
+        ("rmsprop", torch.optim.RMSprop),
+    ],
+)
 def test_every_optimizer_is_torchs_own_with_its_options(name, cls):
     option = {"sgd": {"momentum": 0.9}, "rmsprop": {"alpha": 0.9}, "adagrad": {"lr_decay": 0.01}}.get(
-        name, {"betas": (0.5, 0.9)})
+        name, {"betas": (0.5, 0.9)}
+    )
     optimizer, _ = make_optimizer(_params(), name, lr=0.05, options=option)
     assert type(optimizer) is cls
-    (key, value), = option.items()
+    ((key, value),) = option.items()
     assert optimizer.param_groups[0][key] == value
 
 
 def _rates(schedule: str, epochs: int, **options) -> list[float]:
-    optimizer, scheduler = make_optimizer(_params(), "sgd", lr=1.0, schedule=schedule, epochs=epochs,
-                                          schedule_options=options)
+    optimizer, scheduler = make_optimizer(
+        _params(), "sgd", lr=1.0, schedule=schedule, epochs=epochs, schedule_options=options
+    )
     rates = []
     for _ in range(epochs):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -105,10 +118,15 @@ def test_linear_warmup_in_front_of_any_schedule():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(name="sgd", options={"mom": 0.9}), r"optimizer 'sgd' does not take the option\(s\) \['mom'\]; it takes \['momentum'"),
+        (
+            dict(name="sgd", options={"mom": 0.9}),
+            r"optimizer 'sgd' does not take the option\(s\) \['mom'\]; it takes \['momentum'",
+        ),
         (dict(name="adam", options={"betas": (2.0, 0.9)}), "optimizer 'adam' with options .*beta"),
-        (dict(name="adam", schedule="step", schedule_options={"gama": 0.5}),
-         r"schedule 'step' does not take the option\(s\) \['gama'\]; it takes \['step_size', 'gamma'\]"),
+        (
+            dict(name="adam", schedule="step", schedule_options={"gama": 0.5}),
+            r"schedule 'step' does not take the option\(s\) \['gama'\]; it takes \['step_size', 'gamma'\]",
+        ),
         (dict(name="adam", schedule="cosine", schedule_options={"warmup": 1.5}), "warmup must be an int >= 0"),
     ],
 )
@@ -152,19 +170,22 @@ def test_an_option_inside_its_range_reaches_torch(name, key, good):
     assert optimizer.param_groups[0][key] == good
 
 
-@pytest.mark.parametrize("schedule, options, message", [
-    ("step", {"gamma": -1}, "gamma must be a finite number in (0, 1] (a decay's factor), got -1"),
-    ("step", {"step_size": 0}, "step_size must be an int >= 1 (epochs), got 0"),
-    ("step", {"step_size": 2.5}, "step_size must be an int >= 1 (epochs), got 2.5"),
-    ("exponential", {"gamma": 0}, "gamma must be a finite number in (0, 1] (a decay's factor), got 0"),
-    ("exponential", {"gamma": -0.5}, "gamma must be a finite number in (0, 1] (a decay's factor), got -0.5"),
-    ("exponential", {"gamma": 1.5}, "gamma must be a finite number in (0, 1] (a decay's factor), got 1.5"),
-    ("exponential", {"gamma": math.nan}, "gamma must be a finite number in (0, 1] (a decay's factor), got nan"),
-    ("exponential", {"gamma": "nan"}, "gamma must be a finite number in (0, 1] (a decay's factor), got 'nan'"),
-    ("cosine", {"eta_min": -1}, "eta_min must be a finite number >= 0 (the cosine's floor), got -1"),
-    ("cosine", {"eta_min": math.inf}, "eta_min must be a finite number >= 0 (the cosine's floor), got inf"),
-    ("constant", {"warmup": -2}, "warmup must be an int >= 0 (epochs), got -2"),
-])
+@pytest.mark.parametrize(
+    "schedule, options, message",
+    [
+        ("step", {"gamma": -1}, "gamma must be a finite number in (0, 1] (a decay's factor), got -1"),
+        ("step", {"step_size": 0}, "step_size must be an int >= 1 (epochs), got 0"),
+        ("step", {"step_size": 2.5}, "step_size must be an int >= 1 (epochs), got 2.5"),
+        ("exponential", {"gamma": 0}, "gamma must be a finite number in (0, 1] (a decay's factor), got 0"),
+        ("exponential", {"gamma": -0.5}, "gamma must be a finite number in (0, 1] (a decay's factor), got -0.5"),
+        ("exponential", {"gamma": 1.5}, "gamma must be a finite number in (0, 1] (a decay's factor), got 1.5"),
+        ("exponential", {"gamma": math.nan}, "gamma must be a finite number in (0, 1] (a decay's factor), got nan"),
+        ("exponential", {"gamma": "nan"}, "gamma must be a finite number in (0, 1] (a decay's factor), got 'nan'"),
+        ("cosine", {"eta_min": -1}, "eta_min must be a finite number >= 0 (the cosine's floor), got -1"),
+        ("cosine", {"eta_min": math.inf}, "eta_min must be a finite number >= 0 (the cosine's floor), got inf"),
+        ("constant", {"warmup": -2}, "warmup must be an int >= 0 (epochs), got -2"),
+    ],
+)
 def test_a_schedule_option_outside_its_range_is_refused_when_the_config_is_made(schedule, options, message):
     with pytest.raises(ValueError) as err:
         TrainConfig(**SMALL, lr_schedule=schedule, schedule_options=options)
@@ -181,15 +202,25 @@ def test_the_learning_rate_must_stay_positive_over_the_runs_epochs():
     TrainConfig(**SMALL, lr_schedule="test-zero-after-three", epochs=3)  # epochs 1-3 train at lr
     with pytest.raises(ValueError) as err:
         TrainConfig(**SMALL, lr_schedule="test-zero-after-three", epochs=4)
-    assert str(err.value) == ("schedule 'test-zero-after-three' with options {} makes the learning rate 0 at epoch 4 "
-                              "(--lr 0.01); it must stay finite and > 0 over the run's epochs")
+    assert str(err.value) == (
+        "schedule 'test-zero-after-three' with options {} makes the learning rate 0 at epoch 4 "
+        "(--lr 0.01); it must stay finite and > 0 over the run's epochs"
+    )
 
 
 def test_changed_options_names_what_differs_from_the_defaults():
-    config = TrainConfig(**SMALL, optimizer="sgd", optimizer_options={"momentum": 0.9, "dampening": 0},
-                         lr_schedule="step", schedule_options={"gamma": 0.5, "step_size": 30, "warmup": 2})
-    assert changed_options(config) == ["--optimizer-option momentum=0.9", "--schedule-option gamma=0.5",
-                                       "--schedule-option warmup=2"]
+    config = TrainConfig(
+        **SMALL,
+        optimizer="sgd",
+        optimizer_options={"momentum": 0.9, "dampening": 0},
+        lr_schedule="step",
+        schedule_options={"gamma": 0.5, "step_size": 30, "warmup": 2},
+    )
+    assert changed_options(config) == [
+        "--optimizer-option momentum=0.9",
+        "--schedule-option gamma=0.5",
+        "--schedule-option warmup=2",
+    ]
     assert changed_options(TrainConfig(**SMALL, optimizer_options={"betas": (0.9, 0.999)})) == []
 
 
@@ -198,8 +229,14 @@ def _diverges(monkeypatch):
 
 
 def test_a_divergence_in_the_first_epoch_says_there_is_no_checkpoint_and_names_the_options(tmp_path, monkeypatch):
-    config = TrainConfig(**SMALL, epochs=2, optimizer="sgd", optimizer_options={"momentum": 0.9},
-                         lr_schedule="step", schedule_options={"gamma": 0.5})
+    config = TrainConfig(
+        **SMALL,
+        epochs=2,
+        optimizer="sgd",
+        optimizer_options={"momentum": 0.9},
+        lr_schedule="step",
+        schedule_options={"gamma": 0.5},
+    )
     _diverges(monkeypatch)
     with pytest.raises(TrainingDiverged) as err:
         train(config, tmp_path, progress=False)
@@ -227,5 +264,7 @@ def test_a_graph_run_diverging_at_once_says_there_is_no_checkpoint(tmp_path, mon
     _diverges(monkeypatch)
     with pytest.raises(TrainingDiverged) as err:
         train(config, tmp_path, progress=False)
-    assert str(err.value) == ("the loss became nan at epoch 1, before the first checkpoint was written; "
-                              "training stopped: lower --lr and start again")
+    assert str(err.value) == (
+        "the loss became nan at epoch 1, before the first checkpoint was written; "
+        "training stopped: lower --lr and start again"
+    )

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from support import estimator_gradient_draws, exact_sbn_gradient, small_sbn
 
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.relaxed import SoftBernoulli, Temperature
-from support import estimator_gradient_draws, exact_sbn_gradient, small_sbn
 
 
 def _bias(name: str, temperature: float) -> tuple[float, float]:
@@ -66,10 +66,13 @@ def test_the_temperature_anneals_and_is_saved_with_the_estimator():
     assert int(estimator.modules.state_dict()["temperature.steps"]) == 1
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"temperature": 0.0}, "temperature must be a finite number > 0, got 0.0"),
-    ({"anneal_rate": -1.0}, "anneal_rate must be a finite number >= 0, got -1.0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"temperature": 0.0}, "temperature must be a finite number > 0, got 0.0"),
+        ({"anneal_rate": -1.0}, "anneal_rate must be a finite number >= 0, got -1.0"),
+    ],
+)
 def test_bad_temperatures_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         make_estimator("gumbel", small_sbn(), 1, options)

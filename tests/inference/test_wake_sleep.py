@@ -1,8 +1,7 @@
 import pytest
 import torch
+from support import SMALL
 
-from pyro_vae.models.linear_gaussian import decoder_parameters, exact_log_marginal, exact_posterior, linear_gaussian_vae
-from pyro_vae.training.loop import TrainConfig, train
 from pyro_vae.inference.wake_sleep import (
     dream,
     generative_parameters,
@@ -13,8 +12,8 @@ from pyro_vae.inference.wake_sleep import (
     wake_loss,
     wake_step,
 )
-from support import SMALL
-
+from pyro_vae.models.linear_gaussian import decoder_parameters, exact_log_marginal, exact_posterior, linear_gaussian_vae
+from pyro_vae.training.loop import TrainConfig, train
 
 
 def _linear_gaussian(x_dim=5, z_dim=2, seed=1):
@@ -171,8 +170,7 @@ def test_resume_continues_the_same_run(tmp_path, algorithm, optimizer):
 def test_resume_refuses_a_different_config(tmp_path):
     train(TrainConfig(**SMALL, epochs=1, algorithm="wake-sleep"), tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"config differs.*'algorithm': \('wake-sleep', 'rws'\)"):
-        train(TrainConfig(**SMALL, epochs=2, algorithm="rws", num_particles=2), tmp_path,
-                         resume=True, progress=False)
+        train(TrainConfig(**SMALL, epochs=2, algorithm="rws", num_particles=2), tmp_path, resume=True, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
 
@@ -194,7 +192,9 @@ def test_bad_config_is_named(kwargs, match):
 
 def test_bad_optimizer_arguments_are_named():
     vae = _linear_gaussian()
-    with pytest.raises(ValueError, match=r"unknown optimizer 'lbfgs'; expected one of \['adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown optimizer 'lbfgs'; expected one of \['adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'\]"
+    ):
         make_optimizers(vae, "lbfgs")
     with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
         make_optimizers(vae, "adam", weight_decay=-1.0)
@@ -212,8 +212,8 @@ def test_pyro_rws_weights_whole_minibatches_jointly():
     import pyro
 
     from pyro_vae.inference.evaluate import log_importance_weights
-    from pyro_vae.models.vae import VAE
     from pyro_vae.inference.wake_sleep import make_rws, rws_programs
+    from pyro_vae.models.vae import VAE
 
     vae = VAE(10, 2, hidden=(8,))
     x = torch.bernoulli(torch.rand(20, 10, generator=torch.Generator().manual_seed(0)))

@@ -21,8 +21,13 @@ def test_the_code_is_one_hot_per_variable():
     assert vae.z_dim == 12 and vae.generate(2).shape == (2, 12)
 
 
-@pytest.mark.parametrize("options, message", [({"num_variables": 0}, "num_variables must be an int >= 1, got 0"),
-                                              ({"num_categories": 1}, "num_categories must be an int >= 2, got 1")])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"num_variables": 0}, "num_variables must be an int >= 1, got 0"),
+        ({"num_categories": 1}, "num_categories must be an int >= 2, got 1"),
+    ],
+)
 def test_bad_sizes_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         CategoricalVAE(12, **options)

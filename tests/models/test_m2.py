@@ -20,8 +20,7 @@ from pyro_vae.models.linear_gaussian import linear_gaussian_mixture
 
 def _m2(alpha_scale=0.1):
     torch.manual_seed(0)
-    return build_model("m2", DataSpec((3,), 4), z_dim=2, hidden=(5,), likelihood="gaussian",
-                       alpha_scale=alpha_scale)
+    return build_model("m2", DataSpec((3,), 4), z_dim=2, hidden=(5,), likelihood="gaussian", alpha_scale=alpha_scale)
 
 
 @pytest.mark.parametrize("alpha_scale", [0.1, 2.0])
@@ -89,9 +88,32 @@ def test_mixed_batches_hold_labelled_data_every_step():
 
 
 def test_m2_trains_through_the_cli_with_labelled_batches(tmp_path, capsys):
-    args = ["train", "--model", "m2", "--estimator", "enum", "--dataset", "synthetic", "--z-dim", "2",
-            "--hidden", "16", "--epochs", "2", "--num-labels", "40", "--labelled-per-batch", "10",
-            "--run-dir", str(tmp_path), "-k", "5", "--no-progress", "--lr", "1e-2"]
+    args = [
+        "train",
+        "--model",
+        "m2",
+        "--estimator",
+        "enum",
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--num-labels",
+        "40",
+        "--labelled-per-batch",
+        "10",
+        "--run-dir",
+        str(tmp_path),
+        "-k",
+        "5",
+        "--no-progress",
+        "--lr",
+        "1e-2",
+    ]
     assert main(args) == 0, capsys.readouterr().err
     assert (tmp_path / "figures" / "analogies.png").is_file()
     assert main(["evaluate", str(tmp_path), "-k", "5", "--num-test", "200"]) == 0
@@ -123,8 +145,9 @@ def test_classification_error_sums_the_shards_of_several_processes():
     data = load_dataset("synthetic")
     keys = ("x", "y")
     whole = classification_error(m2, data.test_batches(7, keys=keys))
-    counts = [(classification_error(m2, data.test_batches(7, keys=keys, shard=(r, 2))),
-               len(data.test[r::2])) for r in (0, 1)]
+    counts = [
+        (classification_error(m2, data.test_batches(7, keys=keys, shard=(r, 2))), len(data.test[r::2])) for r in (0, 1)
+    ]
     (e0, n0), (e1, n1) = counts
     assert whole == pytest.approx((e0 * n0 + e1 * n1) / (n0 + n1))
     other = torch.tensor([e1 * n1, n1], dtype=torch.float64)  # what the all-reduce adds on process 0

@@ -29,8 +29,9 @@ def test_log_prob_equals_mixture_same_family(value_shape, batch_shape):
 
 def test_components_with_their_own_batch_fall_back_to_the_broadcast():
     loc, scale = torch.randn(4, 5, 3, dtype=torch.float64), torch.rand(4, 5, 3, dtype=torch.float64) + 0.1
-    mixture = DiagonalNormalMixture(dist.Categorical(logits=torch.zeros(4, 5, dtype=torch.float64)),
-                                    dist.Normal(loc, scale).to_event(1))
+    mixture = DiagonalNormalMixture(
+        dist.Categorical(logits=torch.zeros(4, 5, dtype=torch.float64)), dist.Normal(loc, scale).to_event(1)
+    )
     value = torch.randn(2, 4, 3, dtype=torch.float64)
     assert torch.equal(mixture.log_prob(value), _reference(loc, scale).log_prob(value))
 
@@ -101,10 +102,13 @@ def test_pseudo_inputs_from_training_images():
     assert torch.equal(loaded.pseudo_layer.weight, before)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"pseudo_init": "pixels"}, "pseudo_init must be one of \\('normal', 'data'\\), got 'pixels'"),
-    ({"num_components": 0}, "num_components must be a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"pseudo_init": "pixels"}, "pseudo_init must be one of \\('normal', 'data'\\), got 'pixels'"),
+        ({"num_components": 0}, "num_components must be a positive integer, got 0"),
+    ],
+)
 def test_vampprior_refuses_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         VampPriorVAE(6, z_dim=2, hidden=(5,), **options)
@@ -113,8 +117,16 @@ def test_vampprior_refuses_bad_options(options, message):
 def test_train_initializes_the_pseudo_inputs_from_the_training_data(tmp_path):
     from pyro_vae import TrainConfig, load_run, train
 
-    config = TrainConfig(dataset="synthetic", model="vampprior", z_dim=2, hidden=(8,), epochs=1,
-                         model_options={"num_components": 3, "pseudo_init": "data"})
+    config = TrainConfig(
+        dataset="synthetic",
+        model="vampprior",
+        z_dim=2,
+        hidden=(8,),
+        epochs=1,
+        model_options={"num_components": 3, "pseudo_init": "data"},
+    )
     run = train(config, tmp_path, progress=False)
     assert run.metrics and run.vae.pseudo_inputs.shape == (3, *run.dataset.x_shape)
-    assert torch.equal(load_run(tmp_path).vae.pseudo_inputs, run.vae.pseudo_inputs)  # a checkpoint counts as initialized
+    assert torch.equal(
+        load_run(tmp_path).vae.pseudo_inputs, run.vae.pseudo_inputs
+    )  # a checkpoint counts as initialized

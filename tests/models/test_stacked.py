@@ -12,30 +12,34 @@ X_DIM, Z1, Z2, C, B = 12, 4, 3, 5, 7
 
 
 def stacked(**options) -> StackedM1M2:
-    return build_model("m1-m2", DataSpec((X_DIM,), C), z_dim=Z2, hidden=(6,), m1_z_dim=Z1, m1_hidden=(8,),
-                       **options)
+    return build_model("m1-m2", DataSpec((X_DIM,), C), z_dim=Z2, hidden=(6,), m1_z_dim=Z1, m1_hidden=(8,), **options)
 
 
 def batch(labels: str):
     x = torch.bernoulli(torch.full((B, X_DIM), 0.5))
-    y = {"none": None, "all": torch.arange(B) % C,
-         "some": torch.tensor([0, UNLABELLED, 2, UNLABELLED, 4, 1, UNLABELLED])}[labels]
+    y = {
+        "none": None,
+        "all": torch.arange(B) % C,
+        "some": torch.tensor([0, UNLABELLED, 2, UNLABELLED, 4, 1, UNLABELLED]),
+    }[labels]
     return x, y
 
 
-@pytest.mark.parametrize("labels, y_sites", [
-    ("none", {"m2.y": (B,)}),
-    ("all", {"m2.y": (B,)}),
-    ("some", {"m2.y": (B,), "m2.y_observed": (B,), "m2.y_unobserved": (B,)}),  # Pyro's obs_mask sites
-])
+@pytest.mark.parametrize(
+    "labels, y_sites",
+    [
+        ("none", {"m2.y": (B,)}),
+        ("all", {"m2.y": (B,)}),
+        ("some", {"m2.y": (B,), "m2.y_observed": (B,), "m2.y_unobserved": (B,)}),  # Pyro's obs_mask sites
+    ],
+)
 def test_site_names_and_shapes(labels, y_sites):
     program = stacked()
     x, y = batch(labels)
     guide = poutine.trace(program.guide).get_trace(x, y=y, total_size=70)
     model = poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(x, y=y, total_size=70)
     shapes = {name: tuple(site["value"].shape) for name, site in model.nodes.items() if site["type"] == "sample"}
-    assert shapes == {"m1.data": (B,), "m1.z": (B, Z1), "m2.z": (B, Z2), "m2.x": (B, Z1), "m1.x": (B, X_DIM),
-                      **y_sites}
+    assert shapes == {"m1.data": (B,), "m1.z": (B, Z1), "m2.z": (B, Z2), "m2.x": (B, Z1), "m1.x": (B, X_DIM), **y_sites}
     assert model.nodes["m2.x"]["is_observed"]
     assert torch.equal(model.nodes["m2.x"]["value"], guide.nodes["m1.z"]["value"])
     assert not model.nodes["m1.z"]["is_observed"] and model.nodes["m1.x"]["is_observed"]
@@ -97,10 +101,16 @@ def test_sites_and_shapes_under_a_particle_plate(labels):
     program, K = stacked(), 3
     x, y = batch(labels)
     guide, model = _particle_traces(program, x, y, K)
-    shapes = {name: tuple(site["value"].shape) for name, site in model.nodes.items()
-              if site["type"] == "sample" and name != "m1.data"}
-    enumerated = {"none": {"m2.y": (C, 1, 1)}, "all": {"m2.y": (B,)},
-                  "some": {"m2.y": (C, 1, B), "m2.y_observed": (B,), "m2.y_unobserved": (C, 1, 1)}}[labels]
+    shapes = {
+        name: tuple(site["value"].shape)
+        for name, site in model.nodes.items()
+        if site["type"] == "sample" and name != "m1.data"
+    }
+    enumerated = {
+        "none": {"m2.y": (C, 1, 1)},
+        "all": {"m2.y": (B,)},
+        "some": {"m2.y": (C, 1, B), "m2.y_observed": (B,), "m2.y_unobserved": (C, 1, 1)},
+    }[labels]
     z2 = (K, B, Z2) if labels == "all" else (C, K, B, Z2)  # one z2 per enumerated y
     assert shapes == {"m1.z": (K, B, Z1), "m2.x": (K, B, Z1), "m2.z": z2, "m1.x": (B, X_DIM), **enumerated}
     assert torch.equal(model.nodes["m2.x"]["value"], guide.nodes["m1.z"]["value"])  # M2's data: the K codes
@@ -123,7 +133,9 @@ def test_vectorized_particles_give_the_unvectorized_log_weights():
     expected = torch.zeros(B)
     for trace, sign in ((model, 1.0), (guide, -1.0)):
         trace.compute_log_prob()
-        expected += sign * sum(s["log_prob"] for n, s in trace.nodes.items() if s["type"] == "sample" and n != "m1.data")
+        expected += sign * sum(
+            s["log_prob"] for n, s in trace.nodes.items() if s["type"] == "sample" and n != "m1.data"
+        )
     assert log_w.shape == (1, B) and torch.allclose(log_w[0], expected, atol=1e-5)
 
 
@@ -186,14 +198,24 @@ def test_a_trained_m1_is_plugged_in():
     assert params and all(n.startswith("m2.") for n in params)  # the frozen M1 is no parameter of the guide
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: build_model("m1-m2", DataSpec((X_DIM,)), m1_hidden=(8,)), r"stacked M1 \+ M2 needs a labelled data set"),
-    (lambda: StackedM1M2(X_DIM, C, m1=VAE(X_DIM + 1, hidden=(8,))),
-     r"M1 models images of shape \(13,\), the data are of shape \(12,\): give the M1 trained on this data set"),
-    (lambda: StackedM1M2(X_DIM, C, m1=CVAE(X_DIM, C, hidden=(8,))),
-     r"M1 must be a VAE of unlabelled images \(data x\), got a CVAE of the data \['x', 'y'\]"),
-    (lambda: stacked().model(None), "scores data against its guide"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: build_model("m1-m2", DataSpec((X_DIM,)), m1_hidden=(8,)),
+            r"stacked M1 \+ M2 needs a labelled data set",
+        ),
+        (
+            lambda: StackedM1M2(X_DIM, C, m1=VAE(X_DIM + 1, hidden=(8,))),
+            r"M1 models images of shape \(13,\), the data are of shape \(12,\): give the M1 trained on this data set",
+        ),
+        (
+            lambda: StackedM1M2(X_DIM, C, m1=CVAE(X_DIM, C, hidden=(8,))),
+            r"M1 must be a VAE of unlabelled images \(data x\), got a CVAE of the data \['x', 'y'\]",
+        ),
+        (lambda: stacked().model(None), "scores data against its guide"),
+    ],
+)
 def test_refusals(make, message):
     with pytest.raises(ValueError, match=message):
         make()

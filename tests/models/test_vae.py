@@ -19,6 +19,7 @@ def test_site_names_and_shapes(prefix, x_shape, likelihood):
     x = torch.rand(4, *x_shape).round()
     guide_tr = poutine.trace(vae.guide).get_trace(x)
     model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
+
     def name(site):
         return f"{prefix}.{site}" if prefix else site
 
@@ -151,8 +152,11 @@ def test_bad_constructor_values(kwargs, error, match):
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda vae: vae.model(torch.rand(4, 6, dtype=torch.float64)), TypeError,
-         "x has dtype torch.float64 but the VAE's parameters are torch.float32"),
+        (
+            lambda vae: vae.model(torch.rand(4, 6, dtype=torch.float64)),
+            TypeError,
+            "x has dtype torch.float64 but the VAE's parameters are torch.float32",
+        ),
         (lambda vae: vae.guide(torch.rand(4, 6).half()), TypeError, "x has dtype torch.float16"),
         (lambda vae: vae.model(torch.zeros(0, 6)), ValueError, r"x is an empty batch \(0 data points\)"),
         (lambda vae: vae.guide(torch.zeros(0, 6)), ValueError, "x is an empty batch"),
@@ -177,8 +181,11 @@ def test_vaes_share_an_enclosing_data_plate():
             b.model(x)
 
     trace = pyro.poutine.trace(model).get_trace(x)
-    frames = {name: [f.name for f in site["cond_indep_stack"]] for name, site in trace.nodes.items()
-              if site["type"] == "sample" and not name.endswith("data")}
+    frames = {
+        name: [f.name for f in site["cond_indep_stack"]]
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not name.endswith("data")
+    }
     assert frames == {"a.z": ["data"], "a.x": ["data"], "b.z": ["data"], "b.x": ["data"]}
     with pytest.raises(ValueError, match="enclosing plate 'data' has size 5, the batch 3"):
         with pyro.plate("data", 5):
@@ -195,11 +202,14 @@ def test_encoder_exposes_its_features():
     assert isinstance(vae.encoder.net[:2], torch.nn.Sequential) and len(vae.encoder.net[:2]) == 2
 
 
-@pytest.mark.parametrize("x_shape, code_shape", [
-    ((7, 6), (3, 1, 4)),  # the code repeats x (M2's enumerated classes): the split first layer
-    ((3, 7, 6), (3, 1, 4)),  # x already as wide as the broadcast: the concatenation
-    ((7, 6), (7, 4)),
-])
+@pytest.mark.parametrize(
+    "x_shape, code_shape",
+    [
+        ((7, 6), (3, 1, 4)),  # the code repeats x (M2's enumerated classes): the split first layer
+        ((3, 7, 6), (3, 1, 4)),  # x already as wide as the broadcast: the concatenation
+        ((7, 6), (7, 4)),
+    ],
+)
 @pytest.mark.parametrize("hidden", [(5, 4), ()])
 def test_an_mlp_on_x_and_a_code_is_the_mlp_of_their_concatenation(x_shape, code_shape, hidden):
     from pyro_vae.models.nets import MLP, GaussianEncoder, with_code

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from pyro.infer import Trace_ELBO
 
 from pyro_vae.data import DATASETS, DatasetNotFoundError
-from pyro_vae.experiments.graph import markdown_table, run_table
 from pyro_vae.data.graphs import check_graph, link_split, load_graph, planted_partition
-from pyro_vae.plots.embedding import embedding_figure
+from pyro_vae.experiments.graph import markdown_table, run_table
 from pyro_vae.inference.link_prediction import average_precision, roc_auc
 from pyro_vae.models import MODELS
 from pyro_vae.models.vgae import GAE, VGAE, Pairs, paper_pairs
+from pyro_vae.plots.embedding import embedding_figure
 from pyro_vae.training import PRESETS, TrainConfig, evaluate_graph_run, load_run, train, train_or_resume
 from pyro_vae.training.resume import resume_config
 from pyro_vae.training.run_dir import RunDirBusyError, lock_run_dir
@@ -217,16 +217,22 @@ def test_training_leaves_no_global_state(tmp_path):
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"estimator": "score-nvil"}, "score-nvil.*one datum"),
-    ({"dataset": "mnist"}, r"'vgae' trains on graph data and the data set 'mnist' holds vectors; use one of .*'cora'"),
-    ({"model": "vae"}, r"'vae' trains on vectors data and the data set 'planted-partition' holds graph"),
-    ({"hidden": (32, 32)}, "one hidden GCN layer"),
-    ({"algorithm": "rws"}, "trains with the aevb algorithm"),
-    ({"kl_warmup": 5}, r"does not use \['kl_warmup'\]"),
-    ({"activation": "elu", "init_std": 0.5}, r"does not use \['activation', 'init_std'\]: .* a ReLU GCN"),
-    ({"init": "glorot"}, r"does not use \['init'\]"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"estimator": "score-nvil"}, "score-nvil.*one datum"),
+        (
+            {"dataset": "mnist"},
+            r"'vgae' trains on graph data and the data set 'mnist' holds vectors; use one of .*'cora'",
+        ),
+        ({"model": "vae"}, r"'vae' trains on vectors data and the data set 'planted-partition' holds graph"),
+        ({"hidden": (32, 32)}, "one hidden GCN layer"),
+        ({"algorithm": "rws"}, "trains with the aevb algorithm"),
+        ({"kl_warmup": 5}, r"does not use \['kl_warmup'\]"),
+        ({"activation": "elu", "init_std": 0.5}, r"does not use \['activation', 'init_std'\]: .* a ReLU GCN"),
+        ({"init": "glorot"}, r"does not use \['init'\]"),
+    ],
+)
 def test_config_errors(settings, message):
     with pytest.raises(ValueError, match=message):
         graph_config(**settings)
@@ -248,8 +254,9 @@ def test_table_experiment_on_the_shared_machinery(tmp_path):
     # a finished run is reused as it is: same numbers, no new epoch
     again = train_or_resume(base, tmp_path / "vgae-planted-partition-seed0", progress=False)
     assert str(again.test_metrics()["auc"]) == rows[0]["test_auc"] and len(again.metrics) == 3
-    per_seed = run_table(tmp_path / "per-seed", models=["vgae"], datasets=["planted-partition"], seeds=2, base=base,
-                         split_per_seed=True)
+    per_seed = run_table(
+        tmp_path / "per-seed", models=["vgae"], datasets=["planted-partition"], seeds=2, base=base, split_per_seed=True
+    )
     assert per_seed[0]["seeds"] == 2
     for seed in (0, 1):
         config = json.loads((tmp_path / "per-seed" / f"vgae-planted-partition-seed{seed}" / "config.json").read_text())

@@ -4,8 +4,8 @@ import matplotlib.image as mpimg
 import pytest
 import torch
 
-from pyro_vae.plots import plot_latents, plot_manifold, save_image_grid
 from pyro_vae.models.vae import VAE
+from pyro_vae.plots import plot_latents, plot_manifold, save_image_grid
 
 
 def test_manifold_needs_two_latent_dimensions(tmp_path):
@@ -79,8 +79,12 @@ def test_variance_panels_label_the_particle_counts(tmp_path, monkeypatch):
 
     import pyro_vae.experiments.variance_study as study
 
-    rows = [{"experiment": "particles", "estimator": e, "params": g, "num_particles": k, "total_variance": v * k}
-            for e, v in (("reparam", 1.0), ("score", 100.0)) for g in ("guide", "model") for k in (1, 4, 16)]
+    rows = [
+        {"experiment": "particles", "estimator": e, "params": g, "num_particles": k, "total_variance": v * k}
+        for e, v in (("reparam", 1.0), ("score", 100.0))
+        for g in ("guide", "model")
+        for k in (1, 4, 16)
+    ]
     figures = []
     monkeypatch.setattr(study, "save_figure", lambda fig, path: figures.append(fig) or path)
     study.plot_variance(rows, "particles", "num_particles", tmp_path / "v.png")
@@ -90,7 +94,9 @@ def test_variance_panels_label_the_particle_counts(tmp_path, monkeypatch):
     assert labels == ["1", "4", "16"]
 
 
-@pytest.mark.parametrize("num, nrow, shape", [(7, 3, (1, 5, 4)), (10, 10, (1, 28, 20)), (4, 6, (3, 2, 2)), (12, 5, (1, 3, 3))])
+@pytest.mark.parametrize(
+    "num, nrow, shape", [(7, 3, (1, 5, 4)), (10, 10, (1, 28, 20)), (4, 6, (3, 2, 2)), (12, 5, (1, 3, 3))]
+)
 def test_image_grid_is_torchvisions_make_grid(num, nrow, shape):
     from torchvision.utils import make_grid
 

@@ -53,16 +53,34 @@ def pair():
 
 
 def test_a_users_program_trains_to_exit_0_and_says_which_figures_it_has_not(pair, tmp_path, capsys):
-    argv = ["train", "--model", "test-pair", "--dataset", "synthetic", "--epochs", "1", "--no-progress", "-k", "2",
-            "--run-dir", str(tmp_path / "run"), "--device", "cpu"]
+    argv = [
+        "train",
+        "--model",
+        "test-pair",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "-k",
+        "2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'run' / 'figures' / 'curves.png'}" in out
-    assert "figures not drawn: samples (the program has no generate method); reconstructions (the program has no " \
-           "reconstruct method)" in out
+    assert (
+        "figures not drawn: samples (the program has no generate method); reconstructions (the program has no "
+        "reconstruct method)" in out
+    )
     assert main(["plot", str(tmp_path / "run"), "--figures", "samples"]) == 2
-    assert "the figure 'samples' cannot be drawn for this run: the program has no generate method" in \
-        capsys.readouterr().err
+    assert (
+        "the figure 'samples' cannot be drawn for this run: the program has no generate method"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_figure_that_fails_to_draw_is_reported_not_raised(tmp_path):

@@ -1,12 +1,12 @@
 """The TensorBoard callback: what it writes, read back from the event file."""
 
 import pytest
+from support import SMALL
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pyro_vae.cli import main
 from pyro_vae.plots.tensorboard import TensorBoard, gradient_norm
 from pyro_vae.training import TrainConfig, train
-from support import SMALL
 
 
 def _events(log_dir) -> EventAccumulator:
@@ -16,8 +16,12 @@ def _events(log_dir) -> EventAccumulator:
 
 
 def test_metrics_rows_gradient_norm_and_image_grids_are_written(tmp_path):
-    run = train(TrainConfig(**SMALL, epochs=2), tmp_path / "run", progress=False,
-                callbacks=[TensorBoard(tmp_path / "tb", num_images=20)])
+    run = train(
+        TrainConfig(**SMALL, epochs=2),
+        tmp_path / "run",
+        progress=False,
+        callbacks=[TensorBoard(tmp_path / "tb", num_images=20)],
+    )
     events = _events(tmp_path / "tb")
     scalars = events.Tags()["scalars"]
     assert {"train_elbo", "test_elbo", "lr", "grad_norm"} <= set(scalars)
@@ -33,8 +37,28 @@ def test_metrics_rows_gradient_norm_and_image_grids_are_written(tmp_path):
 
 def test_the_command_line_flag_writes_into_the_run_folder(tmp_path):
     run_dir = tmp_path / "run"
-    assert main(["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--epochs", "1", "-k", "2",
-                 "--run-dir", str(run_dir), "--no-progress", "--tensorboard"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--z-dim",
+                "2",
+                "--hidden",
+                "8",
+                "--epochs",
+                "1",
+                "-k",
+                "2",
+                "--run-dir",
+                str(run_dir),
+                "--no-progress",
+                "--tensorboard",
+            ]
+        )
+        == 0
+    )
     assert "test_elbo" in _events(run_dir / "tensorboard").Tags()["scalars"]
 
 

@@ -13,13 +13,32 @@ from pyro_vae import pretrained
 from pyro_vae.cli import main
 from pyro_vae.inference.classification import classification_error
 from pyro_vae.pretrained import (
-    MAX_BYTES, PretrainedError, export_pretrained, load_pretrained, report_dir, resolve_run,
+    MAX_BYTES,
+    PretrainedError,
+    export_pretrained,
+    load_pretrained,
+    report_dir,
+    resolve_run,
 )
 from pyro_vae.registry import Registry
 from pyro_vae.training.loop import load_run
 
-COMMAND = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--lr", "0.01", "--epochs", "2",
-           "--no-progress", "-k", "5"]
+COMMAND = [
+    "train",
+    "--dataset",
+    "synthetic",
+    "--z-dim",
+    "2",
+    "--hidden",
+    "16",
+    "--lr",
+    "0.01",
+    "--epochs",
+    "2",
+    "--no-progress",
+    "-k",
+    "5",
+]
 
 
 @pytest.fixture
@@ -55,7 +74,10 @@ def test_export_then_load_is_the_same_model(entry, trained):
     record = json.loads(entry.read_text())
     assert record["command"] == " ".join(COMMAND) and record["epoch"] == 2
     assert list(record["reports"]) == ["eval-epoch0002-k5-n500"]
-    assert record["reports"]["eval-epoch0002-k5-n500"]["num_samples"] == 5 and entry.with_suffix(".pt").stat().st_size == record["bytes"]
+    assert (
+        record["reports"]["eval-epoch0002-k5-n500"]["num_samples"] == 5
+        and entry.with_suffix(".pt").stat().st_size == record["bytes"]
+    )
     original, loaded = load_run(trained), pyro_vae.load_pretrained("toy")
     assert original.vae.state_dict().keys() == loaded.vae.state_dict().keys()
     for (name, p), q in zip(original.vae.state_dict().items(), loaded.vae.state_dict().values()):
@@ -176,13 +198,17 @@ def test_shipped_main_job_loads_and_fits_its_model(real_data_dir):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("name, model, hidden, z_dim, lr_schedule, epoch, log_px", [
-    ("mnist-vae-z50-e3280", "vae", (200, 200), 50, "iwae", 3280, -87.86),
-    ("mnist-two-layer-elu-e3280", "two-layer", (200, 200), 100, "iwae", 3280, -85.42),
-    ("mnist-vampprior-elu-e2000", "vampprior", (300, 300), 40, "constant", 2000, -82.89),
-])
+@pytest.mark.parametrize(
+    "name, model, hidden, z_dim, lr_schedule, epoch, log_px",
+    [
+        ("mnist-vae-z50-e3280", "vae", (200, 200), 50, "iwae", 3280, -87.86),
+        ("mnist-two-layer-elu-e3280", "two-layer", (200, 200), 100, "iwae", 3280, -85.42),
+        ("mnist-vampprior-elu-e2000", "vampprior", (300, 300), 40, "constant", 2000, -82.89),
+    ],
+)
 def test_shipped_long_runs_load_with_their_recorded_marginal_likelihood(
-        real_data_dir, name, model, hidden, z_dim, lr_schedule, epoch, log_px):
+    real_data_dir, name, model, hidden, z_dim, lr_schedule, epoch, log_px
+):
     run = load_pretrained(name, str(real_data_dir))
     assert run.config.model == model and run.config.hidden == hidden and run.config.z_dim == z_dim
     assert run.config.lr_schedule == lr_schedule and run.metrics[-1]["epoch"] == epoch
@@ -208,17 +234,33 @@ def _edit_record(entry, change) -> None:
     entry.write_text(json.dumps(change(record)))
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: {**r, "config": "x"}, ": the entry config must be a dict of TrainConfig fields, got 'x'"),
-    (lambda r: {**r, "config": {**r["config"], "lr": -1}},
-     ": its config is not valid: lr must be a finite number > 0, got -1"),
-    (lambda r: {**r, "config": {**r["config"], "lrr": 1}}, ": its config is not valid: unknown config entries ['lrr']"),
-    (lambda r: {**r, "bytes": "12"}, ": the entry bytes must be the size of the weights file, an int >= 0, got '12'"),
-    (lambda r: {**r, "sha256": 5}, ": the entry sha256 must be the SHA-256 of the weights file, 64 hex digits, got 5"),
-    (lambda r: {**r, "metrics": "x"},
-     ": the entry metrics must be the learning curve, a list of metrics rows (dicts), got 'x'"),
-    (lambda r: [r], " must be a JSON object, got a list"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: {**r, "config": "x"}, ": the entry config must be a dict of TrainConfig fields, got 'x'"),
+        (
+            lambda r: {**r, "config": {**r["config"], "lr": -1}},
+            ": its config is not valid: lr must be a finite number > 0, got -1",
+        ),
+        (
+            lambda r: {**r, "config": {**r["config"], "lrr": 1}},
+            ": its config is not valid: unknown config entries ['lrr']",
+        ),
+        (
+            lambda r: {**r, "bytes": "12"},
+            ": the entry bytes must be the size of the weights file, an int >= 0, got '12'",
+        ),
+        (
+            lambda r: {**r, "sha256": 5},
+            ": the entry sha256 must be the SHA-256 of the weights file, 64 hex digits, got 5",
+        ),
+        (
+            lambda r: {**r, "metrics": "x"},
+            ": the entry metrics must be the learning curve, a list of metrics rows (dicts), got 'x'",
+        ),
+        (lambda r: [r], " must be a JSON object, got a list"),
+    ],
+)
 def test_a_record_of_the_wrong_kind_is_one_line(entry, change, message):
     _edit_record(entry, change)  # on main: AttributeError or TypeError tracebacks, or metrics taken as they came
     with pytest.raises(PretrainedError) as raised:

@@ -1,12 +1,12 @@
 """Callbacks: a user's hooks at each metrics row, each epoch's end and the run's end."""
 
 import pytest
+from support import SMALL
 
 from pyro_vae.cli import main
 from pyro_vae.training import TrainConfig, load_run, train
 from pyro_vae.training.callbacks import CallbackError
 from pyro_vae.training.checkpoint import load_checkpoint
-from support import SMALL
 
 
 class Recorder:
@@ -28,8 +28,13 @@ class Recorder:
 def test_the_loop_calls_every_hook_in_order_and_a_resumed_run_goes_on(tmp_path):
     first, second = Recorder(), Recorder()
     train(TrainConfig(**SMALL, epochs=2), tmp_path, progress=False, callbacks=[first])
-    assert first.calls == [("on_eval", 1), ("on_epoch_end", 1), ("on_eval", 2), ("on_epoch_end", 2),
-                           ("on_train_end", 2, 2)]
+    assert first.calls == [
+        ("on_eval", 1),
+        ("on_epoch_end", 1),
+        ("on_eval", 2),
+        ("on_epoch_end", 2),
+        ("on_train_end", 2, 2),
+    ]
     train(TrainConfig(**SMALL, epochs=3), tmp_path, progress=False, resume=True, callbacks=[second])
     assert second.calls == [("on_eval", 3), ("on_epoch_end", 3), ("on_train_end", 3, 3)]
 
@@ -49,8 +54,13 @@ def test_graph_runs_call_the_hooks_too(tmp_path):
     recorder = Recorder()
     config = TrainConfig(model="vgae", dataset="planted-partition", hidden=(8,), z_dim=4, epochs=2, lr=0.01)
     train(config, tmp_path, progress=False, callbacks=[recorder])
-    assert recorder.calls == [("on_eval", 1), ("on_epoch_end", 1), ("on_eval", 2), ("on_epoch_end", 2),
-                              ("on_train_end", 2, 2)]
+    assert recorder.calls == [
+        ("on_eval", 1),
+        ("on_epoch_end", 1),
+        ("on_eval", 2),
+        ("on_epoch_end", 2),
+        ("on_train_end", 2, 2),
+    ]
 
 
 @pytest.mark.parametrize("callback", [object(), Recorder])
@@ -92,13 +102,17 @@ class FailsAt:
             raise RuntimeError("the logger's disk went away\nsecond line")
 
 
-@pytest.mark.parametrize("hook, evals_per_decade, epoch, saved_rows, all_rows", [
-    ("on_eval", 0, 2, [1, 2], [1, 2, 3, 4, 5, 6]),  # a row each epoch
-    ("on_epoch_end", 0, 2, [1, 2], [1, 2, 3, 4, 5, 6]),
-    ("on_eval", 2, 5, [2, 5], [2, 5, 6]),  # rows at epochs 2, 5 and 6 only
-])
-def test_a_failing_callback_loses_no_epoch_and_is_one_line(tmp_path, hook, evals_per_decade, epoch, saved_rows,
-                                                           all_rows):
+@pytest.mark.parametrize(
+    "hook, evals_per_decade, epoch, saved_rows, all_rows",
+    [
+        ("on_eval", 0, 2, [1, 2], [1, 2, 3, 4, 5, 6]),  # a row each epoch
+        ("on_epoch_end", 0, 2, [1, 2], [1, 2, 3, 4, 5, 6]),
+        ("on_eval", 2, 5, [2, 5], [2, 5, 6]),  # rows at epochs 2, 5 and 6 only
+    ],
+)
+def test_a_failing_callback_loses_no_epoch_and_is_one_line(
+    tmp_path, hook, evals_per_decade, epoch, saved_rows, all_rows
+):
     config = TrainConfig(**SMALL, epochs=6, evals_per_decade=evals_per_decade)
     with pytest.raises(CallbackError) as err:
         train(config, tmp_path, progress=False, callbacks=[FailsAt(hook, epoch)])
@@ -128,8 +142,12 @@ class _FailsAtEpochEnd:
 def test_an_epoch_without_a_due_checkpoint_is_saved_when_its_callback_fails(tmp_path):
     # evals_per_decade=2: epoch 3 has no metrics row, so no checkpoint is due at its end
     with pytest.raises(CallbackError, match=r"_FailsAtEpochEnd.on_epoch_end failed at epoch 3 \(OSError: no space"):
-        train(TrainConfig(**SMALL, epochs=6, evals_per_decade=2), tmp_path, progress=False,
-              callbacks=[_FailsAtEpochEnd(3)])
+        train(
+            TrainConfig(**SMALL, epochs=6, evals_per_decade=2),
+            tmp_path,
+            progress=False,
+            callbacks=[_FailsAtEpochEnd(3)],
+        )
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 3
 
 
@@ -148,8 +166,25 @@ def test_a_failing_callback_through_the_cli_is_one_line(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(TensorBoard, "on_eval", fails)
     run_dir = tmp_path / "run"
-    argv = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--epochs", "2", "--no-progress",
-            "--device", "cpu", "-k", "2", "--run-dir", str(run_dir), "--tensorboard"]
+    argv = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "8",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "-k",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        "--tensorboard",
+    ]
     assert main(argv) == 2
     assert capsys.readouterr().err == (
         "pyro-vae: error: callback TensorBoard.on_eval failed at epoch 1 (OSError: the event file cannot be "

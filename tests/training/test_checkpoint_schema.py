@@ -55,8 +55,11 @@ def _rewrite(runs, tmp_path, **fields):
         (dict(process={"jit": "yes"}), "the field process.jit must be True or False, got 'yes'"),
         (dict(process={"threads": 0}), "the field process.threads must be an int >= 1, got 0"),
         (dict(process={"device": 0}), "the field process.device must be a device type, got 0"),
-        (dict(process={"colour": 1}), "the field process.colour must be one of the process settings ['jit', "
-                                      "'flush_denormal', 'threads', 'device'], got 1"),
+        (
+            dict(process={"colour": 1}),
+            "the field process.colour must be one of the process settings ['jit', "
+            "'flush_denormal', 'threads', 'device'], got 1",
+        ),
     ],
 )
 def test_hand_made_fields_are_named(runs, tmp_path, fields, message):
@@ -79,7 +82,10 @@ def _swap_optimizer(runs, tmp_path):
 
 def test_an_optimizer_state_of_another_architecture_is_refused(runs, tmp_path):
     run_dir = _swap_optimizer(runs, tmp_path)
-    with pytest.raises(CheckpointError, match=r"optimizer\.optimizer\.state\[0\]\.exp_avg has shape \(20, 64\), the parameter it steps \(50, 64\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"optimizer\.optimizer\.state\[0\]\.exp_avg has shape \(20, 64\), the parameter it steps \(50, 64\)",
+    ):
         train(TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)), run_dir, resume=True, progress=False)
 
 
@@ -87,18 +93,32 @@ def test_an_optimizer_state_of_another_architecture_is_refused(runs, tmp_path):
 def test_the_optimizer_swap_through_the_cli_is_one_line_not_a_segfault(runs, tmp_path):
     # in a subprocess: on main this resume crashed the interpreter (exit 139)
     run_dir = _swap_optimizer(runs, tmp_path)
-    cli = [sys.executable, "-m", "pyro_vae", "train", "--run-dir", str(run_dir), "--resume", "--epochs", "2",
-           "--no-progress", "--allow-process-change"]  # trained from Python, without the CLI's denormal flush
+    cli = [
+        sys.executable,
+        "-m",
+        "pyro_vae",
+        "train",
+        "--run-dir",
+        str(run_dir),
+        "--resume",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--allow-process-change",
+    ]  # trained from Python, without the CLI's denormal flush
     done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("pyro-vae: error: checkpoint") and "optimizer.optimizer.state[0].exp_avg" in last
 
 
-@pytest.mark.parametrize("groups, message", [
-    (lambda g: g + g, "has 2 parameter group(s), the model's optimizer 1"),
-    (lambda g: [{**g[0], "params": g[0]["params"][:-1]}], "parameters per group"),
-])
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        (lambda g: g + g, "has 2 parameter group(s), the model's optimizer 1"),
+        (lambda g: [{**g[0], "params": g[0]["params"][:-1]}], "parameters per group"),
+    ],
+)
 def test_optimizer_groups_must_fit(runs, tmp_path, groups, message):
     state = load_checkpoint(runs / "50" / "checkpoint.pt")["optimizer"]
     state["optimizer"]["param_groups"] = groups(state["optimizer"]["param_groups"])
@@ -111,7 +131,6 @@ def test_an_intact_checkpoint_still_resumes(runs, tmp_path):
     run_dir = _rewrite(runs, tmp_path)
     run = train(TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)), run_dir, resume=True, progress=False)
     assert [m["epoch"] for m in run.metrics] == [1, 2]
-
 
 
 # --- the process settings that change float rounding: recorded, and compared on resume -----
@@ -143,19 +162,26 @@ def _resume(run, flags):
 
 def test_the_checkpoint_records_the_process_settings(cli_run):
     assert load_checkpoint(cli_run / "checkpoint.pt")["process"] == {
-        "jit": True, "flush_denormal": True, "threads": 1, "device": "cpu"}
+        "jit": True,
+        "flush_denormal": True,
+        "threads": 1,
+        "device": "cpu",
+    }
 
 
 DIFFERENT_PROCESS = [
-    (["--no-jit", "--threads", "1", "--flush-denormal"], "--no-jit (the run trained with --jit)",
-     {"jit": False}),
-    (["--jit", "--threads", "2", "--flush-denormal"], "--threads 2 (the run trained with --threads 1)",
-     {"threads": 2}),
-    (["--jit", "--threads", "1", "--no-flush-denormal"], "--no-flush-denormal (the run trained with --flush-denormal)",
-     {"flush_denormal": False}),
-    (["--no-jit", "--threads", "2", "--flush-denormal"],
-     "--no-jit (the run trained with --jit); --threads 2 (the run trained with --threads 1)",
-     {"jit": False, "threads": 2}),
+    (["--no-jit", "--threads", "1", "--flush-denormal"], "--no-jit (the run trained with --jit)", {"jit": False}),
+    (["--jit", "--threads", "2", "--flush-denormal"], "--threads 2 (the run trained with --threads 1)", {"threads": 2}),
+    (
+        ["--jit", "--threads", "1", "--no-flush-denormal"],
+        "--no-flush-denormal (the run trained with --flush-denormal)",
+        {"flush_denormal": False},
+    ),
+    (
+        ["--no-jit", "--threads", "2", "--flush-denormal"],
+        "--no-jit (the run trained with --jit); --threads 2 (the run trained with --threads 1)",
+        {"jit": False, "threads": 2},
+    ),
 ]
 
 
@@ -195,11 +221,19 @@ def test_a_finished_run_reused_with_other_process_flags_is_not_compared(resumabl
 def test_a_resume_on_another_kind_of_device_is_refused(runs, tmp_path):
     process = {**load_checkpoint(runs / "50" / "checkpoint.pt")["process"], "device": "cuda"}
     run_dir = _rewrite(runs, tmp_path, process=process)
-    with pytest.raises(ValueError, match=r"other process settings: --device cpu \(the run trained with --device "
-                                         r"cuda\)\. They change the float rounding"):
+    with pytest.raises(
+        ValueError,
+        match=r"other process settings: --device cpu \(the run trained with --device "
+        r"cuda\)\. They change the float rounding",
+    ):
         train(TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)), run_dir, resume=True, progress=False)
-    run = train(TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)), run_dir, resume=True, progress=False,
-                allow_process_change=True)
+    run = train(
+        TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)),
+        run_dir,
+        resume=True,
+        progress=False,
+        allow_process_change=True,
+    )
     assert [m["epoch"] for m in run.metrics] == [1, 2]
 
 
@@ -233,8 +267,10 @@ def test_non_finite_weights_are_named_in_one_line(runs, tmp_path, capsys, value)
     model = dict(load_checkpoint(runs / "50" / "checkpoint.pt")["model"])
     model["decoder.0.bias"] = model["decoder.0.bias"].clone().fill_(value)  # as a run that had diverged
     run_dir = _rewrite(runs, tmp_path, model=model)
-    message = (f"checkpoint {run_dir / 'checkpoint.pt'}: the model state holds NaN or infinite values in "
-               "decoder.0.bias (written by a run that had diverged, or damaged); use another checkpoint")
+    message = (
+        f"checkpoint {run_dir / 'checkpoint.pt'}: the model state holds NaN or infinite values in "
+        "decoder.0.bias (written by a run that had diverged, or damaged); use another checkpoint"
+    )
     with pytest.raises(CheckpointError) as raised:  # on main: Pyro's dump of a distribution's arguments, at first use
         load_run(run_dir)
     assert str(raised.value) == message
@@ -242,10 +278,13 @@ def test_non_finite_weights_are_named_in_one_line(runs, tmp_path, capsys, value)
     assert capsys.readouterr().err == f"pyro-vae: error: {message}\n"
 
 
-@pytest.mark.parametrize("config, message", [  # found by tests/test_fuzz.py
-    (dict(model=[1]), "{path} holds a run of the model [1], which is not registered here; import the module"),
-    (dict(lr=float("nan")), "checkpoint {path} holds an invalid config: lr must be a finite number > 0, got nan"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [  # found by tests/test_fuzz.py
+        (dict(model=[1]), "{path} holds a run of the model [1], which is not registered here; import the module"),
+        (dict(lr=float("nan")), "checkpoint {path} holds an invalid config: lr must be a finite number > 0, got nan"),
+    ],
+)
 def test_a_hand_made_config_is_named_with_its_file(runs, tmp_path, config, message):
     saved = load_checkpoint(runs / "50" / "checkpoint.pt")["config"]
     run_dir = _rewrite(runs, tmp_path, config={**saved, **config})

@@ -11,13 +11,13 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.multiprocessing as mp
+from support import SMALL
 
 from pyro_vae import VAE, TrainConfig, register_model, train
 from pyro_vae.cli import main
 from pyro_vae.data import make_synthetic
 from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training.distributed import session
-from support import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
 # Adam ignores a common scale of the gradients; weight decay (a N(0, I) prior) does not,
@@ -43,8 +43,11 @@ def _free_port() -> int:
 def _worker(rank: int, world_size: int, port: int, root: str) -> None:
     """One process of the runs that test_two_processes compares (rank ``rank`` of ``world_size``)."""
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     root = Path(root)
@@ -54,8 +57,12 @@ def _worker(rank: int, world_size: int, port: int, root: str) -> None:
         torch.save({"model": run.vae.state_dict(), "metrics": run.metrics}, root / f"point-2-rank{rank}.pt")
         noisy = TrainConfig(**SMALL, estimator="score-baseline", epochs=2)
         train(noisy, root / "straight", progress=False, distributed=context)
-        train(TrainConfig(**{**SMALL, "estimator": "score-baseline"}, epochs=1), root / "resumed", progress=False,
-              distributed=context)
+        train(
+            TrainConfig(**{**SMALL, "estimator": "score-baseline"}, epochs=1),
+            root / "resumed",
+            progress=False,
+            distributed=context,
+        )
         train(noisy, root / "resumed", resume=True, progress=False, distributed=context)
         torch.save(torch.get_rng_state(), root / f"rng-rank{rank}.pt")
 
@@ -97,19 +104,29 @@ def test_two_processes(tmp_path):
     assert not all(torch.equal(baselines0[k], baselines1[k]) for k in baselines0)  # each process its own
 
     # Only rank 0 wrote: one config, one metrics file; no stray files.
-    assert sorted(p.name for p in (tmp_path / "straight").iterdir()) == [".lock", "checkpoint.pt", "config.json", "metrics.csv"]
+    assert sorted(p.name for p in (tmp_path / "straight").iterdir()) == [
+        ".lock",
+        "checkpoint.pt",
+        "config.json",
+        "metrics.csv",
+    ]
     # A two-process checkpoint resumes on two processes only.
     with pytest.raises(ValueError, match="written by a run on 2.*resume it with 2"):
-        train(TrainConfig(**{**SMALL, "estimator": "score-baseline"}, epochs=3), tmp_path / "resumed", resume=True,
-              progress=False)
+        train(
+            TrainConfig(**{**SMALL, "estimator": "score-baseline"}, epochs=3),
+            tmp_path / "resumed",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_sharded_batches_make_the_global_batch():
     data = make_synthetic(num_train=40, num_test=10)
     data.binarize = True  # dynamic binarization: one draw for the global batch, split
     whole = list(data.train_batches(8, torch.Generator().manual_seed(3), keys=("x", "y")))
-    parts = [list(data.train_batches(8, torch.Generator().manual_seed(3), keys=("x", "y"), shard=(r, 2)))
-             for r in (0, 1)]
+    parts = [
+        list(data.train_batches(8, torch.Generator().manual_seed(3), keys=("x", "y"), shard=(r, 2))) for r in (0, 1)
+    ]
     for k, batch in enumerate(whole):
         for key in ("x", "y"):
             assert torch.equal(parts[0][k][key], batch[key][0::2])
@@ -126,12 +143,25 @@ def test_torchrun_runs_the_command_line(tmp_path):
     """``torchrun -m pyro_vae train`` on two processes: one run folder, written by rank 0;
     ``evaluate`` then shards the test set."""
     env = {**os.environ, "PYRO_VAE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pyro_vae"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pyro_vae",
+    ]
     run_dir = tmp_path / "run"
     flags = ["--dataset", "synthetic", "--hidden", "16", "--z-dim", "2", "--num-train", "400", "--device", "cpu"]
     result = subprocess.run(
         [*torchrun, "train", *flags, "--epochs", "1", "-k", "4", "--run-dir", str(run_dir), "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("run directory:") == 1 and "(2 processes)" in result.stdout

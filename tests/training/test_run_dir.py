@@ -10,27 +10,49 @@ import time
 from pathlib import Path
 
 import pytest
+from support import SMALL
 
 import pyro_vae.training.run_dir as run_dir_module
 from pyro_vae.cli import main
-from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training import TrainConfig, train
+from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training.run_dir import (
-    RunDirBusyError, RunDirWarning, clean_stale_temp_files, describe_os_error, lock_run_dir,
+    RunDirBusyError,
+    RunDirWarning,
+    clean_stale_temp_files,
+    describe_os_error,
+    lock_run_dir,
 )
-from support import SMALL
 
-TRAIN = ["train", "--dataset", "synthetic", "--z-dim", "2", "--hidden", "8", "--no-progress",
-         "--device", "cpu", "-k", "2", "--threads", "1"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "synthetic",
+    "--z-dim",
+    "2",
+    "--hidden",
+    "8",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "-k",
+    "2",
+    "--threads",
+    "1",
+]
 
 
 def _cli(*args: str) -> subprocess.Popen:
     """The real command line in a new process (stderr captured)."""
     # SIGINT back to its default: a job started in the background of a non-interactive shell
     # (as CI may run) inherits it ignored, and Python then installs no KeyboardInterrupt handler.
-    return subprocess.Popen([sys.executable, "-m", "pyro_vae.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyro_vae.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for(condition, timeout: float = 90.0) -> None:
@@ -73,8 +95,26 @@ def test_two_trainers_started_together_one_is_refused(tmp_path):
     assert json.loads((run / "config.json").read_text()) == json.loads(json.dumps(state["config"]))
     with lock_run_dir(run):  # kill -9 released the lock
         pass
-    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", str(state["epoch"] + 1),
-                 "--no-progress", "-k", "2", "--device", "cpu", "--threads", "1"]) == 0  # the winner's threads
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(run),
+                "--resume",
+                "--epochs",
+                str(state["epoch"] + 1),
+                "--no-progress",
+                "-k",
+                "2",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )  # the winner's threads
 
 
 @pytest.mark.slow
@@ -123,8 +163,13 @@ def test_resume_warns_about_a_damaged_older_snapshot(tmp_path):
 
 def test_stale_temp_files_are_cleaned_on_the_next_start(tmp_path):
     train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False, keep_every=1)
-    stale = [tmp_path / ".checkpoint.pt.k3j2_x.tmp", tmp_path / "metrics.tmp", tmp_path / ".config.json.a1.tmp",
-             tmp_path / ".metrics.csv.zz.tmp", tmp_path / "checkpoints" / ".epoch-0001.pt.q9.tmp"]
+    stale = [
+        tmp_path / ".checkpoint.pt.k3j2_x.tmp",
+        tmp_path / "metrics.tmp",
+        tmp_path / ".config.json.a1.tmp",
+        tmp_path / ".metrics.csv.zz.tmp",
+        tmp_path / "checkpoints" / ".epoch-0001.pt.q9.tmp",
+    ]
     kept = [tmp_path / ".eval-epoch0001-k5-n500.json.ab.tmp", tmp_path / "notes.tmp"]  # not the trainer's
     for path in stale + kept:
         path.write_bytes(b"x" * 100)
@@ -162,9 +207,15 @@ def test_resume_trusts_the_checkpoint_not_config_json(tmp_path, damage, capsys):
     "flags, message",
     [
         (["--epochs", "1"], "--epochs 1 is fewer than the 2 epochs"),
-        (["--preset", "iwae"], "cannot resume {run} with other settings: hidden (--preset iwae (200, 200), the run has (8,)); z_dim (--preset iwae 50, the run has 2)"),
+        (
+            ["--preset", "iwae"],
+            "cannot resume {run} with other settings: hidden (--preset iwae (200, 200), the run has (8,)); z_dim (--preset iwae 50, the run has 2)",
+        ),
         (["--lr", "0.5"], "lr (--lr 0.5, the run has 0.001)"),
-        (["--hidden", "16", "--seed", "3"], "hidden (--hidden (16,), the run has (8,)); seed (--seed 3, the run has 0)"),
+        (
+            ["--hidden", "16", "--seed", "3"],
+            "hidden (--hidden (16,), the run has (8,)); seed (--seed 3, the run has 0)",
+        ),
     ],
 )
 def test_resume_with_other_settings_is_refused(tmp_path, capsys, flags, message):
@@ -206,9 +257,14 @@ def test_disk_full_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys, monkey
 @pytest.mark.parametrize(
     "err, line",
     [
-        (OSError(errno.ENOSPC, "No space left on device", "/r/checkpoint.pt"),
-         "cannot write /r/checkpoint.pt: no space left on device (ENOSPC)"),
-        (PermissionError(errno.EACCES, "Permission denied", "/r/eval.json"), "cannot access /r/eval.json: permission denied (EACCES)"),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/r/checkpoint.pt"),
+            "cannot write /r/checkpoint.pt: no space left on device (ENOSPC)",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/r/eval.json"),
+            "cannot access /r/eval.json: permission denied (EACCES)",
+        ),
         (OSError(errno.EROFS, "Read-only file system"), "read-only file system (EROFS)"),
         (FileExistsError("runs/a already holds a run"), "runs/a already holds a run"),
     ],

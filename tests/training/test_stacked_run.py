@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from support import SMALL
 
 from pyro_vae import pretrained
 from pyro_vae.cli import main
@@ -14,7 +15,6 @@ from pyro_vae.data import DATASETS, make_synthetic
 from pyro_vae.registry import Registry
 from pyro_vae.training import TrainConfig, build_run, load_program, load_run, train
 from pyro_vae.training.build import with_absolute_sources
-from support import SMALL
 
 STACKED = dict(SMALL, model="m1-m2", estimator="enum", num_labels=40, labelled_per_batch=10)
 
@@ -30,9 +30,32 @@ def m1_dir(tmp_path_factory):
 
 def test_m1_from_a_run_folder_trains_resumes_and_evaluates_through_the_cli(tmp_path, m1_dir, capsys):
     run_dir = tmp_path / "stacked"
-    args = ["train", "--model", "m1-m2", "--model-option", f"m1={m1_dir}", "--estimator", "enum",
-            "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--lr", "1e-2", "--num-labels", "40",
-            "--labelled-per-batch", "10", "--run-dir", str(run_dir), "-k", "5", "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        "m1-m2",
+        "--model-option",
+        f"m1={m1_dir}",
+        "--estimator",
+        "enum",
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--lr",
+        "1e-2",
+        "--num-labels",
+        "40",
+        "--labelled-per-batch",
+        "10",
+        "--run-dir",
+        str(run_dir),
+        "-k",
+        "5",
+        "--no-progress",
+    ]
     assert main([*args, "--epochs", "1"]) == 0, capsys.readouterr().err
     assert main([*args, "--epochs", "2", "--resume"]) == 0, capsys.readouterr().err
     assert (run_dir / "figures" / "analogies.png").is_file()
@@ -82,14 +105,18 @@ def test_loading_m1_leaves_torch_rng_alone(m1_dir):
 def _narrow_synthetic(root):
     """The synthetic set cut to its first 32 pixels: images of another shape."""
     data = make_synthetic()
-    return dataclasses.replace(data, name="narrow", train=data.train[:, :32], test=data.test[:, :32],
-                               image_shape=(1, 4, 8))
+    return dataclasses.replace(
+        data, name="narrow", train=data.train[:, :32], test=data.test[:, :32], image_shape=(1, 4, 8)
+    )
 
 
-@pytest.mark.parametrize("m1, message", [
-    ("pretrained:nope", r"model option m1=pretrained:nope: unknown pretrained model 'nope'; expected one of \["),
-    ("no/such/run", r"model option m1=no/such/run: no/such/run is no run folder with a checkpoint"),
-])
+@pytest.mark.parametrize(
+    "m1, message",
+    [
+        ("pretrained:nope", r"model option m1=pretrained:nope: unknown pretrained model 'nope'; expected one of \["),
+        ("no/such/run", r"model option m1=no/such/run: no/such/run is no run folder with a checkpoint"),
+    ],
+)
 def test_an_m1_that_cannot_be_loaded_is_named(m1, message):
     with pytest.raises(ValueError, match=message):
         build_run(TrainConfig(**STACKED, model_options={"m1": m1}))
@@ -109,17 +136,54 @@ def test_a_config_without_m1_is_refused_before_any_work(capsys):
     assert "--model-option m1=pretrained:NAME" in capsys.readouterr().err
 
 
-def test_m1_run_folder_typed_relative_is_saved_absolute_and_resumes_from_elsewhere(tmp_path, m1_dir, monkeypatch, capsys):
+def test_m1_run_folder_typed_relative_is_saved_absolute_and_resumes_from_elsewhere(
+    tmp_path, m1_dir, monkeypatch, capsys
+):
     monkeypatch.chdir(m1_dir.parent)
     run_dir = tmp_path / "stacked"
-    args = ["train", "--model", "m1-m2", "--model-option", f"m1={m1_dir.name}", "--estimator", "enum",
-            "--dataset", "synthetic", "--z-dim", "2", "--hidden", "16", "--num-labels", "40",
-            "--labelled-per-batch", "10", "--run-dir", str(run_dir), "-k", "2", "--num-test", "20", "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        "m1-m2",
+        "--model-option",
+        f"m1={m1_dir.name}",
+        "--estimator",
+        "enum",
+        "--dataset",
+        "synthetic",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--num-labels",
+        "40",
+        "--labelled-per-batch",
+        "10",
+        "--run-dir",
+        str(run_dir),
+        "-k",
+        "2",
+        "--num-test",
+        "20",
+        "--no-progress",
+    ]
     assert main([*args, "--epochs", "1"]) == 0, capsys.readouterr().err
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["model_options"]["m1"] == str(m1_dir.resolve())
     monkeypatch.chdir(tmp_path)  # where the relative name means nothing
-    resume = ["train", "--resume", "--run-dir", str(run_dir), "--epochs", "2", "-k", "2", "--num-test", "20", "--no-progress"]
+    resume = [
+        "train",
+        "--resume",
+        "--run-dir",
+        str(run_dir),
+        "--epochs",
+        "2",
+        "-k",
+        "2",
+        "--num-test",
+        "20",
+        "--no-progress",
+    ]
     assert main(resume) == 0, capsys.readouterr().err
     assert [row["epoch"] for row in load_run(run_dir).metrics] == [1, 2]
 

@@ -5,16 +5,15 @@ import re
 import pyro
 import pytest
 import torch
+from support import SMALL
 
-from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyro_vae.inference import ALGORITHMS
 from pyro_vae.inference.optim import iwae_factor
 from pyro_vae.inference.svi import SVIAlgorithm
 from pyro_vae.training import EvalSchedule, TrainConfig, TrainingDiverged, build_run, load_run, train
+from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyro_vae.training.report import read_report
 from pyro_vae.training.resume import resume_config
-from support import SMALL
-
 
 
 def test_training_lowers_the_loss(tmp_path):
@@ -81,9 +80,16 @@ def test_lr_schedule_reaches_the_optimizers(algorithm):
         ("aevb", dict(lr_schedule="iwae"), [10 ** (-i / 7) for i in (0, 1, 1, 1, 2)]),
         ("wake-sleep", dict(lr_schedule="iwae"), [10 ** (-i / 7) for i in (0, 1, 1, 1, 2)]),
         # linear warm-up over 2 epochs (1/3, 2/3), then cosine over the other 3 (with epochs=5 fixed by the run)
-        ("aevb", dict(lr_schedule="cosine", schedule_options={"warmup": 2}, optimizer="adamw",
-                      optimizer_options={"betas": (0.8, 0.99)}),
-         [1 / 3, 2 / 3, 1.0, 0.75, 0.25]),
+        (
+            "aevb",
+            dict(
+                lr_schedule="cosine",
+                schedule_options={"warmup": 2},
+                optimizer="adamw",
+                optimizer_options={"betas": (0.8, 0.99)},
+            ),
+            [1 / 3, 2 / 3, 1.0, 0.75, 0.25],
+        ),
     ],
 )
 def test_resume_keeps_the_lr_schedule(tmp_path, algorithm, schedule, factors):
@@ -113,8 +119,14 @@ def test_a_schedule_that_spans_the_run_cannot_be_extended(tmp_path):
     with pytest.raises(ValueError, match=r"its 'cosine' schedule spans the 1 epochs it was started with"):
         train(TrainConfig(**SMALL, epochs=2, lr_schedule="cosine"), tmp_path, resume=True, progress=False)
     train(TrainConfig(**SMALL, epochs=1, lr_schedule="exponential"), tmp_path / "e", progress=False)
-    assert len(train(TrainConfig(**SMALL, epochs=2, lr_schedule="exponential"), tmp_path / "e", resume=True,
-                     progress=False).metrics) == 2
+    assert (
+        len(
+            train(
+                TrainConfig(**SMALL, epochs=2, lr_schedule="exponential"), tmp_path / "e", resume=True, progress=False
+            ).metrics
+        )
+        == 2
+    )
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -183,10 +195,19 @@ def test_atomic_save_leaves_old_checkpoint_on_failure(tmp_path, monkeypatch):
         (dict(batch_size=0), "batch_size must be >= 1"),
         (dict(lr=-1.0), "lr must be a finite number > 0, got -1.0"),
         (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0, got -0.1"),
-        (dict(lr_schedule="cyclic"), "unknown learning-rate schedule 'cyclic'; expected one of \\['constant', 'iwae', 'cosine'"),
-        (dict(optimizer="sgd", optimizer_options=dict(mom=0.9)), r"optimizer 'sgd' does not take the option\(s\) \['mom'\]"),
+        (
+            dict(lr_schedule="cyclic"),
+            "unknown learning-rate schedule 'cyclic'; expected one of \\['constant', 'iwae', 'cosine'",
+        ),
+        (
+            dict(optimizer="sgd", optimizer_options=dict(mom=0.9)),
+            r"optimizer 'sgd' does not take the option\(s\) \['mom'\]",
+        ),
         (dict(optimizer="sgd", optimizer_options=dict(momentum=-1.0)), "optimizer 'sgd' with options.*momentum"),
-        (dict(lr_schedule="step", schedule_options=dict(gama=0.5)), r"schedule 'step' does not take the option\(s\) \['gama'\]"),
+        (
+            dict(lr_schedule="step", schedule_options=dict(gama=0.5)),
+            r"schedule 'step' does not take the option\(s\) \['gama'\]",
+        ),
         (dict(schedule_options=dict(warmup=-2)), "warmup must be an int >= 0"),
         (dict(estimator_options=dict(beta=2.0)), r"estimator 'reparam' does not take the option\(s\) \['beta'\]"),
         (dict(model="magic"), "unknown model 'magic'; expected one of \\['vae'"),
@@ -215,7 +236,9 @@ def test_unknown_config_entry():
 def test_a_checkpoint_of_renamed_config_entries_still_loads_and_resumes(tmp_path):
     # checkpoints written before eval_samples became metrics_num_samples (longruns/*/checkpoint.pt)
     train(TrainConfig(**SMALL, metrics_num_samples=3, epochs=1), tmp_path, progress=False)
-    _rewrite(tmp_path / "checkpoint.pt", lambda s: s["config"].update(eval_samples=s["config"].pop("metrics_num_samples")))
+    _rewrite(
+        tmp_path / "checkpoint.pt", lambda s: s["config"].update(eval_samples=s["config"].pop("metrics_num_samples"))
+    )
     assert "eval_samples" in load_checkpoint(tmp_path / "checkpoint.pt")["config"]
     assert load_run(tmp_path).config.metrics_num_samples == 3
     assert resume_config(tmp_path, {"epochs": 2}) == TrainConfig(**SMALL, metrics_num_samples=3, epochs=2)
@@ -257,8 +280,8 @@ def test_trains_and_resumes_on_cuda(tmp_path, extra):
 @pytest.mark.cuda
 def test_evaluates_plots_and_compares_estimators_on_cuda(tmp_path):
     from pyro_vae.inference.evaluate import evaluate
-    from pyro_vae.plots import write_figures
     from pyro_vae.inference.variance import compare_estimators
+    from pyro_vae.plots import write_figures
 
     train(TrainConfig(**SMALL, epochs=1), tmp_path, device="cuda", progress=False)
     run = load_run(tmp_path, device="cuda")
@@ -282,7 +305,7 @@ def _flip_a_weight(path) -> None:
     with zipfile.ZipFile(path) as archive:
         info = max(archive.infolist(), key=lambda i: i.file_size)
     data = bytearray(path.read_bytes())
-    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + name_len + extra_len
     data[start + info.file_size // 2] ^= 0x5A
     path.write_bytes(bytes(data))
@@ -297,7 +320,9 @@ def test_flipped_bytes_in_a_tensor_are_detected(tmp_path, reader):
         "load_run": lambda: load_run(tmp_path),
         "resume": lambda: train(TrainConfig(**SMALL, epochs=2), tmp_path, resume=True, progress=False),
     }[reader]
-    with pytest.raises(CheckpointError, match=r"checkpoint .*checkpoint.pt is corrupt: the data of '.*' fail their CRC check"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint .*checkpoint.pt is corrupt: the data of '.*' fail their CRC check"
+    ):
         read()
 
 
@@ -389,8 +414,12 @@ def test_log_schedule_rows_resume_and_leave_training_alone(tmp_path):
         assert torch.equal(p, q)
     # evaluation and on_eval draw on a forked RNG: the training is the same with any schedule
     calls = []
-    other = train(TrainConfig(**{**config, "evals_per_decade": 7}, epochs=6), tmp_path / "c", progress=False,
-                  on_eval=lambda run: calls.append(torch.randn(1)) or {"extra": 1.5})
+    other = train(
+        TrainConfig(**{**config, "evals_per_decade": 7}, epochs=6),
+        tmp_path / "c",
+        progress=False,
+        on_eval=lambda run: calls.append(torch.randn(1)) or {"extra": 1.5},
+    )
     for p, q in zip(straight.vae.parameters(), other.vae.parameters()):
         assert torch.equal(p, q)
     assert len(calls) == len(other.metrics) and all(r["extra"] == 1.5 for r in other.metrics)
@@ -416,10 +445,17 @@ def test_validation_runs_on_the_first_step_or_every_step(tmp_path, monkeypatch, 
     assert seen == first_of_each_call and is_validation_enabled()
 
 
-@pytest.mark.parametrize("options, error, message", [
-    (dict(init="glorot", init_std=0.01), ValueError, "init='glorot' and init_std=0.01 both set the weights' start; give one"),
-    (dict(init="xavier"), ValueError, "unknown initialization 'xavier'; expected one of ['torch', 'glorot']"),
-])
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (
+            dict(init="glorot", init_std=0.01),
+            ValueError,
+            "init='glorot' and init_std=0.01 both set the weights' start; give one",
+        ),
+        (dict(init="xavier"), ValueError, "unknown initialization 'xavier'; expected one of ['torch', 'glorot']"),
+    ],
+)
 def test_the_initialization_is_checked(options, error, message):
     with pytest.raises(error, match=re.escape(message)):
         TrainConfig(dataset="synthetic", **options)
