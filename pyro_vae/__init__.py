@@ -21,7 +21,7 @@ from pyro_vae.inference.variance import compare_estimators, draw_gradients
 from pyro_vae.models import MODELS, VAE, DataSpec, register_model
 from pyro_vae.models.likelihoods import Bernoulli, Gaussian, Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder, with_code
-from pyro_vae.pretrained import load_pretrained
+from pyro_vae.pretrained import load_pretrained, load_pretrained_run, save_pretrained
 from pyro_vae.training import Run, load_run, train
 from pyro_vae.training.config import TrainConfig
 
@@ -49,6 +49,8 @@ __all__ = [
     "importance_bounds",
     "load_dataset",
     "load_pretrained",
+    "load_pretrained_run",
+    "save_pretrained",
     "load_run",
     "log_importance_weights",
     "make_estimator",

@@ -61,7 +61,7 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.kind} {name!r}; expected one of {self.names()}") from None
 
     def check(self, name: str) -> str:
-        """``name`` if registered, else the ``ValueError`` of :meth:`__getitem__`."""
+        """``name`` if registered, else the ``ValueError`` of ``registry[name]``."""
         self[name]
         return name
 

@@ -144,3 +144,36 @@ def documented_layers(text: str) -> dict[str, int]:
 def test_the_documented_layers_are_the_enforced_ones():
     text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     assert documented_layers(text) == LAYERS
+
+
+def kind_branches(path: Path) -> list[str]:
+    """Where ``path`` asks which kind of run it has by name: a call of ``data_kind`` or a comparison
+    with a kind's name (``"vectors"``, ``"graph"``), instead of asking the kind
+    (:class:`~pyro_vae.training.kinds.RunKind`: its methods and ``refuses``)."""
+    from pyro_vae.training.kinds import RUN_KINDS
+
+    names = set(RUN_KINDS.names())
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "data_kind":
+            found.append(f"line {node.lineno}: data_kind(...)")
+        if isinstance(node, ast.Compare):
+            constants = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+            found += [f"line {node.lineno}: == {value!r}" for value in constants if value in names]
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules() if LAYERS[component(p)] > LAYERS["training"]],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_no_branching_on_a_run_kinds_name_above_training(path: Path):
+    found = kind_branches(path)
+    assert not found, f"{path.relative_to(PACKAGE)} branches on a run kind's name: {found}"
+
+
+def test_the_checker_sees_a_branch_on_a_kind(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text('if data_kind(config) == "graph":\n    pass\nif kind != "vectors":\n    pass\n')
+    assert sorted(kind_branches(module)) == ["line 1: == 'graph'", "line 1: data_kind(...)", "line 3: == 'vectors'"]

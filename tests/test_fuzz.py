@@ -34,7 +34,7 @@ from pyro_vae.data import DATASETS, DatasetNotFoundError
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
-from pyro_vae.pretrained import PretrainedError, export_pretrained, load_pretrained
+from pyro_vae.pretrained import PretrainedError, export_pretrained, load_pretrained_run
 from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint
 from pyro_vae.training.config import PRESETS, TrainConfig
@@ -391,7 +391,7 @@ def test_pretrained_records_load_as_a_run_or_fail_in_one_clear_line(entry, data)
         registry.register("toy", path)
         with mock.patch.object(pretrained, "PRETRAINED", registry):
             try:
-                run = load_pretrained("toy")
+                run = load_pretrained_run("toy")
             except Exception as err:  # noqa: BLE001  the property is about which exceptions
                 assert_one_clear_line(err)
                 return

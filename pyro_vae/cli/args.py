@@ -12,11 +12,17 @@ import argparse
 import ast
 import math
 import re
+import sys
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 
 import torch
 
 from pyro_vae.registry import Registry
+from pyro_vae.training.config import TrainConfig
+
+#: ``TrainConfig``'s default of each field, for the help of the flags that set one.
+CONFIG_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
 
 
 def at_least(low: int) -> Callable[[str], int]:
@@ -54,6 +60,7 @@ def _finite_float(bound: str, accept: Callable[[float], bool]) -> Callable[[str]
 
 positive_float = _finite_float("> 0", lambda value: value > 0)
 non_negative_float = _finite_float(">= 0", lambda value: value >= 0)
+fraction = _finite_float("in [0, 1)", lambda value: 0 <= value < 1)
 
 
 class _FloatNames(ast.NodeTransformer):
@@ -103,6 +110,22 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def add_progress(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bar (read by :func:`show_progress`)."""
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="draw no progress bar (default: a bar on stderr when stderr is a terminal, none otherwise)",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether the command draws its progress bars: not ``--no-progress``, and stderr is a terminal
+    (a bar redrawn with carriage returns is noise in a log file or a pipe)."""
+    return args.progress and sys.stderr.isatty()
+
+
 def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
 
@@ -147,9 +170,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", help="folder with MNIST/raw, FashionMNIST/raw, frey/ (default: $PYRO_VAE_DATA, else download)"
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA if there is one, else the CPU)"
+    )
 
 
-def add_choice(p: argparse.ArgumentParser, flag: str, registry: Registry, **kwargs) -> None:
-    """``--flag NAME`` with the registry's names as choices and their help lines as help."""
-    p.add_argument(flag, choices=registry.names(), help=registry.describe(), **kwargs)
+def add_choice(p: argparse.ArgumentParser, flag: str, registry: Registry, default: str, **kwargs) -> None:
+    """``--flag NAME`` with the registry's names as choices, their help lines and ``default`` (what a
+    flag not given means, in words) as help."""
+    p.add_argument(flag, choices=registry.names(), help=f"{registry.describe()} (default: {default})", **kwargs)

@@ -17,13 +17,20 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="paper",
-        help="architecture: paper 784-500-20 (default), iwae 784-200-200-50",
+        help="architecture: paper 784-500-20, iwae 784-200-200-50 (default: paper)",
     )
     p.add_argument("--hidden", type=positive_int, nargs="+", help="hidden sizes (default: the preset's)")
     p.add_argument("--z-dim", type=positive_int, help="latent size (default: the preset's)")
-    p.add_argument("--num-particles", type=positive_int, default=1, help="K > 1: the IWAE bound with K particles")
-    p.add_argument("--steps", type=positive_int, default=50, help="steps per timing round")
-    p.add_argument("--rounds", type=positive_int, default=10, help="alternating rounds; medians are reported")
+    p.add_argument(
+        "--num-particles",
+        type=positive_int,
+        default=1,
+        help="K > 1: the IWAE bound with K particles (default 1: the ELBO)",
+    )
+    p.add_argument("--steps", type=positive_int, default=50, help="steps per timing round (default 50)")
+    p.add_argument(
+        "--rounds", type=positive_int, default=10, help="alternating rounds; medians are reported (default 10)"
+    )
     p.add_argument(
         "--evaluate",
         action="store_true",
@@ -46,8 +53,8 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-images", type=positive_int, default=200, help="--evaluate: images (default 200)")
     add_pass_sizes(p, "minibatch of a training step; with --evaluate, images per pass (default 100)")
     add_threads(p)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, help="also write the result as JSON")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--out", type=Path, help="also write the result as JSON to this file (default: print it only)")
 
 
 def cmd_benchmark(args) -> None:

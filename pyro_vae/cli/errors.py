@@ -1,4 +1,15 @@
-"""What the command line prints for a user's error or a Ctrl-C: one line, never a traceback."""
+"""What the command line prints for an error or a Ctrl-C (one line, never a traceback), and
+the exit status it ends with.
+
+:data:`EXIT_STATUS` declares the status of each error the command line reports: 2 for a
+usage error (a bad flag or value: argparse's own errors, and the ``ValueError`` or
+``TypeError`` of a check, such as ``TrainConfig``'s), 1 for a failure at run time (a missing
+checkpoint or run folder, a corrupt checkpoint or data file, a data set not found, a file that
+cannot be read or written, a diverged run, a busy run folder, a failing callback). An error
+takes the status of the first of its classes (along its method resolution order) in the
+table, so ``CorruptDataError``, a ``ValueError``, is a failure at run time. Ctrl-C ends with
+130 and SIGTERM with 143 (128 + the signal), as a shell reports a process the signal ended.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +20,38 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pyro_vae.data import DatasetNotFoundError
+from pyro_vae.data import CorruptDataError
 from pyro_vae.training import TrainingDiverged
 from pyro_vae.training.callbacks import CallbackError
 from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.distributed import resume_command
 from pyro_vae.training.run_dir import RunDirBusyError, describe_os_error
 
-# OSError covers FileExistsError, DatasetNotFoundError and a failed write (read-only folder, full disk);
-# CallbackError a failing callback (--tensorboard), the epoch saved.
-USER_ERRORS = (
-    ValueError,
-    TypeError,
-    CheckpointError,
-    DatasetNotFoundError,
-    TrainingDiverged,
-    OSError,
-    RunDirBusyError,
-    CallbackError,
-)
+#: Exit status of a usage error: a bad command line (argparse's errors included).
+USAGE = 2
+#: Exit status of a failure at run time.
+FAILURE = 1
+
+#: The exit status of each error the command line reports in one line; an error takes the
+#: status of the first of its classes found here (``type(err).__mro__``).
+EXIT_STATUS: dict[type[BaseException], int] = {
+    ValueError: USAGE,
+    TypeError: USAGE,
+    CorruptDataError: FAILURE,  # a ValueError: a damaged file, not a bad flag
+    OSError: FAILURE,  # DatasetNotFoundError, FileExistsError, a failed write (read-only folder, full disk)
+    CheckpointError: FAILURE,  # missing, truncated or of another run
+    TrainingDiverged: FAILURE,
+    RunDirBusyError: FAILURE,
+    CallbackError: FAILURE,  # a failing callback (--tensorboard), the epoch saved
+}
+
+#: The errors the command line reports in one line (the others are bugs: a traceback).
+USER_ERRORS = tuple(EXIT_STATUS)
+
+
+def exit_status(err: BaseException) -> int:
+    """The exit status of a reported error: that of the first of its classes in :data:`EXIT_STATUS`."""
+    return next(EXIT_STATUS[cls] for cls in type(err).__mro__ if cls in EXIT_STATUS)
 
 
 def describe_error(err: BaseException) -> str:

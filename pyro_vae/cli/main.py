@@ -8,6 +8,14 @@ more, e.g. a user's own model for ``pyro-vae --import mymodels train --model min
 ``train`` and ``evaluate`` also run on several processes, launched by torchrun:
 ``torchrun --nproc_per_node 2 -m pyro_vae train ...``
 (:mod:`pyro_vae.training.distributed`); rank 0 alone prints and writes.
+
+The commands that take a while draw a progress bar on stderr when it is a terminal
+(``--no-progress``: none); their last lines say what they wrote where.
+
+Exit status: 0 done; 2 a usage error (a bad flag or value); 1 a failure at run time
+(a missing checkpoint or run folder, a data set not found, a file that cannot be read or
+written, a diverged run, a busy run folder, a failing callback, a lost peer process);
+130 after Ctrl-C, 143 after SIGTERM (:data:`pyro_vae.cli.errors.EXIT_STATUS`).
 """
 
 from __future__ import annotations
@@ -24,11 +32,37 @@ from typing import NoReturn
 import torch
 
 from pyro_vae.cli.commands import COMMANDS
-from pyro_vae.cli.errors import USER_ERRORS, Terminated, describe_error, interrupted_message, sigterm_interrupts
+from pyro_vae.cli.errors import (
+    FAILURE,
+    USAGE,
+    USER_ERRORS,
+    Terminated,
+    describe_error,
+    exit_status,
+    interrupted_message,
+    sigterm_interrupts,
+)
 from pyro_vae.training.distributed import launched_by_torchrun, lost_peer_message
 
 #: A command-line word that is a negative number for Python's ``float``: -1, -.5, -1e-3, -inf, -nan.
 NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|inf(?:inity)?|nan)$", re.IGNORECASE)
+
+#: reST markup of the docstrings help is built from, and its plain-text replacement: a role with
+#: a ``~`` keeps the last name (:func:`~a.b` -> b), one with an explicit title the title, any other
+#: role its target; ``literal`` loses its backquotes.
+_MARKUP = (
+    (re.compile(r":[\w:]+:`~[\w.]*?(\w+)`"), r"\1"),
+    (re.compile(r":[\w:]+:`([^`<]+?)\s*<[^`>]+>`"), r"\1"),
+    (re.compile(r":[\w:]+:`([^`]+)`"), r"\1"),
+    (re.compile(r"``([^`]+)``"), r"\1"),
+)
+
+
+def plain_text(rest: str) -> str:
+    """``rest`` (reST, as in a docstring) with its roles and literals as plain text, for ``--help``."""
+    for pattern, replacement in _MARKUP:
+        rest = pattern.sub(replacement, rest)
+    return rest
 
 
 class UsageError(SystemExit):
@@ -71,12 +105,14 @@ class CommandParser(argparse.ArgumentParser):
         if flag.startswith("argument ") and rest.startswith("must be"):
             message = f"{flag.removeprefix('argument ')} {rest}"
         print(f"pyro-vae: error: {message}", file=sys.stderr)
-        raise UsageError(2)
+        raise UsageError(USAGE)
 
 
 def build_parser() -> CommandParser:
     """The parser of every registered subcommand (each one's flags added when it is used)."""
-    parser = CommandParser(prog="pyro-vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(
+        prog="pyro-vae", description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--import",
         dest="imports",
@@ -88,7 +124,7 @@ def build_parser() -> CommandParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         command = COMMANDS[name]
-        p = sub.add_parser(name, help=COMMANDS.help(name), add_arguments=command.add_arguments)
+        p = sub.add_parser(name, help=plain_text(COMMANDS.help(name)), add_arguments=command.add_arguments)
         if command.run is not None:
             p.set_defaults(func=command.run)
     return parser
@@ -125,14 +161,15 @@ def flush_denormal(on: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``pyro-vae`` with ``argv`` (default: the process's arguments); the exit status: 0, 2
-    for a user's error (printed as one line), 130 for Ctrl-C, 143 for SIGTERM."""
+    """Run ``pyro-vae`` with ``argv`` (default: the process's arguments); the exit status: 0, 2 for a
+    usage error and 1 for a failure at run time (:data:`~pyro_vae.cli.errors.EXIT_STATUS`; each printed
+    as one line), 130 for Ctrl-C, 143 for SIGTERM."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         _import_plugins(argv)
     except ValueError as err:
         print(f"pyro-vae: error: {err}", file=sys.stderr)
-        return 2
+        return USAGE
     try:
         args = build_parser().parse_args(argv)  # every numeric flag checked here, before any work
     except UsageError as err:
@@ -148,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
     except USER_ERRORS as err:
         print(f"pyro-vae: error: {describe_error(err)}", file=sys.stderr)
-        return 2
+        return exit_status(err)
     except KeyboardInterrupt as err:
         print(f"pyro-vae: {interrupted_message(args.command, getattr(args, 'run_dir', None))}", file=sys.stderr)
         return err.exit_status if isinstance(err, Terminated) else 130
@@ -156,5 +193,5 @@ def main(argv: list[str] | None = None) -> int:
         if (line := lost_peer_message(err, args.command, getattr(args, "run_dir", None))) is None:
             raise
         print(f"pyro-vae: error: {line}", file=sys.stderr)
-        return 1
+        return FAILURE
     return 0

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyro_vae.cli.args import add_common, positive_int, resolve_device
+from pyro_vae.cli.args import add_common, add_progress, positive_int, resolve_device, show_progress
 from pyro_vae.cli.commands import machine, register_command
 
 
 def add_probe_arguments(p: argparse.ArgumentParser) -> None:
-    from pyro_vae.experiments.probe import CLASSIFIERS, USES
+    from pyro_vae.experiments.probe import USES
+    from pyro_vae.experiments.probe_classifiers import CLASSIFIERS
 
     p.add_argument("run_dir", metavar="RUN", help="a run folder, or pretrained:NAME")
     p.add_argument(
@@ -22,15 +23,18 @@ def add_probe_arguments(p: argparse.ArgumentParser) -> None:
         help="labelled training images, balanced over classes; several at once (default 100 600 1000 3000)",
     )
     p.add_argument("--draws", type=positive_int, default=3, help="draws of the labelled images per number (default 3)")
-    p.add_argument("--use", choices=USES, default="mean", help="codes: the means of q(z|x) (default) or one draw each")
+    p.add_argument(
+        "--use", choices=USES, default="mean", help="codes: the means of q(z|x) or one draw each (default: mean)"
+    )
     p.add_argument(
         "--classifiers",
         nargs="+",
         choices=CLASSIFIERS.names(),
         default=CLASSIFIERS.names(),
-        help=CLASSIFIERS.describe(),
+        help=f"{CLASSIFIERS.describe()} (default: all)",
     )
-    p.add_argument("--out", type=Path, help="default: RUN/probe (runs/pretrained/NAME/probe)")
+    p.add_argument("--out", type=Path, help="the results' folder (default: RUN/probe, runs/pretrained/NAME/probe)")
+    add_progress(p)
     add_common(p)
 
 
@@ -40,10 +44,12 @@ def cmd_probe(args) -> None:
 
     run = resolve_run(args.run_dir, args.data_dir, resolve_device(args.device))
     out = args.out or report_dir(args.run_dir) / "probe"
-    result = probe(run, args.num_labels, args.draws, args.use, args.classifiers, figure=out / "tsne.png")
+    result = probe(
+        run, args.num_labels, args.draws, args.use, args.classifiers, out / "tsne.png", progress=show_progress(args)
+    )
+    print(f"machine: {machine()}\n{result.table()}")
     for path in [*write_probe(result, out), result.figure]:
         print(f"wrote {path}")
-    print(f"machine: {machine()}\n{result.table()}")
 
 
 register_command(

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyro_vae.cli.args import add_common, add_num_samples, positive_int, resolve_device
+from pyro_vae.cli.args import add_common, add_num_samples, add_progress, positive_int, resolve_device, show_progress
 from pyro_vae.cli.commands import machine, register_command
+from pyro_vae.cli.reports import report_written
 from pyro_vae.models.nets import ACTIVATIONS
 
 
@@ -31,9 +32,15 @@ def add_structures_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--activation",
         choices=sorted(ACTIVATIONS),
-        help="hidden units of every entry instead of Burda et al.'s tanh (use another --out)",
+        help="hidden units of every entry instead of Burda et al.'s tanh (use another --out; default: tanh)",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/structures"), help="default: runs/structures")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/structures"),
+        help="the table's folder, a run folder per entry and seed in it (default: runs/structures)",
+    )
+    add_progress(p)
     add_common(p)
 
 
@@ -42,20 +49,22 @@ def cmd_structures(args) -> None:
 
     entries = args.entries or list(ENTRIES)
     print(f"latent structures {' '.join(entries)} -> {args.out}\nmachine: {machine()}")
-    run_table(
-        args.out,
-        entries,
-        args.seeds,
-        args.epochs,
-        args.num_samples,
-        args.num_test,
-        args.data_dir,
-        resolve_device(args.device),
-        args.jobs,
-        args.num_train,
-        args.activation,
-    )
-    print((args.out / "table.md").read_text())
+    with report_written(args.out):
+        run_table(
+            args.out,
+            entries,
+            args.seeds,
+            args.epochs,
+            args.num_samples,
+            args.num_test,
+            args.data_dir,
+            resolve_device(args.device),
+            args.jobs,
+            args.num_train,
+            args.activation,
+            progress=show_progress(args),
+        )
+        print((args.out / "table.md").read_text())
 
 
 register_command(

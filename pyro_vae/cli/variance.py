@@ -5,22 +5,43 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyro_vae.cli.args import add_choice, add_common, at_least, positive_int, resolve_device
+from pyro_vae.cli.args import (
+    CONFIG_DEFAULTS,
+    add_choice,
+    add_common,
+    add_progress,
+    at_least,
+    positive_int,
+    resolve_device,
+    show_progress,
+)
 from pyro_vae.cli.commands import machine, register_command
+from pyro_vae.cli.reports import report_written
 from pyro_vae.data import DATASETS
 from pyro_vae.inference import ESTIMATORS
 from pyro_vae.training.config import PRESETS, TrainConfig
 
 
 def add_variance_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/variance"))
-    p.add_argument("--preset", choices=sorted(PRESETS))
-    add_choice(p, "--dataset", DATASETS)
-    p.add_argument("--z-dim", type=positive_int)
-    p.add_argument("--hidden", type=positive_int, nargs="+")
+    d = CONFIG_DEFAULTS
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/variance"),
+        help="the study's folder: tables, figures and its training runs (default: runs/variance)",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the architecture of a train --preset (default: none)")
+    add_choice(p, "--dataset", DATASETS, "mnist")
+    p.add_argument("--z-dim", type=positive_int, help=f"dimensions of the latent z of steps 1-3 (default {d['z_dim']})")
+    p.add_argument(
+        "--hidden",
+        type=positive_int,
+        nargs="+",
+        help=f"hidden layer sizes (default {' '.join(map(str, d['hidden']))})",
+    )
     p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per estimator (default 5)")
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=positive_int, help=f"minibatch size M (default {d['batch_size']})")
+    p.add_argument("--seed", type=int, help=f"seeds the runs and the gradient draws (default {d['seed']})")
     p.add_argument(
         "--estimators",
         nargs="+",
@@ -44,13 +65,20 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         help="samples L per datum of step 3 (default 1 4 16; with --run-dir, none unless given)",
     )
-    p.add_argument("--z-dims", type=positive_int, nargs="+", default=[2, 5, 10, 20, 50])
+    p.add_argument(
+        "--z-dims",
+        type=positive_int,
+        nargs="+",
+        default=[2, 5, 10, 20, 50],
+        help="latent sizes of step 4, one run of one epoch each (default 2 5 10 20 50)",
+    )
     p.add_argument(
         "--run-dir",
         type=Path,
         help="only compare the estimators at this trained run's last checkpoint, "
-        "as the run was trained (its particles and estimator options)",
+        "as the run was trained (its particles and estimator options; default: the whole study)",
     )
+    add_progress(p)
     add_common(p)
 
 
@@ -77,13 +105,15 @@ def cmd_variance(args) -> None:
         **({"num_particles": args.num_particles} if args.num_particles else {}),
     )
     print(f"variance study -> {args.out}\nmachine: {machine()}")
-    if args.run_dir:
-        compare_at_run(
-            args.run_dir, study, args.out, args.data_dir, resolve_device(args.device), args.num_particles or ()
-        )
-    else:
-        run_study(study, args.out, args.data_dir, resolve_device(args.device))
-    print((args.out / "summary.md").read_text())
+    device, progress = resolve_device(args.device), show_progress(args)
+    with report_written(args.out):
+        if args.run_dir:
+            compare_at_run(
+                args.run_dir, study, args.out, args.data_dir, device, args.num_particles or (), progress=progress
+            )
+        else:
+            run_study(study, args.out, args.data_dir, device, progress=progress)
+        print((args.out / "summary.md").read_text())
 
 
 register_command(

@@ -5,6 +5,10 @@ training image is re-binarized with a fresh Bernoulli draw every time it is
 used (dynamic binarization); the test set is binarized once, with a fixed seed,
 so that every evaluation sees the same binary test images.
 
+:meth:`Dataset.with_validation` holds a random part of the training set out as a validation
+set (binarized once, with its own fixed seed, like the test set), for choosing hyperparameters
+and stopping early without looking at the test set.
+
 :meth:`Dataset.with_labels` keeps N training labels, balanced over classes,
 and marks the others unknown (``y = -1``); ``train_batches(...,
 labelled_per_batch=M_l)`` then puts M_l labelled points in every minibatch
@@ -23,6 +27,8 @@ from pyro_vae.data.batches import UNLABELLED, Batches, MixedBatches
 
 #: The seed of the one binarization of the test images (training images are binarized anew at each use).
 TEST_BINARIZATION_SEED = 0
+#: The seed of the one binarization of the validation images.
+VALIDATION_BINARIZATION_SEED = 1
 
 
 @dataclass
@@ -31,7 +37,8 @@ class Dataset:
 
     ``binarize`` marks data to be binarized by Bernoulli draws (dynamically for
     the training set); ``likelihood`` is the decoder the data set calls for;
-    ``image_shape`` is ``(channels, height, width)`` for plotting.
+    ``image_shape`` is ``(channels, height, width)`` for plotting. ``validation`` (and its
+    labels) is a held-out part of the training data, or ``None`` (:meth:`with_validation`).
     """
 
     name: str
@@ -42,12 +49,17 @@ class Dataset:
     image_shape: tuple[int, int, int]
     likelihood: str
     binarize: bool = False
+    validation: torch.Tensor | None = None
+    validation_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         check_dataset(self)
-        if self.binarize:
+        if self.binarize:  # once; binary images stay as they are when a copy is made (dataclasses.replace)
             generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
             self.test = torch.bernoulli(self.test, generator=generator)
+            if self.validation is not None:
+                generator = torch.Generator().manual_seed(VALIDATION_BINARIZATION_SEED)
+                self.validation = torch.bernoulli(self.validation, generator=generator)
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -106,6 +118,44 @@ class Dataset:
         test = self.test[:num][rank::world]
         return Batches(test, batch_size, device, labels=None if labels is None else labels[:num][rank::world])
 
+    def validation_batches(
+        self,
+        batch_size: int,
+        device: str | torch.device = "cpu",
+        keys: Sequence[str] = ("x",),
+        shard: tuple[int, int] = (0, 1),
+    ) -> Batches:
+        """Validation minibatches in a fixed order (with ``shard=(r, W)``: the points r, r + W, ...)."""
+        if self.validation is None:
+            raise ValueError(f"the data set {self.name!r} holds no validation set; make one with with_validation")
+        labels = self._labels(self.validation_labels, keys)
+        rank, world = shard
+        return Batches(
+            self.validation[rank::world], batch_size, device, labels=None if labels is None else labels[rank::world]
+        )
+
+    def with_validation(self, fraction: float, seed: int = 0) -> Dataset:
+        """The same data with ``round(fraction * N)`` training points, drawn at random with
+        ``seed``, moved to a validation set (their labels too); the order of the rest is kept."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
+        count = round(fraction * len(self.train))
+        if not 1 <= count < len(self.train):
+            raise ValueError(
+                f"a validation fraction of {fraction} of the {len(self.train)} training points of {self.name!r} "
+                f"leaves {count} for validation and {len(self.train) - count} for training; both need at least one"
+            )
+        held = torch.zeros(len(self.train), dtype=torch.bool)
+        held[torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:count]] = True
+        labels = self.train_labels
+        return replace(
+            self,
+            train=self.train[~held],
+            train_labels=None if labels is None else labels[~held],
+            validation=self.train[held],
+            validation_labels=None if labels is None else labels[held],
+        )
+
     def with_labels(self, num_labels: int, seed: int = 0) -> Dataset:
         """The same data with only ``num_labels`` training labels kept, the same number
         per class (chosen with ``seed``); the others become ``UNLABELLED`` (-1)."""
@@ -133,14 +183,19 @@ def check_dataset(data: Dataset) -> None:
     each, one integer label per datum (or none), ``image_shape`` three sizes holding one datum."""
     if not isinstance(data.name, str):
         raise TypeError(f"a Dataset's name must be a str, got {data.name!r:.80}")
-    for split in ("train", "test"):
+    for split in ("train", "test") if data.validation is None else ("train", "test", "validation"):
         _check_split(data, split)
+    if data.validation is not None and data.validation.shape[1:] != data.train.shape[1:]:
+        raise ValueError(
+            f"Dataset {data.name!r}: validation holds data of shape {tuple(data.validation.shape[1:])} and train of "
+            f"shape {tuple(data.train.shape[1:])}; both must be (N, *x_shape) with one x_shape"
+        )
     if data.train.shape[1:] != data.test.shape[1:]:
         raise ValueError(
             f"Dataset {data.name!r}: train holds data of shape {tuple(data.train.shape[1:])} and test of shape "
             f"{tuple(data.test.shape[1:])}; both must be (N, *x_shape) with one x_shape"
         )
-    for split in ("train", "test"):
+    for split in ("train", "test") if data.validation is None else ("train", "test", "validation"):
         _check_labels(data, split)
     _check_image_shape(data)
     if not isinstance(data.likelihood, str):

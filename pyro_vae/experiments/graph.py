@@ -2,8 +2,8 @@
 
 Each run is an ordinary training run (``pyro-vae train --model vgae --dataset cora
 --preset kipf``): :func:`pyro_vae.training.train` with a
-:class:`~pyro_vae.training.config.TrainConfig` of a graph model, trained by the graph loop
-(:mod:`pyro_vae.training.graph_loop`) in a run folder with the same lock, atomic
+:class:`~pyro_vae.training.config.TrainConfig` of a graph model, trained by the one training loop
+as a ``"graph"`` run (:mod:`pyro_vae.training.kinds`) in a run folder with the same lock, atomic
 files and resume rules as every run. The paper's settings are the preset ``kipf``:
 GCN 32-16, Adam 0.01, 200 full-graph steps, the reparameterized ELBO.
 

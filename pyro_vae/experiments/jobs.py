@@ -12,9 +12,11 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 import torch
+from tqdm import tqdm
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -24,12 +26,13 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_jobs(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1) -> list[R]:
-    """``[fn(item) for item in items]``, with ``jobs > 1`` in that many worker processes.
+def run_jobs(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1, *, progress: bool = False) -> list[R]:
+    """``[fn(item) for item in items]``, with ``jobs > 1`` in that many worker processes; with
+    ``progress``, a tqdm bar on stderr counts the items done (in the order of ``items``).
 
     Workers are started with ``spawn`` (forking a process whose torch thread pools are
     running can deadlock), so ``fn`` and the items must pickle: a module-level function
-    or a :func:`functools.partial` of one. Results come back in the order of ``items``;
+    or a :class:`functools.partial` of one. Results come back in the order of ``items``;
     the first exception of a worker is raised here, once the jobs already running end
     (those not started are dropped).
 
@@ -39,14 +42,15 @@ def run_jobs(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1) -> list[R]
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    bar = partial(tqdm, total=len(items), desc="runs", unit="run", disable=not progress, leave=False)
     if jobs == 1 or len(items) <= 1:
-        return [fn(item) for item in items]
+        return [fn(item) for item in bar(items)]
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(items))
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_init_worker, initargs=(torch.get_num_threads(),)
     )
     try:
-        return list(pool.map(fn, items))
+        return list(bar(pool.map(fn, items)))
     finally:  # after an error, the jobs not yet started are dropped
         pool.shutdown(cancel_futures=True)

@@ -40,6 +40,7 @@ class Budget:
     fig3_hidden: int = 100
 
 
+#: The budgets of the reproductions by name (``--budget``), from ``tiny`` (a smoke run) to the paper's.
 BUDGETS: dict[str, Budget] = {
     "tiny": Budget(
         mnist_samples=60_000,
@@ -116,6 +117,7 @@ def get_budget(budget: str | Budget) -> Budget:
         raise ValueError(f"unknown budget {budget!r}; expected one of {sorted(BUDGETS)}") from None
 
 
+#: The data sets of Figure 2, in the order of its panels.
 FIG2_DATASETS = ("mnist", "frey")
 
 

@@ -7,8 +7,9 @@ draw z ~ q(z|x)), then
 
 * for each N in ``num_labels`` and each of ``draws`` draws of N labelled training images,
   balanced over the classes as ``--num-labels`` draws them (:meth:`Dataset.with_labels`,
-  seeds ``seed``, ``seed + 1``, ...), fits each classifier of :data:`CLASSIFIERS` on
-  their codes and reports its error on every test image;
+  seeds ``seed``, ``seed + 1``, ...), fits each classifier of
+  :data:`~pyro_vae.experiments.probe_classifiers.CLASSIFIERS` on their codes and reports its
+  error on every test image;
 * clusters the test codes by k-means (as many clusters as classes) and reports the
   normalized mutual information (NMI) and adjusted Rand index (ARI) with the labels;
 * draws a t-SNE picture of the test codes coloured by label (:mod:`pyro_vae.plots.tsne`).
@@ -25,9 +26,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,139 +35,25 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
-from scipy import sparse
 from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.neighbors import KNeighborsClassifier, kneighbors_graph
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from tqdm import tqdm
 
 from pyro_vae.data import TEST_BINARIZATION_SEED, UNLABELLED, Dataset
+from pyro_vae.experiments.probe_classifiers import CLASSIFIERS, Codes
+from pyro_vae.experiments.probe_classifiers import spread as spread  # re-exported, as before the classifiers moved
 from pyro_vae.files import atomic_write_json, atomic_write_text, write_csv
 from pyro_vae.models.vae import PosteriorMean
 from pyro_vae.plots import save_figure
 from pyro_vae.plots.tsne import tsne_figure
-from pyro_vae.registry import Registry
 from pyro_vae.training import Run
+from pyro_vae.training.kinds import run_kind
 from pyro_vae.validation import check_distinct
 
 USES = ("mean", "sample")
 
 
-@dataclass
-class Codes:
-    """The codes of a data set's training and test images, with the training labels."""
-
-    train: np.ndarray  # (N_train, D)
-    test: np.ndarray  # (N_test, D)
-    train_labels: np.ndarray  # (N_train,)
-    num_classes: int
-
-    @cached_property
-    def graph(self) -> sparse.csr_matrix:
-        """S = D^-1/2 W D^-1/2 over the training then the test codes, W the symmetrized
-        10-nearest-neighbour graph (Euclidean, each dimension standardized over all the codes),
-        D its degrees; computed once per probe.
-
-        Standardized because a VAE's code mixes active dimensions (means spread over about one
-        unit) with collapsed ones (about 0.01), whose small differences still tell digits apart:
-        on the 50-dimensional code of ``pretrained:mnist-vae-z50-e3280`` (14 active dimensions),
-        label spreading's test error with 600 labels fell from 4.9 to 3.9 %; on the 20 active
-        dimensions of ``mnist-vae-z20-e10`` it rose from 4.5 to 4.7 % (docs/results.md).
-        """
-        points = StandardScaler().fit_transform(np.concatenate([self.train, self.test]))
-        w = kneighbors_graph(points, n_neighbors=10, include_self=False)
-        w = w.maximum(w.T)
-        scale = sparse.diags(1.0 / np.sqrt(np.asarray(w.sum(1)).ravel()))
-        return (scale @ w @ scale).tocsr()
-
-
-Classifier = Callable[[Codes, np.ndarray], np.ndarray]
-"""Predicts a class for every test code from the training codes ``index`` and their labels."""
-
-CLASSIFIERS: Registry[Classifier] = Registry("probe classifier")
-
-
-@CLASSIFIERS.register("logistic")
-def logistic(codes: Codes, index: np.ndarray) -> np.ndarray:
-    """multinomial logistic regression on the raw codes, L2 penalty C = 1 (scikit-learn)"""
-    model = LogisticRegression(C=1.0, max_iter=2000).fit(codes.train[index], codes.train_labels[index])
-    return model.predict(codes.test)
-
-
-@CLASSIFIERS.register("knn")
-def knn(codes: Codes, index: np.ndarray) -> np.ndarray:
-    """k = 5 nearest labelled codes (Euclidean; k = the labels per class when fewer), majority vote (scikit-learn)"""
-    model = KNeighborsClassifier(n_neighbors=min(5, len(index) // codes.num_classes))
-    return model.fit(codes.train[index], codes.train_labels[index]).predict(codes.test)
-
-
-@CLASSIFIERS.register("svm")
-def svm(codes: Codes, index: np.ndarray) -> np.ndarray:
-    """support vector machine, RBF kernel, on the labelled codes standardized (scikit-learn's defaults: C = 1, gamma 'scale'); the inductive counterpart of TSVM"""
-    scaler = StandardScaler().fit(codes.train[index])
-    model = SVC().fit(scaler.transform(codes.train[index]), codes.train_labels[index])
-    return model.predict(scaler.transform(codes.test))
-
-
-def spread(codes: Codes, index: np.ndarray, alpha: float = 0.99, steps: int = 200) -> np.ndarray:
-    """Label spreading (Zhou et al. 2004): ``steps`` times F <- alpha S F + (1 - alpha) Y, from F = Y
-    the one-hot labels of the labelled codes ``index`` (zero rows elsewhere), S the normalized graph
-    :attr:`Codes.graph` of all training then test codes; returns F, one row per code."""
-    y = np.zeros((codes.graph.shape[0], codes.num_classes))
-    y[index, codes.train_labels[index]] = 1.0
-    f = y
-    for _ in range(steps):
-        f = alpha * (codes.graph @ f) + (1 - alpha) * y
-    return f
-
-
-@CLASSIFIERS.register("spreading")
-def label_spreading(codes: Codes, index: np.ndarray) -> np.ndarray:
-    """label spreading over the 10-NN graph of all training and test codes (Zhou et al. 2004), transductive as TSVM
-
-    The class of a test code is the argmax of its row of :func:`spread`'s F. No test label is
-    used; the unlabelled codes shape the graph.
-    """
-    return spread(codes, index)[len(codes.train) :].argmax(1)
-
-
-#: The RBF SVM's candidates of :func:`spreading_svm`: C, and gamma times the code's dimension
-#: (1 is scikit-learn's gamma "scale" on standardized codes).
-SVM_GRID = {"C": [1.0, 3.0, 10.0], "gamma_times_dim": [0.5, 1.0, 2.5]}
-
-
-@CLASSIFIERS.register("spreading-svm")
-def spreading_svm(codes: Codes, index: np.ndarray, pseudo: int = 20000, seed: int = 0) -> np.ndarray:
-    """an RBF SVM on the labelled codes and 20,000 unlabelled ones labelled by label spreading, transductive as TSVM
-
-    Self-training in one round: :func:`spread` labels every unlabelled training code; an SVM
-    (RBF kernel, codes standardized over the codes it is fit on) is fit on the labelled codes plus ``pseudo`` of the
-    unlabelled ones drawn at random (``seed``) with their spread labels, and classifies the test
-    codes. Its C and gamma are chosen among :data:`SVM_GRID` by stratified 5-fold cross-validation
-    on the labelled codes alone (fewer folds when a class has fewer than 5 labels; scikit-learn's
-    defaults when one has a single label). No test label is used.
-    """
-    labels = codes.train_labels[index]
-    unlabelled = np.setdiff1d(np.arange(len(codes.train)), index)
-    chosen = np.random.default_rng(seed).choice(unlabelled, min(pseudo, len(unlabelled)), replace=False)
-    spread_labels = spread(codes, index)[chosen].argmax(1)
-    fitted = np.concatenate([codes.train[index], codes.train[chosen]])  # the labelled rows first
-    scaler = StandardScaler().fit(fitted)
-    x = scaler.transform(fitted)
-    smallest = int(np.unique(labels, return_counts=True)[1].min())
-    best = {}  # scikit-learn's defaults when a class has a single label to cross-validate on
-    if smallest >= 2:
-        folds = StratifiedKFold(min(5, smallest), shuffle=True, random_state=seed)
-        grid = {"C": SVM_GRID["C"], "gamma": [g / x.shape[1] for g in SVM_GRID["gamma_times_dim"]]}
-        best = GridSearchCV(SVC(), grid, cv=folds).fit(x[: len(index)], labels).best_params_
-    model = SVC(**best).fit(x, np.concatenate([labels, spread_labels]))
-    return model.predict(scaler.transform(codes.test))
-
-
-# Kingma et al. (2014), Table 1: MNIST test error (%) with 100 / 600 / 1000 / 3000 labels.
+#: Kingma et al. (2014), Table 1: MNIST test error (%) with 100 / 600 / 1000 / 3000 labels.
 PAPER: dict[str, dict[str, dict[int, float]]] = {
     "mnist": {
         "NN on pixels (Kingma et al. 2014)": {100: 25.81, 600: 11.44, 1000: 10.7, 3000: 6.04},
@@ -323,20 +209,27 @@ def probe(
     tsne_points: int = 2000,
     seed: int = 0,
     batch_size: int = 1000,
+    *,
+    progress: bool = False,
 ) -> ProbeResult:
     """Probe the code of ``run``'s program on its labelled data set (see the module docstring).
 
     :param num_labels: numbers N of labelled training images (multiples of the number of classes).
     :param draws: draws of the N labelled images per N (``with_labels`` seeds ``seed + d``).
     :param use: ``"mean"``: codes are the means of q(z|x); ``"sample"``: one draw each.
-    :param classifiers: names in :data:`CLASSIFIERS` (default: all of them).
+    :param classifiers: names in :data:`~pyro_vae.experiments.probe_classifiers.CLASSIFIERS` (default: all of them).
     :param figure: where to write the t-SNE PNG of the first ``tsne_points`` test codes; ``None``: none.
     :param seed: seeds the label draws, the binarization of the training images (for a
         binarized data set, once, as its test images), the codes' draws and k-means.
+    :param progress: a tqdm bar on stderr over the steps (encoding, each classifier's fit, k-means,
+        t-SNE), naming the one running.
     """
+    run_kind(run.config).refuse("probe")
     dataset, program, name = run.dataset, run.vae, f"model {run.config.model!r}"
     classifiers = CLASSIFIERS.names() if classifiers is None else classifiers
     _check(dataset, num_labels, draws, use, classifiers)
+    steps = 2 + len(num_labels) * draws * len(classifiers) + (figure is not None)
+    bar = tqdm(total=steps, desc="probe: encode", unit="step", disable=not progress, leave=False)
     program.eval()
     train = dataset.train
     if dataset.binarize:
@@ -359,18 +252,22 @@ def probe(
         len(test_codes),
         seconds={"encode": time.perf_counter() - clock},
     )
+    bar.update()
     test_labels = dataset.test_labels.numpy()
     clock = time.perf_counter()
     for n in num_labels:
         for draw in range(draws):
             index = labelled_subset(dataset, n, seed + draw).numpy()
             for classifier in classifiers:
+                bar.set_description(f"probe: {classifier}, {n} labels, draw {draw + 1}/{draws}")
                 error = float(np.mean(CLASSIFIERS[classifier](codes, index) != test_labels))
                 result.rows.append(
                     {"num_labels": n, "draw": draw, "seed": seed + draw, "classifier": classifier, "test_error": error}
                 )
+                bar.update()
     result.seconds["classifiers"] = time.perf_counter() - clock
     clock = time.perf_counter()
+    bar.set_description("probe: k-means")
     clusters = KMeans(dataset.num_classes, n_init=10, random_state=seed).fit_predict(test_codes)
     result.clustering = {
         "clusters": dataset.num_classes,
@@ -378,12 +275,16 @@ def probe(
         "ari": adjusted_rand_score(test_labels, clusters),
     }
     result.seconds["kmeans"] = time.perf_counter() - clock
+    bar.update()
     if figure is not None:
         clock = time.perf_counter()
+        bar.set_description(f"probe: t-SNE of {min(tsne_points, len(test_codes))} codes")
         title = f"t-SNE of the {use}s of q({site}|x), {min(tsne_points, len(test_codes))} {dataset.name} test images"
         drawing = tsne_figure(torch.from_numpy(test_codes), dataset.test_labels, tsne_points, seed, title)
         result.figure = str(save_figure(drawing, figure))
         result.seconds["tsne"] = time.perf_counter() - clock
+        bar.update()
+    bar.close()
     return result
 
 

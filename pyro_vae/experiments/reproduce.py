@@ -5,6 +5,7 @@ Each ``figN(out_dir, budget)`` trains what it needs under ``out_dir/runs/``
 hash of its config, so figures share runs and a second call resumes or reuses
 them), writes ``out_dir/figN.csv`` and PNG figures, and returns the CSV rows;
 fig2 and fig3 also write ``figN.md``, each run's last row (how far it has got).
+With ``progress=True``, a tqdm bar on stderr counts the runs as they finish.
 
 Paper settings (Section 5 and Appendix C): one hidden tanh layer (500 units for
 MNIST, 200 for Frey Face), weights ~ N(0, 0.01^2), Adagrad, minibatches of
@@ -68,6 +69,7 @@ from pyro_vae.training import Run, TrainConfig, train_or_resume
 from pyro_vae.training.checkpoint import load_checkpoint
 from pyro_vae.training.folder import CHECKPOINT
 
+#: The paper's figures that :func:`reproduce` reproduces, by name.
 FIGURES = ("fig2", "fig3", "fig4", "fig5")
 
 
@@ -108,11 +110,13 @@ def runs_metrics(
     on_eval: Callable[[Run], dict] | None = None,
     partial: bool = False,
     jobs: int = 1,
+    progress: bool = False,
 ) -> list[list[dict]]:
     """:func:`run_metrics` of each config, training ``jobs`` runs at once in worker processes
-    (:func:`~pyro_vae.experiments.jobs.run_jobs`; ``on_eval`` must then pickle)."""
+    (:func:`~pyro_vae.experiments.jobs.run_jobs`; ``on_eval`` must then pickle); ``progress``:
+    a tqdm bar on stderr over the runs."""
     job = bind(run_metrics, out_dir=out_dir, data_dir=data_dir, device=device, on_eval=on_eval, partial=partial)
-    return run_jobs(job, configs, 1 if partial else jobs)
+    return run_jobs(job, configs, 1 if partial else jobs, progress=progress)
 
 
 # --- tables ---------------------------------------------------------------------------
@@ -147,6 +151,7 @@ def fig2(
     device: str = "cpu",
     partial: bool = False,
     jobs: int = 1,
+    progress: bool = False,
 ) -> list[dict]:
     """Figure 2: train and test ELBO vs training samples, AEVB vs wake-sleep.
 
@@ -164,7 +169,9 @@ def fig2(
         for dataset, z_dim, hidden, samples in settings
         for algorithm in ("aevb", "wake-sleep")
     ]
-    metrics = runs_metrics([run[-1] for run in runs], out_dir, data_dir, device, partial=partial, jobs=jobs)
+    metrics = runs_metrics(
+        [run[-1] for run in runs], out_dir, data_dir, device, partial=partial, jobs=jobs, progress=progress
+    )
     rows = [
         {"dataset": dataset, "z_dim": z_dim, "algorithm": algorithm, **m}
         for (dataset, z_dim, algorithm, _), run_rows in zip(runs, metrics)
@@ -224,6 +231,7 @@ def fig3(
     device: str = "cpu",
     partial: bool = False,
     jobs: int = 1,
+    progress: bool = False,
 ) -> list[dict]:
     """Figure 3: importance-sampled log p(x) vs training samples, Nz = 3, N_train in {1000, 50000}.
 
@@ -253,7 +261,7 @@ def fig3(
         for algorithm in ("aevb", "wake-sleep", "mcem")
     ]
     log_px = bind(_log_px_columns, num_points=b.eval_points, num_samples=b.num_samples, device=device)
-    metrics = runs_metrics([run[-1] for run in runs], out_dir, data_dir, device, log_px, partial, jobs)
+    metrics = runs_metrics([run[-1] for run in runs], out_dir, data_dir, device, log_px, partial, jobs, progress)
     rows = [
         {"num_train": num_train, "algorithm": algorithm, **m}
         for (num_train, algorithm, _), run_rows in zip(runs, metrics)
@@ -285,6 +293,7 @@ def fig4(
     data_dir: str | Path | None = None,
     device: str = "cpu",
     jobs: int = 1,
+    progress: bool = False,
 ) -> list[dict]:
     """Figure 4: learned 2-D manifolds of AEVB models (Nz = 2) of MNIST and Frey Face.
 
@@ -298,7 +307,7 @@ def fig4(
             ("frey", b.frey_hidden, b.frey_samples),
         )
     ]
-    runs_metrics(configs, out_dir, data_dir, device, jobs=jobs)
+    runs_metrics(configs, out_dir, data_dir, device, jobs=jobs, progress=progress)
     rows = []
     for config in configs:
         run, _ = train_named(config, out_dir, data_dir, device)  # trained above: this loads it
@@ -314,6 +323,7 @@ def fig5(
     data_dir: str | Path | None = None,
     device: str = "cpu",
     jobs: int = 1,
+    progress: bool = False,
 ) -> list[dict]:
     """Figure 5: 100 random samples (means of p(x|z), z ~ N(0, I)) of MNIST AEVB models per Nz.
 
@@ -321,7 +331,7 @@ def fig5(
     """
     out_dir, b = Path(out_dir), get_budget(budget)
     configs = [budget_config(b, "mnist", z_dim, b.mnist_hidden, b.mnist_samples, data_dir) for z_dim in b.sample_z_dims]
-    runs_metrics(configs, out_dir, data_dir, device, jobs=jobs)
+    runs_metrics(configs, out_dir, data_dir, device, jobs=jobs, progress=progress)
     rows = []
     for z_dim, config in zip(b.sample_z_dims, configs):
         run, _ = train_named(config, out_dir, data_dir, device)  # trained above: this loads it
@@ -351,12 +361,15 @@ def reproduce(
     jobs: int = 1,
     z_dims: Sequence[int] | None = None,
     datasets: Sequence[str] | None = None,
+    *,
+    progress: bool = False,
 ) -> list[dict]:
     """Run the reproduction of ``figure`` (one of :data:`FIGURES`), training ``jobs`` of its runs
     at once (:func:`~pyro_vae.experiments.jobs.run_jobs`); with ``partial``, draw the
     learning curves of fig2 or fig3 from their runs as far as they have gone (long budgets
     train for hours; their runs resume where they stopped); ``z_dims`` and ``datasets`` keep
-    only those latent sizes and data sets of fig2 (:func:`select_settings`)."""
+    only those latent sizes and data sets of fig2 (:func:`select_settings`); ``progress``: a tqdm
+    bar on stderr over the figure's runs."""
     if figure not in REPRODUCTIONS:
         raise ValueError(f"unknown figure {figure!r}; expected one of {list(FIGURES)}")
     budget = get_budget(budget)
@@ -365,7 +378,7 @@ def reproduce(
             raise ValueError(f"--z-dims and --datasets select fig2's settings; {figure} has no choice of them")
         budget = select_settings(budget, z_dims, datasets)
     if not partial:
-        return REPRODUCTIONS[figure](out_dir, budget, data_dir, device, jobs=jobs)
+        return REPRODUCTIONS[figure](out_dir, budget, data_dir, device, jobs=jobs, progress=progress)
     if figure not in PARTIAL:
         raise ValueError(f"--partial draws the learning curves {list(PARTIAL)} only, not {figure!r}")
-    return REPRODUCTIONS[figure](out_dir, budget, data_dir, device, partial=True)
+    return REPRODUCTIONS[figure](out_dir, budget, data_dir, device, partial=True, progress=progress)

@@ -77,6 +77,7 @@ def _m2(labels: int, paper: str) -> Entry:
     )
 
 
+#: The rows of the table by name: each a latent structure or training objective and its settings.
 ENTRIES: dict[str, Entry] = {
     "vae": Entry("VAE, ELBO", paper="-86.76 (Burda et al. 2016, VAE k=1, 3280 epochs)"),
     "iwae-k50": Entry(
@@ -196,11 +197,13 @@ def run_table(
     jobs: int = 1,
     num_train: int | None = None,
     activation: str | None = None,
+    *,
+    progress: bool = False,
 ) -> list[dict]:
     """Train and evaluate ``entries`` x seeds 0..seeds-1 under ``out`` (on the first
     ``num_train`` training images if given, with ``activation`` hidden units instead of
     the entries' tanh if given), write ``runs.csv`` and ``table.md``, and return the rows
-    (one per run)."""
+    (one per run); ``progress``: a tqdm bar on stderr over the runs."""
     unknown = [name for name in entries if name not in ENTRIES]
     if unknown:
         raise ValueError(f"unknown entries {unknown}; expected some of {list(ENTRIES)}")
@@ -221,7 +224,7 @@ def run_table(
         data_dir=data_dir,
         device=device,
     )
-    rows = run_jobs(job, [(name, seed) for name in entries for seed in range(seeds)], jobs)
+    rows = run_jobs(job, [(name, seed) for name in entries for seed in range(seeds)], jobs, progress=progress)
     write_csv(rows, out / "runs.csv")
     atomic_write_text(out / "table.md", markdown_table(rows))
     return rows

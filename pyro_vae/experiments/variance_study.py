@@ -27,12 +27,14 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
+from tqdm import tqdm
 
 from pyro_vae.files import write_csv
 from pyro_vae.inference.estimators import ESTIMATORS
 from pyro_vae.inference.variance import compare_estimators, refusal
 from pyro_vae.plots import save_figure
 from pyro_vae.training import TrainConfig, build_run, load_run, train_or_resume
+from pyro_vae.training.kinds import run_kind
 from pyro_vae.validation import check_distinct, check_fields
 
 
@@ -94,8 +96,11 @@ def applicable_estimators(run, study: StudyConfig, num_particles: int) -> list[s
     ]
 
 
-def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: str = "cpu") -> list[dict]:
-    """Run every step of the study (see the module docstring); return the variance rows."""
+def run_study(
+    study: StudyConfig, out_dir: str | Path, data_dir=None, device: str = "cpu", *, progress: bool = False
+) -> list[dict]:
+    """Run every step of the study (see the module docstring); return the variance rows. With
+    ``progress``, a tqdm bar on stderr counts the trainings and comparisons, naming the one running."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = study.base
@@ -111,8 +116,12 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
             "program with its own estimator and compare there: pyro-vae variance --run-dir RUN [--reference NAME]"
         )
     study = dataclasses.replace(study, estimators=names)
+    epochs = sorted({1, base.epochs})
+    steps = len(names) + 1 + len(epochs) + len(study.num_particles) + len(study.z_dims)
+    bar = tqdm(total=steps, unit="step", disable=not progress, leave=False)
     runs = {}
     for name in names:
+        bar.set_description(f"variance: train {name}")
         config = dataclasses.replace(base, estimator=name, estimator_options=study.estimator_options.get(name, {}))
         runs[name] = train_or_resume(
             config,
@@ -122,6 +131,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
             progress=False,
             keep_every=1 if name == "reparam" else 0,
         )
+        bar.update()
     training_rows = [{"estimator": n, **m} for n, r in runs.items() for m in r.metrics]
     for row in training_rows:
         row["steps"] = row["samples_seen"] // base.batch_size
@@ -131,26 +141,33 @@ def run_study(study: StudyConfig, out_dir: str | Path, data_dir=None, device: st
     # 2. variance at points of the reparam run
     reference_dir = out_dir / "train-reparam"
     points = {0: start}
-    for epoch in sorted({1, base.epochs}):
+    for epoch in epochs:
         points[epoch] = load_run(
             reference_dir, data_dir, device, checkpoint=reference_dir / "checkpoints" / f"epoch-{epoch:04d}.pt"
         )
     rows = []
     for epoch, run in points.items():
+        bar.set_description(f"variance: compare at epoch {epoch}")
         for row in _compare(run, study, 1, generator):
             rows.append({"experiment": "training", "epoch": epoch, "z_dim": base.z_dim, **row})
+        bar.update()
 
     # 3. number of particles, at the last epoch
     for particles in study.num_particles:
+        bar.set_description(f"variance: compare with {particles} particles")
         for row in _compare(points[base.epochs], study, particles, generator):
             rows.append({"experiment": "particles", "epoch": base.epochs, "z_dim": base.z_dim, **row})
+        bar.update()
 
     # 4. latent size, after one epoch of training each
     for z_dim in study.z_dims:
+        bar.set_description(f"variance: train and compare z_dim={z_dim}")
         config = dataclasses.replace(base, estimator="reparam", z_dim=z_dim, epochs=1)
         run = train_or_resume(config, out_dir / f"latent-z{z_dim}", data_dir=data_dir, device=device, progress=False)
         for row in _compare(run, study, 1, generator):
             rows.append({"experiment": "latent", "epoch": 1, "z_dim": z_dim, **row})
+        bar.update()
+    bar.close()
 
     write_csv(rows, out_dir / "variance.csv")
     plot_variance(rows, "training", "epoch", out_dir / "variance_training.png")
@@ -168,6 +185,8 @@ def compare_at_run(
     data_dir=None,
     device: str = "cpu",
     num_particles: Sequence[int] = (),
+    *,
+    progress: bool = False,
 ) -> list[dict]:
     """Step 2 alone, at the last checkpoint of an existing run (e.g. a long, converged one), as it
     was trained: with its number of particles, its estimator's options, and that estimator as the
@@ -176,11 +195,13 @@ def compare_at_run(
     step 3 at that checkpoint: every estimator with K particles for each K given (for
     ``iwae`` and ``dreg`` the K-sample bound; Rainforth et al. 2018 show the guide's SNR
     of the IWAE gradient falling as K grows, and DReG's not), drawn in
-    ``variance_particles.png`` and ``snr_particles.png`` and tabulated in ``summary.md``."""
+    ``variance_particles.png`` and ``snr_particles.png`` and tabulated in ``summary.md``.
+    ``progress``: a tqdm bar on stderr over the comparisons."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = load_run(run_dir, data_dir, device)
     config = run.config
+    run_kind(config).refuse("variance")
     study = dataclasses.replace(
         study,
         base=dataclasses.replace(study.base, batch_size=config.batch_size),
@@ -189,15 +210,13 @@ def compare_at_run(
     )
     epoch = run.metrics[-1]["epoch"]
     generator = torch.Generator().manual_seed(config.seed)
-    rows = [
-        {"experiment": "training", "epoch": epoch, "z_dim": config.z_dim, **row}
-        for row in _compare(run, study, config.num_particles, generator)
-    ]
-    rows += [
-        {"experiment": "particles", "epoch": epoch, "z_dim": run.config.z_dim, **row}
-        for particles in num_particles
-        for row in _compare(run, study, particles, generator)
-    ]
+    rows = []
+    comparisons = [("training", config.num_particles), *(("particles", particles) for particles in num_particles)]
+    for experiment, particles in tqdm(comparisons, desc="variance: compare", disable=not progress, leave=False):
+        rows += [
+            {"experiment": experiment, "epoch": epoch, "z_dim": config.z_dim, **row}
+            for row in _compare(run, study, particles, generator)
+        ]
     write_csv(rows, out_dir / "variance.csv")
     summary = summary_table(rows, epoch)
     if num_particles:

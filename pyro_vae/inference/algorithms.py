@@ -9,14 +9,19 @@ and calls
   keyword arguments for the model and guide, ``{"x": ...}`` or ``{"x": ...,
   "y": ...}``), the minibatch scaled to ``total_size`` data; returns the loss
   (a negative ELBO estimate of the whole data set, or the algorithm's own loss);
-* ``end_epoch()``: steps learning-rate schedules;
-* ``learning_rate() -> float``: the learning rate of the current epoch (for the metrics);
+* ``end_epoch()``: steps epoch-wise learning-rate schedules;
+* ``observe(row)`` (optional): a metrics row was written (``test_elbo``, ``train_elbo``, and
+  ``val_elbo`` for a run with a validation split); a plateau schedule steps on it;
+* ``learning_rate() -> float``: the current learning rate (for the metrics);
 * ``state_dict()`` / ``load_state_dict(state)``: everything a checkpoint
   needs beyond the program's and estimator's parameters (optimizers,
   schedulers, baseline averages), so that a resumed run continues exactly.
 
-``config`` is read for ``optimizer``, ``lr``, ``weight_decay``, ``lr_schedule``,
-their options (:func:`~pyro_vae.inference.optim.optimizer_settings`) and ``num_particles`` (a :class:`~pyro_vae.training.config.TrainConfig`).
+``config`` is read for ``optimizer``, ``lr``, ``weight_decay`` and its options
+(:func:`~pyro_vae.inference.optim.configured_optimizer`), the schedule, its interval, the loss
+scale and ``clip_norm`` (:class:`~pyro_vae.inference.stepping.Stepping`, which the built-in
+algorithms hand ``step``, ``end_epoch``, ``observe`` and their state to) and ``num_particles``
+(a :class:`~pyro_vae.training.config.TrainConfig`).
 An algorithm class may define ``check_config(config)`` to refuse settings it
 cannot use, and sets ``splits_batches = False`` if its update is not a sum of
 per-datum terms (one importance weight for a whole minibatch), so that a

@@ -21,7 +21,7 @@ def classification_error(
 ) -> float:
     """The fraction of data whose label ``y`` differs from ``program.classify(x)`` (M2's q(y|x)).
 
-    ``reduce`` sums the counts over processes (each evaluating its shard), as in :func:`evaluate`.
+    ``reduce`` sums the counts over processes (each evaluating its shard), as in :func:`~pyro_vae.inference.evaluate.evaluate`.
     """
     wrong = count = 0
     was_training = program.training

@@ -1,4 +1,18 @@
-"""Gradient estimators of the ELBO, each selected by one name.
+r"""Gradient estimators of the ELBO, each selected by one name.
+
+The ELBO of a datum x, for a model :math:`p_\theta(x, z)` and a guide :math:`q_\phi(z \mid x)`,
+bounds its log-likelihood from below (the paper's eqs. 2 and 3):
+
+.. math::
+
+    \mathcal L(\theta, \phi; x)
+    = \mathbb E_{q_\phi(z \mid x)}\big[\log p_\theta(x, z) - \log q_\phi(z \mid x)\big]
+    = \mathbb E_{q_\phi(z \mid x)}\big[\log p_\theta(x \mid z)\big]
+      - \mathrm{KL}\big(q_\phi(z \mid x) \,\|\, p_\theta(z)\big)
+    \le \log p_\theta(x).
+
+Training maximizes its sum over the N data, estimated on a minibatch of M as
+:math:`\frac{N}{M} \sum_{i=1}^{M} \mathcal L(\theta, \phi; x_i)`.
 
 Every estimator is a Pyro ELBO plus, where needed, a handler around the guide;
 the model and guide themselves never change. The gradient with respect to the

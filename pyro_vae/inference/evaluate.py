@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
+from tqdm import tqdm
 
 from pyro_vae.inference.algorithms import ParamScope
 from pyro_vae.inference.joint import global_sites, joint_bounds
@@ -192,6 +193,8 @@ def evaluate(
     num_samples: int = 5000,
     chunk_size: int = 500,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    progress: bool = False,
 ) -> Evaluation:
     """Mean per-datum ELBO and log p(x) estimate (nats) over ``batches`` of data: an :class:`Evaluation`.
 
@@ -206,8 +209,11 @@ def evaluate(
     looked for on the first batch) gets :func:`~pyro_vae.inference.joint.joint_bounds` instead:
     ``log_px`` is then the joint log p(x_1, ..., x_n) / n with its global latents sampled jointly
     (``joint=True``), evaluated on one process (``reduce`` must be ``None``).
+
+    With ``progress``, a tqdm bar on stderr counts the batches as they are read.
     """
     check_arguments(evaluate, program=program, num_samples=num_samples, chunk_size=chunk_size)
+    batches = tqdm(batches, desc=f"evaluate, K={num_samples}", unit="batch", disable=not progress, leave=False)
     mpn, plate = program.max_plate_nesting, getattr(program, "data_plate_name", "data")
     totals = {"elbo": 0.0, "log_px": 0.0}
     count = 0

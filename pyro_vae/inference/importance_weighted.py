@@ -19,25 +19,27 @@ from pyro_vae.inference.log_weights import particle_plate, sum_per_datum
 class ImportanceWeighted(ELBO):
     r"""The K-sample importance-weighted bound (IWAE, Burda et al. 2016), per datum, and its gradients.
 
-    For datum i of a minibatch of M out of N and K particles z_ik ~ q(z|x_i)
-    (all latents of the datum), ``log w_ik = log p(x_i, z_ik) - log q(z_ik|x_i)``
+    For datum i of a minibatch of M out of N and K particles :math:`z_{ik} \sim q(z \mid x_i)`
+    (all latents of the datum), :math:`\log w_{ik} = \log p(x_i, z_{ik}) - \log q(z_{ik} \mid x_i)`
     sums the unscaled log densities of every site in the data plate over the
     datum's inner plates (:mod:`pyro_vae.inference.log_weights`, as evaluation does). The bound is
 
-        L_K = (N/M) sum_i log (1/K) sum_k w_ik,
+    .. math::
+
+        \mathcal L_K = \frac{N}{M} \sum_{i=1}^{M} \log \frac1K \sum_{k=1}^{K} w_{ik},
 
     the scale N/M taken from the sites (``total_size`` of the data plate), applied
-    outside the log-mean-exp. It is <= log p(x), increases with K, and equals the
-    ELBO at K = 1. ``loss`` and ``loss_and_grads`` return -L_K.
+    outside the log-mean-exp. It is :math:`\le \log p(x)`, increases with K, and equals the
+    ELBO at K = 1. ``loss`` and ``loss_and_grads`` return :math:`-\mathcal L_K`.
 
-    Gradients, with normalized weights w~_ik = w_ik / sum_k' w_ik':
+    Gradients, with normalized weights :math:`\tilde w_{ik} = w_{ik} / \sum_{k'} w_{ik'}`:
 
     * ``doubly_reparameterized=False`` (IWAE): the pathwise gradient of L_K,
       sum_k w~_ik grad log w_ik for every parameter.
     * ``doubly_reparameterized=True`` (DReG, Tucker et al. 2019): the model
       parameters theta get the same sum_k w~_ik d/dtheta log p(x_i, z_ik); the guide's phi get
       sum_k w~_ik^2 (d log w_ik / dz_ik)(dz_ik / dphi), with log q's direct dependence
-      on phi removed (the guide runs under :class:`PathDerivative`). The surrogate is
+      on phi removed (the guide runs under :class:`~pyro_vae.inference.handlers.PathDerivative`). The surrogate is
       sum_k stop(w~) A_k + stop(w~^2) (log w_k - A_k), where A_k = log p(x_i, stop(z_ik))
       is the model replayed on detached latents (its theta-gradient cancels that of
       log p(x_i, z_ik) inside log w_k). Its expectation is the IWAE gradient, its

@@ -1,15 +1,20 @@
-"""Trace arithmetic for importance log-weights, shared by evaluation and the importance-weighted
+r"""Trace arithmetic for importance log-weights, shared by evaluation and the importance-weighted
 estimators (as Pyro keeps its ELBOs' shared arithmetic in ``pyro.infer.util``).
 
 For a model p(x, z) and a guide q(z|x) traced with K particles drawn at once in the particle
 plate (:func:`particle_plate`, left of the program's own plates), datum i's log-weight is
 
-    log w_ik = sum over the sample sites s in the data plate of  log p_s - log q_s,
+.. math::
 
-each site's *unscaled* (masked) log density summed over the datum's inner plates (pixels, a
-second latent layer): :func:`per_datum`, and over the sites of a trace: :func:`sum_per_datum`.
+    \log w_{ik} = \log p(x_i, z_{ik}) - \log q(z_{ik} \mid x_i)
+                 = \sum_{s} \big(\log p_s - \log q_s\big),
+    \qquad z_{ik} \sim q(z \mid x_i),
+
+over the sample sites s in the data plate, each site's *unscaled* (masked) log density summed
+over the datum's inner plates (pixels, a second latent layer): :func:`per_datum`, and over the
+sites of a trace: :func:`sum_per_datum`.
 A minibatch's scale N/M (the data plate's ``total_size``) multiplies a bound of the weights, never
-the weights themselves, since ``log (1/K) sum_k w_k`` is not linear in log w.
+the weights themselves, since :math:`\log \frac1K \sum_k w_k` is not linear in :math:`\log w`.
 
 A site outside the data plate (a latent shared by all data) has no per-datum weight: it is
 refused by name where a per-datum weight is needed, and :func:`per_particle` gives its log

@@ -74,8 +74,7 @@ def e_step(
 class MCEMAlgorithm(WakeSleepAlgorithm):
     """Monte Carlo EM with an HMC E-step (the encoder, fitted by sleep steps, is only the IS proposal)."""
 
-    def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
-        x = batch["x"]
+    def update(self, x: torch.Tensor, total_size: int) -> float:
         z = e_step(self.vae, x)
         loss = -log_joint(self.vae, x, z).sum() * (total_size / x.shape[0])
         self.decoder_optim.zero_grad(set_to_none=True)

@@ -11,9 +11,11 @@ A program with an ``auxiliary_loss`` (see :mod:`pyro_vae.models.registry`;
 M2's alpha-weighted classification term) has it added to each step's loss:
 the step minimizes -bound + auxiliary and returns that sum.
 
-With ``config.kl_warmup = W`` the latent terms of the bound are weighted by
-beta = min(1, epoch / W) (:mod:`pyro_vae.inference.annealing`); the epoch is the
-scheduler's, so a resumed run keeps its place in the warm-up.
+The optimizer's schedule, loss scale and gradient clipping are a
+:class:`~pyro_vae.inference.stepping.Stepping`'s (per epoch or per step, on the metrics for
+``plateau``). With ``config.kl_warmup = W`` the latent terms of the bound are weighted by
+beta = min(1, epoch / W) (:mod:`pyro_vae.inference.annealing`); the epoch is the one the
+stepping counts and saves, so a resumed run keeps its place in the warm-up.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 
 from pyro_vae.inference.algorithms import ParamScope, register_algorithm
 from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
-from pyro_vae.inference.optim import make_optimizer, optimizer_settings
+from pyro_vae.inference.optim import configured_optimizer
+from pyro_vae.inference.stepping import Stepping
 
 
 @register_algorithm("aevb")
@@ -38,18 +41,19 @@ class SVIAlgorithm:
     def __init__(self, program, estimator, config) -> None:
         self.program, self.estimator = program, estimator
         params = [*program.parameters(), *estimator.modules.parameters()]
-        self.optimizer, self.scheduler = make_optimizer(params, **optimizer_settings(config))
+        self.optimizer = configured_optimizer(params, config)
+        self.stepping = Stepping([self.optimizer], config)
         self.scope = ParamScope(params)
         self.auxiliary_loss = getattr(program, "auxiliary_loss", None)
         self.kl_warmup = config.kl_warmup
 
     def beta(self) -> float:
         """The weight of the latent terms in this epoch (1 after the warm-up)."""
-        return warmup_factor(self.scheduler.last_epoch, self.kl_warmup)
+        return warmup_factor(self.stepping.epoch, self.kl_warmup)
 
     def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
         beta = self.beta()
-        with self.scope, AnnealLatents(beta) if beta < 1 else nullcontext():
+        with self.stepping.update(total_size), self.scope, AnnealLatents(beta) if beta < 1 else nullcontext():
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.estimator.elbo.loss_and_grads(
                 self.program.model, self.estimator.guide, **batch, total_size=total_size
@@ -62,7 +66,10 @@ class SVIAlgorithm:
         return loss
 
     def end_epoch(self) -> None:
-        self.scheduler.step()
+        self.stepping.end_epoch()
+
+    def observe(self, row: dict) -> None:
+        self.stepping.observe(row)
 
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -70,11 +77,14 @@ class SVIAlgorithm:
     def state_dict(self) -> dict:
         return {
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "schedule": self.stepping.state_dict(),
             "param_store": self.scope.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        # a checkpoint of 0.1.0 holds the state of its one epoch-wise scheduler as "scheduler"
+        self.stepping.load_state_dict(
+            state["schedule"] if "schedule" in state else {"schedulers": [state["scheduler"]]}
+        )
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.scope.load_state_dict(state["param_store"])

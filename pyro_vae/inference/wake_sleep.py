@@ -27,7 +27,8 @@ convergence guarantee; the ELBO log p(x,z) - log q(z|x) at z ~ q(z|x) is
 still a valid lower bound on log p(x) and is what is reported, so curves are
 comparable with AEVB's. The N/M scaling matches :mod:`pyro_vae.training.loop`, so
 ``weight_decay=1`` is again a N(0, I) prior on the weights. Each phase has its
-own torch optimizer (Adagrad or Adam).
+own torch optimizer (Adagrad or Adam), both scheduled, scaled and clipped as the config says
+(:class:`~pyro_vae.inference.stepping.Stepping`).
 
 :class:`WakeSleepAlgorithm` (``algorithm="wake-sleep"``) and :class:`RWSAlgorithm`
 (``algorithm="rws"``, Pyro's :class:`~pyro.infer.ReweightedWakeSleep`,
@@ -46,7 +47,8 @@ import torch
 from pyro.infer import ReweightedWakeSleep
 
 from pyro_vae.inference.algorithms import register_algorithm
-from pyro_vae.inference.optim import make_optimizer, optimizer_settings
+from pyro_vae.inference.optim import build_optimizer, configured_optimizer
+from pyro_vae.inference.stepping import Stepping
 from pyro_vae.models.vae import VAE, generated_keyword
 
 
@@ -63,23 +65,14 @@ def generative_parameters(vae: VAE) -> list[torch.nn.Parameter]:
 
 
 def make_optimizers(
-    vae: VAE,
-    name: str = "adagrad",
-    lr: float = 0.02,
-    weight_decay: float = 0.0,
-    schedule: str = "constant",
-    **settings: Any,
-) -> tuple[tuple[torch.optim.Optimizer, torch.optim.Optimizer], list]:
-    """``((decoder_optim, encoder_optim), schedulers)``: one torch optimizer for theta, one for phi,
-    each from the optimizer registry (``settings``: the other keywords of
-    :func:`~pyro_vae.inference.optim.make_optimizer`)."""
-    decoder_optim, decoder_schedule = make_optimizer(
-        generative_parameters(vae), name, lr, weight_decay, schedule, **settings
+    vae: VAE, name: str = "adagrad", lr: float = 0.02, weight_decay: float = 0.0, **options: Any
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """``(decoder_optim, encoder_optim)``: the optimizer ``name`` (with its own keyword ``options``)
+    for theta, and one for phi (:func:`~pyro_vae.inference.optim.build_optimizer`)."""
+    return tuple(
+        build_optimizer(params, name, lr, weight_decay, options=options)
+        for params in (generative_parameters(vae), recognition_parameters(vae))
     )
-    encoder_optim, encoder_schedule = make_optimizer(
-        recognition_parameters(vae), name, lr, weight_decay, schedule, **settings
-    )
-    return (decoder_optim, encoder_optim), [decoder_schedule, encoder_schedule]
 
 
 # --- the two phases ----------------------------------------------------------
@@ -249,16 +242,23 @@ class WakeSleepAlgorithm:
                 f"{type(program).__name__} takes {list(program.data_keys)}: use --algorithm aevb"
             )
         self.vae = program
-        (self.decoder_optim, self.encoder_optim), self.schedulers = make_optimizers(
-            program, **optimizer_settings(config)
-        )
+        self.decoder_optim = configured_optimizer(generative_parameters(program), config)
+        self.encoder_optim = configured_optimizer(recognition_parameters(program), config)
+        self.stepping = Stepping([self.decoder_optim, self.encoder_optim], config)
 
     def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
-        return wake_sleep_step(self.vae, batch["x"], self.decoder_optim, self.encoder_optim, total_size)
+        with self.stepping.update(total_size):
+            return self.update(batch["x"], total_size)
+
+    def update(self, x: torch.Tensor, total_size: int) -> float:
+        """One update of theta and phi on the minibatch ``x`` scaled to ``total_size`` data; the loss."""
+        return wake_sleep_step(self.vae, x, self.decoder_optim, self.encoder_optim, total_size)
 
     def end_epoch(self) -> None:
-        for scheduler in self.schedulers:
-            scheduler.step()
+        self.stepping.end_epoch()
+
+    def observe(self, row: dict) -> None:
+        self.stepping.observe(row)
 
     def learning_rate(self) -> float:
         return self.decoder_optim.param_groups[0]["lr"]
@@ -267,14 +267,14 @@ class WakeSleepAlgorithm:
         return {
             "decoder": self.decoder_optim.state_dict(),
             "encoder": self.encoder_optim.state_dict(),
-            "schedulers": [s.state_dict() for s in self.schedulers],
+            "schedule": self.stepping.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        # a checkpoint of 0.1.0 holds its epoch-wise schedulers' states as "schedulers" (or none, before schedules)
+        self.stepping.load_state_dict(state.get("schedule", {"schedulers": state.get("schedulers", [])}))
         self.decoder_optim.load_state_dict(state["decoder"])
         self.encoder_optim.load_state_dict(state["encoder"])
-        for scheduler, scheduler_state in zip(self.schedulers, state.get("schedulers", ())):  # absent before schedules
-            scheduler.load_state_dict(scheduler_state)
 
 
 @register_algorithm("rws")
@@ -292,5 +292,5 @@ class RWSAlgorithm(WakeSleepAlgorithm):
         super().__init__(program, estimator, config)
         self.rws = make_rws(program, config.num_particles)
 
-    def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
-        return rws_step(self.vae, batch["x"], self.decoder_optim, self.encoder_optim, self.rws, total_size)
+    def update(self, x: torch.Tensor, total_size: int) -> float:
+        return rws_step(self.vae, x, self.decoder_optim, self.encoder_optim, self.rws, total_size)

@@ -137,6 +137,7 @@ class Gaussian(Likelihood):
         return dist.Normal(loc, scale).to_event(len(self.x_shape))
 
 
+#: The likelihoods p(x|z) by name (``likelihood=``), each a :class:`Likelihood` class.
 LIKELIHOODS: Registry[type[Likelihood]] = Registry("likelihood")
 LIKELIHOODS.register("bernoulli", Bernoulli)
 LIKELIHOODS.register("gaussian", Gaussian)

@@ -1,13 +1,21 @@
-"""The linear-Gaussian VAE, whose log p(x), posterior and ELBO have closed forms.
+r"""The linear-Gaussian VAE, whose log p(x), posterior and ELBO have closed forms.
 
-Model: z ~ N(0, I_k), x | z ~ N(W z + b, diag sigma^2) (probabilistic PCA), so
-p(x) = N(x; b, W W^T + diag sigma^2) and p(z|x) = N(S W^T D^-1 (x - b), S)
-with D = diag sigma^2 and S = (I + W^T D^-1 W)^-1. For a Gaussian guide
-q(z|x) = N(m, diag s^2) the ELBO is, exactly::
+Model: :math:`z \sim \mathcal N(0, I_k)`, :math:`x \mid z \sim \mathcal N(W z + b, D)` with
+:math:`D = \operatorname{diag} \sigma^2` (probabilistic PCA), so
 
-    E_q[log p(x|z)] = -1/2 sum_i [log(2 pi sigma_i^2)
-                                  + ((x - W m - b)_i^2 + (W diag(s^2) W^T)_ii) / sigma_i^2]
-    KL(q || p)     = 1/2 sum_j (s_j^2 + m_j^2 - 1 - log s_j^2)
+.. math::
+
+    p(x) = \mathcal N(x;\, b,\, W W^\top + D), \qquad
+    p(z \mid x) = \mathcal N\big(S W^\top D^{-1} (x - b),\, S\big), \quad S = (I + W^\top D^{-1} W)^{-1}.
+
+For a Gaussian guide :math:`q(z \mid x) = \mathcal N(m, \operatorname{diag} s^2)` the ELBO
+:math:`\mathbb E_q[\log p(x \mid z)] - \mathrm{KL}(q \,\|\, p(z))` is, exactly,
+
+.. math::
+
+    \mathbb E_q[\log p(x \mid z)] &= -\frac12 \sum_i \Big[\log(2 \pi \sigma_i^2)
+        + \frac{(x - W m - b)_i^2 + (W \operatorname{diag}(s^2) W^\top)_{ii}}{\sigma_i^2}\Big], \\
+    \mathrm{KL}(q \,\|\, p(z)) &= \frac12 \sum_j \big(s_j^2 + m_j^2 - 1 - \log s_j^2\big).
 
 These functions are differentiable, so ``torch.autograd`` on :func:`exact_elbo`
 gives the exact ELBO gradient that any unbiased estimator must match.
@@ -42,7 +50,7 @@ def decoder_parameters(vae: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def exact_log_marginal(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    """log p(x) = log N(x; b, W W^T + diag sigma^2), one value per row of ``x``."""
+    r""":math:`\log p(x) = \log \mathcal N(x;\, b,\, W W^\top + \operatorname{diag} \sigma^2)`, one value per row of ``x``."""
     w, b, sigma = decoder_parameters(vae)
     cov = w @ w.T + torch.diag(sigma**2)
     return MultivariateNormal(b, covariance_matrix=cov).log_prob(x)

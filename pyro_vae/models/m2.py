@@ -83,6 +83,15 @@ class M2(CVAE):
         """The most probable class under q(y|x), one per datum."""
         return self.classifier(self.flatten(x)).argmax(-1)
 
+    def forward(self, x: torch.Tensor, *, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``m2(x)`` or ``m2(x, y=y)``: the reconstruction of ``x``, the mean of p(x | y, z) at z
+        the mean of q(z | x, y), with y the given label and, where none is given (``y=None``, or
+        -1), the most probable class of q(y|x) (:meth:`classify`); see :meth:`VAE.forward
+        <pyro_vae.models.vae.VAE.forward>`."""
+        self.batch_size(x, None, {} if y is None else {"y": y})  # one clear error for a bad x or y
+        guess = self.classify(x)
+        return super().forward(x, y=guess if y is None else torch.where(y >= 0, y, guess))
+
     def auxiliary_loss(
         self, *, x: torch.Tensor, y: torch.Tensor | None = None, total_size: int | None = None
     ) -> torch.Tensor | None:

@@ -15,6 +15,7 @@ from torch import nn
 from pyro_vae.registry import Registry
 from pyro_vae.validation import check_arguments, check_parameters_fit, check_sizes, mlp_weight_count
 
+#: The activations of the networks' hidden layers by name (``activation=``).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,

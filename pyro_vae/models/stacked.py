@@ -17,9 +17,9 @@ joint is exactly log p(y, z2, z1, x). The guide draws z1 from M1's encoder and r
 M1 is trained first, on the images alone, and is frozen here (its parameters take no
 gradient), as in the paper: then the gradient of this program's ELBO is that of M2's ELBO
 on draws z1 ~ q(z1 | x), since the terms log p(x | z1) - log q(z1 | x) hold no parameter of
-M2. :meth:`classify` and :meth:`auxiliary_loss` are M2's on the means of q(z1 | x). The
+M2. :meth:`~StackedM1M2.classify` and :meth:`~StackedM1M2.auxiliary_loss` are M2's on the means of q(z1 | x). The
 flat density of z1 cannot be drawn from: the model runs against a guide, not on its own;
-:meth:`generate` draws y and z2 from the prior and decodes the mean of p(z1 | y, z2) with M1.
+:meth:`~StackedM1M2.generate` draws y and z2 from the prior and decodes the mean of p(z1 | y, z2) with M1.
 
 M2 runs inside this program on its latent z1, so it is :attr:`~pyro_vae.models.vae.VAE.nested`:
 z1 may carry leading dimensions left of the batch (the K particles the library's evaluation
@@ -27,9 +27,9 @@ draws in an outer vectorized plate, vectorized training particles), while y is e
 (``--estimator enum``) in the dimensions left of those. The images x, the user's data, are
 still checked as ``(batch, *x_shape)`` by M1.
 
-A training config names the trained M1 by the model option ``m1`` (:attr:`program_options`):
+A training config names the trained M1 by the model option ``m1`` (:attr:`~StackedM1M2.program_options`):
 ``m1="pretrained:NAME"`` (a shipped entry of :mod:`pyro_vae.pretrained`) or ``m1=RUN_DIR`` (a
-run folder of a VAE); the training layer loads it before :meth:`build`
+run folder of a VAE); the training layer loads it before :meth:`~StackedM1M2.build`
 (:func:`pyro_vae.training.build.load_program`), so this module imports nothing above the models.
 A checkpoint of this program holds M1's weights too (``m1.*`` in its state dict).
 """
@@ -183,10 +183,16 @@ class StackedM1M2(PyroModule):
         """M2's posterior mean of its latent ``site`` (the style z2) at the mean code z1 of each image."""
         return self.m2.embed(self.code(x), site, **context)
 
+    def forward(self, x: torch.Tensor, *, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``program(x)``: the reconstruction of ``x``, M1's ``m1(x)``, the mean of p(x | z1) at
+        the mean of q(z1 | x): x depends on y and z2 only through z1, so labels ``y`` change
+        nothing (they are accepted, as every program's data)."""
+        return self.m1(x)
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, **context) -> torch.Tensor:
-        """Mean of p(x | z1) at the mean of q(z1 | x): x depends on y and z2 only through z1."""
-        return self.m1.reconstruct(x)
+        """Mean of p(x | z1) at the mean of q(z1 | x): ``program(x)`` without gradients."""
+        return self(x, **context)
 
     @torch.no_grad()
     def generate(self, num_generated: int, latents: dict[str, torch.Tensor] | None = None, **context) -> torch.Tensor:

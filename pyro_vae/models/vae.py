@@ -1,13 +1,21 @@
-"""The AEVB variational autoencoder as a Pyro model/guide pair.
+r"""The AEVB variational autoencoder as a Pyro model/guide pair.
 
-Generative model (Kingma & Welling 2013, Section 3)::
+Generative model (Kingma & Welling 2013, Section 3), the likelihood's distribution with
+the decoder's output as its parameters:
 
-    z ~ p(z) = N(0, I)
-    x ~ p(x|z) = likelihood(decoder(z))
+.. math::
 
-Recognition model (the guide)::
+    z \sim p(z) = \mathcal N(0, I), \qquad
+    x \sim p_\theta(x \mid z) = \mathrm{likelihood}\big(\mathrm{decoder}_\theta(z)\big).
 
-    z ~ q(z|x) = N(mu(x), diag sigma^2(x))     (Gaussian MLP encoder)
+Recognition model (the guide), a Gaussian MLP encoder:
+
+.. math::
+
+    z \sim q_\phi(z \mid x) = \mathcal N\big(\mu_\phi(x),\, \operatorname{diag} \sigma_\phi^2(x)\big).
+
+Training maximizes the ELBO (:mod:`pyro_vae.inference.estimators`),
+:math:`\mathbb E_{q_\phi(z \mid x)}[\log p_\theta(x \mid z)] - \mathrm{KL}(q_\phi(z \mid x) \,\|\, p(z))`.
 
 Both are methods of one :class:`~pyro.nn.PyroModule`, so ``SVI(vae.model,
 vae.guide, optim, Trace_ELBO())`` trains it with the paper's SGVB estimator.
@@ -20,9 +28,9 @@ methods run.
 New latent structures subclass :class:`VAE` and override only what differs:
 the hooks :meth:`VAE.prior`, :meth:`VAE.posterior` and :meth:`VAE.decode`
 receive the batch's context (e.g. labels ``y``), or :meth:`VAE.model` /
-:meth:`VAE.guide` themselves. :meth:`VAE.generate`, :meth:`VAE.reconstruct`
-and :meth:`VAE.embed` run the program (a trace of the model, the guide
-replayed into it), so they stay right for every subclass.
+:meth:`VAE.guide` themselves. ``vae(x)`` (:meth:`VAE.forward`, the reconstruction),
+:meth:`VAE.generate`, :meth:`VAE.reconstruct` and :meth:`VAE.embed` run the program
+(a trace of the model, the guide replayed into it), so they stay right for every subclass.
 """
 
 from __future__ import annotations
@@ -111,11 +119,16 @@ class VAE(PyroModule):
     :param plate: name of the data plate (default ``prefix.data``); VAEs given
         the same name share one plate, and an enclosing plate of that name is reused.
 
+    Calling the module returns a reconstruction, as PyTorch autoencoders do: ``vae(x)`` is the
+    mean of p(x|z) at z = mu(x), the mean of q(z|x), differentiable (:meth:`forward`; the
+    ELBO, the training loss, is Pyro's: ``SVI(vae.model, vae.guide, ...)``).
+
     The attribute :attr:`nested` (default ``False``) is set by a program that runs this one
     inside itself on its own latents (the stacked M1 + M2, :mod:`pyro_vae.models.stacked`).
     """
 
     max_plate_nesting = 1
+    #: The names of the data a call takes: ``x`` here; a conditional model adds its context (``y``).
     data_keys: tuple[str, ...] = ("x",)
     #: Whether ``x`` may carry leading batch dimensions left of the data dimension, shape
     #: ``(..., batch, *x_shape)``: the particles or enumerated values of an enclosing program
@@ -309,12 +322,33 @@ class VAE(PyroModule):
     def _observation_mean(self, trace: poutine.Trace) -> torch.Tensor:
         return trace.nodes[self.site("x")]["fn"].mean
 
+    def forward(self, x: torch.Tensor, **context) -> torch.Tensor:
+        """``vae(x)``: the reconstruction of ``x``, the mean of p(x | latents) with the latents at
+        their posterior means under q (:meth:`posterior_latents`); for the plain VAE,
+        ``decode(mu(x)).mean`` with ``mu(x)`` the encoder's mean.
+
+        An autoencoder's output, as PyTorch's ``examples/vae`` returns its decoder's (there at a
+        draw of z, with the encoder's mean and log-variance), here at the posterior mean, and not
+        a loss (pythae's ``model(x)`` returns one): the loss is Pyro's ELBO of ``model`` and
+        ``guide`` (``pyro.infer.SVI``, :func:`~pyro_vae.training.loop.train`), which depends on
+        the estimator. Differentiable, shape ``x.shape``; without gradients it is :meth:`reconstruct`.
+        Deterministic where every latent has a mean; a latent without one (the flow of
+        :class:`~pyro_vae.models.iaf.IAFVAE`, discrete latents) is drawn from q. The data's
+        other entries (``data_keys``) are keywords: ``cvae(x, y=y)``."""
+        guide_trace = self._posterior_trace(x, **context)
+        with pyro.get_param_store().scope():
+            model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(x, **context)
+        return self._observation_mean(model_trace)
+
+    def _posterior_trace(self, x: torch.Tensor, **context) -> poutine.Trace:
+        with pyro.get_param_store().scope():  # a fresh store: no stale global entries
+            return poutine.trace(PosteriorMean()(self.guide)).get_trace(x, **context)
+
     @torch.no_grad()
     def posterior_latents(self, x: torch.Tensor, **context) -> poutine.Trace:
         """A trace of the guide on ``x`` with every latent at its posterior mean
         (a draw where the distribution has no mean, e.g. a flow)."""
-        with pyro.get_param_store().scope():  # a fresh store: no stale global entries
-            return poutine.trace(PosteriorMean()(self.guide)).get_trace(x, **context)
+        return self._posterior_trace(x, **context)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, site: str = "z", **context) -> torch.Tensor:
@@ -323,11 +357,9 @@ class VAE(PyroModule):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, **context) -> torch.Tensor:
-        """Mean of p(x|latents), the latents from :meth:`posterior_latents`, through the model."""
-        guide_trace = self.posterior_latents(x, **context)
-        model = poutine.replay(self.model, trace=guide_trace)
-        with pyro.get_param_store().scope():
-            return self._observation_mean(poutine.trace(model).get_trace(x, **context))
+        """Mean of p(x|latents), the latents from :meth:`posterior_latents`, through the model:
+        ``vae(x)`` (:meth:`forward`) without gradients."""
+        return self(x, **context)
 
     @torch.no_grad()
     def generate(self, num_generated: int, latents: dict[str, torch.Tensor] | None = None, **context) -> torch.Tensor:

@@ -115,7 +115,7 @@ class VGAE(PyroModule):
 
     Registered in :data:`~pyro_vae.models.MODELS` as a model of graphs
     (``data_kind = "graph"``): it trains on a graph data set, one full-graph step per
-    epoch (:mod:`pyro_vae.training.graph_loop`); ``data_keys`` are the entries of
+    epoch (the ``"graph"`` kind of :mod:`pyro_vae.training.kinds`); ``data_keys`` are the entries of
     that one batch.
     """
 
@@ -241,6 +241,13 @@ class VGAE(PyroModule):
         check_graph(x, edge_index)
         if x.shape[1] != self.in_features:
             raise ValueError(f"node features have {x.shape[1]} columns, but the model was built for {self.in_features}")
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """``vgae(x, edge_index)``: the reconstructed adjacency, sigmoid(mu mu^T) of shape ``(N, N)``,
+        the mean of p(A | z) at z = mu, the posterior means (Kipf & Welling 2016's reconstruction);
+        differentiable, as a VAE's ``vae(x)`` (:meth:`pyro_vae.models.vae.VAE.forward`)."""
+        loc = self.encode(x, edge_index)[0]
+        return torch.sigmoid(self.logits(loc)).view(x.shape[0], x.shape[0])
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:

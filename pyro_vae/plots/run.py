@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from pyro_vae.plots.curves import plot_curves
 from pyro_vae.plots.images import plot_analogies, plot_manifold, plot_reconstructions, plot_samples
 from pyro_vae.plots.latents import plot_latents
 from pyro_vae.registry import Registry
+from pyro_vae.training.kinds import run_kind
 
 
 def label_context(
@@ -127,12 +129,18 @@ def write_figures(
     num_points: int = 2000,
     names: Sequence[str] | None = None,
     skipped: Callable[[str, str], None] | None = None,
+    *,
+    progress: bool = False,
 ) -> list[Path]:
     """The figures ``names`` (all that the program has what they need for, by default) of a
     :class:`~pyro_vae.training.build.Run` into ``out_dir``; the paths written. A figure the
     program lacks something for, or that fails to draw, is reported to ``skipped(name, reason)``
     (one line) and left out; a figure named explicitly that the program lacks something for is
-    refused (``ValueError``), and a folder that cannot be written raises its ``OSError``."""
+    refused (``ValueError``), as is a run whose kind has no figures (a graph run:
+    :class:`~pyro_vae.training.kinds.RunKind`), and a folder that cannot be written raises its ``OSError``. With
+    ``progress``, a tqdm bar on stderr counts the figures and names the one being drawn (the
+    t-SNE of the latents figure, beyond a 2-D code, is the slow one)."""
+    run_kind(run.config).refuse("figures")
     for name in names or ():
         RUN_FIGURES.check(name)
         reason = RUN_FIGURES[name].lacks(run)
@@ -147,7 +155,9 @@ def write_figures(
         run, out_dir, data.test[:num_points].to(device), labels, *label_context(vae, data, labels, 100, device)
     )
     paths = []
-    for name in names or RUN_FIGURES.names():
+    bar = tqdm(list(names or RUN_FIGURES.names()), unit="figure", disable=not progress, leave=False)
+    for name in bar:
+        bar.set_description(f"figure {name}")
         reason = RUN_FIGURES[name].lacks(run)
         if reason is None:
             try:

@@ -1,17 +1,23 @@
-"""Pretrained models by name: ``load_pretrained("mnist-vae-z20")`` and ``pyro-vae evaluate pretrained:NAME``.
+"""Pretrained models: ``load_pretrained("mnist-vae-z50-e3280")`` is the trained program itself,
+rebuilt in about a second without reading any data set; ``load_pretrained_run(NAME)`` is its
+run with the data set; ``pyro-vae evaluate pretrained:NAME`` evaluates it.
 
-Each entry is two files in this package folder:
+A shipped entry is two files in this package folder (:data:`FOLDER`), registered by name in
+:data:`PRETRAINED`: ``NAME.pt``, the model's ``state_dict`` in float32 (at most
+:data:`~pyro_vae.pretrained.weights.MAX_BYTES`), nothing else, and ``NAME.json``, its record:
+the run's config, the description of its data (one datum's shape, the number of classes, the
+likelihood and image shape: what the program is rebuilt from), the command that trained it,
+the command that exported it, its learning curve (``metrics``), its measured numbers (the
+run's evaluation reports), and the SHA-256 and size of ``NAME.pt``. :func:`export_pretrained`
+makes an entry from a run folder, so an entry is remade by rerunning the two recorded commands.
+A user's own program is saved into a folder by :func:`save_pretrained` (``pretrained.pt`` and
+``pretrained.json``), and :func:`load_pretrained` takes that folder as it takes a name.
 
-* ``NAME.pt``: the model's ``state_dict`` in float32 (at most :data:`MAX_BYTES`), nothing else;
-* ``NAME.json``: the run's config, the command that trained it, the command that exported it,
-  its learning curve (``metrics``), its measured numbers (the run's evaluation reports), and the
-  SHA-256 and size of ``NAME.pt``.
-
-Loading checks the file against its record before reading it (size, SHA-256: any damaged or
-replaced byte), reads it with ``torch.load(..., weights_only=True)``, and checks its keys,
-shapes and dtypes against the model the config builds; each failure is one
-:class:`PretrainedError` naming the file and the problem. :func:`export_pretrained` makes an
-entry from a run folder, so an entry is remade by rerunning the two recorded commands.
+Loading checks the weights file against its record before reading it (size, SHA-256: any
+damaged or replaced byte), reads it with ``torch.load(..., weights_only=True)``, and checks
+its keys, shapes, dtypes and values against the model the config builds; each failure is one
+:class:`PretrainedError` naming the file and the problem. The model must be registered
+(``MODELS``): a user's model is rebuilt after the module that registers it is imported.
 
 A model option that names a trained program (the stacked M1 + M2's ``m1``) may name an entry as
 ``pretrained:NAME``: this module registers the scheme ``pretrained`` in
@@ -20,53 +26,49 @@ A model option that names a trained program (the stacked M1 + M2's ``m1``) may n
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
-import json
-import pickle
-import re
-import zipfile
-from collections.abc import Callable
+import os
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-import torch
+from pyro.nn import PyroModule
 
-from pyro_vae.files import atomic_write_bytes, atomic_write_json
+from pyro_vae.pretrained.program import rebuild_program
+from pyro_vae.pretrained.record import (
+    FOLDER,
+    FOLDER_RECORD,
+    DataDescription,
+    PretrainedError,
+    read_record,
+    record_config,
+    record_data,
+)
+from pyro_vae.pretrained.save import export_pretrained, save_pretrained
+from pyro_vae.pretrained.weights import MAX_BYTES, read_weights
 from pyro_vae.registry import Registry
+from pyro_vae.training import Run, build_run, load_run
 from pyro_vae.training.build import PROGRAM_SOURCES
-from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
-from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.loop import CHECKPOINT, Run, build_run, load_run
-from pyro_vae.training.report import read_report
+from pyro_vae.training.checkpoint import CheckpointError, load_module_state
 
 __all__ = [
     "FOLDER",
     "MAX_BYTES",
     "PRETRAINED",
     "PREFIX",
+    "DataDescription",
     "PretrainedError",
     "export_pretrained",
     "load_pretrained",
+    "load_pretrained_run",
+    "pretrained_record",
     "register_pretrained",
     "report_dir",
     "resolve_run",
+    "save_pretrained",
 ]
 
-#: The folder of the shipped entries (``NAME.pt`` and ``NAME.json``): this package's.
-FOLDER = Path(__file__).parent
-#: The largest weights file an entry may have, in bytes (5 MiB).
-MAX_BYTES = 5 * 1024 * 1024
-#: How an evaluate target names a pretrained entry: ``pretrained:NAME``.
+#: How an evaluate target names a pretrained entry: ``pretrained:NAME`` (or ``pretrained:FOLDER``).
 PREFIX = "pretrained:"
-FORMAT = "pyro_vae.pretrained/1"
-NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
-
-
-class PretrainedError(ValueError):
-    """A pretrained entry is unknown, missing, damaged, too large or does not fit its config."""
-
 
 #: The pretrained entries by name: the path of each one's record ``NAME.json``.
 PRETRAINED: Registry[Path] = Registry("pretrained model")
@@ -77,190 +79,145 @@ def register_pretrained(record: str | Path) -> Path:
     it) under ``NAME``; a damaged record is registered too, and refused when loaded."""
     record = Path(record)
     try:
-        description = _read_record(record).get("description", "")
+        description = read_record(record).get("description", "")
     except PretrainedError as err:
         description = str(err)
     return PRETRAINED.register(record.stem, record, help=str(description), replace=True)
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _record_path(source: str | os.PathLike) -> Path:
+    """The record of ``source``: a registered name's, or a folder's ``pretrained.json``."""
+    name = os.fspath(source)
+    if name in PRETRAINED:
+        return PRETRAINED[name]
+    folder = Path(name)
+    if (folder / FOLDER_RECORD).is_file():
+        return folder / FOLDER_RECORD
+    if folder.is_dir():
+        raise PretrainedError(f"{folder} holds no {FOLDER_RECORD}: it is not a folder written by save_pretrained")
+    raise PretrainedError(
+        f"unknown pretrained model {name!r}; expected one of {PRETRAINED.names()} or a folder written by save_pretrained"
+    )
 
 
-#: The entries every record holds: what each must be, as a test and in words for the message.
-RECORD_ENTRIES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "config": (lambda v: isinstance(v, dict), "a dict of TrainConfig fields"),
-    "sha256": (
-        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
-        "the SHA-256 of the weights file, 64 hex digits",
-    ),
-    "bytes": (_is_count, "the size of the weights file, an int >= 0"),
-    "metrics": (
-        lambda v: isinstance(v, list) and all(isinstance(row, dict) for row in v),
-        "the learning curve, a list of metrics rows (dicts)",
-    ),
-}
+def pretrained_record(source: str | os.PathLike) -> dict[str, Any]:
+    """The record of the entry ``source`` (a shipped name or a folder of :func:`save_pretrained`),
+    its entries checked: ``config``, ``data`` (:meth:`DataDescription.from_dict` reads it: e.g.
+    the ``image_shape`` of pictures of the program's samples), ``metrics``, ``description``, and
+    for a shipped entry the commands and evaluation ``reports``."""
+    return read_record(_record_path(source))
 
 
-def _read_record(path: Path) -> dict[str, Any]:
-    """The record ``path`` with its entries (:data:`RECORD_ENTRIES`) checked, or :class:`PretrainedError`."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PretrainedError(f"pretrained record {path} is unreadable: {err}") from None
-    if not isinstance(record, dict):
-        raise PretrainedError(f"pretrained record {path} must be a JSON object, got a {type(record).__name__}")
-    missing = [k for k in RECORD_ENTRIES if k not in record]
-    if missing:
-        raise PretrainedError(f"pretrained record {path} lacks the entries {missing}")
-    for key, (valid, expected) in RECORD_ENTRIES.items():
-        if not valid(record[key]):
-            raise PretrainedError(
-                f"pretrained record {path}: the entry {key} must be {expected}, got {record[key]!r:.80}"
-            )
-    return record
+def _load(source: str | os.PathLike):
+    """The record path, config, data description and checked weights of ``source``."""
+    path = _record_path(source)
+    record = read_record(path)
+    config, data = record_config(path, record), record_data(path, record)
+    return path, record, config, data, read_weights(path.with_suffix(".pt"), record)
 
 
-def _config(path: Path, record: dict[str, Any]) -> TrainConfig:
-    """The :class:`TrainConfig` of the record ``path``, or :class:`PretrainedError` naming what is wrong."""
-    try:
-        return TrainConfig.from_dict(record["config"])
-    except (TypeError, ValueError) as err:  # each one line, naming the field
-        raise PretrainedError(f"pretrained record {path}: its config is not valid: {err}") from None
+@overload
+def load_pretrained(source: str | os.PathLike, data_dir: None = None, device: str = "cpu") -> PyroModule: ...
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+@overload
+def load_pretrained(source: str | os.PathLike, data_dir: str | os.PathLike, device: str = "cpu") -> Run: ...
 
 
-def _weights(path: Path, record: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The state dict in ``path``, checked against ``record`` (size, SHA-256, format, float32)."""
-    if not path.is_file():
-        raise PretrainedError(f"pretrained weights {path} are missing")
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise PretrainedError(f"pretrained weights {path} are {size} bytes, over the limit of {MAX_BYTES}")
-    data = path.read_bytes()
-    if size != record["bytes"] or _sha256(data) != record["sha256"]:
+def load_pretrained(
+    source: str | os.PathLike, data_dir: str | os.PathLike | None = None, device: str = "cpu"
+) -> PyroModule | Run:
+    """The trained program of the entry ``source``: a registered model (a ``PyroModule``) with the
+    entry's weights, in eval mode, on ``device``, rebuilt from its record's config and data
+    description without reading any data set. ``source`` is a shipped name (:data:`PRETRAINED`)
+    or a folder written by :func:`save_pretrained`. Its run, with the data set, estimator and
+    learning curve, is :func:`load_pretrained_run`. An unknown name is a
+    :class:`PretrainedError` listing the known ones.
+
+    ``data_dir`` is deprecated: given, the run is returned as before this function returned the
+    program (:func:`load_pretrained_run`), with a ``DeprecationWarning``.
+
+    >>> import torch
+    >>> from pyro_vae import evaluate, load_pretrained
+    >>> vae = load_pretrained("mnist-vae-z20-e10")  # the README's main job: 784-500-20, 10 epochs
+    >>> type(vae).__name__, vae.x_shape, vae.training
+    ('VAE', (784,), False)
+    >>> x = torch.bernoulli(torch.full((4, 784), 0.1), generator=torch.Generator().manual_seed(0))
+    >>> evaluate(vae, [x], num_samples=10).log_px < 0  # log p(x) in nats per image
+    True
+    """
+    if data_dir is not None:
+        warnings.warn(
+            "load_pretrained(NAME, data_dir) returns the program now, not its run; "
+            "call load_pretrained_run(NAME, data_dir) for the run",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return load_pretrained_run(source, data_dir, device)
+    path, _, config, data, state = _load(source)
+    return rebuild_program(config, data, state, path.with_suffix(".pt"), device)
+
+
+def load_pretrained_run(
+    source: str | os.PathLike, data_dir: str | os.PathLike | None = None, device: str = "cpu"
+) -> Run:
+    """The run of the entry ``source`` (as for :func:`load_pretrained`): its program with the
+    entry's weights, its data set (``data_dir`` or ``$PYRO_VAE_DATA``), estimator and learning
+    curve, as :func:`~pyro_vae.training.load_run` gives for a run folder. The data set loaded
+    must be the one the record describes (:class:`DataDescription`), else one
+    :class:`PretrainedError`."""
+    path, record, config, data, state = _load(source)
+    run = build_run(config, data_dir, device)
+    found = DataDescription.of(run.dataset)
+    if found != data:
         raise PretrainedError(
-            f"pretrained weights {path} are damaged: {size} bytes with SHA-256 {_sha256(data)[:12]}..., "
-            f"the record says {record['bytes']} bytes, {record['sha256'][:12]}...; restore the file or re-export it"
+            f"pretrained record {path} describes the data {data}, but the data set {config.dataset!r} loaded now "
+            f"is {found}; load it with the data set it was trained on"
         )
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as err:
-        raise PretrainedError(f"pretrained weights {path} are unreadable: {err}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("model"), dict):
-        raise PretrainedError(f"{path} is not a pyro_vae pretrained weights file (expected format {FORMAT!r})")
-    wrong = [
-        k
-        for k, v in state["model"].items()
-        if not torch.is_tensor(v) or (v.is_floating_point() and v.dtype != torch.float32)
-    ]
-    if wrong:
-        raise PretrainedError(f"pretrained weights {path}: {wrong[:3]} are not float32 tensors")
-    return state["model"]
-
-
-def load_pretrained(name: str, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
-    """The run of the pretrained entry ``name``: its program with the shipped weights, its data
-    set (``data_dir`` or ``$PYRO_VAE_DATA``), estimator and learning curve, as
-    :func:`~pyro_vae.training.loop.load_run` gives for a run folder. An unknown name is a
-    :class:`PretrainedError` listing the known ones."""
-    try:
-        record_path = PRETRAINED[name]
-    except ValueError as err:
-        raise PretrainedError(str(err)) from None
-    record = _read_record(record_path)
-    path = record_path.with_suffix(".pt")
-    state = _weights(path, record)
-    run = build_run(_config(record_path, record), data_dir, device)
-    try:
-        load_module_state(run.vae, state, "model", path)
+        load_module_state(run.vae, state, "model", path.with_suffix(".pt"))
     except CheckpointError as err:
         raise PretrainedError(str(err)) from None
     run.metrics = record["metrics"]
     return run
 
 
-def _pretrained_program(name: str, data_dir: str | Path | None, device: str) -> torch.nn.Module:
-    """The program of the pretrained entry ``name`` (:func:`load_pretrained`)."""
-    return load_pretrained(name, data_dir, device).vae
+def _pretrained_program(name: str, data_dir: str | Path | None, device: str) -> PyroModule:
+    """The program of the pretrained entry ``name`` (:func:`load_pretrained`: no data set is read)."""
+    return load_pretrained(name, device=device)
 
 
 PROGRAM_SOURCES.register(
-    "pretrained", _pretrained_program, help="pretrained:NAME, a shipped entry of pyro_vae.pretrained"
+    "pretrained",
+    _pretrained_program,
+    help="pretrained:NAME, a shipped entry of pyro_vae.pretrained (or a folder of save_pretrained)",
 )
 
 
 def resolve_run(
     target: str | Path, data_dir: str | Path | None = None, device: str = "cpu", checkpoint: str | Path | None = None
 ) -> Run:
-    """The run an evaluate target names: ``pretrained:NAME`` (:func:`load_pretrained`) or a run
-    folder (:func:`~pyro_vae.training.loop.load_run`, from ``checkpoint`` if given)."""
+    """The run a command's target names: ``pretrained:NAME`` or ``pretrained:FOLDER``
+    (:func:`load_pretrained_run`) or a run folder (:func:`~pyro_vae.training.load_run`, from
+    ``checkpoint`` if given)."""
     target = str(target)
     if target.startswith(PREFIX):
         if checkpoint is not None:
             raise ValueError(f"--checkpoint names a run folder's checkpoint; {target} has none")
-        return load_pretrained(target[len(PREFIX) :], data_dir, device)
+        return load_pretrained_run(target[len(PREFIX) :], data_dir, device)
     return load_run(target, data_dir, device, checkpoint)
 
 
 def report_dir(target: str | Path) -> Path:
-    """Where the evaluation reports of an evaluate target go: the run folder itself, or for
-    ``pretrained:NAME`` ``runs/pretrained/NAME`` (the package folder stays as shipped)."""
+    """Where the reports of a command's target go: the run folder itself; for a shipped entry
+    ``pretrained:NAME``, ``runs/pretrained/NAME`` (the package folder stays as shipped); for
+    ``pretrained:FOLDER``, the folder."""
     target = str(target)
-    if target.startswith(PREFIX):
-        return Path("runs") / "pretrained" / target[len(PREFIX) :]
-    return Path(target)
-
-
-def export_pretrained(
-    run_dir: str | Path,
-    name: str,
-    command: str,
-    description: str,
-    folder: str | Path = FOLDER,
-    checkpoint: str | Path | None = None,
-) -> Path:
-    """Make the entry ``name`` in ``folder`` (this package's by default) from the run in ``run_dir``:
-    its checkpoint's model weights in float32 as ``NAME.pt`` and ``NAME.json`` recording the config,
-    ``command`` (the one that trained the run), ``description``, the learning curve and the
-    evaluation reports of the checkpoint's epoch (``eval-epochEEEE-k*-n*.json``). Refused when the
-    weights exceed :data:`MAX_BYTES`. ``checkpoint``: a checkpoint file of the run other than its
-    last (``RUN/checkpoint.pt``), e.g. one kept by ``--keep-every`` or a finished long run's
-    ``final.pt`` (``longruns/README.md``). Returns the record's path; an entry in this package's
-    folder is registered when :mod:`pyro_vae.pretrained` is next imported (or by
-    :func:`register_pretrained`)."""
-    if not NAME.fullmatch(name):
-        raise PretrainedError(f"a pretrained name is lower-case letters, digits, '.', '_' and '-', got {name!r}")
-    run_dir, folder = Path(run_dir), Path(folder)
-    state = load_checkpoint(run_dir / CHECKPOINT if checkpoint is None else Path(checkpoint))
-    model = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "model": model}, buffer)
-    data = buffer.getvalue()
-    if len(data) > MAX_BYTES:
-        raise PretrainedError(
-            f"the weights of {run_dir} are {len(data)} bytes in float32, over the limit of {MAX_BYTES}"
-        )
-    reports = {p.stem: read_report(p) for p in sorted(run_dir.glob(f"eval-epoch{state['epoch']:04d}-k*-n*.json"))}
-    record = {
-        "description": description,
-        "command": command,
-        "exported_with": f"export_pretrained({str(run_dir)!r}, {name!r}, command={command!r}, "
-        f"description={description!r}" + ("" if checkpoint is None else f", checkpoint={str(checkpoint)!r}") + ")",
-        "epoch": state["epoch"],
-        "reports": reports,
-        "config": dataclasses.asdict(TrainConfig.from_dict(state["config"])),
-        "metrics": state["metrics"],
-        "torch": torch.__version__,
-        "bytes": len(data),
-        "sha256": _sha256(data),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / f"{name}.pt", data)
-    return atomic_write_json(folder / f"{name}.json", record)
+    if not target.startswith(PREFIX):
+        return Path(target)
+    name = target[len(PREFIX) :]
+    saved = name not in PRETRAINED and (Path(name) / FOLDER_RECORD).is_file()
+    return Path(name) if saved else Path("runs") / "pretrained" / name
 
 
 for _record in sorted(FOLDER.glob("*.json")):

@@ -1,13 +1,10 @@
-"""Building a run from its config, and rebuilding one from its checkpoint.
+"""The run of a model of data points: the :class:`Run` record, the program a config describes,
+and the checks before training.
 
-:func:`build_run` seeds torch's RNG, loads the data set and builds the registered
-model ``config.model`` with the estimator ``config.estimator``; :func:`load_run`
-rebuilds the program of a run folder from a checkpoint (the config recorded in it).
-
-What a run trains on decides how it is built and trained: a model class declares
-its ``data_kind`` (default ``"vectors"``: minibatches of data points; ``"graph"``:
-one graph, :mod:`pyro_vae.training.graph_loop`), and :data:`RUN_KINDS` holds, per
-kind, the function building a run and the loop training one.
+:func:`build_vector_run` seeds torch's RNG, loads the data set and builds the registered
+model ``config.model`` with the estimator ``config.estimator``; a run of any kind is built by
+:func:`pyro_vae.training.kinds.build_run` and rebuilt from a checkpoint by
+:func:`pyro_vae.training.kinds.load_run`.
 
 A model option may name a trained program (M1 of the stacked M1 + M2): the model class lists
 such options in ``program_options``, and :func:`build_program` loads each one given as a string
@@ -25,7 +22,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae.data import Dataset, load_dataset
-from pyro_vae.inference import ALGORITHMS, ESTIMATORS, Estimator, make_estimator
+from pyro_vae.inference import ALGORITHMS, Estimator, make_estimator
 from pyro_vae.inference.algorithms import ParamScope
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.inference.joint import global_sites
@@ -33,35 +30,22 @@ from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
 from pyro_vae.models.nets import initialize
 from pyro_vae.registry import Registry
-from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
-from pyro_vae.training.config import TrainConfig, data_kind
-from pyro_vae.training.folder import CHECKPOINT
-from pyro_vae.validation import check_device, check_model_fits
+from pyro_vae.training.checkpoint import CheckpointError
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.validation import check_model_fits
 
 
 @dataclass
 class Run:
-    """A trained (or training) program with its data, estimator and history."""
+    """A trained (or training) program with its data, estimator and history; ``folder`` is the
+    run folder while the trainer writes it (``None`` for a run rebuilt elsewhere)."""
 
     config: TrainConfig
     dataset: Dataset
     vae: torch.nn.Module  # the program: a registered model (a VAE or a relative)
     estimator: Estimator
     metrics: list[dict] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RunKind:
-    """How runs of one kind of data are built (``build(config, data_dir, device) -> Run``)
-    and trained (``train(config, run_dir, **options) -> Run``, the options of
-    :func:`pyro_vae.training.loop.train`)."""
-
-    build: Callable[..., Run]
-    train: Callable[..., Run]
-
-
-#: The kinds of run by the data they train on (``"vectors"``: minibatches of data points; ``"graph"``: one graph).
-RUN_KINDS: Registry[RunKind] = Registry("kind of data")
+    folder: Path | None = None
 
 
 #: Where a trained program named by a model option comes from, by scheme: ``SCHEME:NAME`` is
@@ -98,24 +82,11 @@ def with_absolute_sources(config: TrainConfig) -> TrainConfig:
 def load_program(source: str, data_dir: str | Path | None = None, device: str = "cpu") -> torch.nn.Module:
     """The trained program ``source`` names: ``pretrained:NAME`` (or ``SCHEME:NAME`` of another
     registered scheme), else a run folder, rebuilt from its config and last checkpoint
-    (:func:`load_run`). Torch's RNG is restored afterwards (building a run seeds it), so the
+    (:func:`~pyro_vae.training.kinds.load_run`). Torch's RNG is restored afterwards (building a run seeds it), so the
     caller's random stream, e.g. the initial weights of the program being built, is unchanged."""
     scheme, name = _source_scheme(source)
     with torch.random.fork_rng():
         return PROGRAM_SOURCES[scheme](name, data_dir, device)
-
-
-def _run_folder_program(path: str, data_dir: str | Path | None, device: str) -> torch.nn.Module:
-    """The program of the run folder ``path``."""
-    if not (Path(path) / CHECKPOINT).is_file():
-        raise ValueError(
-            f"{path} is no run folder with a checkpoint (no {Path(path) / CHECKPOINT}); "
-            "give a trained run's folder or pretrained:NAME"
-        )
-    return load_run(path, data_dir, device).vae
-
-
-PROGRAM_SOURCES.register("run", _run_folder_program, help="a run folder: its last checkpoint")
 
 
 def program_options(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> dict:
@@ -136,37 +107,41 @@ def program_options(config: TrainConfig, data_dir: str | Path | None = None, dev
 def build_program(
     config: TrainConfig, dataset: Dataset, data_dir: str | Path | None = None, device: str = "cpu"
 ) -> torch.nn.Module:
-    """The registered model ``config.model`` a config describes, shaped for ``dataset``; a
-    trained program one of its options names is loaded (:func:`program_options`, its data set
-    from ``data_dir``, onto ``device``).
+    """The registered model ``config.model`` a config describes, shaped for ``dataset``: its
+    datum's shape, number of classes and likelihood (:func:`build_program_for`)."""
+    spec = DataSpec(dataset.x_shape, dataset.num_classes)
+    return build_program_for(config, spec, dataset.likelihood, data_dir, device)
+
+
+def build_program_for(
+    config: TrainConfig, spec: DataSpec, likelihood: str, data_dir: str | Path | None = None, device: str = "cpu"
+) -> torch.nn.Module:
+    """The registered model ``config.model`` a config describes, for data of ``spec`` (one
+    datum's shape, the number of classes) whose own decoder is ``likelihood`` (a registered
+    likelihood's name; ``config.likelihood`` wins over it), without a data set: the weights are
+    the model's initial ones. A trained program one of its options names is loaded
+    (:func:`program_options`, a run folder's data set from ``data_dir``, onto ``device``).
 
     A Gaussian decoder squashes its means into (0, 1) with a sigmoid, like the
     paper's Frey Face decoder (all bundled data sets lie in [0, 1]).
     """
-    name = config.likelihood or dataset.likelihood
-    likelihood = Gaussian(dataset.x_shape, squash_mean=True) if name == "gaussian" else name
-    spec = DataSpec(dataset.x_shape, dataset.num_classes)
+    name = config.likelihood or likelihood
+    decoder = Gaussian(spec.x_shape, squash_mean=True) if name == "gaussian" else name
     return build_model(
         config.model,
         spec,
         z_dim=config.z_dim,
         hidden=config.hidden,
         activation=config.activation,
-        likelihood=likelihood,
+        likelihood=decoder,
         init_std=config.init_std,
         **program_options(config, data_dir, device),
     )
 
 
-def build_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
-    """Seed torch's RNG, load the data, and build the program and estimator on ``device``
-    (for a graph model: :func:`~pyro_vae.training.graph_loop.build_graph_run`)."""
-    check_device(device)  # before the data load: one line naming the device, not torch's list of twenty types
-    return RUN_KINDS[data_kind(config)].build(config, data_dir, device)
-
-
 def build_vector_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
-    """:func:`build_run` for a model of data points (minibatches of a :class:`Dataset`)."""
+    """Seed torch's RNG, load the data set, and build the program and estimator on ``device``:
+    the run of a model of data points (minibatches of a :class:`Dataset`)."""
     torch.manual_seed(config.seed)
     dataset = load_dataset(config.dataset, data_dir)
     if config.num_train is not None:
@@ -176,6 +151,8 @@ def build_vector_run(config: TrainConfig, data_dir: str | Path | None = None, de
             )
         labels = None if dataset.train_labels is None else dataset.train_labels[: config.num_train]
         dataset = dataclasses.replace(dataset, train=dataset.train[: config.num_train], train_labels=labels)
+    if config.validation_fraction:
+        dataset = dataset.with_validation(config.validation_fraction, config.split_seed)
     if config.num_labels is not None:
         dataset = dataset.with_labels(config.num_labels, config.seed)
     check_model_fits(config, dataset.x_shape, device)
@@ -222,31 +199,3 @@ def check_program(run: Run, device: str = "cpu", processes: int = 1) -> None:
                         "(e.g. reparam) and one process"
                     )
         evaluate(program, run.dataset.test_batches(2, device, keys=program.data_keys, num=2), num_samples=1)
-
-
-def load_run(
-    run_dir: str | Path,
-    data_dir: str | Path | None = None,
-    device: str = "cpu",
-    checkpoint: str | Path | None = None,
-) -> Run:
-    """Rebuild the program of a run directory (its recorded model class) from its last
-    (or the given) checkpoint. A user's model must be registered first (import its module)."""
-    path = Path(checkpoint or Path(run_dir) / CHECKPOINT)
-    state = load_checkpoint(path, map_location=device)
-    for kind, registry in (("model", MODELS), ("estimator", ESTIMATORS), ("algorithm", ALGORITHMS)):
-        name = state["config"].get(kind)
-        if name is not None and name not in registry:
-            raise CheckpointError(
-                f"{path} holds a run of the {kind} {name!r}, which is not registered here; import the module "
-                f"that registers it first (pyro-vae --import MODULE ...). Registered: {registry.names()}"
-            )
-    try:
-        config = TrainConfig.from_dict(state["config"])
-    except (TypeError, ValueError) as err:  # hand-made or mixed up: the file is named, not only the field
-        raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
-    run = build_run(config, data_dir, device)
-    load_module_state(run.vae, state["model"], "model", path)
-    load_module_state(run.estimator.modules, state["estimator"], "estimator", path)
-    run.metrics = state["metrics"]
-    return run

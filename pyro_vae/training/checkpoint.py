@@ -2,7 +2,7 @@
 
 A checkpoint is one ``torch.save`` file (a zip archive), serialized in memory
 and written to a temporary name in the same folder, then moved into place with
-``os.replace`` (:func:`pyro_vae.training.run_dir.atomic_write_bytes`), so a
+``os.replace`` (:func:`pyro_vae.files.atomic_write_bytes`), so a
 crash mid-write never leaves a truncated checkpoint behind: the previous one
 stays intact, and a full disk is reported as the ``OSError`` it is.
 
@@ -38,7 +38,8 @@ from pyro_vae.validation import check_device
 
 FORMAT = "pyro_vae.training.checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "optimizer", "rng", "metrics")
-GENERATORS = ("torch", "data")  # the training loop's: torch's global RNG and the data order's generator
+#: The random generators a checkpoint restores by default, the training loop's: torch's global RNG and the data order's.
+GENERATORS = ("torch", "data")
 
 
 class CheckpointError(RuntimeError):
@@ -341,7 +342,7 @@ def _check_tree(saved: Any, live: Any, field: str, optimizers: list, path: str |
 
 def load_algorithm_state(algorithm: Any, state: Any, path: str | os.PathLike, what: str = "optimizer") -> None:
     """``algorithm.load_state_dict(state)`` after checking ``state`` against the algorithm's own
-    (:func:`_check_tree`), so that an optimizer state of another architecture is one
+    (``_check_tree``), so that an optimizer state of another architecture is one
     :class:`CheckpointError` naming the field, before torch's optimizer internals see it."""
     _check_tree(state, algorithm.state_dict(), what, _optimizers(algorithm), path)
     restore_state(algorithm.load_state_dict, state, what, path)

@@ -10,7 +10,9 @@ training labels, balanced over classes (the semi-supervised setting), and
 Graph models (``vgae``, ``gae``) train on graph data sets (``cora``,
 ``planted-partition``, ...): a model class and a data set loader may declare a
 ``data_kind`` (default ``"vectors"``), and the two must agree. ``split_seed`` picks
-the link split of a graph (:func:`pyro_vae.data.graphs.link_split`). A model class
+the link split of a graph (:func:`pyro_vae.data.graphs.link_split`) and, with
+``validation_fraction`` > 0, the training points held out for validation
+(:meth:`pyro_vae.data.Dataset.with_validation`). A model class
 may define ``check_config(config)`` to refuse settings it cannot use, as an
 algorithm may.
 """
@@ -25,6 +27,7 @@ from pyro_vae.data import DATASETS
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.inference.estimators import check_estimator_options
 from pyro_vae.inference.optim import check_optimizer_settings
+from pyro_vae.inference.stepping import check_stepping
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS, INITIALIZATIONS
@@ -96,7 +99,17 @@ class TrainConfig:
     labelled_per_batch: int = 0  # > 0: each minibatch holds this many labelled points (data.MixedBatches)
     evals_per_decade: int = 0  # 0: a metrics row each epoch; d > 0: d rows per decade of samples (loop.EvalSchedule)
     kl_warmup: int = 0  # W > 0: the latent terms weighted by min(1, epoch / W) (inference.annealing)
-    split_seed: int = 0  # graph data: the seed of the link split (data.graphs.link_split)
+    split_seed: int = 0  # the seed of a graph's link split (data.graphs.link_split) and of the validation split
+    validation_fraction: float = 0.0  # > 0: hold this part of the training set out; rows get val_elbo
+    # How the optimizer steps (inference.stepping): "step" steps the schedule after every optimizer step,
+    # over the run's steps (warmup=W then counts steps), "epoch" at each epoch's end.
+    schedule_interval: str = "epoch"
+    # c > 0: the gradient rescaled to an L2 norm <= c before each optimizer step. On the default loss scale,
+    # the whole-data negative ELBO, the norm is N times a per-datum one: 2e6 to 4e6 for the default VAE on MNIST.
+    clip_norm: float | None = None
+    # "sum": the gradient of the whole-data negative ELBO (N/M x the minibatch sum, the paper's Algorithm 1);
+    # "mean": divided by N, the per-datum mean's, so that an SGD learning rate does not depend on N.
+    loss_scale: str = "sum"
 
     def __post_init__(self) -> None:
         check_fields(self)  # every field against its annotation: ints are ints, counts >= 1
@@ -125,6 +138,11 @@ class TrainConfig:
         for name in ("z_dim", "num_particles", "batch_size", "epochs", "metrics_num_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (0.0 <= self.validation_fraction < 1.0):
+            raise ValueError(
+                f"validation_fraction must lie in [0, 1) (the part of the training set held out), "
+                f"got {self.validation_fraction}"
+            )
         if self.evals_per_decade < 0:
             raise ValueError(f"evals_per_decade must be >= 0, got {self.evals_per_decade}")
         if self.kl_warmup < 0:
@@ -146,6 +164,7 @@ class TrainConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
         check_train_config(self)
+        check_stepping(self)
         check_optimizer_settings(self)
         check_estimator_options(self.estimator, self.estimator_options)
 

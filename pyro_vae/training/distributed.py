@@ -285,6 +285,12 @@ class DistributedAlgorithm:
     def step(self, batch: dict[str, torch.Tensor], total_size: int) -> float:
         return self.context.mean(self.algorithm.step(batch, total_size))
 
+    def observe(self, row: dict) -> None:
+        """The wrapped algorithm's ``observe(row)`` (a plateau schedule's metric), where it has one."""
+        observe = getattr(self.algorithm, "observe", None)
+        if observe is not None:
+            observe(row)
+
     def end_epoch(self) -> None:
         self.algorithm.end_epoch()
 

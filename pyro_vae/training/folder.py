@@ -14,9 +14,8 @@ folder's lock (:func:`~pyro_vae.training.run_dir.lock_run_dir`), the removal of
 temporary files a killed writer left, and the checkpoint to resume from, checked
 against the config (every setting but ``epochs`` must be the checkpoint's), with
 its snapshots repaired. :func:`write_epoch` writes the metrics and the checkpoint
-of an epoch, each atomically. Every loop (:mod:`pyro_vae.training.loop`,
-:mod:`pyro_vae.training.graph_loop`) goes through both, so every run folder has
-the same guarantees.
+of an epoch, each atomically. The training loop (:mod:`pyro_vae.training.loop`)
+goes through both for every kind of run, so every run folder has the same guarantees.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from pyro_vae.training.loop import CHECKPOINT
 COMMAND = "COMMAND"
 PROGRAM = ("uv", "run", "pyro-vae", "train")
 # flags that name the run's settings: on --resume they come from the checkpoint
-_SETTINGS = {flag(f.name) for f in dataclasses.fields(TrainConfig)} | {"--preset", "--resume", "--run-dir"}
+_SETTINGS = {flag(f.name) for f in dataclasses.fields(TrainConfig)} | {"--preset", "--config", "--resume", "--run-dir"}
 
 
 def _flags(argv: list[str]) -> list[list[str]]:

@@ -1,13 +1,15 @@
-"""Training: one loop for every model of data points and every algorithm, with
-per-epoch test ELBO, metrics and resumable checkpoints.
+"""Training: one loop for every model, every kind of data and every algorithm, with
+metrics rows and resumable checkpoints.
 
-:func:`train` is the entry point for every run: it trains a graph model through
-the graph loop (:mod:`pyro_vae.training.graph_loop`, chosen by the model's
-``data_kind`` in :data:`~pyro_vae.training.build.RUN_KINDS`) and every other model
-here. Both loops open the run folder and write epochs through
-:mod:`pyro_vae.training.folder` (lock, stale temporary files, checkpoint checks,
-snapshot repair, atomic writes). Building and reloading runs is
-:mod:`pyro_vae.training.build`; metrics rows and their schedule
+:func:`train` is the entry point for every run. What differs between kinds of data (data
+points in minibatches, one graph in full-graph steps) is asked of the run's
+:class:`~pyro_vae.training.kinds.RunKind` (:data:`~pyro_vae.training.kinds.RUN_KINDS`, chosen
+by the model's ``data_kind``): how the run is built, the batches of an epoch and their loss
+scale, when a metrics row is written and what it holds. Everything else happens once, here:
+the run folder is opened and each epoch written through :mod:`pyro_vae.training.folder` (lock,
+stale temporary files, checkpoint checks, snapshot repair, atomic writes), the state is
+restored on resume, a NaN loss stops the run with one message, callbacks are called and may
+stop it (:mod:`pyro_vae.training.callbacks`). Metrics rows and their schedule are
 :mod:`pyro_vae.training.metrics`.
 
 The loop names no model and no algorithm: it builds the registered model
@@ -55,10 +57,17 @@ from tqdm import tqdm
 from pyro_vae.inference import ALGORITHMS, Algorithm
 from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_check
 from pyro_vae.models import MODELS
-from pyro_vae.training.build import RUN_KINDS, Run, RunKind, build_run, build_vector_run, check_program, load_run
-from pyro_vae.training.callbacks import CallbackError, check_callbacks, end_of_epoch, end_of_run
+from pyro_vae.training.build import Run
+from pyro_vae.training.callbacks import (
+    CallbackError,
+    check_callbacks,
+    end_of_batch,
+    end_of_epoch,
+    end_of_run,
+    stop_requested,
+)
 from pyro_vae.training.checkpoint import load_algorithm_state, load_checkpoint, load_module_state, restore_state
-from pyro_vae.training.config import PRESETS, TrainConfig, data_kind
+from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
 from pyro_vae.training.folder import (
     CHECKPOINT,
@@ -70,8 +79,8 @@ from pyro_vae.training.folder import (
     write_config,
     write_epoch,
 )
-from pyro_vae.training.graph_loop import build_graph_run, train_graph
-from pyro_vae.training.metrics import Clock, EvalSchedule, metrics_row
+from pyro_vae.training.kinds import RunKind, build_run, load_run, run_kind
+from pyro_vae.training.metrics import Clock
 from pyro_vae.training.process import process_settings
 from pyro_vae.validation import check_arguments, check_device
 
@@ -93,17 +102,6 @@ __all__ = [
 CHECKPOINT_SECONDS = 60.0  # between epochs without a metrics row, the longest a run goes unsaved
 
 
-def train(config: TrainConfig, run_dir: str | Path, **options) -> Run:
-    """Train (or, with ``resume=True``, continue) the run in ``run_dir`` up to ``config.epochs``,
-    with the loop of the model's kind of data (:data:`~pyro_vae.training.build.RUN_KINDS`):
-    :func:`train_minibatches` for models of data points,
-    :func:`~pyro_vae.training.graph_loop.train_graph` for graph models. ``options`` are
-    :func:`train_minibatches`' keywords."""
-    check_arguments(train, config=config, run_dir=run_dir)
-    check_device(options.get("device", "cpu"))
-    return RUN_KINDS[data_kind(config)].train(config, run_dir, **options)
-
-
 def train_or_resume(config: TrainConfig, run_dir: str | Path, **kwargs) -> Run:
     """:func:`train`, resuming when ``run_dir`` already holds a checkpoint: studies that
     rerun call it to continue (or reuse) their runs instead of starting them again; a run that
@@ -114,7 +112,7 @@ def train_or_resume(config: TrainConfig, run_dir: str | Path, **kwargs) -> Run:
     return train(config, run_dir, resume=path.exists(), **kwargs)
 
 
-def train_minibatches(
+def train(
     config: TrainConfig,
     run_dir: str | Path,
     *,
@@ -130,7 +128,10 @@ def train_minibatches(
     callbacks: Sequence[object] = (),
     allow_process_change: bool = False,
 ) -> Run:
-    """Train (or, with ``resume=True``, continue) a run of data points in ``run_dir`` up to ``config.epochs``.
+    """Train (or, with ``resume=True``, continue) the run in ``run_dir`` up to ``config.epochs``.
+
+    The run's kind of data (:func:`~pyro_vae.training.kinds.run_kind`) builds it and gives
+    each epoch's batches: minibatches of data points, or one full-graph step for a graph model.
 
     On resume the checkpoint's config must match ``config`` except for ``epochs``,
     which may not be fewer than the epochs done. Metrics rows follow
@@ -159,10 +160,12 @@ def train_minibatches(
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
     :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
 
-    ``callbacks`` are called for each metrics row, at each epoch's end and at the run's end
-    (:mod:`pyro_vae.training.callbacks`), on the main process, after the epoch's checkpoint is
-    written; one that raises stops the run with a
-    :class:`~pyro_vae.training.callbacks.CallbackError` and loses no epoch.
+    ``callbacks`` are called after each step, for each metrics row, at each epoch's end and at
+    the run's end (:mod:`pyro_vae.training.callbacks`), on the main process, after the epoch's
+    checkpoint is written; one that raises stops the run with a
+    :class:`~pyro_vae.training.callbacks.CallbackError` and loses no epoch. One whose
+    ``should_stop`` is true stops the run cleanly at the end of that epoch (its checkpoint
+    written): :class:`~pyro_vae.training.callbacks.EarlyStopping` is one.
 
     Each checkpoint records the settings of the process that change float rounding (``jit``,
     denormal flushing, CPU threads, the kind of ``device``: :mod:`pyro_vae.training.process`);
@@ -172,12 +175,18 @@ def train_minibatches(
     call one process of a multi-process run: every process calls it with the same
     arguments (its own ``device``); rank 0 holds the lock and writes the files.
     """
-    check_arguments(train_minibatches, **locals())  # every argument against its annotation, before any work
+    check_arguments(train, **locals())  # every argument against its annotation, before any work
+    check_device(device)
     check_callbacks(callbacks)
+    kind = run_kind(config)
     if keep_every < 0:
         raise ValueError(f"keep_every must be >= 0, got {keep_every}")
+    if distributed.active:
+        kind.refuse("processes")
+    if jit:
+        kind.refuse("jit")
     if jit is None:  # the built-in programs whose compiled step the tests check, unless on several processes
-        jit = compiles_by_default(config, MODELS[config.model]) and not distributed.active
+        jit = "jit" not in kind.refuses and compiles_by_default(config, MODELS[config.model]) and not distributed.active
     if jit:
         check_jit(config)
     if config.batch_size % distributed.world_size:
@@ -200,6 +209,7 @@ def train_minibatches(
                     keep_every=keep_every,
                     map_location=map_location,
                     distributed=distributed,
+                    generators=kind.generators,
                     process=process,
                     allow_process_change=allow_process_change,
                 )
@@ -208,8 +218,12 @@ def train_minibatches(
         state = distributed.on_main(prepare)
         if state is not None and distributed.active:
             state = to_device(state, device)
+        if kind.forks_rng:  # torch's global RNG as the caller left it, once training returns
+            cuda = torch.device(device).type == "cuda"
+            stack.enter_context(torch.random.fork_rng(devices=[torch.device(device)] if cuda else []))
         return _train_prepared(
             config,
+            kind,
             run_dir,
             state,
             data_dir=data_dir,
@@ -238,6 +252,7 @@ def check_jit(config: TrainConfig) -> None:
 
 def _train_prepared(
     config: TrainConfig,
+    kind: RunKind,
     run_dir: Path,
     state: dict | None,
     *,
@@ -252,12 +267,13 @@ def _train_prepared(
     callbacks: Sequence[object],
     process: dict,
 ) -> Run:
-    # train_minibatches()'s body after open_run, while rank 0 holds the run folder's lock.
+    # train()'s body after open_run, while rank 0 holds the run folder's lock.
     checkpoint_path = run_dir / CHECKPOINT
     with distributed.local_main_first():
-        run = build_vector_run(config, data_dir, device)
-    check_program(run, device, distributed.world_size)
-    vae, estimator, dataset = run.vae, run.estimator, run.dataset
+        run = kind.build(config, data_dir, device)
+    run.folder = run_dir
+    kind.check(run, device, distributed.world_size)
+    vae, estimator = run.vae, run.estimator
     trained_by = compile_estimator(estimator, data_check(vae)) if jit else estimator
     algorithm: Algorithm = distributed.wrap(ALGORITHMS[config.algorithm](vae, trained_by, config))
     generator = torch.Generator().manual_seed(config.seed)
@@ -277,10 +293,12 @@ def _train_prepared(
     distributed.broadcast_modules([vae, estimator.modules])
 
     distributed.on_main(lambda: write_config(config, run_dir))
-    n = len(dataset.train)
-    schedule: EvalSchedule | None = None
+    n = kind.total_size(run)
+    schedule = None
     clock = Clock(wall, since_row)
     last_save, saved_epoch = time.perf_counter(), start_epoch
+    show = progress and distributed.is_main
+    bar = None
 
     def save(epoch: int) -> None:  # the checkpoint of the epoch that just ended (a collective: every process calls it)
         checkpoint = {
@@ -298,64 +316,61 @@ def _train_prepared(
         checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
         distributed.on_main(lambda: write_epoch(run_dir, run.metrics, checkpoint, keep_every))
 
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        batches = dataset.train_batches(
-            config.batch_size,
-            generator,
-            device,
-            keys=vae.data_keys,
-            shard=distributed.shard,
-            labelled_per_batch=config.labelled_per_batch,
-        )
-        if schedule is None:
-            schedule = EvalSchedule(config.evals_per_decade, len(batches), config.batch_size, config.epochs)
-        rows_before = len(run.metrics)
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}/{config.epochs}", disable=not (progress and distributed.is_main), leave=False
-        )
-        for step, batch in enumerate(bar, 1):
-            with pyro.validation_enabled(validate_every_step or (epoch == start_epoch + 1 and step == 1)):
-                loss = algorithm.step(batch, n)
-            if not math.isfinite(loss):
-                raise diverged(loss, f"epoch {epoch}, step {step}", saved_epoch, run_dir, config)
-            clock.add_step(loss)
-            if step % 50 == 0:
-                bar.set_postfix(elbo=f"{-clock.loss / (clock.steps * n):.2f}")
-            global_step = (epoch - 1) * len(batches) + step
-            if schedule.due(global_step):
-                row = metrics_row(
-                    run,
-                    epoch,
-                    global_step * config.batch_size,
-                    algorithm.learning_rate(),
-                    clock,
-                    device,
-                    distributed,
-                    on_eval,
-                )
-                run.metrics.append(row)
-                if progress and distributed.is_main:
-                    tqdm.write(
-                        f"epoch {epoch}, {row['samples_seen']:.3g} samples: train ELBO {row['train_elbo']:.2f}, "
-                        f"test ELBO {row['test_elbo']:.2f} nats ({row['train_seconds']:.1f} s)"
-                    )
-        algorithm.end_epoch()
-        now = time.perf_counter()
-        due = (
-            len(run.metrics) > rows_before
-            or epoch == config.epochs
-            or now - last_save >= CHECKPOINT_SECONDS
-            or bool(keep_every and epoch % keep_every == 0)
-        )
-        if due:
-            save(epoch)
-            last_save, saved_epoch = now, epoch
-        try:  # the callbacks after the epoch's files, a failing one with the epoch saved
-            distributed.on_main(lambda: end_of_epoch(callbacks, run, run.metrics[rows_before:], epoch))
-        except CallbackError:
-            if not due:
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            batches = kind.batches(run, generator, device, distributed)
+            if schedule is None:
+                schedule = kind.schedule(config, len(batches))
+                bar = tqdm(total=(config.epochs - start_epoch) * len(batches), disable=not show, leave=False)
+            bar.set_description_str(f"epoch {epoch}/{config.epochs}")
+            rows_before = len(run.metrics)
+            for step, batch in enumerate(batches, 1):
+                with pyro.validation_enabled(validate_every_step or (epoch == start_epoch + 1 and step == 1)):
+                    loss = algorithm.step(batch, n)
+                if not math.isfinite(loss):
+                    where = f"epoch {epoch}" + (f", step {step}" if len(batches) > 1 else "")
+                    raise diverged(loss, where, saved_epoch, run_dir, config)
+                clock.add_step(loss)
+                bar.update()
+                if step % 50 == 0 or step == len(batches):
+                    bar.set_postfix(elbo=f"{-clock.loss / (clock.steps * n):.2f}")
+                global_step = (epoch - 1) * len(batches) + step
+                if distributed.is_main:  # no collective per step: a failing hook ends this process's run
+                    end_of_batch(callbacks, run, {"epoch": epoch, "step": step, "loss": loss}, saved_epoch)
+                if schedule.due(global_step):
+                    samples = global_step * config.batch_size
+                    row = kind.row(run, epoch, samples, algorithm.learning_rate(), clock, device, distributed, on_eval)
+                    run.metrics.append(row)
+                    if hasattr(algorithm, "observe"):
+                        algorithm.observe(row)
+                    line = kind.describe(row)
+                    if show and line is not None:
+                        tqdm.write(line)
+            algorithm.end_epoch()
+            now = time.perf_counter()
+            due = (
+                len(run.metrics) > rows_before
+                or epoch == config.epochs
+                or now - last_save >= CHECKPOINT_SECONDS
+                or bool(keep_every and epoch % keep_every == 0)
+            )
+            if due:
                 save(epoch)
-            raise
+                last_save, saved_epoch = now, epoch
+            try:  # the callbacks after the epoch's files, a failing one with the epoch saved
+                distributed.on_main(lambda: end_of_epoch(callbacks, run, run.metrics[rows_before:], epoch))
+            except CallbackError:
+                if not due:
+                    save(epoch)
+                raise
+            if distributed.on_main(lambda: stop_requested(callbacks)):  # every process stops after this epoch
+                if not due:
+                    save(epoch)
+                    saved_epoch = epoch
+                break
+    finally:
+        if bar is not None:
+            bar.close()
     distributed.on_main(lambda: end_of_run(callbacks, run, saved_epoch))
     return run
 
@@ -371,12 +386,7 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     # Generator states must be CPU byte tensors, for the CUDA generators too;
     # a checkpoint loaded with ``map_location="cuda"`` has moved them.
     torch.set_rng_state(state["torch"].cpu())
-    generator.set_state(state["data"].cpu())
+    if "data" in state:  # a graph run's checkpoints before the one trainer kept torch's alone
+        generator.set_state(state["data"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-RUN_KINDS.register("vectors", RunKind(build_vector_run, train_minibatches), help="data points, trained in minibatches")
-RUN_KINDS.register(
-    "graph", RunKind(build_graph_run, train_graph), help="one graph, trained a full-graph step per epoch"
-)

@@ -91,7 +91,8 @@ def metrics_row(
     distributed: DistributedContext,
     on_eval: Callable[[Run], dict] | None,
 ) -> dict:
-    """One metrics row: the learning rate, the mean minibatch bound since the last row, the test ELBO, the
+    """One metrics row: the learning rate, the mean minibatch bound since the last row, the test ELBO
+    (and the validation ELBO ``val_elbo`` of a run with a validation set), the
     test error of a program that classifies (M2's q(y|x), :func:`classifies`) and ``on_eval``'s columns.
 
     With a log schedule (``evals_per_decade > 0``) the test ELBO draws the same z at every
@@ -105,12 +106,16 @@ def metrics_row(
     batches = run.dataset.test_batches(1000, device, keys=vae.data_keys, shard=distributed.shard)
     with forked_rng(config.seed, device, fork=config.evals_per_decade > 0):
         test = evaluate(vae, batches, num_samples=config.metrics_num_samples, reduce=distributed.reduce)
+        if run.dataset.validation is not None:
+            held_out = run.dataset.validation_batches(1000, device, keys=vae.data_keys, shard=distributed.shard)
+            val = evaluate(vae, held_out, num_samples=config.metrics_num_samples, reduce=distributed.reduce)
     row = {
         "epoch": epoch,
         "samples_seen": samples_seen,
         "lr": lr,
         "train_elbo": -clock.loss / (clock.steps * len(run.dataset.train)),
         "test_elbo": test.elbo,
+        **({} if run.dataset.validation is None else {"val_elbo": val.elbo}),
         "train_seconds": clock.train_seconds,
     }
     if classifies(vae):

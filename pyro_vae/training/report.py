@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
 from pyro_vae.inference.classification import classification_error, classifies
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.training.build import Run
+from pyro_vae.training.callbacks import after_evaluation
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.metrics import forked_rng
 
@@ -26,6 +28,8 @@ def evaluate_run(
     chunk_size: int = 500,
     marginal: bool = False,
     seed: int | None = None,
+    callbacks: Sequence[object] = (),
+    progress: bool = False,
 ) -> dict:
     """Evaluate ``run`` on its first ``num_test`` test images (all by default) with K =
     ``num_samples`` importance samples per image (the proposal is the guide q(z|x)): ``test_elbo`` is the
@@ -49,7 +53,12 @@ def evaluate_run(
     (seeded by the run's seed, so a second evaluation repeats the first), or, with ``seed``,
     from a stream seeded by ``seed`` (the report records it), forked so that the caller's
     stream is untouched: repeated evaluations with different seeds measure the Monte Carlo
-    spread of the estimate."""
+    spread of the estimate.
+
+    ``callbacks`` (those given to :func:`~pyro_vae.training.loop.train`) get the report: each one's
+    ``on_evaluate(run, report)`` is called on the main process (:mod:`pyro_vae.training.callbacks`),
+    so a logger records the run's headline numbers with its training curves. ``progress`` draws
+    a bar over the test batches (on the main process)."""
     if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
         raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
     if marginal and "y" not in run.vae.data_keys:  # else a second report of the same number
@@ -62,7 +71,14 @@ def evaluate_run(
     batches = run.dataset.test_batches(batch_size, device, keys=keys, num=num_test, shard=distributed.shard)
     start = time.perf_counter()
     with nullcontext() if seed is None else forked_rng(seed, device):
-        result = evaluate(run.vae, batches, num_samples=num_samples, chunk_size=chunk_size, reduce=distributed.reduce)
+        result = evaluate(
+            run.vae,
+            batches,
+            num_samples=num_samples,
+            chunk_size=chunk_size,
+            reduce=distributed.reduce,
+            progress=progress and distributed.is_main,
+        )
     count, data = len(run.dataset.test[:num_test]), ", ".join(keys)
     report = {
         "num_samples": num_samples,
@@ -84,6 +100,7 @@ def evaluate_run(
             batch_size, device, keys=run.vae.data_keys, num=num_test, shard=distributed.shard
         )
         report["test_error"] = classification_error(run.vae, labelled, reduce=distributed.reduce)
+    distributed.on_main(lambda: after_evaluation(callbacks, run, report))
     return report
 
 

@@ -49,6 +49,39 @@ def test_semi_supervised_split_is_balanced_and_fixed():
         data.with_labels(42)
 
 
+def test_validation_split_holds_a_seeded_random_part_out_with_its_labels():
+    data = make_synthetic()
+    n = 100
+    ids = torch.arange(n, dtype=torch.float32).unsqueeze(1) / n  # each point names itself
+    data = type(data)("ids", ids, ids[:5], torch.arange(n) % 4, None, (1, 1, 1), "bernoulli")
+    split = data.with_validation(0.25, seed=3)
+    assert len(split.validation) == 25 and len(split.train) == 75
+    names = torch.cat([split.train, split.validation]).squeeze(1).mul(n).round().long()
+    assert sorted(names.tolist()) == list(range(n))  # every point in exactly one part
+    assert torch.equal(torch.cat([split.train_labels, split.validation_labels]), names % 4)  # with its label
+    assert names[:75].diff().gt(0).all()  # the training points keep their order
+    assert torch.equal(data.with_validation(0.25, seed=3).validation, split.validation)
+    assert not torch.equal(data.with_validation(0.25, seed=4).validation, split.validation)
+    (batch,) = split.validation_batches(25, keys=("x", "y"))
+    assert torch.equal(batch["x"], split.validation) and torch.equal(batch["y"], split.validation_labels)
+
+
+def test_grey_validation_images_are_binarized_once():
+    data = make_synthetic()
+    grey = type(data)(
+        "grey", data.train * 0.5 + 0.25, data.test, None, None, data.image_shape, "bernoulli", binarize=True
+    )
+    split = grey.with_validation(0.5, seed=0)
+    assert set(split.validation.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(grey.with_validation(0.5, seed=0).validation, split.validation)
+
+
+@pytest.mark.parametrize("fraction, match", [(0.0, "must lie in \\(0, 1\\)"), (1e-9, "leaves 0 for validation")])
+def test_validation_fraction_errors(fraction, match):
+    with pytest.raises(ValueError, match=match):
+        make_synthetic().with_validation(fraction)
+
+
 def test_batches_bad_sizes():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         Batches(torch.zeros(5, 2), 0)

@@ -1,4 +1,5 @@
-"""Optimizers: fused kernels where torch has them, the same update as the per-tensor loop."""
+"""Optimizers and schedules: torch's own, by registered or class name, with their options checked;
+fused kernels where torch has them, the same update as the per-tensor loop."""
 
 import math
 
@@ -6,14 +7,8 @@ import pytest
 import torch
 from support import SMALL
 
-from pyro_vae.inference.optim import (
-    OPTIMIZERS,
-    changed_options,
-    fused_option,
-    iwae_factor,
-    make_optimizer,
-    register_schedule,
-)
+from pyro_vae.inference.optim import OPTIMIZERS, changed_options, configured_optimizer, fused_option, make_optimizer
+from pyro_vae.inference.schedules import LR_SCHEDULES, iwae_factor, register_schedule, schedule_spans_the_run
 from pyro_vae.inference.svi import SVIAlgorithm
 from pyro_vae.training import TrainConfig, TrainingDiverged, train
 
@@ -170,12 +165,15 @@ def test_an_option_inside_its_range_reaches_torch(name, key, good):
     assert optimizer.param_groups[0][key] == good
 
 
+STEPS = "epochs, or optimizer steps with schedule_interval='step'"
+
+
 @pytest.mark.parametrize(
     "schedule, options, message",
     [
         ("step", {"gamma": -1}, "gamma must be a finite number in (0, 1] (a decay's factor), got -1"),
-        ("step", {"step_size": 0}, "step_size must be an int >= 1 (epochs), got 0"),
-        ("step", {"step_size": 2.5}, "step_size must be an int >= 1 (epochs), got 2.5"),
+        ("step", {"step_size": 0}, f"step_size must be an int >= 1 ({STEPS}), got 0"),
+        ("step", {"step_size": 2.5}, f"step_size must be an int >= 1 ({STEPS}), got 2.5"),
         ("exponential", {"gamma": 0}, "gamma must be a finite number in (0, 1] (a decay's factor), got 0"),
         ("exponential", {"gamma": -0.5}, "gamma must be a finite number in (0, 1] (a decay's factor), got -0.5"),
         ("exponential", {"gamma": 1.5}, "gamma must be a finite number in (0, 1] (a decay's factor), got 1.5"),
@@ -183,7 +181,7 @@ def test_an_option_inside_its_range_reaches_torch(name, key, good):
         ("exponential", {"gamma": "nan"}, "gamma must be a finite number in (0, 1] (a decay's factor), got 'nan'"),
         ("cosine", {"eta_min": -1}, "eta_min must be a finite number >= 0 (the cosine's floor), got -1"),
         ("cosine", {"eta_min": math.inf}, "eta_min must be a finite number >= 0 (the cosine's floor), got inf"),
-        ("constant", {"warmup": -2}, "warmup must be an int >= 0 (epochs), got -2"),
+        ("constant", {"warmup": -2}, f"warmup must be an int >= 0 ({STEPS}), got -2"),
     ],
 )
 def test_a_schedule_option_outside_its_range_is_refused_when_the_config_is_made(schedule, options, message):
@@ -204,7 +202,7 @@ def test_the_learning_rate_must_stay_positive_over_the_runs_epochs():
         TrainConfig(**SMALL, lr_schedule="test-zero-after-three", epochs=4)
     assert str(err.value) == (
         "schedule 'test-zero-after-three' with options {} makes the learning rate 0 at epoch 4 "
-        "(--lr 0.01); it must stay finite and > 0 over the run's epochs"
+        "(--lr 0.01); it must stay finite and > 0 over the run"
     )
 
 
@@ -268,3 +266,112 @@ def test_a_graph_run_diverging_at_once_says_there_is_no_checkpoint(tmp_path, mon
         "the loss became nan at epoch 1, before the first checkpoint was written; "
         "training stopped: lower --lr and start again"
     )
+
+
+# --- torch's optimizers and schedules by class name (issue #42) --------------------------------------
+@pytest.mark.parametrize("name", list(OPTIMIZERS.classes))
+def test_every_torch_optimizer_by_its_class_name(name):
+    config = TrainConfig(**SMALL, optimizer=name)
+    optimizer = configured_optimizer(_params(), config)
+    assert type(optimizer) is getattr(torch.optim, name) and optimizer.param_groups[0]["lr"] == config.lr
+    assert name in OPTIMIZERS.names() and name in OPTIMIZERS.describe()  # the command line's choices and help
+
+
+@pytest.mark.parametrize(
+    "registry, name, close",
+    [
+        (OPTIMIZERS, "Nadam", "'NAdam'"),
+        (OPTIMIZERS, "radam", "'RAdam'"),
+        (LR_SCHEDULES, "OneCycle", "'OneCycleLR'"),
+        (LR_SCHEDULES, "cosineannealinglr", "'CosineAnnealingLR'"),
+    ],
+)
+def test_an_unknown_name_is_one_line_naming_the_close_ones(registry, name, close):
+    with pytest.raises(ValueError) as err:
+        registry.check(name)
+    message = str(err.value)
+    assert message.startswith(f"unknown {registry.kind} {name!r}; expected one of {registry.registered()} or a class")
+    assert f"by its name: {list(registry.classes)}; did you mean {close}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "registry, name, why",
+    [
+        (OPTIMIZERS, "LBFGS", "its step needs a closure"),
+        (OPTIMIZERS, "SparseAdam", "it steps sparse gradients only"),
+        (LR_SCHEDULES, "LambdaLR", "it takes a Python function"),
+        (LR_SCHEDULES, "SequentialLR", "it chains other schedules"),
+    ],
+)
+def test_a_torch_class_that_cannot_train_here_says_why(registry, name, why):
+    assert name not in registry.names()
+    with pytest.raises(
+        ValueError, match=f"^{registry.kind} '{name}' \\(torch.optim.*{name}\\) cannot train here: {why}"
+    ):
+        registry[name]
+
+
+def test_a_schedule_class_is_built_over_the_runs_length():
+    # CosineAnnealingLR's T_max and OneCycleLR's total_steps are the run's epochs unless given
+    cosine = _rates("CosineAnnealingLR", 8)
+    assert cosine == pytest.approx([(1 + math.cos(math.pi * e / 8)) / 2 for e in range(8)])
+    assert _rates("CosineAnnealingLR", 8, T_max=4)[4] == pytest.approx(0.0)
+    assert _rates("CosineAnnealingLR", 8, warmup=2) == pytest.approx(_rates("cosine", 8, warmup=2))
+    one_cycle = _rates("OneCycleLR", 10, max_lr=0.5)  # up over 30% of its 10 steps from max_lr / 25, then down
+    assert one_cycle[0] == pytest.approx(0.5 / 25) and one_cycle[2] == pytest.approx(0.5) == max(one_cycle)
+    multistep = _rates("MultiStepLR", 8, milestones=[2, 5], gamma=0.5)
+    assert multistep == pytest.approx([1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25])
+
+
+def test_a_schedule_class_spans_the_run_where_the_run_gives_its_length():
+    def spans(schedule, **options):
+        return schedule_spans_the_run(TrainConfig(**SMALL, lr_schedule=schedule, schedule_options=options))
+
+    assert spans("CosineAnnealingLR") and spans("OneCycleLR", max_lr=0.1) and spans("cosine")
+    assert not spans("CosineAnnealingLR", T_max=20) and not spans("StepLR", step_size=2) and not spans("plateau")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            dict(lr_schedule="OneCycleLR"),
+            "schedule 'OneCycleLR' needs the option(s) ['max_lr'], which the run does not give: "
+            "--schedule-option max_lr=VALUE",
+        ),
+        (
+            dict(lr_schedule="CosineAnnealingWarmRestarts"),
+            "schedule 'CosineAnnealingWarmRestarts' needs the option(s) ['T_0'], which the run does not give: "
+            "--schedule-option T_0=VALUE",
+        ),
+        (
+            dict(lr_schedule="CosineAnnealingLR", schedule_options={"T_max": "8"}),
+            f"schedule 'CosineAnnealingLR' with options {{'T_max': '8'}}: T_max must be an int >= 1 ({STEPS}), got '8'",
+        ),
+        (
+            dict(lr_schedule="LinearLR", schedule_options={"last_epoch": 3}),
+            "schedule 'LinearLR' with options {'last_epoch': 3}: last_epoch must be left out "
+            "(the trainer keeps the schedule's place, and resumes it), got 3",
+        ),
+        (
+            dict(optimizer="NAdam", optimizer_options={"maximize": True}),
+            "optimizer 'NAdam' with options {'maximize': True}: maximize must be False (the trainer minimizes the "
+            "loss, the negative ELBO; True would train uphill), got True",
+        ),
+        (
+            dict(optimizer="RAdam", optimizer_options={"foreach": True}),
+            "optimizer 'RAdam' with options {'foreach': True}: foreach must be left out (the library picks torch's "
+            "kernel itself: the fused one where torch has it), got True",
+        ),
+        (
+            dict(optimizer="NAdam", optimizer_options={"momentum_decay": "0.004"}),
+            "optimizer 'NAdam' with options {'momentum_decay': '0.004'}: momentum_decay must be a number, "
+            "got '0.004' (str)",
+        ),
+        (dict(optimizer="Rprop", weight_decay=1.0), "optimizer 'Rprop' takes no weight_decay; give weight_decay 0"),
+    ],
+)
+def test_class_names_meet_the_same_checks_in_one_line(settings, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**SMALL, **settings)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

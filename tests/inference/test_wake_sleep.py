@@ -64,7 +64,7 @@ def test_sleep_phase_fits_the_exact_posterior():
     x_test = dream(vae, 500).nodes["x"]["value"]
     mean_err0, var_err0 = _posterior_errors(vae, x_test)
     decoder_before = [p.detach().clone() for p in generative_parameters(vae)]
-    (_, encoder_optim), _ = make_optimizers(vae, "adam", lr=0.05)
+    _, encoder_optim = make_optimizers(vae, "adam", lr=0.05)
     for lr, steps in ((0.05, 300), (0.005, 300), (0.0005, 200)):  # decay the lr to quench SGD noise
         for group in encoder_optim.param_groups:
             group["lr"] = lr
@@ -93,7 +93,7 @@ def test_wake_phase_raises_log_joint_and_likelihood():
     x = dream(truth, 2000).nodes["x"]["value"]
     vae = _linear_gaussian(x_dim=6, z_dim=1, seed=3)
     encoder_before = [p.detach().clone() for p in recognition_parameters(vae)]
-    (decoder_optim, _), _ = make_optimizers(vae, "adam", lr=0.02)
+    decoder_optim, _ = make_optimizers(vae, "adam", lr=0.02)
     with torch.no_grad():
         log_px0 = exact_log_marginal(vae, x).mean().item()
         log_joint0 = -sum(wake_loss(vae, x)[0].item() for _ in range(5)) / 5 / len(x)
@@ -111,7 +111,7 @@ def test_wake_phase_raises_log_joint_and_likelihood():
     assert log_px > log_px_truth - 0.5, (log_px, log_px_truth)  # close to the true model's likelihood
     # wake_step itself never touches the encoder: only _set_encoder_to_posterior did
     vae_fresh = _linear_gaussian(x_dim=6, z_dim=1, seed=3)
-    (decoder_optim, _), _ = make_optimizers(vae_fresh, "adam", lr=0.02)
+    decoder_optim, _ = make_optimizers(vae_fresh, "adam", lr=0.02)
     wake_step(vae_fresh, x[:100], decoder_optim)
     assert all(torch.equal(p, q) for p, q in zip(encoder_before, recognition_parameters(vae_fresh)))
 

@@ -1,5 +1,6 @@
-"""Pretrained weights by name: export then load is the same model, and what is damaged,
-unknown or too large is one clear error."""
+"""Pretrained weights by name: export then load is the same model (as a program and as a run),
+the shipped entries are the runs they record, and what is damaged, unknown or too large is one
+clear error."""
 
 import json
 from pathlib import Path
@@ -14,14 +15,18 @@ from pyro_vae.cli import main
 from pyro_vae.inference.classification import classification_error
 from pyro_vae.pretrained import (
     MAX_BYTES,
+    DataDescription,
     PretrainedError,
     export_pretrained,
     load_pretrained,
+    load_pretrained_run,
     report_dir,
     resolve_run,
 )
+from pyro_vae.pretrained import weights as weights_file
+from pyro_vae.pretrained.weights import read_weights, sha256
 from pyro_vae.registry import Registry
-from pyro_vae.training.loop import load_run
+from pyro_vae.training import load_run
 
 COMMAND = [
     "train",
@@ -64,10 +69,10 @@ def entry(tmp_path, trained, registry):
     return record
 
 
-def _elbo(run, x):
+def _elbo(program, x):
     pyro.set_rng_seed(1)
     with pyro.get_param_store().scope():
-        return pyro.infer.Trace_ELBO(num_particles=3).loss(run.vae.model, run.vae.guide, x)
+        return pyro.infer.Trace_ELBO(num_particles=3).loss(program.model, program.guide, x)
 
 
 def test_export_then_load_is_the_same_model(entry, trained):
@@ -78,14 +83,17 @@ def test_export_then_load_is_the_same_model(entry, trained):
         record["reports"]["eval-epoch0002-k5-n500"]["num_samples"] == 5
         and entry.with_suffix(".pt").stat().st_size == record["bytes"]
     )
-    original, loaded = load_run(trained), pyro_vae.load_pretrained("toy")
-    assert original.vae.state_dict().keys() == loaded.vae.state_dict().keys()
-    for (name, p), q in zip(original.vae.state_dict().items(), loaded.vae.state_dict().values()):
-        assert q.dtype == torch.float32 and torch.equal(p, q), name
+    original, loaded, program = load_run(trained), load_pretrained_run("toy"), pyro_vae.load_pretrained("toy")
+    assert record["data"] == DataDescription.of(original.dataset).to_dict()
+    assert original.vae.state_dict().keys() == loaded.vae.state_dict().keys() == program.state_dict().keys()
+    for (name, p), q, r in zip(
+        original.vae.state_dict().items(), loaded.vae.state_dict().values(), program.state_dict().values()
+    ):
+        assert q.dtype == torch.float32 and torch.equal(p, q) and torch.equal(p, r), name
     assert loaded.metrics == original.metrics
     x = original.dataset.test[:50]
-    assert _elbo(loaded, x) == _elbo(original, x)
-    assert _elbo(resolve_run("pretrained:toy"), x) == _elbo(resolve_run(trained), x)
+    assert _elbo(loaded.vae, x) == _elbo(original.vae, x) == _elbo(program, x)
+    assert _elbo(resolve_run("pretrained:toy").vae, x) == _elbo(resolve_run(trained).vae, x)
 
 
 @pytest.mark.parametrize("target, folder", [("pretrained:toy", "runs/pretrained/toy"), ("runs/a", "runs/a")])
@@ -99,7 +107,10 @@ def test_evaluate_target_pretrained_refuses_a_checkpoint(entry):
 
 
 def test_unknown_name_lists_the_known_ones(entry):
-    with pytest.raises(PretrainedError, match="unknown pretrained model 'nope'; expected one of \\['toy'\\]"):
+    with pytest.raises(
+        PretrainedError,
+        match="unknown pretrained model 'nope'; expected one of \\['toy'\\] or a folder written by save_pretrained",
+    ):
         load_pretrained("nope")
     with pytest.raises(PretrainedError, match="unknown pretrained model 'nope'"):
         resolve_run("pretrained:nope")
@@ -131,7 +142,7 @@ def _rewrite(entry, weights: object, **record_changes):
     torch.save(weights, path)
     record = json.loads(entry.read_text())
     data = path.read_bytes()
-    record.update(bytes=len(data), sha256=pretrained._sha256(data), **record_changes)
+    record.update(bytes=len(data), sha256=sha256(data), **record_changes)
     entry.write_text(json.dumps(record))
 
 
@@ -151,7 +162,7 @@ def test_weights_of_another_kind_are_refused(entry):
 
 def test_size_limit(tmp_path, trained, entry, monkeypatch):
     size = entry.with_suffix(".pt").stat().st_size
-    monkeypatch.setattr(pretrained, "MAX_BYTES", size - 1)
+    monkeypatch.setattr(weights_file, "MAX_BYTES", size - 1)
     with pytest.raises(PretrainedError, match=f"are {size} bytes, over the limit of {size - 1}"):
         load_pretrained("toy")
     with pytest.raises(PretrainedError, match=f"weights of .* are {size} bytes in float32, over the limit"):
@@ -170,7 +181,7 @@ def test_export_from_another_checkpoint_of_the_run(tmp_path, registry):
     assert f"checkpoint={str(kept)!r})" in saved["exported_with"]
     pretrained.register_pretrained(record)
     expected = torch.load(kept, weights_only=False)["model"]
-    for name, value in load_pretrained("first").vae.state_dict().items():
+    for name, value in load_pretrained("first").state_dict().items():
         assert torch.equal(value, expected[name].float()), name
     assert not torch.equal(load_run(run_dir).vae.state_dict()[name], value)  # the last epoch differs
 
@@ -187,14 +198,27 @@ def test_shipped_entries_are_float32_under_the_limit_and_match_their_records():
         record_path = pretrained.PRETRAINED[name]
         record = json.loads(record_path.read_text())
         assert record_path.with_suffix(".pt").stat().st_size <= MAX_BYTES
-        state = pretrained._weights(record_path.with_suffix(".pt"), record)
+        state = read_weights(record_path.with_suffix(".pt"), record)
         assert all(v.dtype == torch.float32 for v in state.values()) and record["command"].startswith("uv run pyro-vae")
 
 
+def assert_program_is_the_runs(name, run, without_data, log_px_of) -> None:
+    """``load_pretrained(name)`` on a machine without data sets has the log p(x) of ``run`` (its
+    run with real data) on a few test images, with the same random draws; the record describes
+    the data set loaded."""
+    with without_data() as cache:
+        program = load_pretrained(name)
+        assert list(cache.iterdir()) == []
+    assert pretrained.pretrained_record(name)["data"] == DataDescription.of(run.dataset).to_dict()
+    batches = list(run.dataset.test_batches(4, keys=program.data_keys, num=8))
+    assert log_px_of(program, batches) == log_px_of(run.vae.eval(), batches)
+
+
 @pytest.mark.data
-def test_shipped_main_job_loads_and_fits_its_model(real_data_dir):
-    run = load_pretrained("mnist-vae-z20-e10", str(real_data_dir))
+def test_shipped_main_job_loads_and_fits_its_model(real_data_dir, without_data, log_px_of):
+    run = load_pretrained_run("mnist-vae-z20-e10", str(real_data_dir))
     assert run.config.hidden == (500,) and run.config.z_dim == 20 and run.metrics[-1]["epoch"] == 10
+    assert_program_is_the_runs("mnist-vae-z20-e10", run, without_data, log_px_of)
 
 
 @pytest.mark.data
@@ -207,26 +231,28 @@ def test_shipped_main_job_loads_and_fits_its_model(real_data_dir):
     ],
 )
 def test_shipped_long_runs_load_with_their_recorded_marginal_likelihood(
-    real_data_dir, name, model, hidden, z_dim, lr_schedule, epoch, log_px
+    real_data_dir, without_data, log_px_of, name, model, hidden, z_dim, lr_schedule, epoch, log_px
 ):
-    run = load_pretrained(name, str(real_data_dir))
+    run = load_pretrained_run(name, str(real_data_dir))
     assert run.config.model == model and run.config.hidden == hidden and run.config.z_dim == z_dim
     assert run.config.lr_schedule == lr_schedule and run.metrics[-1]["epoch"] == epoch
     record = json.loads(pretrained.PRETRAINED[name].read_text())
     report = record["reports"][f"eval-epoch{epoch}-k5000-n10000"]
     assert report["num_test"] == 10000 and report["test_log_px"] == pytest.approx(log_px, abs=0.005)
+    assert_program_is_the_runs(name, run, without_data, log_px_of)
 
 
 @pytest.mark.data
-def test_shipped_m2_classifies_the_test_images_with_its_recorded_error(real_data_dir):
+def test_shipped_m2_classifies_the_test_images_with_its_recorded_error(real_data_dir, without_data, log_px_of):
     name = "mnist-m2-1000-labels-e100"
-    run = load_pretrained(name, str(real_data_dir))
+    run = load_pretrained_run(name, str(real_data_dir))
     assert run.config.model == "m2" and run.config.num_labels == 1000 and run.metrics[-1]["epoch"] == 100
     record = json.loads(pretrained.PRETRAINED[name].read_text())
     report = record["reports"]["eval-epoch0100-k100-n10000"]
     assert report["num_test"] == 10000 and report["test_error"] == run.metrics[-1]["test_error"] == 0.0465
     error = classification_error(run.vae.eval(), run.dataset.test_batches(1000, keys=("x", "y")))
     assert error == pytest.approx(0.0465, abs=1e-9)
+    assert_program_is_the_runs(name, run, without_data, log_px_of)
 
 
 def _edit_record(entry, change) -> None:
@@ -257,6 +283,19 @@ def _edit_record(entry, change) -> None:
         (
             lambda r: {**r, "metrics": "x"},
             ": the entry metrics must be the learning curve, a list of metrics rows (dicts), got 'x'",
+        ),
+        (
+            lambda r: {**r, "data": {**r["data"], "likelihood": "poisson"}},
+            ": its data entry is not valid: likelihood must be one of ['bernoulli', 'gaussian'], got 'poisson'",
+        ),
+        (
+            lambda r: {k: v for k, v in r.items() if k != "data"},
+            " lacks the entries ['data']; write it again with export_pretrained or save_pretrained",
+        ),
+        (
+            lambda r: {**r, "config": {**r["config"], "model": "nobody's"}},
+            ' holds a program of the model "nobody\'s", which is not registered here; import the module that '
+            f"registers it first (register_model). Registered: {pyro_vae.MODELS.names()}",
         ),
         (lambda r: [r], " must be a JSON object, got a list"),
     ],

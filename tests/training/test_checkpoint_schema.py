@@ -107,7 +107,7 @@ def test_the_optimizer_swap_through_the_cli_is_one_line_not_a_segfault(runs, tmp
         "--allow-process-change",
     ]  # trained from Python, without the CLI's denormal flush
     done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("pyro-vae: error: checkpoint") and "optimizer.optimizer.state[0].exp_avg" in last
 
@@ -274,7 +274,7 @@ def test_non_finite_weights_are_named_in_one_line(runs, tmp_path, capsys, value)
     with pytest.raises(CheckpointError) as raised:  # on main: Pyro's dump of a distribution's arguments, at first use
         load_run(run_dir)
     assert str(raised.value) == message
-    assert main(["evaluate", str(run_dir), "-k", "2", "--device", "cpu"]) == 2
+    assert main(["evaluate", str(run_dir), "-k", "2", "--device", "cpu"]) == 1
     assert capsys.readouterr().err == f"pyro-vae: error: {message}\n"
 
 

@@ -82,7 +82,7 @@ def test_two_trainers_started_together_one_is_refused(tmp_path):
         loser = next(p for p in procs if p.poll() is not None)
         winner = next(p for p in procs if p is not loser)
         err = loser.stderr.read()
-        assert loser.returncode == 2 and err.count("\n") == 1, err
+        assert loser.returncode == 1 and err.count("\n") == 1, err
         assert f"run folder {run} is in use by another training (pid {winner.pid})" in err
         assert winner.poll() is None
         _wait_for(lambda: (run / "checkpoint.pt").exists())
@@ -247,7 +247,7 @@ def test_disk_full_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys, monkey
 
     monkeypatch.setattr(run_dir_module.os, "fsync", full_disk)
     capsys.readouterr()
-    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--no-progress", "-k", "2"]) == 2
+    assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--no-progress", "-k", "2"]) == 1
     err = capsys.readouterr().err
     assert err == f"pyro-vae: error: cannot write {run / 'checkpoint.pt'}: no space left on device (ENOSPC)\n"
     assert (run / "checkpoint.pt").read_bytes() == before
@@ -280,9 +280,9 @@ def test_evaluate_on_a_read_only_run_prints_its_number_first(tmp_path, capsys, m
     code = main(["evaluate", str(run), "-k", "5", "--num-test", "50", "--device", "cpu"])
     out, err = capsys.readouterr()
     assert "epoch 1: test ELBO (5-sample mean)" in out and "log p(x) (IS, K=5)" in out
-    assert code == 2 and err.startswith(f"pyro-vae: error: cannot access {run}/") and err.count("\n") == 1
+    assert code == 1 and err.startswith(f"pyro-vae: error: cannot access {run}/") and err.count("\n") == 1
     assert "Traceback" not in err
-    assert main(["plot", str(run), "--device", "cpu", "--out", str(run / "more-figures")]) == 2
+    assert main(["plot", str(run), "--device", "cpu", "--out", str(run / "more-figures")]) == 1
     assert capsys.readouterr().err.startswith(f"pyro-vae: error: cannot access {run}/more-figures")
 
 
