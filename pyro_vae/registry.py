@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 T = TypeVar("T")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # a name a shell passes as is: --model my-model
@@ -29,6 +29,12 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._help: dict[str, str] = {}
 
+    @overload
+    def register(
+        self, name: str, obj: None = None, *, help: str | None = None, replace: bool = False
+    ) -> Callable[[T], T]: ...
+    @overload
+    def register(self, name: str, obj: T, *, help: str | None = None, replace: bool = False) -> T: ...
     def register(
         self, name: str, obj: T | None = None, *, help: str | None = None, replace: bool = False
     ) -> Callable[[T], T] | T:

@@ -287,6 +287,3 @@ def check_pass_fits(num_data: int, num_samples: int, datum_numel: int, device: s
 def check_metrics_fit(epochs: int, device: str | torch.device = "cpu") -> None:
     """Refuse a run whose metrics rows (one per epoch, kept in memory) cannot fit."""
     check_fits(epochs * METRICS_ROW_BYTES, f"epochs={epochs:,} (one metrics row each)", device)
-
-
-# --- signals: SIGTERM unwinds like Ctrl-C ---------------------------------------------

@@ -71,6 +71,7 @@ def test_extending_has_one_runnable_example_per_kind():
         "register_estimator",
         "register_algorithm",
         "DATASETS.register",
+        "EarlyStopping",
         "def estimator_table",
     ]
     assert len(blocks) == len(kinds)

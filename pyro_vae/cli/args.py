@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 import torch
 
@@ -152,6 +153,24 @@ def add_pass_sizes(p: argparse.ArgumentParser, batch_help: str) -> None:
         help="importance samples per pass (default 500; larger passes pay Pyro's tracing less often, "
         "e.g. 5000 on a GPU)",
     )
+
+
+def add_data_file(p: argparse.ArgumentParser) -> None:
+    """``--data FILE``: the user's own data a run was trained on (``train --data FILE``)."""
+    p.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="the data file (or image folder) a run trained with `train --data FILE` was trained on; its "
+        "fingerprint must match the checkpoint's (default: the run's --dataset)",
+    )
+
+
+def data_file(args: argparse.Namespace) -> object:
+    """The data ``--data`` names, read (``None`` without the flag)."""
+    from pyro_vae.data import read_data
+
+    return None if args.data is None else read_data(args.data)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

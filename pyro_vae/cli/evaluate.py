@@ -8,9 +8,11 @@ from pathlib import Path
 
 from pyro_vae.cli.args import (
     add_common,
+    add_data_file,
     add_num_samples,
     add_pass_sizes,
     add_progress,
+    data_file,
     positive_int,
     resolve_device,
     show_progress,
@@ -45,6 +47,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "measure the estimate's Monte Carlo spread (default: the stream the run's seed leaves, "
         "the same at every call)",
     )
+    add_data_file(p)
     add_progress(p)
     add_common(p)
 
@@ -52,7 +55,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args) -> None:
     with session(resolve_device(args.device)) as (distributed, device):
         with distributed.local_main_first():  # one data download per machine
-            run = resolve_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint)
+            run = resolve_run(args.run_dir, args.data_dir, device, checkpoint=args.checkpoint, data=data_file(args))
         final_report(
             run,
             report_dir(args.run_dir),

@@ -68,6 +68,8 @@ def plain_text(rest: str) -> str:
 class UsageError(SystemExit):
     """A bad command line (exit status 2), its one line already printed."""
 
+    code: int
+
 
 class CommandParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that adds its arguments on first use (parsing or help), so that

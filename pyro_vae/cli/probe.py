@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyro_vae.cli.args import add_common, add_progress, positive_int, resolve_device, show_progress
+from pyro_vae.cli.args import (
+    add_common,
+    add_data_file,
+    add_progress,
+    data_file,
+    positive_int,
+    resolve_device,
+    show_progress,
+)
 from pyro_vae.cli.commands import machine, register_command
 
 
@@ -34,6 +42,7 @@ def add_probe_arguments(p: argparse.ArgumentParser) -> None:
         help=f"{CLASSIFIERS.describe()} (default: all)",
     )
     p.add_argument("--out", type=Path, help="the results' folder (default: RUN/probe, runs/pretrained/NAME/probe)")
+    add_data_file(p)
     add_progress(p)
     add_common(p)
 
@@ -42,7 +51,7 @@ def cmd_probe(args) -> None:
     from pyro_vae.experiments.probe import probe, write_probe
     from pyro_vae.pretrained import report_dir, resolve_run
 
-    run = resolve_run(args.run_dir, args.data_dir, resolve_device(args.device))
+    run = resolve_run(args.run_dir, args.data_dir, resolve_device(args.device), data=data_file(args))
     out = args.out or report_dir(args.run_dir) / "probe"
     result = probe(
         run, args.num_labels, args.draws, args.use, args.classifiers, out / "tsne.png", progress=show_progress(args)

@@ -26,7 +26,7 @@ from pyro_vae.cli.args import (
 )
 from pyro_vae.cli.commands import machine, register_command
 from pyro_vae.cli.reports import final_report, write_run_figures
-from pyro_vae.data import DATASETS
+from pyro_vae.data import DATASETS, TEST_FRACTION, USER_DATASET, read_data
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.inference.stepping import LOSS_SCALES, SCHEDULE_INTERVALS
 from pyro_vae.models import MODELS
@@ -75,6 +75,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "default: the model's own defaults)",
     )
     add_choice(p, "--dataset", DATASETS, d["dataset"])
+    p.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="train on your own data instead of --dataset: an .npz (arrays train or x, optional test, "
+        "train_labels or y, test_labels), .npy (one array), .pt (a tensor or dict of tensors) or a folder of "
+        "images (class subfolders give labels); 8-bit values are scaled to [0, 1]; without a test set a "
+        f"seeded {round(100 * TEST_FRACTION)}%% is held out as one, and --validation-fraction holds a part of the rest out "
+        "(default: none)",
+    )
     p.add_argument("--z-dim", type=positive_int, help=f"dimensions of the latent z (default {d['z_dim']})")
     p.add_argument(
         "--hidden",
@@ -171,7 +181,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--validation-fraction",
         type=fraction,
-        help="hold this part of the training set out (drawn with --split-seed); every metrics row then has "
+        help="hold this part of the training set out (drawn with --split-seed; with --data, of the data left after "
+        "the test set); every metrics row then has "
         f"the validation ELBO val_elbo (default {d['validation_fraction']}: none)",
     )
     p.add_argument(
@@ -270,6 +281,10 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     for flag in ("model", "estimator", "optimizer", "schedule"):
         if getattr(args, f"{flag}_option"):
             given[f"{flag}_options"] = dict(getattr(args, f"{flag}_option"))
+    if args.data is not None:
+        if given.get("dataset", USER_DATASET) != USER_DATASET:
+            raise ValueError(f"--data {args.data} and --dataset {given['dataset']} both name the data; give one")
+        given["dataset"] = USER_DATASET
     if args.resume:  # the checkpoint's config, see pyro_vae.training.resume
         if args.run_dir is None:
             raise ValueError("--resume needs --run-dir")
@@ -313,6 +328,7 @@ def _train_command(args, distributed: DistributedContext, device: str) -> None:
         config,
         run_dir,
         data_dir=args.data_dir,
+        data=None if args.data is None else read_data(args.data),
         device=device,
         resume=args.resume,
         progress=args.progress,

@@ -9,8 +9,10 @@ from pyro_vae.cli.args import (
     CONFIG_DEFAULTS,
     add_choice,
     add_common,
+    add_data_file,
     add_progress,
     at_least,
+    data_file,
     positive_int,
     resolve_device,
     show_progress,
@@ -78,6 +80,7 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
         help="only compare the estimators at this trained run's last checkpoint, "
         "as the run was trained (its particles and estimator options; default: the whole study)",
     )
+    add_data_file(p)
     add_progress(p)
     add_common(p)
 
@@ -109,7 +112,14 @@ def cmd_variance(args) -> None:
     with report_written(args.out):
         if args.run_dir:
             compare_at_run(
-                args.run_dir, study, args.out, args.data_dir, device, args.num_particles or (), progress=progress
+                args.run_dir,
+                study,
+                args.out,
+                args.data_dir,
+                device,
+                args.num_particles or (),
+                progress=progress,
+                data=data_file(args),
             )
         else:
             run_study(study, args.out, args.data_dir, device, progress=progress)

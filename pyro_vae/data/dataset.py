@@ -3,7 +3,9 @@
 MNIST and FashionMNIST are binarized as in the AEVB/IWAE literature: each
 training image is re-binarized with a fresh Bernoulli draw every time it is
 used (dynamic binarization); the test set is binarized once, with a fixed seed,
-so that every evaluation sees the same binary test images.
+so that every evaluation sees the same binary test images. ``binarize`` holds for every split:
+a copy made with ``binarize=False`` (``dataclasses.replace(data, binarize=False)``) holds the
+grey test and validation images it was made from, not their binarized copies.
 
 :meth:`Dataset.with_validation` holds a random part of the training set out as a validation
 set (binarized once, with its own fixed seed, like the test set), for choosing hyperparameters
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -39,6 +41,8 @@ class Dataset:
     the training set); ``likelihood`` is the decoder the data set calls for;
     ``image_shape`` is ``(channels, height, width)`` for plotting. ``validation`` (and its
     labels) is a held-out part of the training data, or ``None`` (:meth:`with_validation`).
+    ``fingerprint`` is the SHA-256 of a user's data (:func:`pyro_vae.data.as_dataset`), which
+    checkpoints record so that a resume on other data is refused; ``None`` for a named data set.
     """
 
     name: str
@@ -51,15 +55,33 @@ class Dataset:
     binarize: bool = False
     validation: torch.Tensor | None = None
     validation_labels: torch.Tensor | None = None
+    fingerprint: str | None = field(default=None, compare=False)
+    # split -> (the grey images given, their binarized copy); carried over by dataclasses.replace
+    grey_sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_dataset(self)
-        if self.binarize:  # once; binary images stay as they are when a copy is made (dataclasses.replace)
-            generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
-            self.test = torch.bernoulli(self.test, generator=generator)
-            if self.validation is not None:
-                generator = torch.Generator().manual_seed(VALIDATION_BINARIZATION_SEED)
-                self.validation = torch.bernoulli(self.validation, generator=generator)
+        self.grey_sources = {
+            split: pair
+            for split, seed in (("test", TEST_BINARIZATION_SEED), ("validation", VALIDATION_BINARIZATION_SEED))
+            if (pair := self._evaluation_images(split, seed)) is not None
+        }
+
+    def _evaluation_images(self, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Set ``self.<split>`` to the images evaluation sees: binarized once with ``seed`` if
+        ``binarize``, else the grey ones. A split carried over from a copy (its binarized tensor
+        itself) is made again from the grey images it came from, the same draws with the same
+        seed; other tensors are new grey images. The (grey, binarized) pair, or ``None``."""
+        x = getattr(self, split)
+        grey, binary = self.grey_sources.get(split, (None, None))
+        if x is not binary:
+            grey = x
+        if grey is not None and self.binarize:
+            binary = torch.bernoulli(grey, generator=torch.Generator().manual_seed(seed))
+            setattr(self, split, binary)
+            return grey, binary
+        setattr(self, split, grey)
+        return None
 
     @property
     def x_shape(self) -> tuple[int, ...]:

@@ -31,7 +31,9 @@ FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
 FREY_MD5 = "5aeb024d42b8a6091f30e5eb18c8a48d"
 
 
-def _torchvision_images(name: str, root: Path | None) -> Dataset:
+def _torchvision_images(name: str, root: Path | None, binarize: bool = True) -> Dataset:
+    """MNIST or Fashion-MNIST scaled to [0, 1]: binarized (``binarize``, a Bernoulli draw per use
+    of a training image, one fixed draw of the test set) or grey levels."""
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
@@ -53,14 +55,14 @@ def _torchvision_images(name: str, root: Path | None) -> Dataset:
         ) from None
     (train, test) = splits
     return Dataset(
-        name=name,
+        name=name if binarize else f"{name}-grey",
         train=train.data.reshape(len(train.data), -1).float() / 255.0,
         test=test.data.reshape(len(test.data), -1).float() / 255.0,
         train_labels=train.targets.clone(),
         test_labels=test.targets.clone(),
         image_shape=(1, 28, 28),
         likelihood="bernoulli",
-        binarize=True,
+        binarize=binarize,
     )
 
 
@@ -160,6 +162,16 @@ DATASETS.register(
     "fashion-mnist",
     lambda root: _torchvision_images("fashion-mnist", root),
     help="binarized Fashion-MNIST, Bernoulli decoder",
+)
+DATASETS.register(
+    "mnist-grey",
+    lambda root: _torchvision_images("mnist", root, binarize=False),
+    help="grey-level MNIST (train and test images not binarized), Bernoulli decoder (the cross-entropy)",
+)
+DATASETS.register(
+    "fashion-mnist-grey",
+    lambda root: _torchvision_images("fashion-mnist", root, binarize=False),
+    help="grey-level Fashion-MNIST (not binarized), Bernoulli decoder (the cross-entropy)",
 )
 DATASETS.register("frey", load_frey_face, help="Frey Face, 1965 faces of 28x20, Gaussian decoder")
 DATASETS.register("synthetic", lambda root: make_synthetic(), help="8x8 binary images of a 2-D latent, no files needed")

@@ -221,6 +221,7 @@ STARTUP_COMMANDS = {
 def child_cpu_seconds(argv: Sequence[str]) -> float:
     """User + system CPU seconds that the child process ``argv`` takes (its output discarded)."""
     proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None  # stderr=PIPE (for the type checker)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

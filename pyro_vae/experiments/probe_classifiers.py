@@ -42,7 +42,7 @@ class Codes:
         unit) with collapsed ones (about 0.01), whose small differences still tell digits apart:
         on the 50-dimensional code of ``pretrained:mnist-vae-z50-e3280`` (14 active dimensions),
         label spreading's test error with 600 labels fell from 4.9 to 3.9 %; on the 20 active
-        dimensions of ``mnist-vae-z20-e10`` it rose from 4.5 to 4.7 % (docs/results.md).
+        dimensions of ``mnist-vae-z20-e10`` it rose from 4.5 to 4.7 % (docs/results-log.md, "The latent code as features").
         """
         points = StandardScaler().fit_transform(np.concatenate([self.train, self.test]))
         w = kneighbors_graph(points, n_neighbors=10, include_self=False)

@@ -187,6 +187,7 @@ def compare_at_run(
     num_particles: Sequence[int] = (),
     *,
     progress: bool = False,
+    data: object = None,
 ) -> list[dict]:
     """Step 2 alone, at the last checkpoint of an existing run (e.g. a long, converged one), as it
     was trained: with its number of particles, its estimator's options, and that estimator as the
@@ -199,7 +200,7 @@ def compare_at_run(
     ``progress``: a tqdm bar on stderr over the comparisons."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = load_run(run_dir, data_dir, device)
+    run = load_run(run_dir, data_dir, device, data=data)  # data: a run trained on the user's own data
     config = run.config
     run_kind(config).refuse("variance")
     study = dataclasses.replace(

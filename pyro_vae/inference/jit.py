@@ -20,7 +20,7 @@ handler around it. :class:`CompiledELBO` therefore
 
 Only a program with static structure can be compiled, Pyro's condition for its JIT
 ELBOs: the same sites, in the same order, whatever the data's values. The built-in
-models on ``Trace_ELBO`` are (``tests/test_jit.py`` checks each against its eager
+models on ``Trace_ELBO`` are (``tests/inference/test_jit.py`` checks each against its eager
 losses); a user's model that branches in Python on tensor values is not, and should
 train without ``--jit``. M2 trains with ``TraceEnum_ELBO``, which is not compiled.
 
@@ -46,7 +46,7 @@ from pyro_vae.inference.algorithms import ALGORITHMS
 from pyro_vae.inference.estimators import Estimator
 
 #: (model, estimator) pairs of the built-in models whose compiled step equals the eager one
-#: (``tests/test_jit.py``); ``train`` compiles these by default (:func:`compiles_by_default`).
+#: (``tests/inference/test_jit.py``); ``train`` compiles these by default (:func:`compiles_by_default`).
 CHECKED: tuple[tuple[str, str], ...] = (
     ("vae", "reparam"),
     ("vae", "stl"),

@@ -69,9 +69,9 @@ def make_optimizers(
 ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """``(decoder_optim, encoder_optim)``: the optimizer ``name`` (with its own keyword ``options``)
     for theta, and one for phi (:func:`~pyro_vae.inference.optim.build_optimizer`)."""
-    return tuple(
-        build_optimizer(params, name, lr, weight_decay, options=options)
-        for params in (generative_parameters(vae), recognition_parameters(vae))
+    theta, phi = generative_parameters(vae), recognition_parameters(vae)
+    return build_optimizer(theta, name, lr, weight_decay, options=options), build_optimizer(
+        phi, name, lr, weight_decay, options=options
     )
 
 

@@ -14,6 +14,7 @@ evaluation reports, and samples are drawn for chosen classes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pyro.distributions as dist
 import torch
@@ -90,14 +91,15 @@ class CVAE(VAE):
             raise ValueError("the conditional VAE needs a labelled data set")
         return cls(spec.x_shape, spec.num_classes, **options)
 
-    def posterior(self, x: torch.Tensor, *, y: torch.Tensor, **context) -> dist.TorchDistribution:
+    # y is required where VAE takes any context: a conditional program narrows VAE's signature (#43 item 4)
+    def posterior(self, x: torch.Tensor, *, y: torch.Tensor, **context) -> dist.TorchDistribution:  # type: ignore[override]
         """q(z|x,y)."""
         loc, scale = self.encoder(self.flatten(x), one_hot(y, self.num_classes))
         return dist.Normal(loc, scale).to_event(1)
 
-    def decode(self, z: torch.Tensor, *, y: torch.Tensor, **context) -> dist.TorchDistribution:
+    def decode(self, z: torch.Tensor, *, y: torch.Tensor, **context) -> dist.TorchDistribution:  # type: ignore[override]  # as posterior
         """p(x|z,y)."""
-        return self.likelihood(self.decoder.run(z, one_hot(y, self.num_classes)))
+        return self.likelihood(cast(MLP, self.decoder).run(z, one_hot(y, self.num_classes)))
 
     def batch_size(self, x: torch.Tensor | None, num_generated: int | None, context: dict) -> int:
         """The number of data, after the labels are checked: every datum's in [0, num_classes), or

@@ -16,12 +16,15 @@ reconstructions and latent plots use a draw of the guide.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
+from pyro_vae.models.nets import GaussianEncoder
 from pyro_vae.models.registry import register_model
 from pyro_vae.models.vae import VAE
 
@@ -56,6 +59,9 @@ class IAFVAE(VAE):
 
     def posterior(self, x: torch.Tensor, **context) -> dist.TorchDistribution:
         """q(z|x): the Gaussian encoder's N(mu(x), sigma^2(x)) moved by the flows, conditioned on h(x)."""
-        h = self.encoder.features(self.flatten(x))
-        base = dist.Normal(*self.encoder.head(h)).to_event(1)
-        return dist.TransformedDistribution(base, [flow.condition(h) for flow in self.flows])
+        encoder = cast(GaussianEncoder, self.encoder)  # the flows are conditioned on its features
+        h = encoder.features(self.flatten(x))
+        base = dist.Normal(*encoder.head(h)).to_event(1)
+        return dist.TransformedDistribution(
+            base, [flow.condition(h) for flow in cast("list[ConditionalTransformModule]", self.flows)]
+        )

@@ -28,12 +28,16 @@ y summed out exactly is the q(y|x)-weighted sum of the per-class closed forms.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
+from torch import nn
 from torch.distributions import MultivariateNormal
 
 from pyro_vae.models.likelihoods import Gaussian
 from pyro_vae.models.m2 import M2
+from pyro_vae.models.nets import GaussianEncoder
 from pyro_vae.models.vae import VAE
 
 
@@ -43,10 +47,22 @@ def linear_gaussian_vae(x_dim: int, z_dim: int, prefix: str = "") -> VAE:
     return VAE(x_dim, z_dim, hidden=(), likelihood=likelihood, prefix=prefix)
 
 
+def _affine(net: nn.Module) -> nn.Linear:
+    """The one layer of a network without hidden layers."""
+    (linear,) = cast("Iterable[nn.Linear]", net)
+    return linear
+
+
+def _sigma(program: VAE) -> torch.Tensor:
+    """The z-independent sigma of the program's :class:`Gaussian` likelihood."""
+    likelihood = cast(Gaussian, program.likelihood)
+    return likelihood.scale(likelihood.log_var)
+
+
 def decoder_parameters(vae: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(W, b, sigma)`` of a VAE built by :func:`linear_gaussian_vae`."""
-    (linear,) = vae.decoder
-    return linear.weight, linear.bias, vae.likelihood.scale(vae.likelihood.log_var)
+    linear = _affine(vae.decoder)
+    return linear.weight, linear.bias, _sigma(vae)
 
 
 def exact_log_marginal(vae: VAE, x: torch.Tensor) -> torch.Tensor:
@@ -125,10 +141,10 @@ def linear_gaussian_mixture(x_dim: int, z_dim: int, num_classes: int) -> M2:
 
 
 def _mixture_parts(m2: M2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    (linear,) = m2.decoder
+    linear = _affine(m2.decoder)
     a, offsets = linear.weight[:, : m2.z_dim], linear.weight[:, m2.z_dim :]
     means = offsets.T + linear.bias  # (C, x_dim): B onehot(y) + c for each y
-    return a, means, m2.likelihood.scale(m2.likelihood.log_var)
+    return a, means, _sigma(m2)
 
 
 def exact_mixture_log_marginal(m2: M2, x: torch.Tensor) -> torch.Tensor:
@@ -161,11 +177,11 @@ def set_exact_guide(program: VAE) -> None:
     The guide is a diagonal Gaussian, so S must be diagonal (A's columns orthogonal in the
     D^-1 metric); ``ValueError`` otherwise. Every importance weight then equals p(x[, y]).
     """
-    (decoder,) = program.decoder
-    (encoder,) = program.encoder.net
+    decoder = _affine(program.decoder)
+    encoder = _affine(cast(GaussianEncoder, program.encoder).net)
     k = program.z_dim
     a, offsets, c = decoder.weight[:, :k], decoder.weight[:, k:], decoder.bias
-    var = program.likelihood.scale(program.likelihood.log_var) ** 2
+    var = _sigma(program) ** 2
     precision = torch.eye(k, dtype=a.dtype, device=a.device) + (a.T / var) @ a
     off_diagonal = precision - torch.diag(precision.diagonal())
     if off_diagonal.abs().max() > 1e-6 * precision.abs().max():

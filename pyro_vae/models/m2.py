@@ -83,7 +83,8 @@ class M2(CVAE):
         """The most probable class under q(y|x), one per datum."""
         return self.classifier(self.flatten(x)).argmax(-1)
 
-    def forward(self, x: torch.Tensor, *, y: torch.Tensor | None = None) -> torch.Tensor:
+    # M2's programs take y only, where VAE's take any context: M2 narrows VAE's signatures (#43 item 4)
+    def forward(self, x: torch.Tensor, *, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """``m2(x)`` or ``m2(x, y=y)``: the reconstruction of ``x``, the mean of p(x | y, z) at z
         the mean of q(z | x, y), with y the given label and, where none is given (``y=None``, or
         -1), the most probable class of q(y|x) (:meth:`classify`); see :meth:`VAE.forward
@@ -105,7 +106,7 @@ class M2(CVAE):
         batch holds none (nothing to add).
         """
         labelled = self._labelled(y)
-        if labelled is None or not bool(labelled.any()):
+        if y is None or labelled is None or not bool(labelled.any()):  # y is None: labelled is None too
             return None
         n = x.shape[0] if total_size is None else total_size
         logits = self.classifier(self.flatten(x[labelled]))
@@ -119,7 +120,7 @@ class M2(CVAE):
         return y >= 0
 
     @pyro_method
-    def model(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
+    def model(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:  # type: ignore[override]  # as forward
         """p(y) p(z) p(x|y,z); y observed where given (y >= 0)."""
         context = {} if y is None else {"y": y}
         batch_size = self.batch_size(x, num_generated, context)
@@ -131,12 +132,12 @@ class M2(CVAE):
             elif bool(labelled.all()):
                 y = pyro.sample(self.site("y"), prior_y, obs=y)
             else:
-                y = pyro.sample(self.site("y"), prior_y, obs=y.clamp_min(0), obs_mask=labelled)
+                y = pyro.sample(self.site("y"), prior_y, obs=y.clamp_min(0), obs_mask=labelled)  # type: ignore[arg-type]  # Pyro annotates the legacy BoolTensor
             z = pyro.sample(self.site("z"), self.prior())
             return pyro.sample(self.site("x"), self.decode(z, y=y), obs=x)
 
     @pyro_method
-    def guide(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:
+    def guide(self, x=None, *, y=None, num_generated=None, total_size=None) -> torch.Tensor:  # type: ignore[override]  # as forward
         """q(y|x) for the unlabelled data, then q(z|x,y)."""
         if x is None:
             raise InputError("the guide needs data: call guide(x) with a batch x")

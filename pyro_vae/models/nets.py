@@ -7,6 +7,7 @@ PyTorch program. :mod:`pyro_vae.models.vae` wraps them into a Pyro model/guide p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,10 @@ class MLP(nn.Sequential):
                     nn.init.normal_(layer.weight, 0.0, init_std)
                     nn.init.zeros_(layer.bias)
 
+    @overload
+    def __getitem__(self, index: slice) -> nn.Sequential: ...
+    @overload
+    def __getitem__(self, index: int) -> nn.Module: ...
     def __getitem__(self, index: int | slice) -> nn.Module:
         """A layer, or for a slice the layers as a plain :class:`~torch.nn.Sequential`."""
         if isinstance(index, slice):
@@ -113,6 +118,7 @@ class MLP(nn.Sequential):
             if not layers:
                 return with_code(x, code)
             first, *layers = layers
+            assert isinstance(first, nn.Linear)  # an MLP's first layer is affine (for the type checker)
             if x.shape[-1] + code.shape[-1] != first.in_features:
                 raise ValueError(
                     f"[x, code] has {x.shape[-1]} + {code.shape[-1]} features, the first layer takes {first.in_features}"
@@ -158,7 +164,7 @@ class GaussianEncoder(nn.Module):
     @property
     def num_features(self) -> int:
         """Width of :meth:`features`."""
-        return self.net[-1].in_features
+        return cast(nn.Linear, self.net[-1]).in_features
 
     def features(self, x: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         """h(x): the activations of the last hidden layer (``x`` itself without hidden layers);

@@ -78,7 +78,7 @@ class DataSpec:
     num_classes: int | None = None
 
 
-def build_model(name: str, spec: DataSpec, **options) -> object:
+def build_model(name: str, spec: DataSpec, **options) -> PyroModule:
     """An instance of registered model ``name`` for data ``spec``: ``cls.build(spec, **options)``
     for a class, ``factory(spec, **options)`` for a factory.
 
@@ -86,7 +86,7 @@ def build_model(name: str, spec: DataSpec, **options) -> object:
     (``num_components="abc"``), is one error naming it; so is a factory that returns no ``PyroModule``.
     """
     obj = MODELS[name]
-    build = obj.build if inspect.isclass(obj) else obj
+    build = obj.build if inspect.isclass(obj) else obj  # type: ignore[attr-defined]  # a registered class has build (see MODELS)
     forwards = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(build).parameters.values())
     check_arguments(obj.__init__ if inspect.isclass(obj) and forwards else build, **options)
     try:

@@ -60,7 +60,8 @@ class TwoLayerVAE(VAE):
         """p(z2) = N(0, I)."""
         return dist.Normal(self.prior2_loc, torch.ones_like(self.prior2_loc)).to_event(1)
 
-    def prior(self, *, z2: torch.Tensor, **context) -> dist.TorchDistribution:
+    # z2 is required where VAE's p(z) takes no context: the hierarchy narrows VAE's signature (#43 item 4)
+    def prior(self, *, z2: torch.Tensor, **context) -> dist.TorchDistribution:  # type: ignore[override]
         """p(z | z2)."""
         return dist.Normal(*self.decoder2(z2)).to_event(1)
 

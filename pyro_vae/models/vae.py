@@ -40,6 +40,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import pyro
 import pyro.distributions as dist
@@ -47,7 +48,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import _PYRO_STACK, get_plates
+from pyro.poutine.runtime import _PYRO_STACK, Message, get_plates
 from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
@@ -319,8 +320,25 @@ class VAE(PyroModule):
         self.likelihood.check(low, high)
 
     # --- using the program ------------------------------------------------
+    def sample_node(self, trace: poutine.Trace, name: str, needed_by: str, fix: str) -> Message:
+        """The node of the sample site ``name`` (unprefixed) of ``trace``, or an :class:`InputError`
+        naming the trace's sample sites and ``fix``: a subclass whose sites are named otherwise
+        (two observed views, a chain of latents) is told what to pass or override, not a ``KeyError``."""
+        node = trace.nodes.get(self.site(name))
+        if node is not None and node["type"] == "sample":
+            return node
+        sites = [n for n, s in trace.nodes.items() if s["type"] == "sample"]
+        raise InputError(
+            f"{needed_by} reads the sample site {self.site(name)!r}, and {type(self).__name__}'s program has the "
+            f"sample sites {sites}: {fix}"
+        )
+
     def _observation_mean(self, trace: poutine.Trace) -> torch.Tensor:
-        return trace.nodes[self.site("x")]["fn"].mean
+        fix = "override _observation_mean(trace) for a program of other observed sites"
+        observation = cast(
+            torch.distributions.Distribution, self.sample_node(trace, "x", "reconstruct/generate", fix)["fn"]
+        )
+        return observation.mean
 
     def forward(self, x: torch.Tensor, **context) -> torch.Tensor:
         """``vae(x)``: the reconstruction of ``x``, the mean of p(x | latents) with the latents at
@@ -353,7 +371,7 @@ class VAE(PyroModule):
     @torch.no_grad()
     def embed(self, x: torch.Tensor, site: str = "z", **context) -> torch.Tensor:
         """The posterior mean (or a draw, see :meth:`posterior_latents`) of latent ``site`` for each datum."""
-        return self.posterior_latents(x, **context).nodes[self.site(site)]["value"]
+        return self.sample_node(self.posterior_latents(x, **context), site, "embed", "pass site=NAME")["value"]
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, **context) -> torch.Tensor:

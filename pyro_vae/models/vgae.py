@@ -185,7 +185,7 @@ class VGAE(PyroModule):
     def posterior(self, x: torch.Tensor, edge_index: torch.Tensor) -> dist.TorchDistribution:
         """q(z | X, A) = prod_i N(mu_i, diag sigma_i^2); a point mass at mu for the GAE."""
         loc, scale = self.encode(x, edge_index)
-        return dist.Normal(loc, scale).to_event(1) if self.variational else dist.Delta(loc).to_event(1)
+        return dist.Delta(loc).to_event(1) if scale is None else dist.Normal(loc, scale).to_event(1)
 
     def prior(self, num_nodes: int) -> dist.TorchDistribution:
         """p(z_i) = N(0, I_D), expanded over the node plate."""

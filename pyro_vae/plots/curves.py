@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
@@ -120,7 +121,7 @@ def curve_grid_figure(
         for c in range(cols_n):
             if (r, c) not in panels:
                 axes[r][c].axis("off")
-    legend = {}
+    legend: dict[str, Artist] = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)

@@ -30,8 +30,10 @@ def plot_latents(vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: s
         loc, axes = torch.cat([loc, torch.zeros_like(loc)], 1), ("z[0]", "")
     fig = Figure(figsize=(5, 4.5))
     ax = fig.subplots()
-    colours = None if labels is None else labels[: len(loc)].cpu()
-    scatter = ax.scatter(loc[:, 0], loc[:, 1], c=colours, s=3, cmap="tab10", alpha=0.7)
+    if labels is None:  # one colour
+        scatter = ax.scatter(loc[:, 0], loc[:, 1], s=3, alpha=0.7)
+    else:
+        scatter = ax.scatter(loc[:, 0], loc[:, 1], c=labels[: len(loc)].cpu(), s=3, cmap="tab10", alpha=0.7)
     if labels is not None:
         fig.colorbar(scatter, ax=ax, label="label")
     ax.set_xlabel(axes[0])

@@ -195,17 +195,21 @@ PROGRAM_SOURCES.register(
 
 
 def resolve_run(
-    target: str | Path, data_dir: str | Path | None = None, device: str = "cpu", checkpoint: str | Path | None = None
+    target: str | Path,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    checkpoint: str | Path | None = None,
+    data: object = None,
 ) -> Run:
     """The run a command's target names: ``pretrained:NAME`` or ``pretrained:FOLDER``
     (:func:`load_pretrained_run`) or a run folder (:func:`~pyro_vae.training.load_run`, from
-    ``checkpoint`` if given)."""
+    ``checkpoint`` if given, on ``data``, the user's own data it was trained on)."""
     target = str(target)
     if target.startswith(PREFIX):
         if checkpoint is not None:
             raise ValueError(f"--checkpoint names a run folder's checkpoint; {target} has none")
         return load_pretrained_run(target[len(PREFIX) :], data_dir, device)
-    return load_run(target, data_dir, device, checkpoint)
+    return load_run(target, data_dir, device, checkpoint, data=data)
 
 
 def report_dir(target: str | Path) -> Path:

@@ -18,10 +18,11 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from pyro_vae.data import Dataset, load_dataset
+from pyro_vae.data import USER_DATASET, Dataset, as_dataset, load_dataset
 from pyro_vae.inference import ALGORITHMS, Estimator, make_estimator
 from pyro_vae.inference.algorithms import ParamScope
 from pyro_vae.inference.evaluate import evaluate
@@ -139,11 +140,20 @@ def build_program_for(
     )
 
 
-def build_vector_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
+def build_vector_run(
+    config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu", data: Any = None
+) -> Run:
     """Seed torch's RNG, load the data set, and build the program and estimator on ``device``:
-    the run of a model of data points (minibatches of a :class:`Dataset`)."""
+    the run of a model of data points (minibatches of a :class:`Dataset`). ``data`` is a user's
+    own data (anything :func:`~pyro_vae.data.as_dataset` takes), for a config whose dataset is
+    ``"user"`` (:data:`~pyro_vae.data.USER_DATASET`); ``None`` loads ``config.dataset`` by name."""
     torch.manual_seed(config.seed)
-    dataset = load_dataset(config.dataset, data_dir)
+    if data is not None and config.dataset != USER_DATASET:
+        raise ValueError(
+            f"data= trains on your own data, and the config names the data set {config.dataset!r}; "
+            f"give TrainConfig(dataset={USER_DATASET!r}, ...) (pyro-vae train --data FILE sets it)"
+        )
+    dataset = load_dataset(config.dataset, data_dir) if data is None else as_dataset(data)
     if config.num_train is not None:
         if config.num_train > len(dataset.train):
             raise ValueError(

@@ -40,6 +40,8 @@ FORMAT = "pyro_vae.training.checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "optimizer", "rng", "metrics")
 #: The random generators a checkpoint restores by default, the training loop's: torch's global RNG and the data order's.
 GENERATORS = ("torch", "data")
+#: The checkpoint entry of the SHA-256 of a user's data (:func:`pyro_vae.data.data_fingerprint`), absent for named data sets.
+DATA_FINGERPRINT = "data_fingerprint"
 
 
 class CheckpointError(RuntimeError):
@@ -152,6 +154,29 @@ def check_schema(state: Mapping[str, Any], path: str | os.PathLike, generators: 
         _check_distributed(state["distributed"], path)
     if "process" in state:  # absent in checkpoints written before it was recorded
         _check_process(state["process"], path)
+    fingerprint = state.get(DATA_FINGERPRINT)
+    if fingerprint is not None and not (
+        isinstance(fingerprint, str) and len(fingerprint) == 64 and set(fingerprint) <= set("0123456789abcdef")
+    ):
+        raise _bad(path, DATA_FINGERPRINT, "a SHA-256 in hex (64 characters)", fingerprint)
+
+
+def data_entry(fingerprint: str | None) -> dict[str, str]:
+    """The checkpoint's record of a user's data: ``{DATA_FINGERPRINT: fingerprint}``, nothing for
+    a data set loaded by name (``fingerprint`` ``None``)."""
+    return {} if fingerprint is None else {DATA_FINGERPRINT: fingerprint}
+
+
+def check_data_fingerprint(state: Mapping[str, Any], fingerprint: str | None, path: str | os.PathLike) -> None:
+    """Refuse to resume or reload the checkpoint ``state`` on data whose fingerprint
+    (:func:`pyro_vae.data.data_fingerprint`) is not the one it records; a checkpoint that
+    records none (a data set loaded by name, or written before fingerprints) is not checked."""
+    saved = state.get(DATA_FINGERPRINT)
+    if saved is not None and saved != fingerprint:
+        raise CheckpointError(
+            f"checkpoint {path} was trained on the data of fingerprint {saved}, and the data given "
+            f"have the fingerprint {fingerprint}; pass the run's own data (or start a new run)"
+        )
 
 
 def _check_process(entry: Any, path: str | os.PathLike) -> None:
@@ -346,3 +371,22 @@ def load_algorithm_state(algorithm: Any, state: Any, path: str | os.PathLike, wh
     :class:`CheckpointError` naming the field, before torch's optimizer internals see it."""
     _check_tree(state, algorithm.state_dict(), what, _optimizers(algorithm), path)
     restore_state(algorithm.load_state_dict, state, what, path)
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """The RNG states a training checkpoint keeps: torch's global (and CUDA's), and the data order's ``generator``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Restore the states :func:`rng_state` returned (a checkpoint without ``data`` restores torch's alone)."""
+    # Generator states must be CPU byte tensors, for the CUDA generators too;
+    # a checkpoint loaded with ``map_location="cuda"`` has moved them.
+    torch.set_rng_state(state["torch"].cpu())
+    if "data" in state:  # a graph run's checkpoints before the one trainer kept torch's alone
+        generator.set_state(state["data"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -29,7 +29,13 @@ from pyro_vae.inference import ALGORITHMS, ESTIMATORS
 from pyro_vae.models import MODELS
 from pyro_vae.registry import Registry
 from pyro_vae.training.build import PROGRAM_SOURCES, Run, build_vector_run, check_program
-from pyro_vae.training.checkpoint import GENERATORS, CheckpointError, load_checkpoint, load_module_state
+from pyro_vae.training.checkpoint import (
+    GENERATORS,
+    CheckpointError,
+    check_data_fingerprint,
+    load_checkpoint,
+    load_module_state,
+)
 from pyro_vae.training.config import TrainConfig, data_kind
 from pyro_vae.training.distributed import SINGLE, DistributedContext
 from pyro_vae.training.folder import CHECKPOINT
@@ -58,8 +64,9 @@ class RunKind:
         if what in self.refuses:
             raise ValueError(self.refuses[what])
 
-    def build(self, config: TrainConfig, data_dir: str | Path | None, device: str) -> Run:
-        """The run ``config`` describes on ``device``, torch's RNG seeded with ``config.seed``."""
+    def build(self, config: TrainConfig, data_dir: str | Path | None, device: str, data: object = None) -> Run:
+        """The run ``config`` describes on ``device``, torch's RNG seeded with ``config.seed``;
+        ``data`` a user's own data (``train(..., data=...)``), ``None`` for the data set by name."""
         raise NotImplementedError
 
     def check(self, run: Run, device: str, processes: int) -> None:
@@ -112,8 +119,8 @@ class RunKind:
 class Minibatches(RunKind):
     """Data points in minibatches (``"vectors"``)."""
 
-    def build(self, config: TrainConfig, data_dir: str | Path | None, device: str) -> Run:
-        return build_vector_run(config, data_dir, device)
+    def build(self, config: TrainConfig, data_dir: str | Path | None, device: str, data: object = None) -> Run:
+        return build_vector_run(config, data_dir, device, data)
 
     def check(self, run: Run, device: str, processes: int) -> None:
         check_program(run, device, processes)
@@ -189,7 +196,9 @@ class FullGraph(RunKind):
     forks_rng = True
     generators = ("torch",)
 
-    def build(self, config: TrainConfig, data_dir: str | Path | None, device: str) -> GraphRun:
+    def build(self, config: TrainConfig, data_dir: str | Path | None, device: str, data: object = None) -> GraphRun:
+        if data is not None:
+            raise ValueError("a graph model trains on a registered graph data set (--dataset); data= takes data points")
         return build_graph_run(config, data_dir, device)
 
     def batches(
@@ -250,11 +259,11 @@ def of_kind(registry: Registry, kind: str) -> list[str]:
     return [name for name in registry if getattr(registry[name], "data_kind", "vectors") == kind]
 
 
-def build_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu") -> Run:
-    """Seed torch's RNG, load the data, and build the program and estimator on ``device``, as
-    the run's kind builds them (:data:`RUN_KINDS`)."""
+def build_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu", data: object = None) -> Run:
+    """Seed torch's RNG, load the data (``data``, a user's own, or ``config.dataset`` by name), and
+    build the program and estimator on ``device``, as the run's kind builds them (:data:`RUN_KINDS`)."""
     check_device(device)  # before the data load: one line naming the device, not torch's list of twenty types
-    return run_kind(config).build(config, data_dir, device)
+    return run_kind(config).build(config, data_dir, device, data=data)
 
 
 def load_run(
@@ -262,9 +271,12 @@ def load_run(
     data_dir: str | Path | None = None,
     device: str = "cpu",
     checkpoint: str | Path | None = None,
+    data: object = None,
 ) -> Run:
     """Rebuild the program of a run directory (its recorded model class) from its last
-    (or the given) checkpoint. A user's model must be registered first (import its module)."""
+    (or the given) checkpoint. A user's model must be registered first (import its module).
+    A run on a user's own data needs the same ``data`` again (the checkpoint's fingerprint
+    refuses other data)."""
     path = Path(checkpoint or Path(run_dir) / CHECKPOINT)
     state = load_checkpoint(path, map_location=device)
     for kind, registry in (("model", MODELS), ("estimator", ESTIMATORS), ("algorithm", ALGORITHMS)):
@@ -278,7 +290,8 @@ def load_run(
         config = TrainConfig.from_dict(state["config"])
     except (TypeError, ValueError) as err:  # hand-made or mixed up: the file is named, not only the field
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
-    run = build_run(config, data_dir, device)
+    run = build_run(config, data_dir, device, data)
+    check_data_fingerprint(state, getattr(run.dataset, "fingerprint", None), path)
     load_module_state(run.vae, state["model"], "model", path)
     load_module_state(run.estimator.modules, state["estimator"], "estimator", path)
     run.metrics = state["metrics"]

@@ -12,21 +12,13 @@ restored on resume, a NaN loss stops the run with one message, callbacks are cal
 stop it (:mod:`pyro_vae.training.callbacks`). Metrics rows and their schedule are
 :mod:`pyro_vae.training.metrics`.
 
-The loop names no model and no algorithm: it builds the registered model
-``config.model`` (:mod:`pyro_vae.models`), the estimator ``config.estimator``
-and the algorithm ``config.algorithm`` (:mod:`pyro_vae.inference.algorithms`),
-then feeds the algorithm minibatches, dicts of the data the model asks for
-(``program.data_keys``: ``x``, and labels ``y`` for a conditional model).
-
-One call of :func:`train` runs (or resumes) a run directory holding
-
-* ``config.json``: the :class:`TrainConfig`;
-* ``metrics.csv``: one row per epoch, or ``evals_per_decade`` rows per decade of
-  training samples (samples seen, learning rate, train and test ELBO per datum, time,
-  and the test error of a program that classifies);
-* ``checkpoint.pt``: model, algorithm (optimizers, schedulers, baselines) and
-  RNG state at the end of an epoch, written atomically, from which
-  ``resume=True`` continues exactly as if the run had not stopped.
+The loop names no model and no algorithm: it builds the registered model ``config.model``,
+the estimator ``config.estimator`` and the algorithm ``config.algorithm``, then feeds the
+algorithm batches, dicts of the data the model asks for (``program.data_keys``). A run folder
+holds ``config.json``, ``metrics.csv`` (one row per epoch, or ``evals_per_decade`` rows per
+decade of training samples) and ``checkpoint.pt`` (model, algorithm and RNG state at the end
+of an epoch, written atomically, from which ``resume=True`` continues exactly as if the run
+had not stopped).
 
 The minibatch ELBO is scaled by N/M (``total_size`` of the data plate), so the
 loss estimates the negative ELBO of the whole training set, as in the paper's
@@ -66,7 +58,16 @@ from pyro_vae.training.callbacks import (
     end_of_run,
     stop_requested,
 )
-from pyro_vae.training.checkpoint import load_algorithm_state, load_checkpoint, load_module_state, restore_state
+from pyro_vae.training.checkpoint import (
+    check_data_fingerprint,
+    data_entry,
+    load_algorithm_state,
+    load_checkpoint,
+    load_module_state,
+    restore_state,
+    rng_state,
+    set_rng_state,
+)
 from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
 from pyro_vae.training.folder import (
@@ -117,6 +118,7 @@ def train(
     run_dir: str | Path,
     *,
     data_dir: str | Path | None = None,
+    data: object = None,
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
@@ -132,48 +134,67 @@ def train(
 
     The run's kind of data (:func:`~pyro_vae.training.kinds.run_kind`) builds it and gives
     each epoch's batches: minibatches of data points, or one full-graph step for a graph model.
-
-    On resume the checkpoint's config must match ``config`` except for ``epochs``,
-    which may not be fewer than the epochs done. Metrics rows follow
-    ``config.evals_per_decade`` (:class:`EvalSchedule`); ``on_eval(run)`` adds columns
-    to each row (e.g. an importance-sampled log p(x)) and must be passed again on
-    resume. A checkpoint is written at the end of every epoch that wrote a row, of
-    the last epoch, and otherwise after :data:`CHECKPOINT_SECONDS`, always at an
-    epoch's end, so a resumed run repeats exactly what an uninterrupted one does.
-    A NaN or infinite loss raises :class:`TrainingDiverged` and leaves the last
-    checkpoint untouched. With ``keep_every=n`` a copy of every n-th epoch's
-    checkpoint is kept in ``run_dir/checkpoints/``.
-
-    Pyro's validation (distribution arguments and supports) runs on the first step of
-    the call and then, unless ``validate_every_step``, is off: the model still checks
-    each batch's shape, dtype and range, a NaN loss still stops the run, and the
-    checks would cost ~10% of a step (``pyro-vae benchmark``).
-
-    ``jit=True`` trains with the estimator's ELBO compiled (:mod:`pyro_vae.inference.jit`:
-    Pyro's ``JitTrace_ELBO``, one graph per batch shape): the same losses and parameters
-    to float rounding, without Pyro's per-step tracing. For programs of static structure
-    only; estimators, algorithms and KL warm-up it cannot compile are refused. ``jit=None``
-    (the default) compiles the built-in programs and estimators the tests check
-    (:func:`~pyro_vae.inference.jit.compiles_by_default`) and trains anything else eagerly.
-
-    The run folder is locked for the whole call
+    Metrics rows follow ``config.evals_per_decade``
+    (:class:`~pyro_vae.training.metrics.EvalSchedule`). A checkpoint is written at the end of
+    every epoch that wrote a row, of the last epoch, and otherwise after
+    ``CHECKPOINT_SECONDS`` (60 s) without one, always at an epoch's end, so a resumed run repeats
+    exactly what an uninterrupted one does. A NaN or infinite loss raises
+    :class:`~pyro_vae.training.folder.TrainingDiverged` and leaves the last checkpoint
+    untouched. The run folder is locked for the whole call
     (:func:`~pyro_vae.training.run_dir.lock_run_dir`): a second trainer gets
     :class:`~pyro_vae.training.run_dir.RunDirBusyError`.
 
-    ``callbacks`` are called after each step, for each metrics row, at each epoch's end and at
-    the run's end (:mod:`pyro_vae.training.callbacks`), on the main process, after the epoch's
-    checkpoint is written; one that raises stops the run with a
-    :class:`~pyro_vae.training.callbacks.CallbackError` and loses no epoch. One whose
-    ``should_stop`` is true stops the run cleanly at the end of that epoch (its checkpoint
-    written): :class:`~pyro_vae.training.callbacks.EarlyStopping` is one.
-
-    Each checkpoint records the settings of the process that change float rounding (``jit``,
-    denormal flushing, CPU threads, the kind of ``device``: :mod:`pyro_vae.training.process`);
-    a resume with other ones is refused unless ``allow_process_change``.
-
-    ``distributed`` (from :func:`~pyro_vae.training.distributed.session`) makes this
-    call one process of a multi-process run: every process calls it with the same
-    arguments (its own ``device``); rank 0 holds the lock and writes the files.
+    :param config: the run: model, estimator, algorithm, optimizer, data set and budget;
+        written to ``run_dir/config.json``.
+    :param run_dir: the run folder, created if absent: ``config.json``, ``metrics.csv`` (a row
+        per evaluation) and ``checkpoint.pt``.
+    :param data_dir: the folder the data sets are read from (``--data-dir``); ``None``:
+        ``$PYRO_VAE_DATA``, else a download into the cache (:mod:`pyro_vae.data.cache`).
+    :param data: a user's own data instead of a data set by name: a tensor or numpy array, a dict
+        of them, a torch ``Dataset`` or ``DataLoader`` (:func:`pyro_vae.data.as_dataset`), for a
+        config of ``dataset="user"``. The checkpoint records its fingerprint: a resume on other
+        data is refused.
+    :param device: the torch device to train on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); one this
+        machine lacks is refused before any work.
+    :param resume: continue from ``run_dir/checkpoint.pt``. Its config must match ``config``
+        except for ``epochs``, which may not be fewer than the epochs done. ``False`` refuses a
+        folder that already holds a checkpoint.
+    :param progress: a progress bar of the steps (tqdm, on stderr, main process only), with a
+        line per metrics row; ``False`` prints nothing.
+    :param keep_every: with ``n > 0``, a copy of every n-th epoch's checkpoint is kept in
+        ``run_dir/checkpoints/``; ``0`` keeps only the last.
+    :param distributed: makes this call one process of a multi-process run (from
+        :func:`~pyro_vae.training.distributed.session`, under ``torchrun``): every process calls
+        it with the same arguments (its own ``device``); rank 0 holds the lock and writes the
+        files. The default is a single process.
+    :param on_eval: ``on_eval(run)`` returns columns added to each metrics row (e.g. an
+        importance-sampled log p(x)); pass it again on resume.
+    :param validate_every_step: Pyro's validation (distribution arguments and supports) on every
+        step. By default it runs on the first step of the call only: the model still checks each
+        batch's shape, dtype and range, a NaN loss still stops the run, and the checks would cost
+        about 10% of a step (``pyro-vae benchmark``).
+    :param jit: ``True`` trains with the estimator's ELBO compiled
+        (:mod:`pyro_vae.inference.jit`: Pyro's ``JitTrace_ELBO``, one graph per batch shape): the
+        same losses and parameters to float rounding, without Pyro's per-step tracing. For
+        programs of static structure only; estimators, algorithms and KL warm-up it cannot
+        compile are refused. ``None`` (the default) compiles the built-in programs and
+        estimators the tests check (:func:`~pyro_vae.inference.jit.compiles_by_default`) and
+        trains anything else eagerly; ``False`` never compiles.
+    :param callbacks: objects with any of the hooks of :data:`~pyro_vae.training.callbacks.HOOKS`,
+        called after each step, for each metrics row, at each epoch's end and at the run's end
+        (:mod:`pyro_vae.training.callbacks`), on the main process, after the epoch's checkpoint
+        is written. One that raises stops the run with a
+        :class:`~pyro_vae.training.callbacks.CallbackError` and loses no epoch; one whose
+        ``should_stop`` is true stops the run cleanly at the end of that epoch (its checkpoint
+        written), as :class:`~pyro_vae.training.callbacks.EarlyStopping` does.
+    :param allow_process_change: resume even if this process's settings that change float
+        rounding differ from those the checkpoint records (``jit``, denormal flushing, CPU
+        threads, the kind of ``device``: :mod:`pyro_vae.training.process`); without it such a
+        resume is refused.
+    :returns: the trained :class:`~pyro_vae.training.build.Run`: its program, data, estimator
+        and metrics rows.
+    :raises ~pyro_vae.training.folder.TrainingDiverged: on a NaN or infinite loss.
+    :raises ~pyro_vae.training.run_dir.RunDirBusyError: when another trainer holds ``run_dir``.
     """
     check_arguments(train, **locals())  # every argument against its annotation, before any work
     check_device(device)
@@ -227,6 +248,7 @@ def train(
             run_dir,
             state,
             data_dir=data_dir,
+            data=data,
             device=device,
             progress=progress,
             keep_every=keep_every,
@@ -257,6 +279,7 @@ def _train_prepared(
     state: dict | None,
     *,
     data_dir: str | Path | None,
+    data: object,
     device: str,
     progress: bool,
     keep_every: int,
@@ -270,7 +293,7 @@ def _train_prepared(
     # train()'s body after open_run, while rank 0 holds the run folder's lock.
     checkpoint_path = run_dir / CHECKPOINT
     with distributed.local_main_first():
-        run = kind.build(config, data_dir, device)
+        run = kind.build(config, data_dir, device, data=data)
     run.folder = run_dir
     kind.check(run, device, distributed.world_size)
     vae, estimator = run.vae, run.estimator
@@ -280,11 +303,12 @@ def _train_prepared(
     distributed.seed_noise(config.seed)
     start_epoch, wall, since_row = 0, 0.0, None
     if state is not None:
+        check_data_fingerprint(state, getattr(run.dataset, "fingerprint", None), checkpoint_path)
         load_module_state(vae, state["model"], "model", checkpoint_path)
         load_module_state(estimator.modules, state["estimator"], "estimator", checkpoint_path)
         load_algorithm_state(algorithm, state["optimizer"], checkpoint_path)
         own = distributed.rank_entry(state)
-        _set_rng_state(state["rng"] if own is None else own["rng"], generator)
+        set_rng_state(state["rng"] if own is None else own["rng"], generator)
         if own is not None:
             restore_state(algorithm.load_rank_state, own["param_stores"], "per-process", checkpoint_path)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
@@ -307,11 +331,12 @@ def _train_prepared(
             "model": vae.state_dict(),
             "estimator": estimator.modules.state_dict(),
             "optimizer": algorithm.state_dict(),
-            "rng": _rng_state(generator),
+            "rng": rng_state(generator),
             "metrics": run.metrics,
             "wall_seconds": clock.wall(),
             "since_row": clock.state(),
             "process": process,
+            **data_entry(getattr(run.dataset, "fingerprint", None)),
         }
         checkpoint.update(distributed.rank_entries(checkpoint["rng"], algorithm))
         distributed.on_main(lambda: write_epoch(run_dir, run.metrics, checkpoint, keep_every))
@@ -373,20 +398,3 @@ def _train_prepared(
             bar.close()
     distributed.on_main(lambda: end_of_run(callbacks, run, saved_epoch))
     return run
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    # Generator states must be CPU byte tensors, for the CUDA generators too;
-    # a checkpoint loaded with ``map_location="cuda"`` has moved them.
-    torch.set_rng_state(state["torch"].cpu())
-    if "data" in state:  # a graph run's checkpoints before the one trainer kept torch's alone
-        generator.set_state(state["data"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -38,8 +38,9 @@ from pyro_vae.files import atomic_copy, named_os_error
 
 LOCK = ".lock"
 SNAPSHOTS = "checkpoints"
-# Temporary files the trainer writes: hidden ".NAME.<random>.tmp" from the atomic writes
-# here and in checkpoint.py, and "metrics.tmp" from older versions of write_csv. Not those of
+# Temporary files the trainer writes: hidden ".NAME.<random>.tmp" from the atomic writes of
+# pyro_vae.files (checkpoint.py, folder.py, and the snapshot copies here), and "metrics.tmp"
+# from older versions of write_csv. Not those of
 # `pyro-vae evaluate`, which may be writing into the folder without the lock.
 _TEMP_FILE = re.compile(r"^\.(checkpoint\.pt|config\.json|metrics\.csv|epoch-\d+\.pt)\..+\.tmp$|^metrics\.tmp$")
 _WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}

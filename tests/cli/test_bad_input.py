@@ -102,15 +102,15 @@ CLI = [
             ),
             (
                 ["--lr-schedule", "step", "--schedule-option", "step_size=0"],
-                "schedule 'step' with options {'step_size': 0}: step_size must be an int >= 1 (epochs), got 0",
+                "schedule 'step' with options {'step_size': 0}: step_size must be an int >= 1 (epochs, or optimizer steps with schedule_interval='step'), got 0",
             ),
             (
                 ["--lr-schedule", "step", "--schedule-option", "step_size=inf"],
-                "schedule 'step' with options {'step_size': inf}: step_size must be an int >= 1 (epochs), got inf",
+                "schedule 'step' with options {'step_size': inf}: step_size must be an int >= 1 (epochs, or optimizer steps with schedule_interval='step'), got inf",
             ),
             (
                 ["--schedule-option", "warmup=-inf"],
-                "schedule 'constant' with options {'warmup': -inf}: warmup must be an int >= 0 (epochs), got -inf",
+                "schedule 'constant' with options {'warmup': -inf}: warmup must be an int >= 0 (epochs, or optimizer steps with schedule_interval='step'), got -inf",
             ),
             (
                 ["--optimizer-option", "maximize=True"],
@@ -315,7 +315,7 @@ def _dataset(**changes):
 
 
 def _build(device):
-    from pyro_vae.training.build import build_run
+    from pyro_vae.training import build_run
 
     return build_run(TrainConfig(dataset="synthetic", z_dim=2, hidden=(3,)), device=device)
 

@@ -55,7 +55,7 @@ def test_registry_backed_flags_offer_the_registrys_names():
     from pyro_vae.models import MODELS
     from pyro_vae.models.nets import ACTIVATIONS
 
-    train = dict(PARSERS)["train"]
+    train = dict(_parsers())["train"]  # built now: other test modules register models as they are collected
     choices = {action.dest: action.choices for action in train._actions}
     assert list(choices["model"]) == MODELS.names() and list(choices["estimator"]) == ESTIMATORS.names()
     assert list(choices["optimizer"]) == OPTIMIZERS.names()

@@ -27,7 +27,8 @@ from pyro_vae.models.linear_gaussian import (
     set_exact_guide,
 )
 from pyro_vae.models.priors import VampPriorVAE
-from pyro_vae.training.build import build_run, check_program
+from pyro_vae.training import build_run
+from pyro_vae.training.build import check_program
 
 SMALL = dict(BASE, epochs=2)
 

@@ -35,7 +35,8 @@ def program_and_data(name: str):
 
 
 def test_every_vector_model_is_covered():
-    assert set(OPTIONS) == {name for name in MODELS if getattr(MODELS[name], "data_kind", "vectors") == "vectors"}
+    shipped = [name for name in MODELS if MODELS[name].__module__.startswith("pyro_vae.")]  # not the tests' own
+    assert set(OPTIONS) == {name for name in shipped if getattr(MODELS[name], "data_kind", "vectors") == "vectors"}
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
