@@ -109,3 +109,12 @@ def test_broken_link_is_found(tmp_path):
         "missing.md (no file " + str(tmp_path / "missing.md") + ")",
         "page.md#nowhere (no heading #nowhere in page.md)",
     ]
+
+
+def test_the_version_is_the_changelogs_latest_release():
+    """pyproject.toml's version is the newest release the changelog describes (semantic versioning)."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert releases and releases[0] == version, (version, releases[:2])

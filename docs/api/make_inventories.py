@@ -139,6 +139,7 @@ SITES: dict[str, Site] = {
                 "pyro.poutine.Trace",
                 "pyro.poutine.indep_messenger.CondIndepStackFrame",
                 "pyro.poutine.messenger.Messenger",
+                "pyro.poutine.runtime.Message",
             ],
             "primitives.html": ["pyro.primitives.plate"],
         },

@@ -70,6 +70,23 @@ def _manifold(inputs: FigureInputs) -> Path:
     return plot_manifold(inputs.run.vae, inputs.run.dataset.image_shape, inputs.out_dir / "manifold.png", **one_class)
 
 
+def _labels_shape_samples(run) -> str | None:
+    """What an analogies figure needs: ``classify``, ``embed`` and ``generate``, and a decoder whose
+    output changes with the label y (the same z, y = 0 and y = 1 generate different means)."""
+    lacks = _missing_methods("classify", "embed", "generate")(run)
+    if lacks:
+        return lacks
+    vae = run.vae
+    parameter = next(vae.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    z = torch.zeros(2, getattr(vae, "z_dim", 1), device=device)
+    try:
+        means = vae.generate(2, latents={"z": z}, y=torch.tensor([0, 1], device=device))
+    except Exception as err:  # noqa: BLE001  told, not raised: the figure is left out
+        return f"generate(2, latents={{'z': ...}}, y=...) fails ({type(err).__name__}: {str(err).splitlines()[0]})"
+    return "the decoder ignores the label y (y = 0 and 1 generate the same means)" if torch.equal(*means) else None
+
+
 def _two_dimensional(run) -> str | None:
     lacks = _missing_methods("generate")(run)
     return lacks or (None if getattr(run.vae, "z_dim", None) == 2 else "the code is not 2-D")
@@ -114,7 +131,7 @@ RUN_FIGURES.register(
     "analogies",
     RunFigure(
         lambda i: plot_analogies(i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "analogies.png"),
-        _missing_methods("classify", "embed", "generate"),
+        _labels_shape_samples,
     ),
     help="style and class apart (M2; Kingma et al. 2014)",
 )

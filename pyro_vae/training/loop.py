@@ -20,10 +20,8 @@ decade of training samples) and ``checkpoint.pt`` (model, algorithm and RNG stat
 of an epoch, written atomically, from which ``resume=True`` continues exactly as if the run
 had not stopped).
 
-The minibatch ELBO is scaled by N/M (``total_size`` of the data plate), so the
-loss estimates the negative ELBO of the whole training set, as in the paper's
-Algorithm 1; ``weight_decay=1`` is then exactly a N(0, I) prior on the weights.
-Nothing here touches Pyro's global param store.
+The minibatch ELBO is scaled by N/M (``total_size`` of the data plate): the loss estimates the
+whole training set's negative ELBO, as in the paper's Algorithm 1. Pyro's param store is untouched.
 
 Under ``torchrun`` the same loop runs on every process, given a
 :class:`~pyro_vae.training.distributed.DistributedContext`: each process trains
@@ -346,7 +344,8 @@ def _train_prepared(
             batches = kind.batches(run, generator, device, distributed)
             if schedule is None:
                 schedule = kind.schedule(config, len(batches))
-                bar = tqdm(total=(config.epochs - start_epoch) * len(batches), disable=not show, leave=False)
+                steps = (config.epochs - start_epoch) * len(batches)  # on a pipe (a log) no bar, the rows' lines only
+                bar = tqdm(total=steps, disable=None if show else True, leave=False)
             bar.set_description_str(f"epoch {epoch}/{config.epochs}")
             rows_before = len(run.metrics)
             for step, batch in enumerate(batches, 1):

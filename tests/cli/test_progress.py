@@ -109,3 +109,12 @@ def test_the_evaluation_draws_a_bar_over_its_batches_when_asked(progress, folder
     monkeypatch.setattr(sys, "stderr", Terminal())
     evaluate(run.vae, run.dataset.test_batches(50, num=200), num_samples=2, progress=progress)
     assert ("evaluate, K=2" in sys.stderr.getvalue() and "/4 [" in sys.stderr.getvalue()) is progress
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_training_draws_its_bar_on_a_terminal_and_its_row_lines_anywhere(terminal, tmp_path, monkeypatch, capsys):
+    stderr = Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    train(TrainConfig(dataset="synthetic", z_dim=2, hidden=(8,), epochs=1, num_train=200), tmp_path, progress=True)
+    assert ("%|" in stderr.getvalue()) == terminal  # a log (a pipe) gets no bar
+    assert "epoch 1, 200 samples: train ELBO" in capsys.readouterr().out

@@ -97,3 +97,19 @@ def test_an_unknown_figure_lists_the_registered_ones(tmp_path):
     with pytest.raises(ValueError, match=r"unknown figure 'pretty'; expected one of \['samples', 'reconstructions'"):
         write_figures(run, tmp_path / "figures", names=["pretty"])
     assert RUN_FIGURES.names()[-1] == "manifold"
+
+
+@pytest.mark.parametrize("deaf", [False, True])
+def test_analogies_need_a_decoder_that_uses_the_label(tmp_path, deaf):
+    config = TrainConfig(
+        dataset="synthetic", model="m2", estimator="enum", z_dim=2, hidden=(8,), epochs=1, num_labels=40, num_train=400
+    )
+    run = train(config, tmp_path / "run", progress=False)
+    if deaf:  # a labelled program whose decoder ignores y: the same z gives the same image for every class
+        decode = run.vae.decode
+        run.vae.decode = lambda z, *, y, **context: decode(z, y=torch.zeros_like(y), **context)
+    skipped = {}
+    paths = write_figures(run, tmp_path / "figures", names=None, skipped=skipped.__setitem__)
+    drawn = "analogies.png" in {p.name for p in paths}
+    assert drawn != deaf
+    assert deaf == ("the decoder ignores the label y" in skipped.get("analogies", ""))
