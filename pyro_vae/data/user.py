@@ -6,7 +6,9 @@ What :func:`as_dataset` accepts:
 
 * a tensor or numpy array ``(N, *x_shape)``: the data, unlabelled;
 * a dict with the keys of :class:`~pyro_vae.data.Dataset`: ``train`` (required), ``test``,
-  ``train_labels``, ``test_labels``; ``x`` is read as ``train``, ``y`` and ``labels`` as
+  ``train_labels``, ``test_labels``, and a held-out ``validation`` set (with its
+  ``validation_labels``) the metrics rows then evaluate (``val_elbo``; instead of
+  ``validation_fraction``); ``x`` is read as ``train``, ``y`` and ``labels`` as
   ``train_labels`` (the names of an ``.npz`` file, :mod:`pyro_vae.data.reading`);
 * a ``torch.utils.data.Dataset`` whose items are tensors, or ``(x, y)`` pairs with integer
   labels (a ``TensorDataset`` of one or two tensors is one), or a ``DataLoader`` (its data set);
@@ -45,7 +47,7 @@ USER_DATASET = "user"
 #: The held-out part of a user's data that becomes the test set when none is given.
 TEST_FRACTION = 0.1
 #: The keys of a dict of data (and the arrays of an ``.npz`` file), other names read as them.
-KEYS = ("train", "test", "train_labels", "test_labels")
+KEYS = ("train", "test", "train_labels", "test_labels", "validation", "validation_labels")
 ALIASES = {"x": "train", "y": "train_labels", "labels": "train_labels"}
 
 
@@ -68,7 +70,12 @@ def as_dataset(
     parts = _parts(data)
     train = _values(parts["train"], "train")
     test = None if parts.get("test") is None else _values(parts["test"], "test")
-    train_labels, test_labels = (_labels(parts.get(key), key) for key in ("train_labels", "test_labels"))
+    train_labels, test_labels, validation_labels = (
+        _labels(parts.get(key), key) for key in ("train_labels", "test_labels", "validation_labels")
+    )
+    validation = None if parts.get("validation") is None else _values(parts["validation"], "validation")
+    if validation is None and validation_labels is not None:
+        raise ValueError("validation_labels were given without validation data; give validation too, or neither")
     if test is None:
         if test_labels is not None:
             raise ValueError("test_labels were given without test data; give test too, or neither")
@@ -83,14 +90,17 @@ def as_dataset(
         image_shape=image_shape,
         likelihood=likelihood,
         binarize=binarize,
-        fingerprint=data_fingerprint(train.flatten(1), test.flatten(1)),
+        validation=None if validation is None else validation.flatten(1),
+        validation_labels=validation_labels,
+        fingerprint=data_fingerprint(train.flatten(1), test.flatten(1), *([] if validation is None else [validation])),
     )
 
 
-def data_fingerprint(train: torch.Tensor, test: torch.Tensor) -> str:
-    """The SHA-256 (hex) of the training and test tensors: each one's dtype, shape and bytes."""
+def data_fingerprint(train: torch.Tensor, test: torch.Tensor, *more: torch.Tensor) -> str:
+    """The SHA-256 (hex) of the training and test tensors (and a given validation set's): each
+    one's dtype, shape and bytes."""
     digest = hashlib.sha256()
-    for x in (train, test):
+    for x in (train, test, *more):
         digest.update(f"{x.dtype}{tuple(x.shape)}".encode())
         digest.update(x.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

@@ -161,6 +161,11 @@ def build_vector_run(
             )
         labels = None if dataset.train_labels is None else dataset.train_labels[: config.num_train]
         dataset = dataclasses.replace(dataset, train=dataset.train[: config.num_train], train_labels=labels)
+    if config.validation_fraction and dataset.validation is not None:
+        raise ValueError(
+            f"the data hold a validation set of {len(dataset.validation)} points and validation_fraction="
+            f"{config.validation_fraction} asks for another; give one of them"
+        )
     if config.validation_fraction:
         dataset = dataset.with_validation(config.validation_fraction, config.split_seed)
     if config.num_labels is not None:

@@ -92,3 +92,12 @@ def test_cli_trains_on_an_npz_file_and_an_image_folder(tmp_path):
     assert (tmp_path / "run-images" / "figures" / "curves.png").is_file()
     assert main(["evaluate", folder, "-k", "2", "--no-progress", "--data", str(tmp_path / "data.npz")]) == 1
     assert main(["evaluate", folder, "-k", "2", "--no-progress"]) in (1, 2)
+
+
+def test_a_validation_set_given_with_the_data_is_evaluated_in_every_row(tmp_path):
+    data = {"train": GREY[:160], "test": GREY[160:180], "validation": GREY[180:]}
+    config = TrainConfig(dataset="user", z_dim=2, hidden=(8,), epochs=2, batch_size=20)
+    run = train(config, tmp_path / "run", data=data, progress=False)
+    assert torch.equal(run.dataset.validation, GREY[180:].flatten(1)) and all("val_elbo" in r for r in run.metrics)
+    with pytest.raises(ValueError, match="the data hold a validation set of 20 points and validation_fraction=0.1"):
+        train(dataclasses.replace(config, validation_fraction=0.1), tmp_path / "both", data=data, progress=False)
