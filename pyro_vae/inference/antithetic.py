@@ -46,6 +46,7 @@ import torch
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.inference.estimators import Estimator, register_estimator
@@ -66,8 +67,8 @@ def disarm_weight(f_b, f_anti, u, phi, b, anti) -> torch.Tensor:
     return 0.5 * (f_b - f_anti) * (b - anti) * torch.sigmoid(phi.abs())
 
 
-def bernoulli_base(fn: dist.TorchDistribution) -> dist.TorchDistribution:
-    """The distribution under ``fn``'s ``Independent`` wrappers (``.to_event``)."""
+def bernoulli_base(fn: object) -> object:
+    """The distribution under ``fn``'s ``Independent`` wrappers (``.to_event``): a site's ``fn``."""
     while isinstance(fn, dist.Independent):
         fn = fn.base_dist
     return fn
@@ -83,7 +84,7 @@ class AntitheticPairs(Messenger):
         self.num_pairs, self.estimator = num_pairs, estimator
         self.name: str | None = None
 
-    def _pyro_sample(self, msg: dict) -> None:
+    def _pyro_sample(self, msg: Message) -> None:
         if msg["is_observed"] or site_is_subsample(msg):
             return
         base = bernoulli_base(msg["fn"])
@@ -131,7 +132,7 @@ class AntitheticELBO(ELBO):
         needed_by = f"the {self.name} estimator"
         log_p, scale = sum_per_datum(model_trace, nesting, self.data_plate, needed_by)
         log_q, _ = sum_per_datum(guide_trace, nesting, self.data_plate, needed_by)
-        f = log_p - log_q.detach()
+        f = torch.as_tensor(log_p) - torch.as_tensor(log_q).detach()  # sum_per_datum: a tensor for a program with sites
         # f per (particle, datum) against phi's (pair, inner plates..., datum, units...); the data plate is at dim -1
         phi, m = pairs.phi, f.shape[-1]
         per_unit = f.detach().reshape(2 * k, *[1] * (nesting - 1), m, *[1] * (phi.dim() - nesting - 1))
