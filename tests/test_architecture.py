@@ -177,3 +177,47 @@ def test_the_checker_sees_a_branch_on_a_kind(tmp_path: Path):
     module = tmp_path / "m.py"
     module.write_text('if data_kind(config) == "graph":\n    pass\nif kind != "vectors":\n    pass\n')
     assert sorted(kind_branches(module)) == ["line 1: == 'graph'", "line 1: data_kind(...)", "line 3: == 'vectors'"]
+
+
+READERS = {PACKAGE / "models" / "program.py", PACKAGE / "inference" / "algorithms.py"}
+
+
+def member_probes(path: Path) -> list[str]:
+    """Where ``path`` reads a declared optional member of a program or an algorithm
+    (:data:`~pyro_vae.models.program.PROGRAM_DEFAULTS`,
+    :data:`~pyro_vae.inference.algorithms.ALGORITHM_DEFAULTS`) with ``getattr(x, "name", ...)`` or
+    ``hasattr(x, "name")`` instead of through its reader, which holds the one default."""
+    from pyro_vae.inference.algorithms import ALGORITHM_DEFAULTS
+    from pyro_vae.models.program import PROGRAM_DEFAULTS
+
+    declared = set(PROGRAM_DEFAULTS) | set(ALGORITHM_DEFAULTS)
+    return [
+        f"line {node.lineno}: {node.func.id}(..., {node.args[1].value!r})"
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("getattr", "hasattr")
+        and len(node.args) >= 2
+        and isinstance(node.args[1], ast.Constant)
+        and node.args[1].value in declared
+    ]
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if p not in READERS], ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_declared_members_are_read_through_their_reader(path: Path):
+    found = member_probes(path)
+    assert not found, (
+        f"{path.relative_to(PACKAGE)} reads declared members by name (use member/algorithm_member): {found}"
+    )
+
+
+def test_the_checker_sees_a_probed_member(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        'a = getattr(p, "data_plate_name", "data")\nb = hasattr(c, "compiles")\n'
+        'c = getattr(p, "weight", 1)\nd = getattr(p, name, None)\n'
+    )
+    assert member_probes(module) == [
+        "line 1: getattr(..., 'data_plate_name')",
+        "line 2: hasattr(..., 'compiles')",
+    ]

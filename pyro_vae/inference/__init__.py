@@ -13,6 +13,7 @@ from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator,
 from pyro_vae.inference import multi_sample  # noqa: F401  (registers vimco, score-loo after the built-ins)
 from pyro_vae.inference import relaxed  # noqa: F401  (registers gumbel, gumbel-st)
 from pyro_vae.inference import antithetic  # noqa: F401  (registers arm, disarm)
+from pyro_vae.inference import rebar  # noqa: F401  (registers rebar)
 from pyro_vae.inference.optim import OPTIMIZERS
 from pyro_vae.inference.schedules import LR_SCHEDULES, register_schedule
 

@@ -22,7 +22,8 @@ and calls
 scale and ``clip_norm`` (:class:`~pyro_vae.inference.stepping.Stepping`, which the built-in
 algorithms hand ``step``, ``end_epoch``, ``observe`` and their state to) and ``num_particles``
 (a :class:`~pyro_vae.training.config.TrainConfig`).
-An algorithm class may define ``check_config(config)`` to refuse settings it
+The optional members below are declared with their defaults in :data:`ALGORITHM_DEFAULTS`
+and read with :func:`algorithm_member`. An algorithm class may define ``check_config(config)`` to refuse settings it
 cannot use, and sets ``splits_batches = False`` if its update is not a sum of
 per-datum terms (one importance weight for a whole minibatch), so that a
 minibatch split over processes (:mod:`pyro_vae.training.distributed`) would
@@ -48,7 +49,7 @@ Pyro's default and scopes the store instead.)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyro
 import torch
@@ -68,6 +69,35 @@ class Algorithm(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+#: The optional members of an algorithm class and what a class without one means (the module docstring
+#: says more); read with :func:`algorithm_member`.
+ALGORITHM_DEFAULTS: dict[str, object] = {
+    # it reads config.kl_warmup (the latent terms' weight annealed from 0 to 1)
+    "anneals": False,
+    # it steps nothing but estimator.elbo.loss_and_grads, which train(..., jit=True) may compile
+    "compiles": False,
+    # it trains programs with latents outside the data plate (shared by all data)
+    "global_latents": False,
+    # its update is a sum of per-datum terms, so a minibatch may be split over processes
+    "splits_batches": True,
+    # check_config(config), a static method: refuse settings it cannot use; None: no check
+    "check_config": None,
+    # observe(row), on an instance: a metrics row was written (a plateau schedule steps on it); None: none
+    "observe": None,
+}
+
+
+def algorithm_member(algorithm: object, name: str) -> Any:
+    """``algorithm``'s (an algorithm class's or instance's) optional member ``name``, or its default in
+    :data:`ALGORITHM_DEFAULTS` where it has none; a name not declared there is refused."""
+    if name not in ALGORITHM_DEFAULTS:
+        raise AttributeError(
+            f"{name!r} is not a declared algorithm member; declare it in ALGORITHM_DEFAULTS "
+            f"(pyro_vae.inference.algorithms) or use one of {sorted(ALGORITHM_DEFAULTS)}"
+        )
+    return getattr(algorithm, name, ALGORITHM_DEFAULTS[name])
 
 
 #: The training algorithms by name (``--algorithm``): classes built as ``ALGORITHMS[name](program,

@@ -51,6 +51,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.inference.estimators import Estimator, register_estimator
 from pyro_vae.inference.log_weights import particle_plate, sum_per_datum
+from pyro_vae.models.program import member
 
 #: ``(f(b), f(b~), u, phi, b, b~) -> g``: the estimate of grad_phi E_q[f] from one antithetic pair,
 #: f of shape ``phi``'s (broadcast over the units), the rest of ``phi``'s shape.
@@ -168,7 +169,7 @@ class AntitheticELBO(ELBO):
 def _register(name: str, weight: PairWeight, help: str) -> None:
     def build(program, num_particles: int = 1) -> Estimator:
         elbo = AntitheticELBO(
-            name, weight, num_particles, program.max_plate_nesting, getattr(program, "data_plate_name", "data")
+            name, weight, num_particles, program.max_plate_nesting, member(program, "data_plate_name")
         )
         return Estimator(name, elbo, program.guide)
 

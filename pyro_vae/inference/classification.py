@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from pyro_vae.models.program import member
+
 
 def classifies(program: torch.nn.Module) -> bool:
     """Whether ``program`` has a classifier to score: a ``classify(x)`` method (M2's q(y|x))
     and labels ``y`` among its data keys."""
-    return hasattr(program, "classify") and "y" in getattr(program, "data_keys", ())
+    return member(program, "classify") is not None and "y" in member(program, "data_keys")
 
 
 @torch.no_grad()

@@ -97,6 +97,7 @@ from torch import nn
 from pyro_vae.inference.handlers import Baseline, Enumerated, PathDerivative, Pathwise, ScoreFunction
 from pyro_vae.inference.importance_weighted import ImportanceWeighted
 from pyro_vae.models.nets import MLP
+from pyro_vae.models.program import member
 from pyro_vae.registry import Registry
 
 
@@ -300,9 +301,7 @@ def score_nvil(program, num_particles: int = 1) -> Estimator:
 
 def _register_importance_weighted(name: str, handler: Callable[[], Messenger], doubly: bool, help: str) -> None:
     def build(program, num_particles: int = 1) -> Estimator:
-        elbo = ImportanceWeighted(
-            num_particles, program.max_plate_nesting, getattr(program, "data_plate_name", "data"), doubly
-        )
+        elbo = ImportanceWeighted(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), doubly)
         return Estimator(name, elbo, _handled(handler, program.guide), objective="iwae")
 
     register_estimator(name, build, help=help)

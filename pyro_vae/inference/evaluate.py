@@ -42,6 +42,7 @@ from tqdm import tqdm
 from pyro_vae.inference.algorithms import ParamScope
 from pyro_vae.inference.joint import global_sites, joint_bounds
 from pyro_vae.inference.log_weights import log_weights
+from pyro_vae.models.program import member
 from pyro_vae.validation import MemoryRefusal, check_arguments, check_pass_fits
 
 
@@ -214,7 +215,7 @@ def evaluate(
     """
     check_arguments(evaluate, program=program, num_samples=num_samples, chunk_size=chunk_size)
     batches = tqdm(batches, desc=f"evaluate, K={num_samples}", unit="batch", disable=not progress, leave=False)
-    mpn, plate = program.max_plate_nesting, getattr(program, "data_plate_name", "data")
+    mpn, plate = program.max_plate_nesting, member(program, "data_plate_name")
     totals = {"elbo": 0.0, "log_px": 0.0}
     count = 0
     was_training = program.training

@@ -42,8 +42,9 @@ import torch
 from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 
-from pyro_vae.inference.algorithms import ALGORITHMS
+from pyro_vae.inference.algorithms import ALGORITHMS, algorithm_member
 from pyro_vae.inference.estimators import Estimator
+from pyro_vae.models.program import member
 
 #: (model, estimator) pairs of the built-in models whose compiled step equals the eager one
 #: (``tests/inference/test_jit.py``); ``train`` compiles these by default (:func:`compiles_by_default`).
@@ -68,7 +69,7 @@ def compiles_by_default(config, model_class: type) -> bool:
         (config.model, config.estimator) in CHECKED
         and model_class.__module__.startswith("pyro_vae.models.")
         and config.num_particles == 1
-        and getattr(ALGORITHMS[config.algorithm], "compiles", False)
+        and algorithm_member(ALGORITHMS[config.algorithm], "compiles")
         and not config.kl_warmup
         and not config.estimator_options
     )
@@ -163,8 +164,8 @@ def data_check(program) -> Callable[[dict], None] | None:
     """The program's per-batch data check for :class:`CompiledELBO`, where it has one: the
     checks its model runs on a call, ``program.batch_size(x, None, context)`` (the data's
     shape, dtype and range, and the context's labels, as :class:`~pyro_vae.models.VAE`'s)."""
-    batch_size = getattr(program, "batch_size", None)
+    batch_size = member(program, "batch_size")
     if batch_size is None:
         return None
-    keys = [key for key in getattr(program, "data_keys", ("x",)) if key != "x"]
+    keys = [key for key in member(program, "data_keys") if key != "x"]
     return lambda batch: batch_size(batch["x"], None, {key: batch[key] for key in keys if key in batch})

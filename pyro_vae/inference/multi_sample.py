@@ -36,6 +36,7 @@ from pyro.infer.enum import get_importance_trace
 
 from pyro_vae.inference.estimators import Estimator, register_estimator
 from pyro_vae.inference.log_weights import particle_plate, per_datum, sample_sites, sum_per_datum
+from pyro_vae.models.program import member
 
 
 class MultiSampleScore(ELBO):
@@ -149,7 +150,7 @@ class LeaveOneOut(MultiSampleScore):
 
 def _register(name: str, elbo_class: type[MultiSampleScore], help: str) -> None:
     def build(program, num_particles: int = 2) -> Estimator:
-        elbo = elbo_class(num_particles, program.max_plate_nesting, getattr(program, "data_plate_name", "data"))
+        elbo = elbo_class(num_particles, program.max_plate_nesting, member(program, "data_plate_name"))
         return Estimator(name, elbo, program.guide, objective=elbo_class.bound)
 
     register_estimator(name, build, help=help)

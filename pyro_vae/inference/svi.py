@@ -28,6 +28,7 @@ from pyro_vae.inference.algorithms import ParamScope, register_algorithm
 from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
 from pyro_vae.inference.optim import configured_optimizer
 from pyro_vae.inference.stepping import Stepping
+from pyro_vae.models.program import member
 
 
 @register_algorithm("aevb")
@@ -44,7 +45,7 @@ class SVIAlgorithm:
         self.optimizer = configured_optimizer(params, config)
         self.stepping = Stepping([self.optimizer], config)
         self.scope = ParamScope(params)
-        self.auxiliary_loss = getattr(program, "auxiliary_loss", None)
+        self.auxiliary_loss = member(program, "auxiliary_loss")
         self.kl_warmup = config.kl_warmup
 
     def beta(self) -> float:

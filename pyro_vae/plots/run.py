@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pyro_vae.models.program import member
 from pyro_vae.plots.curves import plot_curves
 from pyro_vae.plots.images import plot_analogies, plot_manifold, plot_reconstructions, plot_samples
 from pyro_vae.plots.latents import plot_latents
@@ -29,7 +30,7 @@ def label_context(
     """``(test, generated)``: the keywords that condition a model of labelled data (``"y"`` in
     its ``data_keys``) on the test ``labels``, and ``num_generated`` draws on one class per column
     of ten; empty for other models."""
-    if "y" not in getattr(vae, "data_keys", ("x",)):
+    if "y" not in member(vae, "data_keys"):
         return {}, {}
     return {"y": labels}, {"y": torch.arange(num_generated, device=device) % data.num_classes}
 
@@ -79,7 +80,7 @@ def _labels_shape_samples(run) -> str | None:
     vae = run.vae
     parameter = next(vae.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    z = torch.zeros(2, getattr(vae, "z_dim", 1), device=device)
+    z = torch.zeros(2, member(vae, "z_dim") or 1, device=device)
     try:
         means = vae.generate(2, latents={"z": z}, y=torch.tensor([0, 1], device=device))
     except Exception as err:  # noqa: BLE001  told, not raised: the figure is left out
@@ -89,7 +90,7 @@ def _labels_shape_samples(run) -> str | None:
 
 def _two_dimensional(run) -> str | None:
     lacks = _missing_methods("generate")(run)
-    return lacks or (None if getattr(run.vae, "z_dim", None) == 2 else "the code is not 2-D")
+    return lacks or (None if member(run.vae, "z_dim") == 2 else "the code is not 2-D")
 
 
 #: The figures of a run, in the order they are drawn (``pyro-vae plot --figures NAME ...`` chooses).

@@ -24,12 +24,13 @@ import torch
 
 from pyro_vae.data import USER_DATASET, Dataset, as_dataset, load_dataset
 from pyro_vae.inference import ALGORITHMS, Estimator, make_estimator
-from pyro_vae.inference.algorithms import ParamScope
+from pyro_vae.inference.algorithms import ParamScope, algorithm_member
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.inference.joint import global_sites
 from pyro_vae.models import MODELS, DataSpec, build_model
 from pyro_vae.models.likelihoods import Gaussian
 from pyro_vae.models.nets import initialize
+from pyro_vae.models.program import member
 from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import TrainConfig
@@ -73,7 +74,7 @@ def with_absolute_sources(config: TrainConfig) -> TrainConfig:
     it to the options typed on its command line); ``SCHEME:NAME`` sources
     (``pretrained:NAME``) and options that are not sources are left as they are."""
     options = dict(config.model_options)
-    for key in getattr(MODELS[config.model], "program_options", ()):
+    for key in member(MODELS[config.model], "program_options"):
         source = options.get(key)
         if isinstance(source, str) and _source_scheme(source)[0] == "run":
             options[key] = str(Path(source).resolve())
@@ -95,7 +96,7 @@ def program_options(config: TrainConfig, data_dir: str | Path | None = None, dev
     class lists in ``program_options``) loaded by :func:`load_program` where it is a string; an
     error names the option and its value."""
     options = dict(config.model_options)
-    for key in getattr(MODELS[config.model], "program_options", ()):
+    for key in member(MODELS[config.model], "program_options"):
         source = options.get(key)
         if isinstance(source, str):
             try:
@@ -173,8 +174,8 @@ def build_vector_run(
     check_model_fits(config, dataset.x_shape, device)
     program = build_program(config, dataset, data_dir, device).to(device)
     initialize(program, config.init)
-    if hasattr(program, "initialize"):  # a data-dependent start (the VampPrior's pseudo_init="data")
-        program.initialize(dataset.train.to(device))
+    if (start := member(program, "initialize")) is not None:  # a data-dependent start (VampPrior's pseudo_init="data")
+        start(dataset.train.to(device))
     estimator = make_estimator(config.estimator, program, config.num_particles, config.estimator_options)
     estimator.modules.to(device)
     return Run(config, dataset, program, estimator)
@@ -195,14 +196,14 @@ def check_program(run: Run, device: str = "cpu", processes: int = 1) -> None:
             program.guide,
             x,
             program.max_plate_nesting,
-            data_plate=getattr(program, "data_plate_name", "data"),
+            data_plate=member(program, "data_plate_name"),
             **batch,
         )
         if sites:
             refusals = {
                 f"the estimator {run.estimator.name!r} (a bound per datum)": run.estimator.objective != "elbo",
-                f"the algorithm {config.algorithm!r}": not getattr(
-                    ALGORITHMS[config.algorithm], "global_latents", False
+                f"the algorithm {config.algorithm!r}": not algorithm_member(
+                    ALGORITHMS[config.algorithm], "global_latents"
                 ),
                 f"{processes} processes (the joint evaluation is not sharded)": processes > 1,
             }

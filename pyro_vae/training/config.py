@@ -25,12 +25,14 @@ from pathlib import Path
 
 from pyro_vae.data import DATASETS
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
+from pyro_vae.inference.algorithms import algorithm_member
 from pyro_vae.inference.estimators import check_estimator_options
 from pyro_vae.inference.optim import check_optimizer_settings
 from pyro_vae.inference.stepping import check_stepping
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS, INITIALIZATIONS
+from pyro_vae.models.program import member
 from pyro_vae.validation import check_fields, check_train_config
 
 #: Named sets of config values from the papers (``--preset``): architecture, optimizer and batch size.
@@ -129,8 +131,10 @@ class TrainConfig:
         check_data_kind(self)
         if self.init != "torch" and self.init_std is not None:
             raise ValueError(f"init={self.init!r} and init_std={self.init_std} both set the weights' start; give one")
-        for checker in (MODELS[self.model], ALGORITHMS[self.algorithm]):
-            check = getattr(checker, "check_config", None)
+        for check in (
+            member(MODELS[self.model], "check_config"),
+            algorithm_member(ALGORITHMS[self.algorithm], "check_config"),
+        ):
             if check is not None:
                 check(self)
         if self.num_train is not None and self.num_train < self.batch_size:
@@ -152,7 +156,7 @@ class TrainConfig:
                 f"kl_warmup={self.kl_warmup} epochs is longer than the run's epochs={self.epochs}: the latent terms "
                 f"would never reach their full weight; give kl_warmup <= {self.epochs} or more epochs"
             )
-        if self.kl_warmup and not getattr(ALGORITHMS[self.algorithm], "anneals", False):
+        if self.kl_warmup and not algorithm_member(ALGORITHMS[self.algorithm], "anneals"):
             raise ValueError(f"kl_warmup needs an algorithm that optimizes the ELBO (aevb), not {self.algorithm!r}")
         if self.labelled_per_batch and (self.num_labels is None or not 0 < self.labelled_per_batch < self.batch_size):
             raise ValueError(
@@ -189,15 +193,15 @@ def flag(name: str) -> str:
 
 def data_kind(config: TrainConfig) -> str:
     """The kind of data ``config.model`` trains on: its class's ``data_kind``, ``"vectors"`` by default."""
-    return getattr(MODELS[config.model], "data_kind", "vectors")
+    return member(MODELS[config.model], "data_kind")
 
 
 def check_data_kind(config: TrainConfig) -> None:
     """Refuse a model and a data set of different kinds (a graph model on images, ...)."""
     model_kind = data_kind(config)
-    dataset_kind = getattr(DATASETS[config.dataset], "data_kind", "vectors")
+    dataset_kind = member(DATASETS[config.dataset], "data_kind")
     if model_kind != dataset_kind:
-        fits = [name for name in DATASETS if getattr(DATASETS[name], "data_kind", "vectors") == model_kind]
+        fits = [name for name in DATASETS if member(DATASETS[name], "data_kind") == model_kind]
         raise ValueError(
             f"the model {config.model!r} trains on {model_kind} data and the data set {config.dataset!r} "
             f"holds {dataset_kind}; use one of the data sets {fits}"

@@ -81,7 +81,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from pyro_vae.inference.algorithms import Algorithm, ParamScope
+from pyro_vae.inference.algorithms import Algorithm, ParamScope, algorithm_member
 
 __all__ = [
     "SINGLE",
@@ -265,7 +265,7 @@ class DistributedAlgorithm:
 
     def __init__(self, algorithm: Algorithm, context: DistributedContext) -> None:
         name = type(algorithm).__name__
-        if not getattr(algorithm, "splits_batches", True):
+        if not algorithm_member(algorithm, "splits_batches"):
             raise ValueError(
                 f"{name} weighs a whole minibatch at once, so splitting it over processes would change "
                 "what it computes; train it on one process"
@@ -287,7 +287,7 @@ class DistributedAlgorithm:
 
     def observe(self, row: dict) -> None:
         """The wrapped algorithm's ``observe(row)`` (a plateau schedule's metric), where it has one."""
-        observe = getattr(self.algorithm, "observe", None)
+        observe = algorithm_member(self.algorithm, "observe")
         if observe is not None:
             observe(row)
 

@@ -27,6 +27,7 @@ import torch
 
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS
 from pyro_vae.models import MODELS
+from pyro_vae.models.program import member
 from pyro_vae.registry import Registry
 from pyro_vae.training.build import PROGRAM_SOURCES, Run, build_vector_run, check_program
 from pyro_vae.training.checkpoint import (
@@ -256,7 +257,7 @@ def of_kind(registry: Registry, kind: str) -> list[str]:
     """The names in ``registry`` (models, data sets) whose entries declare the ``data_kind`` ``kind``
     (``"vectors"`` where they declare none)."""
     RUN_KINDS.check(kind)
-    return [name for name in registry if getattr(registry[name], "data_kind", "vectors") == kind]
+    return [name for name in registry if member(registry[name], "data_kind") == kind]
 
 
 def build_run(config: TrainConfig, data_dir: str | Path | None = None, device: str = "cpu", data: object = None) -> Run:

@@ -45,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from pyro_vae.inference import ALGORITHMS, Algorithm
+from pyro_vae.inference.algorithms import algorithm_member
 from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_check
 from pyro_vae.models import MODELS
 from pyro_vae.training.build import Run
@@ -262,7 +263,7 @@ def train(
 def check_jit(config: TrainConfig) -> None:
     """Refuse ``--jit`` for a config whose step cannot be compiled (an algorithm without
     ``compiles = True``, or KL warm-up, whose beta the first step's graph would fix)."""
-    if not getattr(ALGORITHMS[config.algorithm], "compiles", False):
+    if not algorithm_member(ALGORITHMS[config.algorithm], "compiles"):
         raise ValueError(
             f"--jit compiles the ELBO of the aevb algorithm; the {config.algorithm} algorithm trains without it"
         )
@@ -365,8 +366,8 @@ def _train_prepared(
                     samples = global_step * config.batch_size
                     row = kind.row(run, epoch, samples, algorithm.learning_rate(), clock, device, distributed, on_eval)
                     run.metrics.append(row)
-                    if hasattr(algorithm, "observe"):
-                        algorithm.observe(row)
+                    if (observe := algorithm_member(algorithm, "observe")) is not None:
+                        observe(row)
                     line = kind.describe(row)
                     if show and line is not None:
                         tqdm.write(line)
