@@ -72,7 +72,7 @@ from pyro_vae.models.program import member
 def conditional_logistic(phi: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """z~ = phi + logit(v'): a draw of z = phi + Logistic given H(z) = b from v ~ U(0, 1), with
     v' = v (1 - theta) for b = 0 and (1 - theta) + v theta for b = 1 (theta = sigmoid(phi)),
-    written with log-sigmoids so that it stays finite for large |phi|; differentiable in phi."""
+    written with log-sigmoids so that it stays finite for large ``abs(phi)``; differentiable in phi."""
     log_theta, log_1m_theta = torch.nn.functional.logsigmoid(phi), torch.nn.functional.logsigmoid(-phi)
     theta = log_theta.exp()
     # b = 1: log v' - log(1 - v') with 1 - v' = theta (1 - v)
@@ -110,7 +110,7 @@ class RebarDraws(AntitheticPairs):
 class RebarELBO(AntitheticELBO):
     """The ELBO with the guide's Bernoulli logits' gradient estimated by REBAR from K draws per datum
     (the module docstring), at the fixed control-variate scale ``eta`` and ``temperature`` lambda.
-    Its loss, surrogate and backward are :class:`AntitheticELBO`'s, from :meth:`_terms`."""
+    Its loss, surrogate and backward are :class:`AntitheticELBO`'s, from its ``_terms``."""
 
     def __init__(
         self, num_draws: int, max_plate_nesting: int, data_plate: str, eta: float = 1.0, temperature: float = 0.5
