@@ -351,7 +351,7 @@ def test_checkpoint_dicts_load_as_a_run_or_fail_in_one_clear_line(trained, data)
             assert_one_clear_line(err)
             return
     assert_in_range(run.config)
-    assert all(torch.isfinite(p).all() for p in run.vae.state_dict().values() if p.is_floating_point())
+    assert all(torch.isfinite(p).all() for p in run.program.state_dict().values() if p.is_floating_point())
     assert isinstance(run.metrics, list) and all(isinstance(row, dict) for row in run.metrics)
 
 

@@ -225,7 +225,7 @@ def probe(
         t-SNE), naming the one running.
     """
     run_kind(run.config).refuse("probe")
-    dataset, program, name = run.dataset, run.vae, f"model {run.config.model!r}"
+    dataset, program, name = run.dataset, run.program, f"model {run.config.model!r}"
     classifiers = CLASSIFIERS.names() if classifiers is None else classifiers
     _check(dataset, num_labels, draws, use, classifiers)
     steps = 2 + len(num_labels) * draws * len(classifiers) + (figure is not None)

@@ -209,7 +209,7 @@ def marginal_likelihood(run: Run, num_points: int, num_samples: int, device: str
     points = _eval_points(run, num_points, device)
     return {
         f"{split}_log_px": evaluate(
-            run.vae, x.split(100), num_samples=num_samples, chunk_size=min(num_samples, 500)
+            run.program, x.split(100), num_samples=num_samples, chunk_size=min(num_samples, 500)
         ).log_px
         for split, x in points.items()
     }
@@ -311,7 +311,7 @@ def fig4(
     rows = []
     for config in configs:
         run, _ = train_named(config, out_dir, data_dir, device)  # trained above: this loads it
-        path = plot_manifold(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig4-{config.dataset}.png")
+        path = plot_manifold(run.program.eval(), run.dataset.image_shape, out_dir / f"fig4-{config.dataset}.png")
         rows.append({"dataset": config.dataset, "z_dim": 2, **_final(run), "figure": path.name})
     write_csv(rows, out_dir / "fig4.csv")
     return rows
@@ -336,7 +336,7 @@ def fig5(
     for z_dim, config in zip(b.sample_z_dims, configs):
         run, _ = train_named(config, out_dir, data_dir, device)  # trained above: this loads it
         pyro.set_rng_seed(z_dim)
-        path = plot_samples(run.vae.eval(), run.dataset.image_shape, out_dir / f"fig5-z{z_dim}.png")
+        path = plot_samples(run.program.eval(), run.dataset.image_shape, out_dir / f"fig5-z{z_dim}.png")
         rows.append({"dataset": "mnist", "z_dim": z_dim, **_final(run), "figure": path.name})
     write_csv(rows, out_dir / "fig5.csv")
     return rows

@@ -10,7 +10,7 @@ For a model p(x, z) and guide q(z|x), the importance weights are
   importance-sampled estimate of the marginal likelihood reported in papers.
 
 This works on any Pyro model/guide pair whose per-datum sites lie in the data
-plate (``data_plate``, at ``dim=-1``) inside at most ``max_plate_nesting``
+plate (``data_plate_name``, at ``dim=-1``) inside at most ``max_plate_nesting``
 plates. A datum's weight sums the log densities of *every* site inside the
 data plate, summed over the datum's inner plates (pixels, a second latent
 layer). Discrete latents the guide can enumerate are summed out exactly; those
@@ -87,13 +87,13 @@ def log_importance_weights(
     num_samples: int,
     max_plate_nesting: int = 1,
     *,
-    data_plate: str = "data",
+    data_plate_name: str = "data",
     **kwargs,
 ) -> torch.Tensor:
     """``log p(x, z_k) - log q(z_k|x)`` for ``num_samples`` draws, shape ``(num_samples, batch)``
     (enumerated discrete latents summed out); ``kwargs`` go to model and guide."""
-    _check_batch(model, guide, x, max_plate_nesting, data_plate, kwargs)
-    return log_weights(model, guide, x, num_samples, max_plate_nesting, data_plate, kwargs)[0]
+    _check_batch(model, guide, x, max_plate_nesting, data_plate_name, kwargs)
+    return log_weights(model, guide, x, num_samples, max_plate_nesting, data_plate_name, kwargs)[0]
 
 
 def importance_bounds(
@@ -104,7 +104,7 @@ def importance_bounds(
     chunk_size: int = 500,
     max_plate_nesting: int = 1,
     *,
-    data_plate: str = "data",
+    data_plate_name: str = "data",
     **kwargs,
 ) -> dict[str, torch.Tensor]:
     """Per-datum ``elbo`` and ``log_px`` (log-mean-exp of ``num_samples`` weights), each ``(batch,)``.
@@ -122,21 +122,21 @@ def importance_bounds(
         num_samples=num_samples,
         chunk_size=chunk_size,
         max_plate_nesting=max_plate_nesting,
-        data_plate=data_plate,
+        data_plate_name=data_plate_name,
     )
-    _check_batch(model, guide, x, max_plate_nesting, data_plate, kwargs)
-    return _importance_bounds(model, guide, x, num_samples, chunk_size, max_plate_nesting, data_plate, kwargs)
+    _check_batch(model, guide, x, max_plate_nesting, data_plate_name, kwargs)
+    return _importance_bounds(model, guide, x, num_samples, chunk_size, max_plate_nesting, data_plate_name, kwargs)
 
 
 def _check_batch(
-    model: Callable, guide: Callable, x: torch.Tensor, max_plate_nesting: int, data_plate: str, kwargs: dict
+    model: Callable, guide: Callable, x: torch.Tensor, max_plate_nesting: int, data_plate_name: str, kwargs: dict
 ) -> None:
     """Refuse a batch with no data and a program with latents outside the data plate, by name."""
     if not torch.is_tensor(x) or x.dim() == 0:
         raise ValueError(f"x must be a tensor with a batch dimension, got {x!r:.80}")
     if x.shape[0] == 0:
         raise ValueError(f"x holds no data: an empty batch of shape {tuple(x.shape)}")
-    sites = global_sites(model, guide, x, max_plate_nesting, data_plate=data_plate, **kwargs)
+    sites = global_sites(model, guide, x, max_plate_nesting, data_plate_name=data_plate_name, **kwargs)
     if sites:
         raise ValueError(_per_datum_refusal(sites))
 
@@ -155,7 +155,7 @@ def _importance_bounds(
     num_samples: int,
     chunk_size: int,
     max_plate_nesting: int,
-    data_plate: str,
+    data_plate_name: str,
     kwargs: dict,
 ) -> dict[str, torch.Tensor]:
     """:func:`importance_bounds` on a batch already checked."""
@@ -163,7 +163,7 @@ def _importance_bounds(
     lse_chunks, sum_elbo = [], torch.zeros(x.shape[0], device=x.device)
     for start in range(0, num_samples, chunk_size):
         k = min(chunk_size, num_samples - start)
-        log_w, elbo, _ = log_weights(model, guide, x, k, max_plate_nesting, data_plate, kwargs)
+        log_w, elbo, _ = log_weights(model, guide, x, k, max_plate_nesting, data_plate_name, kwargs)
         lse_chunks.append(torch.logsumexp(log_w, dim=0))
         sum_elbo += elbo.sum(0)
     log_px = torch.logsumexp(torch.stack(lse_chunks), dim=0) - math.log(num_samples)
@@ -215,7 +215,7 @@ def evaluate(
     """
     check_arguments(evaluate, program=program, num_samples=num_samples, chunk_size=chunk_size)
     batches = tqdm(batches, desc=f"evaluate, K={num_samples}", unit="batch", disable=not progress, leave=False)
-    mpn, plate = program.max_plate_nesting, member(program, "data_plate_name")
+    mpn, data_plate_name = program.max_plate_nesting, member(program, "data_plate_name")
     totals = {"elbo": 0.0, "log_px": 0.0}
     count = 0
     was_training = program.training
@@ -232,7 +232,7 @@ def evaluate(
                     program.guide,
                     first["x"],
                     mpn,
-                    data_plate=plate,
+                    data_plate_name=data_plate_name,
                     **{key: value for key, value in first.items() if key != "x"},
                 )
             )
@@ -242,7 +242,14 @@ def evaluate(
                 batches = [first, *data]
                 with _vectorized(num_samples, mpn):
                     elbo, log_p = joint_bounds(
-                        program.model, program.guide, batches, num_samples, sites, chunk_size, mpn, data_plate=plate
+                        program.model,
+                        program.guide,
+                        batches,
+                        num_samples,
+                        sites,
+                        chunk_size,
+                        mpn,
+                        data_plate_name=data_plate_name,
                     )
                 return Evaluation(elbo, log_p, True, sum(b["x"].shape[0] for b in batches), num_samples)
             for i, batch in enumerate(itertools.chain([first] if first else [], data)):
@@ -250,7 +257,7 @@ def evaluate(
                 # Pyro's validation checks the first batch (as training checks its first step)
                 with pyro.validation_enabled(is_validation_enabled() and i == 0), _vectorized(num_samples, mpn):
                     bounds = _importance_bounds(
-                        program.model, program.guide, x, num_samples, chunk_size, mpn, plate, batch
+                        program.model, program.guide, x, num_samples, chunk_size, mpn, data_plate_name, batch
                     )
                 for key in totals:
                     totals[key] += bounds[key].sum().item()

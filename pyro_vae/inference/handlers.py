@@ -160,17 +160,17 @@ class Baseline(ScoreFunction):
     ``options`` is the ``infer["baseline"]`` dict of Pyro's TraceGraph_ELBO,
     e.g. ``{"use_decaying_avg_baseline": True}``. ``data_options`` (e.g. NVIL's
     ``{"nn_baseline": net, "nn_baseline_input": x}``, one value per datum)
-    are added only at sites inside the plate named ``data_plate``: a latent
+    are added only at sites inside the plate named ``data_plate_name``: a latent
     outside it (a global latent) keeps ``options`` alone.
     """
 
-    def __init__(self, options: dict, data_options: dict | None = None, data_plate: str | None = None) -> None:
+    def __init__(self, options: dict, data_options: dict | None = None, data_plate_name: str | None = None) -> None:
         super().__init__()
-        self.options, self.data_options, self.data_plate = options, data_options or {}, data_plate
+        self.options, self.data_options, self.data_plate_name = options, data_options or {}, data_plate_name
 
     def rewrite(self, msg) -> None:
         super().rewrite(msg)
         options = dict(self.options)
-        if any(frame.name == self.data_plate for frame in msg["cond_indep_stack"]):
+        if any(frame.name == self.data_plate_name for frame in msg["cond_indep_stack"]):
             options.update(self.data_options)
         msg["infer"] = {**msg["infer"], "baseline": options}

@@ -52,17 +52,17 @@ class ImportanceWeighted(ELBO):
     """
 
     def __init__(
-        self, num_particles: int, max_plate_nesting: int, data_plate: str, doubly_reparameterized: bool = False
+        self, num_particles: int, max_plate_nesting: int, data_plate_name: str, doubly_reparameterized: bool = False
     ) -> None:
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-        self.data_plate = data_plate
+        self.data_plate_name = data_plate_name
         self.doubly_reparameterized = doubly_reparameterized
         self._checked = False
 
     def _per_datum_sum(self, trace: poutine.Trace) -> tuple[torch.Tensor, object]:
         """The per-datum log density of the sample sites of ``trace``, ``(K or 1, M)``, and their scale."""
         return sum_per_datum(
-            trace, self.max_plate_nesting, self.data_plate, needed_by="the importance-weighted bound (iwae, dreg)"
+            trace, self.max_plate_nesting, self.data_plate_name, needed_by="the importance-weighted bound (iwae, dreg)"
         )
 
     def _check_guide(self, guide: Callable, args: tuple, kwargs: dict) -> None:

@@ -33,7 +33,7 @@ def global_sites(
     x: torch.Tensor,
     max_plate_nesting: int = 1,
     *,
-    data_plate: str = "data",
+    data_plate_name: str = "data",
     **kwargs,
 ) -> list[str]:
     """The sample sites of ``guide`` and ``model`` (replayed against it) that lie outside the
@@ -49,13 +49,13 @@ def global_sites(
     names, inside = [], False
     for trace in (guide_trace, model_trace):
         for name, site in sample_sites(trace):
-            if in_plate(site, data_plate) is not None:
+            if in_plate(site, data_plate_name) is not None:
                 inside = True
             elif name not in names:
                 names.append(name)
     if not inside:
         raise ValueError(
-            f"no sample site of the program lies in a plate named {data_plate!r}; name its data plate so, "
+            f"no sample site of the program lies in a plate named {data_plate_name!r}; name its data plate so, "
             "or set the program's data_plate_name to the plate's name"
         )
     return names
@@ -70,7 +70,7 @@ def joint_bounds(
     chunk_size: int = 500,
     max_plate_nesting: int = 1,
     *,
-    data_plate: str = "data",
+    data_plate_name: str = "data",
 ) -> tuple[float, float]:
     """``(elbo, log p^ / n)`` per datum of all the data in ``batches`` (dicts of model
     arguments, ``x`` first) for a program with the global latents ``sites`` (see the module
@@ -96,7 +96,7 @@ def joint_bounds(
             x = kwargs.pop("x")
             check_pass_fits(x.shape[0], k, x[0].numel(), x.device)
             log_w, elbo, log_w_global = log_weights(
-                model, guide, x, k, max_plate_nesting, data_plate, kwargs, global_values=values
+                model, guide, x, k, max_plate_nesting, data_plate_name, kwargs, global_values=values
             )
             if i == 0:  # the global sites' weight, from the first batch (a global prior does not see the data)
                 log_w_data, elbo_data = log_w_data + log_w_global, elbo_data + log_w_global

@@ -71,19 +71,19 @@ def _left_padded(log_prob: torch.Tensor, max_plate_nesting: int) -> torch.Tensor
 
 
 def per_datum(
-    site: dict, max_plate_nesting: int, data_plate: str, needed_by: str = "log p(x) per datum"
+    site: dict, max_plate_nesting: int, data_plate_name: str, needed_by: str = "log p(x) per datum"
 ) -> torch.Tensor:
     """A site's unscaled log density per (enumerated value, particle, datum): summed over its
     inner plates. ``needed_by`` names what needs the per-datum weight, for the error a site
     outside the data plate raises."""
-    frame = in_plate(site, data_plate)
+    frame = in_plate(site, data_plate_name)
     if frame is None:
         raise ValueError(
-            f"site {site['name']!r} lies outside the data plate {data_plate!r}: a variable shared by all "
+            f"site {site['name']!r} lies outside the data plate {data_plate_name!r}: a variable shared by all "
             f"data has no per-datum importance weight, which {needed_by} needs"
         )
     if frame.dim != -1:
-        raise ValueError(f"the data plate {data_plate!r} must be at dim=-1, found dim={frame.dim}")
+        raise ValueError(f"the data plate {data_plate_name!r} must be at dim=-1, found dim={frame.dim}")
     log_prob = _left_padded(unscaled_log_prob(site), max_plate_nesting)
     inner = tuple(range(-max_plate_nesting, -1))
     return log_prob.sum(dim=inner) if inner else log_prob
@@ -101,7 +101,7 @@ def per_particle(site: dict, max_plate_nesting: int) -> torch.Tensor:
 def sum_per_datum(
     trace: Trace,
     max_plate_nesting: int,
-    data_plate: str,
+    data_plate_name: str,
     needed_by: str,
 ) -> tuple[torch.Tensor | float, object]:
     """``(sum_s per_datum(s), scale)``: the per-datum log density of all sample sites of
@@ -110,7 +110,7 @@ def sum_per_datum(
     total: torch.Tensor | float = 0.0
     scale, first = None, None
     for name, site in sample_sites(trace):
-        total = total + per_datum(site, max_plate_nesting, data_plate, needed_by)
+        total = total + per_datum(site, max_plate_nesting, data_plate_name, needed_by)
         if first is None:
             scale, first = site["scale"], name
         elif not torch.equal(torch.as_tensor(site["scale"]), torch.as_tensor(scale)):
@@ -127,7 +127,7 @@ def log_weights(
     x: torch.Tensor,
     num_samples: int,
     max_plate_nesting: int,
-    data_plate: str,
+    data_plate_name: str,
     kwargs: dict,
     global_values: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,10 +157,10 @@ def log_weights(
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         trace.compute_log_prob()
         for _, site in sample_sites(trace):
-            if global_values is not None and in_plate(site, data_plate) is None:
+            if global_values is not None and in_plate(site, data_plate_name) is None:
                 log_w_global = log_w_global + sign * per_particle(site, max_plate_nesting)
                 continue
-            term = per_datum(site, max_plate_nesting, data_plate)
+            term = per_datum(site, max_plate_nesting, data_plate_name)
             if sign < 0 and site["infer"].get("enumerate") == "parallel":
                 log_qy = log_qy + term
             else:

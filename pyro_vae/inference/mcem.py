@@ -75,10 +75,10 @@ class MCEMAlgorithm(WakeSleepAlgorithm):
     """Monte Carlo EM with an HMC E-step (the encoder, fitted by sleep steps, is only the IS proposal)."""
 
     def update(self, x: torch.Tensor, total_size: int) -> float:
-        z = e_step(self.vae, x)
-        loss = -log_joint(self.vae, x, z).sum() * (total_size / x.shape[0])
+        z = e_step(self.program, x)
+        loss = -log_joint(self.program, x, z).sum() * (total_size / x.shape[0])
         self.decoder_optim.zero_grad(set_to_none=True)
         loss.backward()
         self.decoder_optim.step()
-        sleep_step(self.vae, x.shape[0], self.encoder_optim, total_size)
+        sleep_step(self.program, x.shape[0], self.encoder_optim, total_size)
         return loss.item()

@@ -46,11 +46,11 @@ class MultiSampleScore(ELBO):
     bound = "elbo"
     name = "multi-sample score function"
 
-    def __init__(self, num_particles: int, max_plate_nesting: int, data_plate: str) -> None:
+    def __init__(self, num_particles: int, max_plate_nesting: int, data_plate_name: str) -> None:
         if num_particles < 2:
             raise ValueError(f"{self.name} needs K >= 2 particles (--num-particles), got {num_particles}")
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-        self.data_plate = data_plate
+        self.data_plate_name = data_plate_name
 
     def objective(self, log_w: torch.Tensor) -> torch.Tensor:
         """L_i per datum from the log-weights ``(K, M)``: ``(M,)``."""
@@ -67,11 +67,11 @@ class MultiSampleScore(ELBO):
             "flat", self.max_plate_nesting + 1, particles(model), particles(guide), args, kwargs
         )
         needed_by = f"the {self.name} estimator"
-        log_p, scale = sum_per_datum(model_trace, self.max_plate_nesting, self.data_plate, needed_by)
-        log_q, _ = sum_per_datum(guide_trace, self.max_plate_nesting, self.data_plate, needed_by)
+        log_p, scale = sum_per_datum(model_trace, self.max_plate_nesting, self.data_plate_name, needed_by)
+        log_q, _ = sum_per_datum(guide_trace, self.max_plate_nesting, self.data_plate_name, needed_by)
         log_q_score = sum(
             (
-                per_datum(site, self.max_plate_nesting, self.data_plate, needed_by)
+                per_datum(site, self.max_plate_nesting, self.data_plate_name, needed_by)
                 for _, site in sample_sites(guide_trace)
                 if not site["is_observed"] and not site["fn"].has_rsample
             ),

@@ -7,7 +7,7 @@ modules: Pyro's PyTorch-native pattern, with no parameter in the global param
 store. For Adam and Adagrad this is the same update as ``SVI`` with
 ``pyro.optim.Adam``/``Adagrad`` (both act element-wise).
 
-A program with an ``auxiliary_loss`` (see :mod:`pyro_vae.models.registry`;
+A program with an ``auxiliary_loss`` (see :mod:`pyro_vae.models.program`;
 M2's alpha-weighted classification term) has it added to each step's loss:
 the step minimizes -bound + auxiliary and returns that sum.
 
@@ -32,7 +32,7 @@ from pyro_vae.models.program import member
 
 
 @register_algorithm("aevb")
-class SVIAlgorithm:
+class AEVB:
     """AEVB: SVI with the chosen gradient estimator (the default)."""
 
     anneals = True  # reads config.kl_warmup

@@ -241,7 +241,7 @@ class WakeSleepAlgorithm:
                 f"{config.algorithm} trains a VAE of x alone with an encoder (its recognition model); "
                 f"{type(program).__name__} takes {list(program.data_keys)}: use --algorithm aevb"
             )
-        self.vae = program
+        self.program = program
         self.decoder_optim = configured_optimizer(generative_parameters(program), config)
         self.encoder_optim = configured_optimizer(recognition_parameters(program), config)
         self.stepping = Stepping([self.decoder_optim, self.encoder_optim], config)
@@ -252,7 +252,7 @@ class WakeSleepAlgorithm:
 
     def update(self, x: torch.Tensor, total_size: int) -> float:
         """One update of theta and phi on the minibatch ``x`` scaled to ``total_size`` data; the loss."""
-        return wake_sleep_step(self.vae, x, self.decoder_optim, self.encoder_optim, total_size)
+        return wake_sleep_step(self.program, x, self.decoder_optim, self.encoder_optim, total_size)
 
     def end_epoch(self) -> None:
         self.stepping.end_epoch()
@@ -293,4 +293,4 @@ class RWSAlgorithm(WakeSleepAlgorithm):
         self.rws = make_rws(program, config.num_particles)
 
     def update(self, x: torch.Tensor, total_size: int) -> float:
-        return rws_step(self.vae, x, self.decoder_optim, self.encoder_optim, self.rws, total_size)
+        return rws_step(self.program, x, self.decoder_optim, self.encoder_optim, self.rws, total_size)

@@ -14,7 +14,7 @@ from pyro_vae.models.cvae import CVAE  # noqa: I001  (registration order: the VA
 from pyro_vae.models.iaf import IAFVAE
 from pyro_vae.models.m2 import M2
 from pyro_vae.models.priors import MixturePriorVAE, VampPriorVAE
-from pyro_vae.models.registry import MODELS, DataSpec, build_model, register_model
+from pyro_vae.models.program import MODELS, DataSpec, build_model, register_model
 from pyro_vae.models.sbn import SigmoidBeliefVAE
 from pyro_vae.models.stacked import StackedM1M2
 from pyro_vae.models.two_layer import TwoLayerVAE

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pyro_vae.models.nets import MLP
-from pyro_vae.models.registry import register_model
+from pyro_vae.models.program import register_model
 from pyro_vae.models.vae import VAE
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
-from pyro_vae.models.registry import DataSpec, register_model
+from pyro_vae.models.program import DataSpec, register_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.validation import InputError
 
@@ -65,7 +65,7 @@ class CVAE(VAE):
         likelihood: str | Likelihood = "bernoulli",
         init_std: float | None = None,
         prefix: str = "",
-        plate: str | None = None,
+        data_plate_name: str | None = None,
     ) -> None:
         x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
         if isinstance(likelihood, str):
@@ -81,7 +81,7 @@ class CVAE(VAE):
             prefix,
             encoder=GaussianEncoder(x_dim + num_classes, z_dim, hidden, activation, init_std),
             decoder=MLP(z_dim + num_classes, tuple(reversed(hidden)), likelihood.num_params, activation, init_std),
-            plate=plate,
+            data_plate_name=data_plate_name,
         )
         self.num_classes = num_classes
 

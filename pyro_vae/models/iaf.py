@@ -25,7 +25,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
 from pyro_vae.models.nets import GaussianEncoder
-from pyro_vae.models.registry import register_model
+from pyro_vae.models.program import register_model
 from pyro_vae.models.vae import VAE
 
 

@@ -43,7 +43,7 @@ from pyro.nn import pyro_method
 
 from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.nets import MLP
-from pyro_vae.models.registry import register_model
+from pyro_vae.models.program import register_model
 from pyro_vae.validation import InputError
 
 

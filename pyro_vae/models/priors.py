@@ -19,7 +19,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_vae.models.registry import register_model
+from pyro_vae.models.program import register_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.validation import InputError
 

@@ -27,7 +27,7 @@ from pyro.nn import pyro_method
 from torch import nn
 
 from pyro_vae.models.nets import MLP
-from pyro_vae.models.registry import register_model
+from pyro_vae.models.program import register_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.validation import InputError
 

@@ -46,7 +46,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_vae.models.likelihoods import Likelihood
 from pyro_vae.models.m2 import M2
-from pyro_vae.models.registry import DataSpec, register_model
+from pyro_vae.models.program import DataSpec, register_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.validation import InputError
 
@@ -118,7 +118,7 @@ class StackedM1M2(PyroModule):
             activation,
             init_std,
             likelihood="gaussian",
-            plate=self.m1.data_plate_name,
+            data_plate_name=self.m1.data_plate_name,
             alpha_scale=alpha_scale,
             **m2_options,
         )

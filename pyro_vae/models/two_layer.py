@@ -24,7 +24,7 @@ import torch
 from pyro.nn import pyro_method
 
 from pyro_vae.models.nets import GaussianEncoder
-from pyro_vae.models.registry import register_model
+from pyro_vae.models.program import register_model
 from pyro_vae.models.vae import VAE
 from pyro_vae.validation import InputError
 

@@ -55,7 +55,7 @@ from torch import nn
 
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
 from pyro_vae.models.nets import MLP, GaussianEncoder
-from pyro_vae.models.registry import DataSpec, register_model
+from pyro_vae.models.program import DataSpec, register_model
 from pyro_vae.validation import (
     InputError,
     check_arguments,
@@ -117,7 +117,7 @@ class VAE(PyroModule):
         mapping ``(..., x_dim)`` to ``(loc, scale)`` of shape ``(..., z_dim)``.
     :param decoder: replaces the default MLP; any module mapping
         ``(..., z_dim)`` to ``(..., likelihood.num_params)``.
-    :param plate: name of the data plate (default ``prefix.data``); VAEs given
+    :param data_plate_name: name of the data plate (default ``prefix.data``); VAEs given
         the same name share one plate, and an enclosing plate of that name is reused.
 
     Calling the module returns a reconstruction, as PyTorch autoencoders do: ``vae(x)`` is the
@@ -150,7 +150,7 @@ class VAE(PyroModule):
         prefix: str = "",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
-        plate: str | None = None,
+        data_plate_name: str | None = None,
     ) -> None:
         check_arguments(  # z_dim and hidden: check_sizes
             VAE.__init__,
@@ -160,7 +160,7 @@ class VAE(PyroModule):
             prefix=prefix,
             encoder=encoder,
             decoder=decoder,
-            plate=plate,
+            data_plate_name=data_plate_name,
         )
         super().__init__(name=prefix)
         self.x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
@@ -177,7 +177,7 @@ class VAE(PyroModule):
         self.likelihood = likelihood
         self.encoder = encoder or GaussianEncoder(self.x_dim, z_dim, hidden, activation, init_std)
         self.decoder = decoder or MLP(z_dim, tuple(reversed(hidden)), likelihood.num_params, activation, init_std)
-        self._plate = plate
+        self._data_plate_name = data_plate_name
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
 
@@ -194,13 +194,13 @@ class VAE(PyroModule):
     @property
     def data_plate_name(self) -> str:
         """Name of the plate over data points."""
-        return self._plate or self.site("data")
+        return self._data_plate_name or self.site("data")
 
     def data_plate(self, batch_size: int, total_size: int | None = None) -> pyro.plate | contextlib.nullcontext:
         """The plate over data points; ``total_size`` scales the log density by N/M.
 
         Inside an enclosing plate of the same name (a program holding several
-        VAEs that share their data) that plate is reused; VAEs given the same ``plate``
+        VAEs that share their data) that plate is reused; VAEs given the same ``data_plate_name``
         name and called one after the other each open it (the later ones' subsample sites
         are hidden, so the names do not clash), with the same size and scale.
         """
@@ -215,7 +215,7 @@ class VAE(PyroModule):
             raise InputError(f"total_size={total_size} is smaller than the batch ({batch_size})")
         # The batch's indices are given (the same arange whoever opens the plate). Where a trace
         # already holds this plate's subsample site (another VAE of the program opened a plate of
-        # the same name before: plate=...), the second one is hidden, so the names do not clash.
+        # the same name before: data_plate_name=...), the second one is hidden, so the names do not clash.
         subsample = torch.arange(batch_size, device=self.prior_loc.device)
         traced = any(isinstance(m, TraceMessenger) and self.data_plate_name in m.trace.nodes for m in _PYRO_STACK)
         with poutine.block(hide=[self.data_plate_name]) if traced else contextlib.nullcontext():

@@ -34,7 +34,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
 from pyro_vae.graph_tensors import check_graph, pyg
-from pyro_vae.models.registry import DataSpec, register_model
+from pyro_vae.models.program import DataSpec, register_model
 from pyro_vae.validation import InputError
 
 

@@ -59,7 +59,7 @@ class RunFigure:
 
 def _missing_methods(*names: str) -> Callable[[object], str | None]:
     def lacks(run) -> str | None:
-        missing = [name for name in names if not callable(getattr(run.vae, name, None))]
+        missing = [name for name in names if not callable(getattr(run.program, name, None))]
         return f"the program has no {', '.join(missing)} method" if missing else None
 
     return lacks
@@ -68,7 +68,9 @@ def _missing_methods(*names: str) -> Callable[[object], str | None]:
 def _manifold(inputs: FigureInputs) -> Path:
     device = inputs.x.device
     one_class = {"y": torch.zeros(400, dtype=torch.long, device=device)} if inputs.generated else {}
-    return plot_manifold(inputs.run.vae, inputs.run.dataset.image_shape, inputs.out_dir / "manifold.png", **one_class)
+    return plot_manifold(
+        inputs.run.program, inputs.run.dataset.image_shape, inputs.out_dir / "manifold.png", **one_class
+    )
 
 
 def _labels_shape_samples(run) -> str | None:
@@ -77,7 +79,7 @@ def _labels_shape_samples(run) -> str | None:
     lacks = _missing_methods("classify", "embed", "generate")(run)
     if lacks:
         return lacks
-    vae = run.vae
+    vae = run.program
     parameter = next(vae.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     z = torch.zeros(2, member(vae, "z_dim") or 1, device=device)
@@ -90,7 +92,7 @@ def _labels_shape_samples(run) -> str | None:
 
 def _two_dimensional(run) -> str | None:
     lacks = _missing_methods("generate")(run)
-    return lacks or (None if member(run.vae, "z_dim") == 2 else "the code is not 2-D")
+    return lacks or (None if member(run.program, "z_dim") == 2 else "the code is not 2-D")
 
 
 #: The figures of a run, in the order they are drawn (``pyro-vae plot --figures NAME ...`` chooses).
@@ -98,7 +100,7 @@ RUN_FIGURES: Registry[RunFigure] = Registry("figure")
 RUN_FIGURES.register(
     "samples",
     RunFigure(
-        lambda i: plot_samples(i.run.vae, i.run.dataset.image_shape, i.out_dir / "samples.png", **i.generated),
+        lambda i: plot_samples(i.run.program, i.run.dataset.image_shape, i.out_dir / "samples.png", **i.generated),
         _missing_methods("generate"),
     ),
     help="means of p(x|z) for z from the prior (paper Fig. 5)",
@@ -107,7 +109,7 @@ RUN_FIGURES.register(
     "reconstructions",
     RunFigure(
         lambda i: plot_reconstructions(
-            i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "reconstructions.png", **i.test
+            i.run.program, i.x, i.run.dataset.image_shape, i.out_dir / "reconstructions.png", **i.test
         ),
         _missing_methods("reconstruct"),
     ),
@@ -116,7 +118,8 @@ RUN_FIGURES.register(
 RUN_FIGURES.register(
     "latents",
     RunFigure(
-        lambda i: plot_latents(i.run.vae, i.x, i.labels, i.out_dir / "latents.png", **i.test), _missing_methods("embed")
+        lambda i: plot_latents(i.run.program, i.x, i.labels, i.out_dir / "latents.png", **i.test),
+        _missing_methods("embed"),
     ),
     help="the code of the test images, by class (t-SNE beyond 2-D)",
 )
@@ -131,7 +134,7 @@ RUN_FIGURES.register(
 RUN_FIGURES.register(
     "analogies",
     RunFigure(
-        lambda i: plot_analogies(i.run.vae, i.x, i.run.dataset.image_shape, i.out_dir / "analogies.png"),
+        lambda i: plot_analogies(i.run.program, i.x, i.run.dataset.image_shape, i.out_dir / "analogies.png"),
         _labels_shape_samples,
     ),
     help="style and class apart (M2; Kingma et al. 2014)",
@@ -165,7 +168,7 @@ def write_figures(
         if reason is not None:
             raise ValueError(f"the figure {name!r} cannot be drawn for this run: {reason}")
     out_dir = Path(out_dir)
-    vae, data = run.vae, run.dataset
+    vae, data = run.program, run.dataset
     vae.eval()
     device = next(vae.parameters(), torch.zeros(())).device
     labels = None if data.test_labels is None else data.test_labels[:num_points].to(device)

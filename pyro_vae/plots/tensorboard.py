@@ -104,7 +104,7 @@ class TensorBoard:
         step = self._row_step = step_of(row)
         self._start(run, step)
         self._scalars("", row, step)
-        norm = gradient_norm(run.vae)
+        norm = gradient_norm(run.program)
         if norm is not None:
             self.writer.add_scalar("grad_norm", norm, step)
 
@@ -112,7 +112,7 @@ class TensorBoard:
     def on_epoch_end(self, run, row: dict | None) -> None:
         step, self._row_step = self._row_step, None
         self._start(run, 0 if row is None else step_of(row))
-        data, vae = run.dataset, run.vae
+        data, vae = run.dataset, run.program
         shape = getattr(data, "image_shape", None)
         if shape is None or step is None:  # a graph, or no row this epoch
             return

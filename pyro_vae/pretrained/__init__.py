@@ -175,7 +175,7 @@ def load_pretrained_run(
             f"is {found}; load it with the data set it was trained on"
         )
     try:
-        load_module_state(run.vae, state, "model", path.with_suffix(".pt"))
+        load_module_state(run.program, state, "model", path.with_suffix(".pt"))
     except CheckpointError as err:
         raise PretrainedError(str(err)) from None
     run.metrics = record["metrics"]

@@ -110,7 +110,7 @@ def save_pretrained(
     if isinstance(program, Run):
         config = program.config if config is None else config
         data = program.dataset if data is None else data
-        program, metrics = program.vae, program.metrics
+        program, metrics = program.program, program.metrics
     if config is None:
         config = TrainConfig(model=registered_name(program))
     check_vector_model(config, "save_pretrained")

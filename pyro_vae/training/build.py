@@ -15,6 +15,7 @@ such options in ``program_options``, and :func:`build_program` loads each one gi
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +45,16 @@ class Run:
 
     config: TrainConfig
     dataset: Dataset
-    vae: torch.nn.Module  # the program: a registered model (a VAE or a relative)
+    program: torch.nn.Module  # a registered model (a VAE or a relative), or a user's own
     estimator: Estimator
     metrics: list[dict] = field(default_factory=list)
     folder: Path | None = None
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        """The old name of :attr:`program` (pyro_vae 0.2), kept one release with a warning."""
+        warnings.warn("Run.vae is now Run.program", DeprecationWarning, stacklevel=2)
+        return self.program
 
 
 #: Where a trained program named by a model option comes from, by scheme: ``SCHEME:NAME`` is
@@ -187,7 +194,7 @@ def check_program(run: Run, device: str = "cpu", processes: int = 1) -> None:
     from one trace, :func:`~pyro_vae.inference.evaluate.global_sites`) is refused by name, and
     the program is evaluated with one sample, so that what evaluation refuses fails at once.
     Torch's RNG is restored afterwards: the run's numbers do not change."""
-    program, config = run.vae, run.config
+    program, config = run.program, run.config
     batch = next(iter(run.dataset.test_batches(2, device, keys=program.data_keys, num=2)))
     with torch.random.fork_rng(), ParamScope(program.parameters()):
         x = batch.pop("x")
@@ -196,7 +203,7 @@ def check_program(run: Run, device: str = "cpu", processes: int = 1) -> None:
             program.guide,
             x,
             program.max_plate_nesting,
-            data_plate=member(program, "data_plate_name"),
+            data_plate_name=member(program, "data_plate_name"),
             **batch,
         )
         if sites:

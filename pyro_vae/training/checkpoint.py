@@ -37,7 +37,10 @@ from pyro_vae.training.process import PROCESS_SETTINGS
 from pyro_vae.validation import check_device
 
 FORMAT = "pyro_vae.training.checkpoint/1"
-REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "optimizer", "rng", "metrics")
+REQUIRED_KEYS = ("format", "config", "epoch", "model", "estimator", "algorithm", "rng", "metrics")
+#: Entries renamed since the format was first written, old name -> new; :func:`load_checkpoint`
+#: reads a checkpoint that uses an old name (``optimizer`` held the whole algorithm's state).
+RENAMED_KEYS = {"optimizer": "algorithm"}
 #: The random generators a checkpoint restores by default, the training loop's: torch's global RNG and the data order's.
 GENERATORS = ("torch", "data")
 #: The checkpoint entry of the SHA-256 of a user's data (:func:`pyro_vae.data.data_fingerprint`), absent for named data sets.
@@ -90,6 +93,9 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {err}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro_vae checkpoint (expected format {FORMAT!r})")
+    for old, new in RENAMED_KEYS.items():
+        if old in state and new not in state:
+            state[new] = state.pop(old)
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the entries {missing}")
@@ -140,8 +146,8 @@ def check_schema(state: Mapping[str, Any], path: str | os.PathLike, generators: 
             raise _bad(path, f"metrics[{i}]", "a row (a dict of column names to values)", row)
     _check_state_dict(state["model"], "model", path)
     _check_state_dict(state["estimator"], "estimator", path)
-    if not isinstance(state["optimizer"], dict):
-        raise _bad(path, "optimizer", "a dict (the algorithm's state)", state["optimizer"])
+    if not isinstance(state["algorithm"], dict):
+        raise _bad(path, "algorithm", "a dict (the algorithm's state)", state["algorithm"])
     _check_rng(state["rng"], "rng", path, generators)
     wall = state.get("wall_seconds", 0.0)
     if not (isinstance(wall, (int, float)) and not isinstance(wall, bool) and 0 <= wall < float("inf")):
@@ -365,7 +371,7 @@ def _check_tree(saved: Any, live: Any, field: str, optimizers: list, path: str |
         raise _bad(path, field, "a number", saved)
 
 
-def load_algorithm_state(algorithm: Any, state: Any, path: str | os.PathLike, what: str = "optimizer") -> None:
+def load_algorithm_state(algorithm: Any, state: Any, path: str | os.PathLike, what: str = "algorithm") -> None:
     """``algorithm.load_state_dict(state)`` after checking ``state`` against the algorithm's own
     (``_check_tree``), so that an optimizer state of another architecture is one
     :class:`CheckpointError` naming the field, before torch's optimizer internals see it."""

@@ -42,7 +42,7 @@ class GraphRun(Run):
     def batch(self) -> dict:
         """The one training batch: node features, training edges and the paper's pair set."""
         split = self.dataset
-        device = next(self.vae.parameters()).device
+        device = next(self.program.parameters()).device
         pairs = paper_pairs(split.train_edge_index, split.graph.num_nodes)
         return {
             "x": split.graph.x.to(device),
@@ -52,8 +52,8 @@ class GraphRun(Run):
 
     def embed(self) -> torch.Tensor:
         """Posterior means mu of every node, from the training graph."""
-        device = next(self.vae.parameters()).device
-        return self.vae.embed(self.dataset.graph.x.to(device), self.dataset.train_edge_index.to(device)).cpu()
+        device = next(self.program.parameters()).device
+        return self.program.embed(self.dataset.graph.x.to(device), self.dataset.train_edge_index.to(device)).cpu()
 
     def val_metrics(self) -> dict[str, float]:
         """Validation AUC and AP (fractions) of the posterior means."""

@@ -133,7 +133,7 @@ class Minibatches(RunKind):
             run.config.batch_size,
             generator,
             device,
-            keys=run.vae.data_keys,
+            keys=run.program.data_keys,
             shard=distributed.shard,
             labelled_per_batch=run.config.labelled_per_batch,
         )
@@ -293,7 +293,7 @@ def load_run(
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
     run = build_run(config, data_dir, device, data)
     check_data_fingerprint(state, getattr(run.dataset, "fingerprint", None), path)
-    load_module_state(run.vae, state["model"], "model", path)
+    load_module_state(run.program, state["model"], "model", path)
     load_module_state(run.estimator.modules, state["estimator"], "estimator", path)
     run.metrics = state["metrics"]
     return run
@@ -306,7 +306,7 @@ def _run_folder_program(path: str, data_dir: str | Path | None, device: str) -> 
             f"{path} is no run folder with a checkpoint (no {Path(path) / CHECKPOINT}); "
             "give a trained run's folder or pretrained:NAME"
         )
-    return load_run(path, data_dir, device).vae
+    return load_run(path, data_dir, device).program
 
 
 PROGRAM_SOURCES.register("run", _run_folder_program, help="a run folder: its last checkpoint")

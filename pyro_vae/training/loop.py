@@ -295,7 +295,7 @@ def _train_prepared(
         run = kind.build(config, data_dir, device, data=data)
     run.folder = run_dir
     kind.check(run, device, distributed.world_size)
-    vae, estimator = run.vae, run.estimator
+    vae, estimator = run.program, run.estimator
     trained_by = compile_estimator(estimator, data_check(vae)) if jit else estimator
     algorithm: Algorithm = distributed.wrap(ALGORITHMS[config.algorithm](vae, trained_by, config))
     generator = torch.Generator().manual_seed(config.seed)
@@ -305,7 +305,7 @@ def _train_prepared(
         check_data_fingerprint(state, getattr(run.dataset, "fingerprint", None), checkpoint_path)
         load_module_state(vae, state["model"], "model", checkpoint_path)
         load_module_state(estimator.modules, state["estimator"], "estimator", checkpoint_path)
-        load_algorithm_state(algorithm, state["optimizer"], checkpoint_path)
+        load_algorithm_state(algorithm, state["algorithm"], checkpoint_path)
         own = distributed.rank_entry(state)
         set_rng_state(state["rng"] if own is None else own["rng"], generator)
         if own is not None:
@@ -329,7 +329,7 @@ def _train_prepared(
             "epoch": epoch,
             "model": vae.state_dict(),
             "estimator": estimator.modules.state_dict(),
-            "optimizer": algorithm.state_dict(),
+            "algorithm": algorithm.state_dict(),
             "rng": rng_state(generator),
             "metrics": run.metrics,
             "wall_seconds": clock.wall(),

@@ -102,7 +102,7 @@ def metrics_row(
     from the training's RNG stream, as runs recorded before the log schedule did, so their
     numbers stay reproducible. ``on_eval`` always runs on a forked, seeded RNG.
     """
-    config, vae = run.config, run.vae
+    config, vae = run.config, run.program
     batches = run.dataset.test_batches(1000, device, keys=vae.data_keys, shard=distributed.shard)
     with forked_rng(config.seed, device, fork=config.evals_per_decade > 0):
         test = evaluate(vae, batches, num_samples=config.metrics_num_samples, reduce=distributed.reduce)

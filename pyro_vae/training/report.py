@@ -61,18 +61,18 @@ def evaluate_run(
     a bar over the test batches (on the main process)."""
     if num_test is not None and not 1 <= num_test <= len(run.dataset.test):
         raise ValueError(f"--num-test must be between 1 and the {len(run.dataset.test)} test images, got {num_test}")
-    if marginal and "y" not in run.vae.data_keys:  # else a second report of the same number
+    if marginal and "y" not in run.program.data_keys:  # else a second report of the same number
         raise ValueError(
             f"--marginal (marginal=True) gives a program of labelled data x without its labels y, and the model "
-            f"{run.config.model!r} takes no labels (data {list(run.vae.data_keys)}): its report is of log p(x) "
+            f"{run.config.model!r} takes no labels (data {list(run.program.data_keys)}): its report is of log p(x) "
             "already; drop --marginal"
         )
-    keys = ("x",) if marginal else tuple(run.vae.data_keys)
+    keys = ("x",) if marginal else tuple(run.program.data_keys)
     batches = run.dataset.test_batches(batch_size, device, keys=keys, num=num_test, shard=distributed.shard)
     start = time.perf_counter()
     with nullcontext() if seed is None else forked_rng(seed, device):
         result = evaluate(
-            run.vae,
+            run.program,
             batches,
             num_samples=num_samples,
             chunk_size=chunk_size,
@@ -95,11 +95,11 @@ def evaluate_run(
         "eval_seconds": time.perf_counter() - start,
         **({} if seed is None else {"seed": seed}),
     }
-    if classifies(run.vae):  # q(y|x) against the test labels, whichever bound was reported
+    if classifies(run.program):  # q(y|x) against the test labels, whichever bound was reported
         labelled = run.dataset.test_batches(
-            batch_size, device, keys=run.vae.data_keys, num=num_test, shard=distributed.shard
+            batch_size, device, keys=run.program.data_keys, num=num_test, shard=distributed.shard
         )
-        report["test_error"] = classification_error(run.vae, labelled, reduce=distributed.reduce)
+        report["test_error"] = classification_error(run.program, labelled, reduce=distributed.reduce)
     distributed.on_main(lambda: after_evaluation(callbacks, run, report))
     return report
 

@@ -107,7 +107,7 @@ def test_the_evaluation_draws_a_bar_over_its_batches_when_asked(progress, folder
 
     run = load_run(folders / "run")
     monkeypatch.setattr(sys, "stderr", Terminal())
-    evaluate(run.vae, run.dataset.test_batches(50, num=200), num_samples=2, progress=progress)
+    evaluate(run.program, run.dataset.test_batches(50, num=200), num_samples=2, progress=progress)
     assert ("evaluate, K=2" in sys.stderr.getvalue() and "/4 [" in sys.stderr.getvalue()) is progress
 
 

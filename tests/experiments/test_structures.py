@@ -50,14 +50,14 @@ def test_structure_trains_reloads_and_evaluates(tmp_path, name):
         **SMALL, model=name, estimator=estimator, model_options=options, num_labels=40 if name == "m2" else None
     )
     run = train(config, tmp_path, progress=False)
-    assert type(run.vae) is MODELS[name]
+    assert type(run.program) is MODELS[name]
     assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"] - 1.0
     loaded = load_run(tmp_path)
-    assert type(loaded.vae) is MODELS[name]
-    for p, q in zip(run.vae.state_dict().values(), loaded.vae.state_dict().values()):
+    assert type(loaded.program) is MODELS[name]
+    for p, q in zip(run.program.state_dict().values(), loaded.program.state_dict().values()):
         assert torch.equal(p, q)
-    batches = loaded.dataset.test_batches(50, keys=loaded.vae.data_keys, num=50)
-    result = evaluate(loaded.vae, batches, num_samples=20)
+    batches = loaded.dataset.test_batches(50, keys=loaded.program.data_keys, num=50)
+    result = evaluate(loaded.program, batches, num_samples=20)
     assert math.isfinite(result.elbo) and result.log_px >= result.elbo and not result.joint
 
 
@@ -170,7 +170,7 @@ def test_a_global_latent_trains_resumes_reloads_and_is_evaluated_jointly(tmp_pat
     assert "log p(x of all 500 test data, global latents sampled jointly) / 500 (IS, K=5)" in out
     run = load_run(run_dir)
     assert [row["epoch"] for row in run.metrics] == [1, 2]
-    assert run.vae.b_loc.abs().sum() > 0  # q(b) was trained
+    assert run.program.b_loc.abs().sum() > 0  # q(b) was trained
     assert main(["evaluate", str(run_dir), "-k", "3", "--num-test", "50"]) == 0
     report = json.loads((run_dir / "eval-epoch0002-k3-n50.json").read_text())
     assert report["test_log_px"] < 0
@@ -249,7 +249,7 @@ def test_a_users_model_trains_by_name_from_the_cli(tmp_path, user_module, capsys
         "--no-progress",
     ]
     assert main(argv) == 0, capsys.readouterr().err
-    assert type(load_run(run).vae).__name__ == "Mine"
+    assert type(load_run(run).program).__name__ == "Mine"
     assert main(["--import", "my_models", "evaluate", str(run), "-k", "5", "--num-test", "10"]) == 0
     assert main(["--import", "no_such_module", "train"]) == 2
     assert "--import no_such_module" in capsys.readouterr().err

@@ -53,12 +53,12 @@ def test_warmup_changes_training_and_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [row["epoch"] for row in load_run(tmp_path / "b").metrics] == [1]
     resumed = train(config, tmp_path / "b", resume=True, progress=False)
-    for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
+    for p, q in zip(straight.program.parameters(), resumed.program.parameters()):
         assert torch.equal(p, q)
     plain = train(TrainConfig(**SMALL, epochs=1), tmp_path / "c", progress=False)
     assert not torch.equal(
-        next(plain.vae.parameters()),
-        next(train(TrainConfig(**SMALL, kl_warmup=1, epochs=1), tmp_path / "d", progress=False).vae.parameters()),
+        next(plain.program.parameters()),
+        next(train(TrainConfig(**SMALL, kl_warmup=1, epochs=1), tmp_path / "d", progress=False).program.parameters()),
     )
 
 

@@ -93,8 +93,8 @@ def test_an_sbn_trains_with_it(tmp_path, name):
     config = TrainConfig(
         dataset="synthetic", model="sbn", z_dim=4, hidden=(), epochs=1, estimator=name, num_train=200, batch_size=50
     )
-    start = build_run(config).vae.encoder.state_dict()
+    start = build_run(config).program.encoder.state_dict()
     run = train(config, tmp_path / "run", progress=False)
     assert len(run.metrics) == 1 and math.isfinite(run.metrics[0]["train_elbo"])
-    trained = run.vae.encoder.state_dict()
+    trained = run.program.encoder.state_dict()
     assert all(torch.isfinite(trained[k]).all() and not torch.equal(trained[k], start[k]) for k in start)

@@ -75,7 +75,7 @@ def test_the_global_sites_are_found_from_one_trace_without_particles():
         program = Offset(0.0, 1.0, broadcasts=broadcasts)
         assert global_sites(program.model, program.guide, x) == ["b"]
     with pytest.raises(ValueError, match="no sample site of the program lies in a plate named 'pairs'"):
-        global_sites(program.model, program.guide, x, data_plate="pairs")
+        global_sites(program.model, program.guide, x, data_plate_name="pairs")
 
 
 def test_with_the_exact_guide_every_draw_is_log_p_of_all_the_data(data):

@@ -67,7 +67,7 @@ def test_train_with_jit_matches_train_without_and_reloads(tmp_path, device):
         assert b["train_elbo"] == pytest.approx(a["train_elbo"], rel=tolerance)
         assert b["test_elbo"] == pytest.approx(a["test_elbo"], rel=tolerance)
     loaded = load_run(tmp_path / "jit")
-    for p, q in zip(compiled.vae.state_dict().values(), loaded.vae.state_dict().values()):
+    for p, q in zip(compiled.program.state_dict().values(), loaded.program.state_dict().values()):
         assert torch.equal(p, q)
     three = TrainConfig(**{**SMALL, "epochs": 3})
     resumed = [

@@ -42,5 +42,5 @@ def test_mcem_training_lowers_the_loss_and_resumes(tmp_path):
     assert straight.metrics[-1]["test_elbo"] > straight.metrics[0]["test_elbo"] + 3.0
     train(TrainConfig(**config, epochs=1), tmp_path / "b", progress=False)
     resumed = train(TrainConfig(**config, epochs=2), tmp_path / "b", resume=True, progress=False)
-    for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
+    for p, q in zip(straight.program.parameters(), resumed.program.parameters()):
         assert torch.equal(p, q)

@@ -9,7 +9,7 @@ from support import SMALL
 
 from pyro_vae.inference.optim import OPTIMIZERS, changed_options, configured_optimizer, fused_option, make_optimizer
 from pyro_vae.inference.schedules import LR_SCHEDULES, iwae_factor, register_schedule, schedule_spans_the_run
-from pyro_vae.inference.svi import SVIAlgorithm
+from pyro_vae.inference.svi import AEVB
 from pyro_vae.training import TrainConfig, TrainingDiverged, train
 
 
@@ -223,7 +223,7 @@ def test_changed_options_names_what_differs_from_the_defaults():
 
 
 def _diverges(monkeypatch):
-    monkeypatch.setattr(SVIAlgorithm, "step", lambda self, batch, total_size: math.nan)
+    monkeypatch.setattr(AEVB, "step", lambda self, batch, total_size: math.nan)
 
 
 def test_a_divergence_in_the_first_epoch_says_there_is_no_checkpoint_and_names_the_options(tmp_path, monkeypatch):

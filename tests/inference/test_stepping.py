@@ -285,5 +285,5 @@ def test_a_run_with_a_plateau_and_a_class_named_optimizer_resumes_as_one_run(tmp
 
     assert rows(resumed) == rows(straight)
     assert [row["lr"] for row in rows(straight)] == [0.01, 0.005, 0.0025]  # each row's rate, then observed
-    for (name, p), q in zip(straight.vae.state_dict().items(), resumed.vae.state_dict().values(), strict=True):
+    for (name, p), q in zip(straight.program.state_dict().items(), resumed.program.state_dict().values(), strict=True):
         assert torch.equal(p, q), name

@@ -161,7 +161,7 @@ def test_resume_continues_the_same_run(tmp_path, algorithm, optimizer):
     straight = train(TrainConfig(**config, epochs=2), tmp_path / "a", progress=False)
     train(TrainConfig(**config, epochs=1), tmp_path / "b", progress=False)
     resumed = train(TrainConfig(**config, epochs=2), tmp_path / "b", resume=True, progress=False)
-    for (name, p), q in zip(straight.vae.state_dict().items(), resumed.vae.state_dict().values()):
+    for (name, p), q in zip(straight.program.state_dict().items(), resumed.program.state_dict().values()):
         assert torch.equal(p, q), name
     strip = lambda ms: [{k: v for k, v in m.items() if "seconds" not in k} for m in ms]  # noqa: E731
     assert strip(straight.metrics) == strip(resumed.metrics)

@@ -13,7 +13,7 @@ from pyro_vae.cli import main
 from pyro_vae.data import UNLABELLED, load_dataset
 from pyro_vae.inference import make_estimator
 from pyro_vae.inference.classification import classification_error
-from pyro_vae.inference.svi import SVIAlgorithm
+from pyro_vae.inference.svi import AEVB
 from pyro_vae.models import DataSpec, build_model
 from pyro_vae.models.linear_gaussian import linear_gaussian_mixture
 
@@ -48,7 +48,7 @@ def test_aevb_step_adds_the_auxiliary_loss_and_trains_the_classifier_on_labelled
     x = torch.randn(5, 3)
     y = torch.tensor([0, 1, 2, 3, 1])  # all labelled: the bound itself never uses q(y|x)
     estimator = make_estimator("enum", m2)
-    algorithm = SVIAlgorithm(m2, estimator, config)
+    algorithm = AEVB(m2, estimator, config)
     before = [p.detach().clone() for p in m2.classifier.parameters()]
     aux = m2.auxiliary_loss(x=x, y=y, total_size=50).item()
     pyro.set_rng_seed(1)
@@ -61,7 +61,7 @@ def test_aevb_step_adds_the_auxiliary_loss_and_trains_the_classifier_on_labelled
     # without the term the classifier gets no gradient from a labelled batch
     m2.alpha_scale = 0.0
     before = [p.detach().clone() for p in m2.classifier.parameters()]
-    algorithm = SVIAlgorithm(m2, estimator, config)
+    algorithm = AEVB(m2, estimator, config)
     algorithm.step({"x": x, "y": y}, 50)
     assert all(torch.equal(p, q) for p, q in zip(before, m2.classifier.parameters()))
 
@@ -123,11 +123,13 @@ def test_m2_trains_through_the_cli_with_labelled_batches(tmp_path, capsys):
     run = load_run(tmp_path)
     assert run.config.labelled_per_batch == 10
     batches = run.dataset.test_batches(100, keys=("x", "y"), num=200)
-    assert report["test_error"] == pytest.approx(classification_error(run.vae, batches))
+    assert report["test_error"] == pytest.approx(classification_error(run.program, batches))
     assert 0.0 <= report["test_error"] < 0.75  # better than chance among the 4 classes
     errors = [row["test_error"] for row in run.metrics]  # the classifier's learning curve, one per epoch
     assert len(errors) == 2 and all(0.0 <= e <= 1.0 for e in errors)
-    assert errors[-1] == pytest.approx(classification_error(run.vae, run.dataset.test_batches(1000, keys=("x", "y"))))
+    assert errors[-1] == pytest.approx(
+        classification_error(run.program, run.dataset.test_batches(1000, keys=("x", "y")))
+    )
     assert math.isfinite(report["test_log_px"]) and report["log_likelihood_of"] == "log p(x, y)"
     # y summed out by M2's own q(y|x): log p(x) = log sum_y p(x, y) > log p(x, y_true), on every image
     assert main(["evaluate", str(tmp_path), "-k", "200", "--num-test", "200", "--marginal"]) == 0

@@ -126,7 +126,7 @@ def test_train_initializes_the_pseudo_inputs_from_the_training_data(tmp_path):
         model_options={"num_components": 3, "pseudo_init": "data"},
     )
     run = train(config, tmp_path, progress=False)
-    assert run.metrics and run.vae.pseudo_inputs.shape == (3, *run.dataset.x_shape)
+    assert run.metrics and run.program.pseudo_inputs.shape == (3, *run.dataset.x_shape)
     assert torch.equal(
-        load_run(tmp_path).vae.pseudo_inputs, run.vae.pseudo_inputs
+        load_run(tmp_path).program.pseudo_inputs, run.program.pseudo_inputs
     )  # a checkpoint counts as initialized

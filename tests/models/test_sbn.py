@@ -52,6 +52,6 @@ def test_the_papers_presets_build_their_networks(preset, layers):
     from pyro_vae.training.config import PRESETS
 
     run = build_run(TrainConfig(**PRESETS[preset], dataset="synthetic", estimator="vimco", num_particles=2))
-    encoder = [m for m in run.vae.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    encoder = [m for m in run.program.encoder.modules() if isinstance(m, torch.nn.Linear)]
     assert len(encoder) == layers and encoder[-1].out_features == 200
     assert run.estimator.objective == "iwae"

@@ -106,7 +106,7 @@ def test_training_evaluation_and_figures_of_a_users_program(tmp_path, model, not
         assert reason in skipped[name], skipped
     assert {p.stem for p in paths} >= {"curves"} and not set(not_drawn) & {p.stem for p in paths}
     test = load_dataset("synthetic").test[:100]
-    result = evaluate(run.vae, [test], num_samples=20)
+    result = evaluate(run.program, [test], num_samples=20)
     assert result.elbo <= result.log_px < 0  # both observed sites (or all rows) in the weights
     resumed = train(
         TrainConfig(**{**run.config.__dict__, "epochs": 3}), tmp_path / model, resume=True, progress=False, jit=False

@@ -171,8 +171,8 @@ def test_bad_data_is_refused_before_torch(call, error, match):
 
 
 def test_vaes_share_an_enclosing_data_plate():
-    a = VAE(4, z_dim=2, hidden=(3,), prefix="a", plate="data")
-    b = VAE(4, z_dim=2, hidden=(3,), prefix="b", plate="data")
+    a = VAE(4, z_dim=2, hidden=(3,), prefix="a", data_plate_name="data")
+    b = VAE(4, z_dim=2, hidden=(3,), prefix="b", data_plate_name="data")
     x = torch.rand(5, 4)
 
     def model(x):
@@ -274,8 +274,8 @@ def test_with_code_broadcasts_an_enumerated_code_against_the_batch():
 def test_two_vaes_sharing_a_plate_run_one_after_the_other(total_size):
     from pyro.infer import SVI
 
-    a = VAE(6, z_dim=2, hidden=(5,), prefix="a", plate="pairs")
-    b = VAE(4, z_dim=2, hidden=(5,), prefix="b", plate="pairs")
+    a = VAE(6, z_dim=2, hidden=(5,), prefix="a", data_plate_name="pairs")
+    b = VAE(4, z_dim=2, hidden=(5,), prefix="b", data_plate_name="pairs")
 
     def model(xa, xb):
         a.model(xa, total_size=total_size)

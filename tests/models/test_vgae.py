@@ -165,8 +165,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, estimator):
     train(graph_config(epochs=3, estimator=estimator), tmp_path / "split", progress=False)
     resumed = train(config, tmp_path / "split", resume=True, progress=False)
     assert [r["loss"] for r in resumed.metrics] == [r["loss"] for r in whole.metrics]
-    for name, value in whole.vae.state_dict().items():
-        assert torch.equal(value, resumed.vae.state_dict()[name]), name
+    for name, value in whole.program.state_dict().items():
+        assert torch.equal(value, resumed.program.state_dict()[name]), name
 
 
 def test_a_folder_being_trained_refuses_a_second_trainer(tmp_path):

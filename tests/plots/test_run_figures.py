@@ -85,7 +85,7 @@ def test_a_users_program_trains_to_exit_0_and_says_which_figures_it_has_not(pair
 
 def test_a_figure_that_fails_to_draw_is_reported_not_raised(tmp_path):
     run = train(TrainConfig(dataset="synthetic", z_dim=2, hidden=(8,), epochs=1), tmp_path / "run", progress=False)
-    run.vae.generate = lambda *args, **kwargs: (_ for _ in ()).throw(KeyError("x"))  # a user's site names
+    run.program.generate = lambda *args, **kwargs: (_ for _ in ()).throw(KeyError("x"))  # a user's site names
     skipped = []
     paths = write_figures(run, tmp_path / "figures", skipped=lambda name, why: skipped.append((name, why)))
     assert ("samples", "KeyError: 'x'") in skipped and ("manifold", "KeyError: 'x'") in skipped
@@ -106,8 +106,8 @@ def test_analogies_need_a_decoder_that_uses_the_label(tmp_path, deaf):
     )
     run = train(config, tmp_path / "run", progress=False)
     if deaf:  # a labelled program whose decoder ignores y: the same z gives the same image for every class
-        decode = run.vae.decode
-        run.vae.decode = lambda z, *, y, **context: decode(z, y=torch.zeros_like(y), **context)
+        decode = run.program.decode
+        run.program.decode = lambda z, *, y, **context: decode(z, y=torch.zeros_like(y), **context)
     skipped = {}
     paths = write_figures(run, tmp_path / "figures", names=None, skipped=skipped.__setitem__)
     drawn = "analogies.png" in {p.name for p in paths}

@@ -42,7 +42,7 @@ def test_scalars_and_images_share_the_samples_seen_axis(evaluated):
     test_elbo = events.Scalars("test_elbo")
     assert [e.step for e in test_elbo] == [row["samples_seen"] for row in run.metrics] == [200, 400]
     assert [e.value for e in test_elbo] == pytest.approx([row["test_elbo"] for row in run.metrics])
-    assert gradient_norm(run.vae) == pytest.approx(events.Scalars("grad_norm")[-1].value)
+    assert gradient_norm(run.program) == pytest.approx(events.Scalars("grad_norm")[-1].value)
     for tag in ("samples", "reconstructions"):
         images = events.Images(tag)
         assert [image.step for image in images] == [200, 400]  # each epoch's end, on the scalars' axis

@@ -85,15 +85,15 @@ def test_export_then_load_is_the_same_model(entry, trained):
     )
     original, loaded, program = load_run(trained), load_pretrained_run("toy"), pyro_vae.load_pretrained("toy")
     assert record["data"] == DataDescription.of(original.dataset).to_dict()
-    assert original.vae.state_dict().keys() == loaded.vae.state_dict().keys() == program.state_dict().keys()
+    assert original.program.state_dict().keys() == loaded.program.state_dict().keys() == program.state_dict().keys()
     for (name, p), q, r in zip(
-        original.vae.state_dict().items(), loaded.vae.state_dict().values(), program.state_dict().values()
+        original.program.state_dict().items(), loaded.program.state_dict().values(), program.state_dict().values()
     ):
         assert q.dtype == torch.float32 and torch.equal(p, q) and torch.equal(p, r), name
     assert loaded.metrics == original.metrics
     x = original.dataset.test[:50]
-    assert _elbo(loaded.vae, x) == _elbo(original.vae, x) == _elbo(program, x)
-    assert _elbo(resolve_run("pretrained:toy").vae, x) == _elbo(resolve_run(trained).vae, x)
+    assert _elbo(loaded.program, x) == _elbo(original.program, x) == _elbo(program, x)
+    assert _elbo(resolve_run("pretrained:toy").program, x) == _elbo(resolve_run(trained).program, x)
 
 
 @pytest.mark.parametrize("target, folder", [("pretrained:toy", "runs/pretrained/toy"), ("runs/a", "runs/a")])
@@ -183,7 +183,7 @@ def test_export_from_another_checkpoint_of_the_run(tmp_path, registry):
     expected = torch.load(kept, weights_only=False)["model"]
     for name, value in load_pretrained("first").state_dict().items():
         assert torch.equal(value, expected[name].float()), name
-    assert not torch.equal(load_run(run_dir).vae.state_dict()[name], value)  # the last epoch differs
+    assert not torch.equal(load_run(run_dir).program.state_dict()[name], value)  # the last epoch differs
 
 
 @pytest.mark.parametrize("name", ["", "Toy", "a/b", "pretrained:x"])
@@ -211,7 +211,7 @@ def assert_program_is_the_runs(name, run, without_data, log_px_of) -> None:
         assert list(cache.iterdir()) == []
     assert pretrained.pretrained_record(name)["data"] == DataDescription.of(run.dataset).to_dict()
     batches = list(run.dataset.test_batches(4, keys=program.data_keys, num=8))
-    assert log_px_of(program, batches) == log_px_of(run.vae.eval(), batches)
+    assert log_px_of(program, batches) == log_px_of(run.program.eval(), batches)
 
 
 @pytest.mark.data
@@ -250,7 +250,7 @@ def test_shipped_m2_classifies_the_test_images_with_its_recorded_error(real_data
     record = json.loads(pretrained.PRETRAINED[name].read_text())
     report = record["reports"]["eval-epoch0100-k100-n10000"]
     assert report["num_test"] == 10000 and report["test_error"] == run.metrics[-1]["test_error"] == 0.0465
-    error = classification_error(run.vae.eval(), run.dataset.test_batches(1000, keys=("x", "y")))
+    error = classification_error(run.program.eval(), run.dataset.test_batches(1000, keys=("x", "y")))
     assert error == pytest.approx(0.0465, abs=1e-9)
     assert_program_is_the_runs(name, run, without_data, log_px_of)
 

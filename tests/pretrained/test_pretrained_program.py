@@ -136,7 +136,9 @@ def test_save_a_run_keeps_its_config_data_and_curve(tmp_path):
     assert DataDescription.from_dict(record["data"]) == DataDescription.of(make_synthetic())
     again = load_pretrained_run(folder)
     assert again.metrics == run.metrics and again.config == run.config
-    for p, q in zip(run.vae.state_dict().values(), resolve_run(f"pretrained:{folder}").vae.state_dict().values()):
+    for p, q in zip(
+        run.program.state_dict().values(), resolve_run(f"pretrained:{folder}").program.state_dict().values()
+    ):
         assert torch.equal(p, q)
     assert report_dir(f"pretrained:{folder}") == folder
 

@@ -243,7 +243,7 @@ def test_early_stopping_stops_after_patience_rows_and_keeps_the_best_checkpoint(
     best = load_checkpoint(tmp_path / BEST_CHECKPOINT)
     assert best["epoch"] == 1 and load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 3
     epoch_1 = train(TrainConfig(**SMALL, epochs=1), tmp_path / "one", progress=False)
-    for name, value in epoch_1.vae.state_dict().items():
+    for name, value in epoch_1.program.state_dict().items():
         assert torch.equal(best["model"][name], value), name
 
 

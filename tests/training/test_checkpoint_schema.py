@@ -44,7 +44,7 @@ def _rewrite(runs, tmp_path, **fields):
         (dict(metrics="garbage"), "the field metrics must be a list of rows"),
         (dict(metrics=["garbage"]), "the field metrics[0] must be a row"),
         (dict(model=[1, 2]), "the field model must be a state dict"),
-        (dict(optimizer=None), "the field optimizer must be a dict"),
+        (dict(algorithm=None), "the field algorithm must be a dict"),
         (dict(config="x"), "the field config must be a dict"),
         (dict(wall_seconds=float("nan")), "the field wall_seconds must be a finite number"),
         (dict(distributed={"world_size": 2, "ranks": []}), "the field distributed.ranks must be a list of 2"),
@@ -70,21 +70,42 @@ def test_hand_made_fields_are_named(runs, tmp_path, fields, message):
     assert len(str(err.value).splitlines()) == 1
 
 
+def test_a_checkpoint_with_the_old_key_optimizer_loads_as_algorithm(runs, tmp_path):
+    """Checkpoints written before 0.3 held the algorithm's state under ``optimizer``."""
+    state = load_checkpoint(runs / "50" / "checkpoint.pt")
+    state["optimizer"] = state.pop("algorithm")
+    state.pop("format")
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs / "50", run_dir)
+    save_checkpoint(state, run_dir / "checkpoint.pt")
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert "optimizer" in saved and "algorithm" not in saved
+    loaded = load_checkpoint(run_dir / "checkpoint.pt")
+    assert "optimizer" not in loaded
+    assert torch.equal(
+        loaded["algorithm"]["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["optimizer"]["state"][0]["exp_avg"]
+    )
+    resumed = load_run(run_dir)
+    assert resumed.config == load_run(runs / "50").config
+    with pytest.warns(DeprecationWarning, match=r"Run\.vae is now Run\.program"):
+        assert resumed.vae is resumed.program  # the old attribute name, one release
+
+
 def test_load_run_names_a_bad_device(runs):
     with pytest.raises(ValueError, match="device 'gpu' is not a torch device"):
         load_run(runs / "50", device="gpu")
 
 
 def _swap_optimizer(runs, tmp_path):
-    other = load_checkpoint(runs / "20" / "checkpoint.pt")["optimizer"]
-    return _rewrite(runs, tmp_path, optimizer=other)
+    other = load_checkpoint(runs / "20" / "checkpoint.pt")["algorithm"]
+    return _rewrite(runs, tmp_path, algorithm=other)
 
 
 def test_an_optimizer_state_of_another_architecture_is_refused(runs, tmp_path):
     run_dir = _swap_optimizer(runs, tmp_path)
     with pytest.raises(
         CheckpointError,
-        match=r"optimizer\.optimizer\.state\[0\]\.exp_avg has shape \(20, 64\), the parameter it steps \(50, 64\)",
+        match=r"algorithm\.optimizer\.state\[0\]\.exp_avg has shape \(20, 64\), the parameter it steps \(50, 64\)",
     ):
         train(TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)), run_dir, resume=True, progress=False)
 
@@ -109,7 +130,7 @@ def test_the_optimizer_swap_through_the_cli_is_one_line_not_a_segfault(runs, tmp
     done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("pyro-vae: error: checkpoint") and "optimizer.optimizer.state[0].exp_avg" in last
+    assert last.startswith("pyro-vae: error: checkpoint") and "algorithm.optimizer.state[0].exp_avg" in last
 
 
 @pytest.mark.parametrize(
@@ -120,9 +141,9 @@ def test_the_optimizer_swap_through_the_cli_is_one_line_not_a_segfault(runs, tmp
     ],
 )
 def test_optimizer_groups_must_fit(runs, tmp_path, groups, message):
-    state = load_checkpoint(runs / "50" / "checkpoint.pt")["optimizer"]
+    state = load_checkpoint(runs / "50" / "checkpoint.pt")["algorithm"]
     state["optimizer"]["param_groups"] = groups(state["optimizer"]["param_groups"])
-    run_dir = _rewrite(runs, tmp_path, optimizer=state)
+    run_dir = _rewrite(runs, tmp_path, algorithm=state)
     with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
         train(TrainConfig(**dict(SMALL, epochs=2), hidden=(50,)), run_dir, resume=True, progress=False)
 

@@ -54,7 +54,7 @@ def _worker(rank: int, world_size: int, port: int, root: str) -> None:
     with session("cpu") as (context, device):
         point = TrainConfig(**POINT, epochs=2)
         run = train(point, root / "point-2", progress=False, distributed=context)
-        torch.save({"model": run.vae.state_dict(), "metrics": run.metrics}, root / f"point-2-rank{rank}.pt")
+        torch.save({"model": run.program.state_dict(), "metrics": run.metrics}, root / f"point-2-rank{rank}.pt")
         noisy = TrainConfig(**SMALL, estimator="score-baseline", epochs=2)
         train(noisy, root / "straight", progress=False, distributed=context)
         train(
@@ -79,7 +79,7 @@ def test_two_processes(tmp_path):
     # global batches: same parameters, train and test ELBO (the objective has no sampling noise).
     one = train(TrainConfig(**POINT, epochs=2), tmp_path / "point-1", progress=False)
     two = load_checkpoint(tmp_path / "point-2" / "checkpoint.pt")
-    for name, value in one.vae.state_dict().items():
+    for name, value in one.program.state_dict().items():
         torch.testing.assert_close(two["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
     for rank in (0, 1):  # every process holds the same parameters and metrics
         own = torch.load(tmp_path / f"point-2-rank{rank}.pt")

@@ -102,7 +102,9 @@ def test_run_continued_from_a_committed_checkpoint_equals_an_uninterrupted_run(
 
     straight, continued = load_run(tmp_path / "straight" / "longruns" / "toy"), load_run(clone)
     assert continued.metrics[-1]["epoch"] == 4
-    for (name, p), q in zip(straight.vae.state_dict().items(), continued.vae.state_dict().values(), strict=True):
+    for (name, p), q in zip(
+        straight.program.state_dict().items(), continued.program.state_dict().values(), strict=True
+    ):
         assert torch.equal(p, q), name
     straight_rows = _rows(tmp_path / "straight" / "longruns" / "toy" / "metrics.csv")
     assert len(straight_rows) == rows and straight_rows == _rows(clone / "metrics.csv")

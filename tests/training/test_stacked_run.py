@@ -69,9 +69,9 @@ def test_m1_from_a_run_folder_trains_resumes_and_evaluates_through_the_cli(tmp_p
     run = load_run(run_dir)
     assert [row["epoch"] for row in run.metrics] == [1, 2]
     assert all(0.0 <= row["test_error"] <= 1.0 for row in run.metrics)
-    m1 = load_run(m1_dir).vae.state_dict()
+    m1 = load_run(m1_dir).program.state_dict()
     for name, value in m1.items():  # the frozen M1 is the one the option names, in every checkpoint
-        assert torch.equal(run.vae.state_dict()[f"m1.{name}"], value), name
+        assert torch.equal(run.program.state_dict()[f"m1.{name}"], value), name
 
 
 def test_resume_is_the_uninterrupted_run(tmp_path, m1_dir):
@@ -79,7 +79,7 @@ def test_resume_is_the_uninterrupted_run(tmp_path, m1_dir):
     straight = train(config, tmp_path / "a", progress=False)
     train(dataclasses.replace(config, epochs=1), tmp_path / "b", progress=False)
     resumed = train(config, tmp_path / "b", resume=True, progress=False)
-    for (name, p), q in zip(straight.vae.state_dict().items(), resumed.vae.state_dict().values()):
+    for (name, p), q in zip(straight.program.state_dict().items(), resumed.program.state_dict().values()):
         assert torch.equal(p, q), name
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
     assert strip(straight.metrics) == strip(resumed.metrics)
@@ -89,9 +89,9 @@ def test_m1_from_a_pretrained_entry(tmp_path, m1_dir, monkeypatch):
     monkeypatch.setattr(pretrained, "PRETRAINED", Registry("pretrained model"))
     pretrained.register_pretrained(pretrained.export_pretrained(m1_dir, "toy", "", "a toy M1", folder=tmp_path))
     run = build_run(TrainConfig(**STACKED, model_options={"m1": "pretrained:toy"}, epochs=1))
-    for name, value in load_run(m1_dir).vae.state_dict().items():
-        assert torch.equal(run.vae.m1.state_dict()[name], value), name
-    assert not any(p.requires_grad for p in run.vae.m1.parameters())
+    for name, value in load_run(m1_dir).program.state_dict().items():
+        assert torch.equal(run.program.m1.state_dict()[name], value), name
+    assert not any(p.requires_grad for p in run.program.m1.parameters())
 
 
 def test_loading_m1_leaves_torch_rng_alone(m1_dir):

@@ -9,7 +9,7 @@ from support import SMALL
 
 from pyro_vae.inference import ALGORITHMS
 from pyro_vae.inference.optim import iwae_factor
-from pyro_vae.inference.svi import SVIAlgorithm
+from pyro_vae.inference.svi import AEVB
 from pyro_vae.training import EvalSchedule, TrainConfig, TrainingDiverged, build_run, load_run, train
 from pyro_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyro_vae.training.report import read_report
@@ -32,14 +32,14 @@ def test_resume_continues_the_same_run(tmp_path, estimator, optimizer):
     straight = train(TrainConfig(**config, epochs=2), tmp_path / "a", progress=False)
     train(TrainConfig(**config, epochs=1), tmp_path / "b", progress=False)
     resumed = train(TrainConfig(**config, epochs=2), tmp_path / "b", resume=True, progress=False)
-    for (name, p), q in zip(straight.vae.state_dict().items(), resumed.vae.state_dict().values()):
+    for (name, p), q in zip(straight.program.state_dict().items(), resumed.program.state_dict().values()):
         assert torch.equal(p, q), name
     for p, q in zip(straight.estimator.modules.parameters(), resumed.estimator.modules.parameters()):
         assert torch.equal(p, q)
     strip = lambda ms: [{k: v for k, v in m.items() if "seconds" not in k} for m in ms]  # noqa: E731
     assert strip(straight.metrics) == strip(resumed.metrics)
     loaded = load_run(tmp_path / "b")
-    assert all(torch.equal(p, q) for p, q in zip(loaded.vae.parameters(), resumed.vae.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(loaded.program.parameters(), resumed.program.parameters()))
 
 
 @pytest.mark.parametrize(
@@ -53,9 +53,7 @@ def test_iwae_schedule_stages(finished_epochs, stage):
 
 def _learning_rates(algorithm) -> set[float]:
     optimizers = (
-        [algorithm.optimizer]
-        if isinstance(algorithm, SVIAlgorithm)
-        else [algorithm.decoder_optim, algorithm.encoder_optim]
+        [algorithm.optimizer] if isinstance(algorithm, AEVB) else [algorithm.decoder_optim, algorithm.encoder_optim]
     )
     return {group["lr"] for optim in optimizers for group in optim.param_groups}
 
@@ -64,7 +62,7 @@ def _learning_rates(algorithm) -> set[float]:
 def test_lr_schedule_reaches_the_optimizers(algorithm):
     config = TrainConfig(**SMALL, algorithm=algorithm, lr_schedule="iwae")
     run = build_run(config)
-    updater = ALGORITHMS[algorithm](run.vae, run.estimator, config)
+    updater = ALGORITHMS[algorithm](run.program, run.estimator, config)
     x = run.dataset.train[:100]
     rates = []
     for _ in range(5):  # epochs 1-5: stages 0, 1, 1, 1, 2
@@ -109,7 +107,7 @@ def test_resume_keeps_the_lr_schedule(tmp_path, algorithm, schedule, factors):
         train(TrainConfig(**config, epochs=5), tmp_path / "b", progress=False)
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 2
     resumed = train(TrainConfig(**config, epochs=5), tmp_path / "b", resume=True, progress=False)
-    for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
+    for p, q in zip(straight.program.parameters(), resumed.program.parameters()):
         assert torch.equal(p, q)
     assert [m["lr"] for m in resumed.metrics] == pytest.approx([1e-2 * f for f in factors])
 
@@ -140,7 +138,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     train(TrainConfig(**SMALL, epochs=1), tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    monkeypatch.setattr(SVIAlgorithm, "step", lambda self, batch, total_size: math.nan)
+    monkeypatch.setattr(AEVB, "step", lambda self, batch, total_size: math.nan)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*epoch 1.*intact"):
         train(TrainConfig(**SMALL, epochs=2), tmp_path, resume=True, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
@@ -270,11 +268,11 @@ def test_trains_and_resumes_on_cuda(tmp_path, extra):
     straight = train(TrainConfig(**config, epochs=2), tmp_path / "a", device="cuda", progress=False)
     train(TrainConfig(**config, epochs=1), tmp_path / "b", device="cuda", progress=False)
     run = train(TrainConfig(**config, epochs=2), tmp_path / "b", device="cuda", resume=True, progress=False)
-    assert all(p.is_cuda for p in run.vae.parameters())
+    assert all(p.is_cuda for p in run.program.parameters())
     assert run.metrics[-1]["test_elbo"] > run.metrics[0]["test_elbo"]
-    for p, q in zip(straight.vae.parameters(), run.vae.parameters()):
+    for p, q in zip(straight.program.parameters(), run.program.parameters()):
         torch.testing.assert_close(p, q)  # the same run, up to nondeterministic CUDA kernels
-    assert all(p.device.type == "cpu" for p in load_run(tmp_path / "b").vae.parameters())
+    assert all(p.device.type == "cpu" for p in load_run(tmp_path / "b").program.parameters())
 
 
 @pytest.mark.cuda
@@ -286,10 +284,10 @@ def test_evaluates_plots_and_compares_estimators_on_cuda(tmp_path):
     train(TrainConfig(**SMALL, epochs=1), tmp_path, device="cuda", progress=False)
     run = load_run(tmp_path, device="cuda")
     x = run.dataset.test[:100].cuda()
-    result = evaluate(run.vae, [x], num_samples=50)
+    result = evaluate(run.program, [x], num_samples=50)
     assert result.log_px >= result.elbo
     assert {p.name for p in write_figures(run, tmp_path / "figures")} >= {"samples.png", "manifold.png"}
-    rows = compare_estimators(run.vae, x, ["score-nvil"], num_draws=4, adapt_batches=[x])
+    rows = compare_estimators(run.program, x, ["score-nvil"], num_draws=4, adapt_batches=[x])
     assert all(math.isfinite(r["ratio"]) for r in rows)
 
 
@@ -375,7 +373,7 @@ def test_training_leaves_the_global_param_store_alone(tmp_path):
     assert set(store.keys()) == {"users_own", "encoder$$$net.0.weight"}
     assert torch.equal(store["users_own"], torch.tensor([1.0, 2.0]))
     assert torch.equal(store["encoder$$$net.0.weight"], torch.zeros(3))
-    assert run.vae.encoder.net[0].weight.shape == (16, 64)
+    assert run.program.encoder.net[0].weight.shape == (16, 64)
 
 
 @pytest.mark.parametrize(
@@ -410,7 +408,7 @@ def test_log_schedule_rows_resume_and_leave_training_alone(tmp_path):
     rows, expected = _without_times(resumed.metrics), _without_times(straight.metrics)
     assert rows[:2] == expected[:2] and rows[4:] == expected[3:]
     assert rows[3]["test_elbo"] == expected[2]["test_elbo"]
-    for p, q in zip(straight.vae.parameters(), resumed.vae.parameters()):
+    for p, q in zip(straight.program.parameters(), resumed.program.parameters()):
         assert torch.equal(p, q)
     # evaluation and on_eval draw on a forked RNG: the training is the same with any schedule
     calls = []
@@ -420,7 +418,7 @@ def test_log_schedule_rows_resume_and_leave_training_alone(tmp_path):
         progress=False,
         on_eval=lambda run: calls.append(torch.randn(1)) or {"extra": 1.5},
     )
-    for p, q in zip(straight.vae.parameters(), other.vae.parameters()):
+    for p, q in zip(straight.program.parameters(), other.program.parameters()):
         assert torch.equal(p, q)
     assert len(calls) == len(other.metrics) and all(r["extra"] == 1.5 for r in other.metrics)
     assert all(torch.equal(c, calls[0]) for c in calls)  # the same seed at every row
@@ -432,13 +430,13 @@ def test_log_schedule_rows_resume_and_leave_training_alone(tmp_path):
 def test_validation_runs_on_the_first_step_or_every_step(tmp_path, monkeypatch, every_step):
     from pyro.infer.util import is_validation_enabled
 
-    seen, step = [], SVIAlgorithm.step
+    seen, step = [], AEVB.step
 
     def recording(self, batch, total_size):
         seen.append(is_validation_enabled())
         return step(self, batch, total_size)
 
-    monkeypatch.setattr(SVIAlgorithm, "step", recording)
+    monkeypatch.setattr(AEVB, "step", recording)
     train(TrainConfig(**SMALL, epochs=2), tmp_path, progress=False, validate_every_step=every_step)
     train(TrainConfig(**SMALL, epochs=3), tmp_path, resume=True, progress=False, validate_every_step=every_step)
     first_of_each_call = [True] + [every_step] * 39 + [True] + [every_step] * 19
@@ -463,7 +461,7 @@ def test_the_initialization_is_checked(options, error, message):
 
 def test_a_glorot_run_starts_from_glorots_weights(tmp_path):
     run = train(TrainConfig(**{**SMALL, "lr": 1e-12}, epochs=1, init="glorot"), tmp_path, progress=False)
-    first = run.vae.encoder.net[0]
+    first = run.program.encoder.net[0]
     bound = math.sqrt(6 / (first.in_features + first.out_features))
     assert first.weight.abs().max() <= bound * (1 + 1e-6) and first.weight.std() > 0.9 * bound / math.sqrt(3)
     assert load_run(tmp_path).config.init == "glorot"

@@ -29,7 +29,7 @@ def test_train_on_a_tensor_or_a_dataloader_records_the_fingerprint(tmp_path, dat
     assert load_checkpoint(tmp_path / "checkpoint.pt")[DATA_FINGERPRINT] == as_dataset(data).fingerprint
     assert json.loads((tmp_path / "config.json").read_text())["dataset"] == "user"
     reloaded = load_run(tmp_path, data=data)
-    trained, again = run.vae.state_dict(), reloaded.vae.state_dict()
+    trained, again = run.program.state_dict(), reloaded.program.state_dict()
     assert trained.keys() == again.keys() and all(torch.equal(trained[k], again[k]) for k in trained)
 
 
