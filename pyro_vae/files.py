@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 
 def file_mode() -> int:
@@ -37,8 +37,8 @@ def named_os_error(err: OSError, path: Path) -> OSError:
     return err
 
 
-def atomic_write_stream(path: str | os.PathLike, source: BinaryIO) -> Path:
-    """Copy the file object ``source`` to ``path`` atomically (see the module docstring)."""
+def atomic_write_stream(path: str | os.PathLike, source: io.BufferedIOBase) -> Path:
+    """Copy the binary file object ``source`` (``open(..., "rb")``, ``gzip.open``, ``BytesIO``) to ``path`` atomically (see the module docstring)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,14 @@
 Torch, when handed a negative layer size or an infinite learning rate, fails
 late and deep (a size error in ``nn.Linear``, a dump of Pyro's parameters, a
 traceback after all training). The functions here refuse such values before
-anything runs:
+anything runs, and know nothing of the models or configs they serve:
 
-* :func:`check_sizes` and :func:`check_train_config` for the library
-  (:class:`~pyro_vae.models.vae.VAE`, ``TrainConfig``);
-* :func:`check_model_fits`: a model too big for the machine's memory;
-* :func:`check_fields`, :func:`check_arguments`: values against their annotations
-  (ints are ints, counts >= 1), for dataclasses and public functions;
+* :class:`Rule`: a range a value must lie in (:data:`COUNT`, :data:`POSITIVE`, :func:`at_least`,
+  :func:`one_of`, ...), declared with a dataclass field (:func:`rules`) or checked by name
+  (``COUNT.check(chunk_size=chunk_size)``);
+* :func:`check_fields`, :func:`check_arguments`: values against their annotations (ints are
+  ints), and a dataclass's fields against their declared rules, for dataclasses and public
+  functions;
 * :func:`check_fits` and its uses: sizes whose memory the machine does not have.
 
 The command line checks its own flags while parsing them (each declares its
@@ -21,72 +22,85 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import types
 import typing
 from collections import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an int, and not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_sizes(x_shape: Sequence[int], z_dim: int, hidden: Sequence[int]) -> None:
-    """Raise ``ValueError`` unless every data dimension, ``z_dim`` and hidden size is an integer >= 1."""
-    if not all(_is_int(d) and d >= 1 for d in x_shape) or len(x_shape) == 0:
-        raise ValueError(f"x_shape must be positive integers, got {tuple(x_shape)}")
-    if not _is_int(z_dim) or z_dim < 1:
-        raise ValueError(f"z_dim must be an integer >= 1, got {z_dim!r}")
-    if not all(_is_int(h) and h >= 1 for h in hidden):
-        raise ValueError(f"hidden layer sizes must be integers >= 1, got {tuple(hidden)}")
+# --- ranges: a rule per value, declared once -------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """A range a value must lie in beyond its type: ``accepts(value)``, and the same in words,
+    ``means``, which follows "NAME must" in the error (``"be >= 1"``, ``"lie in [0, 1)"``).
+    ``accepts`` is given values of the annotated type only (:func:`check_fields` checks the
+    type first), never ``None``."""
+
+    means: str
+    accepts: Callable[[Any], bool]
+
+    def check(self, **values: Any) -> None:
+        """Raise ``ValueError`` "NAME must MEANS, got VALUE" for the first of ``values`` (by name)
+        that this rule refuses."""
+        for name, value in values.items():
+            if not self.accepts(value):
+                raise ValueError(f"{name} must {self.means}, got {value!r}")
 
 
-MAX_INIT_STD = 1.0
+def at_least(low: int) -> Rule:
+    """A number >= ``low`` (an int's range: ``at_least(0)``, or :data:`COUNT`)."""
+    return Rule(f"be >= {low}", lambda value: value >= low)
 
 
-def check_init_std(init_std: float | None) -> None:
-    """``None`` (PyTorch's initialisation) or a finite standard deviation > 0."""
-    if init_std is not None and not (math.isfinite(init_std) and init_std > 0):
-        raise ValueError(f"init_std must be a finite number > 0 (or None), got {init_std}")
-    if init_std is not None and init_std > MAX_INIT_STD:
-        raise ValueError(
-            f"init_std={init_std} is above {MAX_INIT_STD}: weights that large saturate every unit and overflow "
-            "the encoder's scale exp(log sigma^2 / 2) at the first step (the paper: 0.01)"
-        )
+def finite(words: str, accepts: Callable[[float], bool]) -> Rule:
+    """A finite number for which ``accepts`` holds; ``words`` say where it lies (``"> 0"``)."""
+    return Rule(f"be a finite number {words}", lambda value: math.isfinite(value) and accepts(value))
 
 
-def check_step_size(lr: float, weight_decay: float = 0.0) -> None:
-    """A learning rate lr, finite and > 0, and a weight decay, finite and >= 0."""
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+def one_of(choices: Iterable[Any]) -> Rule:
+    """One of ``choices``."""
+    choices = tuple(choices)
+    return Rule(f"be one of {list(choices)}", lambda value: value in choices)
 
 
-def check_train_config(config: Any) -> None:
-    """The checks of a ``TrainConfig`` beyond names and counts (which it makes itself)."""
-    check_sizes((1,), config.z_dim, config.hidden)
-    check_init_std(config.init_std)
-    check_seed(config.seed)
-    if config.num_labels is not None and config.num_labels < 1:
-        raise ValueError(f"num_labels must be >= 1, got {config.num_labels}")
-    check_step_size(config.lr, config.weight_decay)
-    if config.num_train is not None and config.num_train < 1:
-        raise ValueError(f"num_train must be >= 1, got {config.num_train}")
+#: An int >= 1: a size, a count of samples, epochs, ...
+COUNT = at_least(1)
+#: A finite number > 0 (a learning rate, ...).
+POSITIVE = finite("> 0", lambda value: value > 0)
+#: A finite number >= 0 (a weight decay, ...).
+NON_NEGATIVE = finite(">= 0", lambda value: value >= 0)
+
+#: The key of a dataclass field's metadata under which :func:`rules` stores its rules.
+RULES_KEY = "pyro_vae.rules"
 
 
-def mlp_weight_count(sizes: Sequence[int]) -> int:
-    """Weights and biases of an MLP with layer sizes ``sizes`` (input, hidden..., output)."""
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+def rules(*declared: Rule) -> dict[str, tuple[Rule, ...]]:
+    """The metadata of a dataclass field whose values (``None`` aside) must pass each of
+    ``declared``, in order: ``z_dim: int = field(default=20, metadata=rules(COUNT))``."""
+    return {RULES_KEY: declared}
 
 
-def parameter_count(x_dim: int, z_dim: int, hidden: Sequence[int]) -> int:
-    """Weights and biases of the encoder ``x-hidden-2z`` and decoder ``z-reversed(hidden)-x``."""
-    return mlp_weight_count([x_dim, *hidden, 2 * z_dim]) + mlp_weight_count([z_dim, *reversed(hidden), x_dim])
+def declared_rules(cls: type) -> dict[str, tuple[Rule, ...]]:
+    """The rules declared with each field of the dataclass ``cls`` (:func:`rules`), by field name;
+    ``()`` for a field that declares none."""
+    return {f.name: f.metadata.get(RULES_KEY, ()) for f in dataclasses.fields(cls)}
+
+
+def check_rules(declared: Sequence[Rule], **values: Any) -> None:
+    """Each of ``values`` (by name) that is not ``None`` against each rule of ``declared``, in order."""
+    for name, value in values.items():
+        if value is not None:
+            for rule in declared:
+                rule.check(**{name: value})
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -114,35 +128,7 @@ def device_memory(device: str | torch.device) -> int | None:
     return None
 
 
-def check_model_fits(config: Any, x_shape: Sequence[int], device: str | torch.device = "cpu") -> None:
-    """Refuse a model whose training state cannot fit in ``device``'s memory.
-
-    Counts four float tensors per weight (the weight, its gradient and two
-    optimizer moments) plus the hidden activations of one minibatch: a lower
-    bound, so a model refused here could never have trained.
-    """
-    check_metrics_fit(config.epochs, device)
-    memory = device_memory(device)
-    if memory is None:
-        return
-    x_dim = math.prod(x_shape)
-    hidden = tuple(config.hidden)
-    size = torch.tensor([], dtype=torch.get_default_dtype()).element_size()
-    params = parameter_count(x_dim, config.z_dim, hidden)
-    rows = config.batch_size * config.num_particles
-    activations = rows * (2 * sum(hidden) + 2 * x_dim + 3 * config.z_dim)
-    need = size * (4 * params + activations)
-    if need > memory:
-        sizes = "-".join(map(str, (x_dim, *hidden, config.z_dim)))
-        raise ValueError(
-            f"the model {sizes} (--hidden {' '.join(map(str, hidden))} --z-dim {config.z_dim}, "
-            f"{params:,} weights, batch {config.batch_size}) needs at least {need / 2**30:,.1f} GiB to train, "
-            f"more than the {memory / 2**30:,.1f} GiB of memory of {device}; choose smaller sizes"
-        )
-
-
 # --- types at the API boundary: one checker for annotated values ----------------------
-_COUNT = re.compile(r"^num_|_size$|_dim$|_samples$")  # int parameters named so are counts >= 1
 
 
 def _describe(annotation: Any) -> str:
@@ -171,9 +157,9 @@ def _matches(value: Any, annotation: Any) -> bool:
     if annotation is type(None):
         return value is None
     if annotation is int:
-        return _is_int(value)
+        return is_int(value)
     if annotation is float:
-        return (_is_int(value) or isinstance(value, float)) and not isinstance(value, bool)
+        return (is_int(value) or isinstance(value, float)) and not isinstance(value, bool)
     if origin in (tuple, list, abc.Sequence):
         if not isinstance(value, (tuple, list)):
             return False
@@ -203,20 +189,21 @@ class InputError(ValueError):
 
 
 def check_value(name: str, value: Any, annotation: Any) -> None:
-    """Raise :class:`ArgumentTypeError` naming ``name`` unless ``value`` has the annotated type,
-    and ``ValueError`` unless an int named like a count (``num_*``, ``*_size``, ``*_dim``,
-    ``*_samples``) is >= 1. Other ranges are the caller's to check."""
+    """Raise :class:`ArgumentTypeError` naming ``name`` unless ``value`` has the annotated type.
+    A range is a :class:`Rule`, declared apart."""
     if not _matches(value, annotation):
         raise ArgumentTypeError(f"{name} must be {_describe(annotation)}, got {value!r:.80} ({type(value).__name__})")
-    if _is_int(value) and _COUNT.search(name) and value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def check_fields(obj: Any) -> None:
-    """:func:`check_value` for every field of the dataclass instance ``obj``, against its annotation."""
+    """Check every field of the dataclass instance ``obj``: its value against the field's
+    annotation (:func:`check_value`), then, unless ``None``, against each rule declared with the
+    field (:func:`rules`), so that the first bad field raises one error naming it."""
     hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        check_value(f.name, getattr(obj, f.name), hints[f.name])
+    for name, declared in declared_rules(type(obj)).items():
+        value = getattr(obj, name)
+        check_value(name, value, hints[name])
+        check_rules(declared, **{name: value})
 
 
 def check_arguments(fn: Callable, **values: Any) -> None:
@@ -236,12 +223,6 @@ def check_distinct(name: str, values: Sequence[Any], why: str) -> None:
     repeated = sorted({value for value in values if list(values).count(value) > 1}, key=str)
     if repeated:
         raise ValueError(f"{name} {repeated} are named more than once; {why}")
-
-
-def check_seed(seed: int) -> None:
-    """A seed torch takes, with room for the per-process streams ``seed + rank * 2**32``."""
-    if not -(2**62) <= seed < 2**62:
-        raise ValueError(f"seed must lie in [-2**62, 2**62), got {seed}")
 
 
 # --- memory: nonsense sizes refused with the estimate --------------------------------

@@ -4,9 +4,10 @@ every test module, since the root ``conftest.py`` lives there).
 * :data:`SMALL`: the settings of a small, fast training run on the synthetic data set;
 * :func:`draws_mean_and_se`: the mean of gradient draws of an estimator and its standard
   error, per parameter group, for unbiasedness checks within statistical tolerance;
-* :func:`small_sbn`, :func:`exact_sbn_gradient`, :func:`estimator_gradient_draws`: a sigmoid
-  belief network small enough to sum over every binary latent, its exact gradients, and an
-  estimator's mean gradient on it (the discrete estimators' checks).
+* :func:`small_sbn`, :func:`exact_sbn_bound`, :func:`exact_sbn_gradient`,
+  :func:`estimator_gradient_draws`: a sigmoid belief network (one layer or more) small enough to
+  sum over every binary latent, its exact bounds and their gradients, and an estimator's mean
+  gradient on it (the discrete estimators' checks).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import itertools
 import math
 
+import pyro.poutine as poutine
 import torch
 
 from pyro_vae.inference import make_estimator
+from pyro_vae.inference.log_weights import particle_plate
 from pyro_vae.inference.variance import draw_gradients
 from pyro_vae.models.sbn import SigmoidBeliefVAE
 
@@ -42,38 +45,45 @@ def draws_mean_and_se(
 SBN_DATA = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
-def small_sbn() -> SigmoidBeliefVAE:
-    """A sigmoid belief network 3 -> 2 binary units -> 3 with every parameter drawn from N(0, 1), float64."""
+def small_sbn(layers: int = 1) -> SigmoidBeliefVAE:
+    """A sigmoid belief network 3 -> 2 binary units (in each of ``layers`` layers) -> 3 with every parameter
+    drawn from N(0, 1), float64."""
     torch.manual_seed(0)
-    sbn = SigmoidBeliefVAE(3, z_dim=2, hidden=()).double()
+    sbn = SigmoidBeliefVAE(3, z_dim=2, hidden=(), layers=layers).double()
     with torch.no_grad():
         for p in sbn.parameters():
             p.normal_(0.0, 1.0)
     return sbn
 
 
-def _log_weights_of_every_z(sbn: SigmoidBeliefVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log q(z|x), log p(x, z) - log q(z|x))`` for the 4 values of z, each ``(4, batch)``."""
-    z = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)), dtype=x.dtype).unsqueeze(1)
-    log_q = sbn.posterior(x).log_prob(z)
-    return log_q, sbn.prior().log_prob(z) + sbn.decode(z).log_prob(x) - log_q
+def exact_sbn_bound(sbn: SigmoidBeliefVAE, num_particles: int = 1, x: torch.Tensor | None = None) -> torch.Tensor:
+    """E_q[log (1/K) sum_k w_k] summed over the data (:data:`SBN_DATA` by default), K = ``num_particles``
+    (K = 1: the ELBO), by enumerating the C values of every layer's units together and every K-tuple of
+    them; differentiable in the parameters."""
+    x = SBN_DATA if x is None else x
+    sites, units = sbn.names(), sbn.z_dim
+    values = torch.tensor(list(itertools.product([0.0, 1.0], repeat=units * len(sites))), dtype=x.dtype)
+    c = len(values)
+    every = {
+        name: values[:, i * units : (i + 1) * units].unsqueeze(1).expand(c, len(x), units)
+        for i, name in enumerate(sites)
+    }
+    with particle_plate(c, sbn.max_plate_nesting):
+        log_q, log_p = (
+            sum(site["fn"].log_prob(site["value"]) for site in trace.nodes.values() if site["type"] == "sample")
+            for trace in (poutine.trace(poutine.condition(p, every)).get_trace(x) for p in (sbn.guide, sbn.model))
+        )
+    tuples = torch.cartesian_prod(*[torch.arange(c)] * num_particles).reshape(-1, num_particles)
+    log_w = (log_p - log_q)[tuples]
+    return (log_q[tuples].sum(1).exp() * (torch.logsumexp(log_w, 1) - math.log(num_particles))).sum()
 
 
 def exact_sbn_gradient(
     sbn: SigmoidBeliefVAE, bound: str, num_particles: int = 1, x: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The gradient of E_q[L_i] summed over the data (:data:`SBN_DATA` by default), by enumerating
-    every z: of the ``num_particles``-sample bound (``bound="iwae"``) or of the ELBO, flattened."""
-    x = SBN_DATA if x is None else x
-    log_q, log_w = _log_weights_of_every_z(sbn, x)
-    K = num_particles
-    if bound == "elbo":
-        return _flat_grad(sbn, (log_q.exp() * log_w).sum())
-    total = 0.0
-    for values in itertools.product(range(4), repeat=K):  # every joint draw of the K particles
-        chosen = log_w[list(values)]
-        total = total + (log_q[list(values)].sum(0).exp() * (torch.logsumexp(chosen, 0) - math.log(K))).sum()
-    return _flat_grad(sbn, total)
+    """The gradient of :func:`exact_sbn_bound`, flattened: of the ``num_particles``-sample bound
+    (``bound="iwae"``) or of the ELBO (``bound="elbo"``)."""
+    return _flat_grad(sbn, exact_sbn_bound(sbn, num_particles if bound == "iwae" else 1, x))
 
 
 def _flat_grad(sbn: SigmoidBeliefVAE, objective: torch.Tensor) -> torch.Tensor:

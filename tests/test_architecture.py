@@ -10,6 +10,8 @@ unless listed in ``LARGE_ON_PURPOSE`` with the reason.
 from __future__ import annotations
 
 import ast
+import functools
+from collections.abc import Set
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,121 @@ def test_the_checker_sees_a_probed_member(tmp_path: Path):
         "line 1: getattr(..., 'data_plate_name')",
         "line 2: hasattr(..., 'compiles')",
     ]
+
+
+#: The attributes that hold a component's name: no comparison of one with a string literal
+#: (``config.estimator == "score-nvil"``).
+NAMED_ATTRIBUTES = ("model", "estimator", "algorithm", "likelihood")
+#: Comparisons with a registered name kept on purpose, by module and name, with the reason.
+NAMED_ON_PURPOSE: dict[tuple[str, str], str] = {
+    ("experiments/reproduce.py", "mcem"): "Figure 3 reruns the paper's three algorithms by name, "
+    "MCEM with the paper's smaller sample budget",
+}
+
+
+@functools.cache
+def registered_names() -> frozenset[str]:
+    """The names of the registered models, estimators, algorithms, likelihoods and sources of
+    trained programs."""
+    import pyro_vae.pretrained  # noqa: F401  (registers the source "pretrained")
+    from pyro_vae.inference import ALGORITHMS, ESTIMATORS
+    from pyro_vae.models import MODELS
+    from pyro_vae.models.likelihoods import LIKELIHOODS
+    from pyro_vae.training.build import PROGRAM_SOURCES
+
+    return frozenset(
+        name for registry in (MODELS, ESTIMATORS, ALGORITHMS, LIKELIHOODS, PROGRAM_SOURCES) for name in registry
+    )
+
+
+def name_branches(path: Path, names: Set[str]) -> list[tuple[int, str]]:
+    """Where ``path`` branches on a component's name: a comparison (``==``, ``!=``, ``in``, ...)
+    of ``x.model``, ``x.estimator``, ``x.algorithm`` or ``x.likelihood`` with a string literal, or
+    of anything with one of ``names``; as ``(line, literal)``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        literals = [
+            element.value
+            for side in sides
+            for element in (side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side])
+            if isinstance(element, ast.Constant) and isinstance(element.value, str)
+        ]
+        asks_a_name = any(isinstance(side, ast.Attribute) and side.attr in NAMED_ATTRIBUTES for side in sides)
+        found += [(node.lineno, value) for value in literals if asks_a_name or value in names]
+    return found
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_branching_on_a_components_name(path: Path):
+    """A model, estimator, algorithm or likelihood is asked what it can do (a declared member, its
+    own check), never which one it is: a user's component with the same limits is then treated
+    like the built-in one."""
+    module = path.relative_to(PACKAGE).as_posix()
+    found = [
+        f"line {line}: {value!r}"
+        for line, value in name_branches(path, registered_names())
+        if (module, value) not in NAMED_ON_PURPOSE
+    ]
+    assert not found, f"{module} branches on a component's name: {found}"
+
+
+def test_the_checker_sees_a_branch_on_a_name(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        'if config.estimator == "score-nvil":\n    pass\nif run.config.algorithm != "mine":\n    pass\n'
+        'decoder = G() if name == "gaussian" else name\nok = name in ("iwae", "x")\nfine = kind == "sum"\n'
+    )
+    assert sorted(name_branches(module, {"gaussian", "iwae"})) == [
+        (1, "score-nvil"),
+        (3, "mine"),
+        (5, "gaussian"),
+        (6, "iwae"),
+    ]
+
+
+def test_every_name_kept_on_purpose_is_still_compared():
+    names = registered_names()
+    stale = [
+        key for key in NAMED_ON_PURPOSE if key[1] not in {value for _, value in name_branches(PACKAGE / key[0], names)}
+    ]
+    assert not stale, f"NAMED_ON_PURPOSE lists comparisons that are gone: {stale}"
+
+
+def parent_bypasses(path: Path) -> list[str]:
+    """Where ``path`` calls a method past the class hierarchy: ``super(Cls, self)`` with arguments (which
+    skips the classes between) or ``Cls.method(self, ...)`` (which skips ``super()`` altogether)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Name) and node.func.id == "super" and node.args:
+            found.append(f"line {node.lineno}: super({ast.unparse(node.args[0])}, ...)")
+        if (
+            isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id[:1].isupper()
+            and node.args
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id == "self"
+        ):
+            found.append(f"line {node.lineno}: {ast.unparse(node.func)}(self, ...)")
+    return found
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_parent_is_bypassed(path: Path):
+    """A subclass (M2 of CVAE of VAE, GAE of VGAE) reaches its parents through ``super()`` alone."""
+    found = parent_bypasses(path)
+    assert not found, f"{path.relative_to(PACKAGE)} calls past the class hierarchy: {found}"
+
+
+def test_the_checker_sees_a_bypassed_parent(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "class M2(CVAE):\n    def f(self):\n        super(CVAE, self).f()\n        VAE.model(self, 1)\n"
+        "        super().f()\n        self.net.g(self)\n"
+    )
+    assert sorted(parent_bypasses(module)) == ["line 3: super(CVAE, ...)", "line 4: VAE.model(self, ...)"]

@@ -63,7 +63,11 @@ intersphinx_mapping = {
 # The names with no target, so no link: private names (``_Wrapper``, a base class shown by
 # ``:show-inheritance:``), which the reference does not document. (A type variable has none
 # either: :func:`resolve_python_name` leaves it unlinked.)
-nitpick_ignore_regex = [("py:class", r"pyro_vae(\.\w+)*\._\w+")]
+nitpick_ignore_regex = [
+    ("py:class", r"pyro_vae(\.\w+)*\._\w+"),
+    # typeshed's protocol of a dataclass instance: a name for the type checker, with no page anywhere
+    ("py:class", r"DataclassInstance"),
+]
 
 logger = logging.getLogger(__name__)
 

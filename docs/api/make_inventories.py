@@ -81,6 +81,7 @@ SITES: dict[str, Site] = {
                 "collections.abc.Sequence",
                 "contextlib.nullcontext",
                 "functools.partial",
+                "io.BufferedIOBase",
                 "os.PathLike",
                 "pathlib.Path",
                 "types.ModuleType",

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +24,9 @@ from pyro_vae.registry import Registry
 from pyro_vae.training.config import TrainConfig
 
 #: ``TrainConfig``'s default of each field, for the help of the flags that set one.
-CONFIG_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
+CONFIG_DEFAULTS: dict[str, Any] = {
+    f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(TrainConfig)
+}
 
 
 def at_least(low: int) -> Callable[[str], int]:

@@ -104,13 +104,13 @@ def _step_benchmark(args) -> dict:
         )
         what = "training step" + (f", IWAE K = {args.num_particles}" if args.num_particles > 1 else "")
         what += ", pyro_vae compiled (--jit)" if result["jit"] else ", pyro_vae eager"
-    result.update(machine=machine(), device=device, hidden=list(hidden), z_dim=z_dim, what=what)
+    report = {**result, "machine": machine(), "device": device, "hidden": list(hidden), "z_dim": z_dim, "what": what}
     print(
         f"{what}, 784-{'-'.join(map(str, hidden))}-{z_dim}: hand-written PyTorch {result['handwritten_ms']:.2f} ms, "
         f"pyro_vae {result['pyro_vae_ms']:.2f} ms: ratio {result['ratio']:.3f}, overhead "
-        f"{result['overhead_ms']:.2f} ms ({result['machine']})"
+        f"{result['overhead_ms']:.2f} ms ({report['machine']})"
     )
-    return result
+    return report
 
 
 register_command(

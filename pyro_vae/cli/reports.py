@@ -19,6 +19,12 @@ def final_report(run, run_dir: Path, distributed: DistributedContext = SINGLE, *
     test ELBO and log p(x) at K importance samples, for a graph the test AUC and AP), printed, then
     written into ``run_dir`` (a failed write loses nothing printed); rank 0 alone prints and writes."""
     report, path, line = run_kind(run.config).report(run, run_dir, distributed=distributed, **options)
+    return write_report(report, path, line, distributed)
+
+
+def write_report(report: dict, path: Path, line: str, distributed: DistributedContext = SINGLE) -> dict:
+    """Print ``line -> path``, then write ``report`` with the machine's description at ``path`` (a
+    failed write loses nothing printed); rank 0 alone prints and writes. Returns what is written."""
     report = {**report, "machine": machine()}
 
     def write() -> None:

@@ -31,6 +31,7 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 from pyro_vae.files import atomic_write_json, atomic_write_stream
 
@@ -139,7 +140,14 @@ def cache_error(err: OSError, cache: Path) -> DataCacheError:
     return DataCacheError(f"cannot write the data cache {cache}: {err.strerror or err} ({err.filename})")
 
 
-def prepare_raw_files(cls: type, root: Path | None, cache: Path) -> None:
+class RawFiles(Protocol):
+    """A torchvision data set class as the cache reads it: ``resources``, its raw files as
+    ``(file name or URL, md5)`` pairs (``datasets.MNIST``, ``datasets.FashionMNIST``)."""
+
+    resources: ClassVar[Sequence[tuple[str, str]]]
+
+
+def prepare_raw_files(cls: type[RawFiles], root: Path | None, cache: Path) -> None:
     """Make ``cache/<cls>/raw`` hold verified copies of ``cls.resources`` (torchvision's
     file names and md5s) and their unpacked files, from ``root`` when it is given.
 
@@ -153,8 +161,9 @@ def prepare_raw_files(cls: type, root: Path | None, cache: Path) -> None:
     resources = list(cls.resources)
     expected = ", ".join(name for name, _ in resources)
     raw = cache / folder / "raw"
-    source = None if root is None else root / folder / "raw"
+    source = None
     if root is not None:
+        source = root / folder / "raw"
         if not root.is_dir():
             raise DatasetNotFoundError(
                 f"{folder} is not on disk: the data folder {root} (--data-dir or ${ENV_DATA}) does not exist; "

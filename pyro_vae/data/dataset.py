@@ -181,9 +181,8 @@ class Dataset:
     def with_labels(self, num_labels: int, seed: int = 0) -> Dataset:
         """The same data with only ``num_labels`` training labels kept, the same number
         per class (chosen with ``seed``); the others become ``UNLABELLED`` (-1)."""
-        if self.train_labels is None:
+        if self.train_labels is None or (classes := self.num_classes) is None:
             raise ValueError(f"the data set {self.name!r} has no labels")
-        classes = self.num_classes
         if num_labels < classes or num_labels % classes:
             raise ValueError(f"num_labels must be a positive multiple of the {classes} classes, got {num_labels}")
         generator = torch.Generator().manual_seed(seed)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def read_data(path: str | Path, **options: Any) -> Dataset:
         return as_dataset(read_image_folder(path), **options)
     if not path.is_file():
         raise FileNotFoundError(f"no data file or folder at {path}")
-    readers = {".npz": _read_npz, ".npy": np.load, ".pt": _read_pt}
+    readers: dict[str, Callable[[Path], Any]] = {".npz": _read_npz, ".npy": np.load, ".pt": _read_pt}
     if path.suffix not in readers:
         raise ValueError(f"{path}: data files are .npz, .npy or .pt (or a folder of images), got {path.suffix!r}")
     try:
@@ -72,10 +73,10 @@ def read_image_folder(folder: Path) -> dict[str, torch.Tensor]:
         with Image.open(f) as image:
             images.append(np.asarray(image.convert("L" if image.mode in ("1", "L", "LA") else "RGB")))
     size = images[0].shape[:2]
-    for (_, f), image in zip(files, images):
-        if image.shape[:2] != size:
+    for (_, f), pixels in zip(files, images):
+        if pixels.shape[:2] != size:
             raise ValueError(
-                f"{f} is {image.shape[1]}x{image.shape[0]} and {files[0][1]} is {size[1]}x{size[0]}; "
+                f"{f} is {pixels.shape[1]}x{pixels.shape[0]} and {files[0][1]} is {size[1]}x{size[0]}; "
                 "the images of a folder must be one size"
             )
     colour = any(image.ndim == 3 for image in images)

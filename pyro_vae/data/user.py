@@ -216,7 +216,7 @@ def _split(
 def _image_shape(x_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """``(C, H, W)`` of one datum of shape ``x_shape`` (see the module docstring)."""
     if len(x_shape) == 3:
-        return x_shape  # type: ignore[return-value]
+        return x_shape
     if len(x_shape) == 2:
         return (1, *x_shape)
     side = math.isqrt(math.prod(x_shape))

@@ -24,6 +24,7 @@ machine load; the medians are reported.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import statistics
@@ -41,7 +42,7 @@ from pyro_vae.inference.jit import compile_estimator, compiles_by_default, data_
 from pyro_vae.models.likelihoods import bernoulli_log_prob
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.validation import check_step_size
+from pyro_vae.validation import COUNT, POSITIVE
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -137,12 +138,6 @@ def _alternate(variants: dict[str, Callable[[], object]], repeats: int, rounds: 
     return result
 
 
-def _check_counts(**counts: int) -> None:
-    for name, value in counts.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-
-
 def run_benchmark(
     hidden: Sequence[int] = (500,),
     z_dim: int = 20,
@@ -157,8 +152,8 @@ def run_benchmark(
     """Training: median milliseconds per step of each side, their ratio and difference;
     ``jit``: pyro_vae's step with the ELBO compiled or not; ``None``, as ``train`` chooses
     (:func:`~pyro_vae.inference.jit.compiles_by_default`). ``result["jit"]`` says which."""
-    _check_counts(z_dim=z_dim, batch_size=batch_size, steps=steps, rounds=rounds, num_particles=num_particles)
-    check_step_size(lr)
+    COUNT.check(z_dim=z_dim, batch_size=batch_size, steps=steps, rounds=rounds, num_particles=num_particles)
+    POSITIVE.check(lr=lr)
     torch.manual_seed(0)
     vae = VAE(784, z_dim=z_dim, hidden=hidden).to(device)
     x = torch.bernoulli(torch.full((batch_size, 784), 0.2, device=device))
@@ -168,7 +163,7 @@ def run_benchmark(
         "handwritten": handwritten_step(vae, lr, 60000, num_particles),
         "pyro_vae": pyro_vae_step(vae, lr, 60000, num_particles, jit),
     }
-    result = _alternate({k: (lambda s=s: s(x)) for k, s in variants.items()}, steps, rounds, x.is_cuda)
+    result = _alternate({k: functools.partial(s, x) for k, s in variants.items()}, steps, rounds, x.is_cuda)
     return {**result, "jit": jit}
 
 
@@ -189,7 +184,7 @@ def run_eval_benchmark(
 ) -> dict[str, float]:
     """Evaluation: median milliseconds of ``evaluate`` and of the hand-written log-weights for
     ``num_images`` images with K = ``num_samples``, their ratio, and both estimates."""
-    _check_counts(
+    COUNT.check(
         z_dim=z_dim,
         num_images=num_images,
         num_samples=num_samples,
@@ -233,7 +228,7 @@ def child_cpu_seconds(argv: Sequence[str]) -> float:
 def run_startup_benchmark(rounds: int = 10) -> dict:
     """Median CPU seconds of ``pyro-vae --help`` and of ``python -c "import torch, pyro"``
     over ``rounds`` alternating runs of each, and their ratio."""
-    _check_counts(rounds=rounds)
+    COUNT.check(rounds=rounds)
     times: dict[str, list[float]] = {name: [] for name in STARTUP_COMMANDS}
     for _ in range(rounds):
         for name, argv in STARTUP_COMMANDS.items():

@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 
 from pyro_vae.files import atomic_write_text, write_csv
-from pyro_vae.training import PRESETS, TrainConfig, evaluate_graph_run, train_or_resume
+from pyro_vae.training import PRESETS, GraphRun, TrainConfig, evaluate_graph_run, train_or_resume
 
 # Kipf & Welling (2016), Table 1: test AUC and AP in percent.
 PAPER: dict[tuple[str, str], tuple[float, float]] = {
@@ -96,6 +96,7 @@ def run_table(
                 config = dataclasses.replace(base, model=model, dataset=dataset, seed=seed, split_seed=split_seed)
                 run_dir = out / f"{model}-{dataset}-seed{seed}"
                 run = train_or_resume(config, run_dir, data_dir=data_dir, progress=progress)
+                assert isinstance(run, GraphRun)  # a graph model's run (for the type checker)
                 report = evaluate_graph_run(run, run_dir)
                 rows.append(
                     {

@@ -43,6 +43,8 @@ from pyro_vae.data import TEST_BINARIZATION_SEED, UNLABELLED, Dataset
 from pyro_vae.experiments.probe_classifiers import CLASSIFIERS, Codes
 from pyro_vae.experiments.probe_classifiers import spread as spread  # re-exported, as before the classifiers moved
 from pyro_vae.files import atomic_write_json, atomic_write_text, write_csv
+from pyro_vae.inference.log_weights import site_distribution, site_value
+from pyro_vae.models.program import Program, member
 from pyro_vae.models.vae import PosteriorMean
 from pyro_vae.plots import save_figure
 from pyro_vae.plots.tsne import tsne_figure
@@ -62,19 +64,21 @@ PAPER: dict[str, dict[str, dict[int, float]]] = {
 }
 
 
-def latent_site(program: torch.nn.Module, x: torch.Tensor, name: str = "the model") -> str:
+def latent_site(program: Program, x: torch.Tensor, name: str = "the model") -> str:
     """The name of the guide's first continuous latent site inside the data plate, traced on ``x``.
 
     Raises ``ValueError`` naming the reason when the guide cannot encode ``x`` alone (it
     asks for labels) or has no per-datum continuous latent (only discrete or global sites).
     """
     trace = _guide_trace(program, x, "mean", name)
+    plate = member(program, "data_plate_name")
     latents = {}
     for site_name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
             continue
-        per_datum = any(frame.name == program.data_plate_name for frame in site["cond_indep_stack"])
-        discrete = site["fn"].support.is_discrete
+        per_datum = any(frame.name == plate for frame in site["cond_indep_stack"])
+        support = site_distribution(site).support
+        discrete = support is not None and support.is_discrete
         if per_datum and not discrete:
             return site_name
         latents[site_name] = "discrete" if discrete else "global, outside the data plate"
@@ -82,7 +86,7 @@ def latent_site(program: torch.nn.Module, x: torch.Tensor, name: str = "the mode
     raise ValueError(f"the guide of {name} has no per-datum continuous latent to probe; its latent sites: {found}")
 
 
-def _guide_trace(program: torch.nn.Module, x: torch.Tensor, use: str, name: str) -> poutine.Trace:
+def _guide_trace(program: Program, x: torch.Tensor, use: str, name: str) -> poutine.Trace:
     guide = PosteriorMean()(program.guide) if use == "mean" else program.guide
     with pyro.get_param_store().scope():  # a fresh store: no stale global entries
         try:
@@ -93,7 +97,7 @@ def _guide_trace(program: torch.nn.Module, x: torch.Tensor, use: str, name: str)
 
 @torch.no_grad()
 def encode(
-    program: torch.nn.Module,
+    program: Program,
     x: torch.Tensor,
     site: str,
     use: str = "mean",
@@ -108,7 +112,7 @@ def encode(
     codes = []
     for start in range(0, len(x), batch_size):
         trace = _guide_trace(program, x[start : start + batch_size].to(device), use, name)
-        value = trace.nodes[site]["value"]
+        value = site_value(trace.nodes[site])
         codes.append(value.reshape(len(value), -1).cpu())
     return torch.cat(codes)
 
@@ -116,7 +120,9 @@ def encode(
 def labelled_subset(dataset: Dataset, num_labels: int, seed: int) -> torch.Tensor:
     """Indices of the ``num_labels`` training images, balanced over classes, that
     ``dataset.with_labels(num_labels, seed)`` keeps labelled (the ``--num-labels`` draw)."""
-    return (dataset.with_labels(num_labels, seed).train_labels != UNLABELLED).nonzero().squeeze(-1)
+    labels = dataset.with_labels(num_labels, seed).train_labels
+    assert labels is not None  # with_labels refuses data without labels (for the type checker)
+    return (labels != UNLABELLED).nonzero().squeeze(-1)
 
 
 @dataclass
@@ -228,6 +234,9 @@ def probe(
     dataset, program, name = run.dataset, run.program, f"model {run.config.model!r}"
     classifiers = CLASSIFIERS.names() if classifiers is None else classifiers
     _check(dataset, num_labels, draws, use, classifiers)
+    num_classes = dataset.num_classes
+    # _check refuses data without labels (for the type checker)
+    assert dataset.train_labels is not None and dataset.test_labels is not None and num_classes is not None
     steps = 2 + len(num_labels) * draws * len(classifiers) + (figure is not None)
     bar = tqdm(total=steps, desc="probe: encode", unit="step", disable=not progress, leave=False)
     program.eval()
@@ -241,7 +250,7 @@ def probe(
         torch.manual_seed(seed)
         train_codes = encode(program, train, site, use, batch_size, name).double().numpy()
         test_codes = encode(program, dataset.test, site, use, batch_size, name).double().numpy()
-    codes = Codes(train_codes, test_codes, dataset.train_labels.numpy(), dataset.num_classes)
+    codes = Codes(train_codes, test_codes, dataset.train_labels.numpy(), num_classes)
     result = ProbeResult(
         run.config.model,
         dataset.name,
@@ -268,9 +277,9 @@ def probe(
     result.seconds["classifiers"] = time.perf_counter() - clock
     clock = time.perf_counter()
     bar.set_description("probe: k-means")
-    clusters = KMeans(dataset.num_classes, n_init=10, random_state=seed).fit_predict(test_codes)
+    clusters = KMeans(num_classes, n_init=10, random_state=seed).fit_predict(test_codes)
     result.clustering = {
-        "clusters": dataset.num_classes,
+        "clusters": num_classes,
         "nmi": normalized_mutual_info_score(test_labels, clusters),
         "ari": adjusted_rand_score(test_labels, clusters),
     }

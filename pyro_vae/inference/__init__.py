@@ -8,7 +8,9 @@ optimizer and learning-rate schedule.
 from pyro_vae.inference import svi  # noqa: F401, I001
 from pyro_vae.inference import wake_sleep  # noqa: F401
 from pyro_vae.inference import mcem  # noqa: F401
+from pyro_vae.inference.ais import ais_bounds, bdmc_bounds
 from pyro_vae.inference.algorithms import ALGORITHMS, Algorithm, register_algorithm
+from pyro_vae.inference.amortization import amortization_gap
 from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator, register_estimator
 from pyro_vae.inference import multi_sample  # noqa: F401  (registers vimco, score-loo after the built-ins)
 from pyro_vae.inference import relaxed  # noqa: F401  (registers gumbel, gumbel-st)
@@ -24,6 +26,9 @@ __all__ = [
     "OPTIMIZERS",
     "Algorithm",
     "Estimator",
+    "ais_bounds",
+    "amortization_gap",
+    "bdmc_bounds",
     "make_estimator",
     "register_algorithm",
     "register_estimator",

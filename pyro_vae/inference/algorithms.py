@@ -49,10 +49,12 @@ Pyro's default and scopes the store instead.)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import pyro
 import torch
+from pyro.params.param_store import StateDict
 
 from pyro_vae.registry import Registry
 
@@ -123,9 +125,9 @@ class ParamScope:
     """
 
     def __init__(self, owned: Iterable[torch.Tensor] = ()) -> None:
-        self.state: dict = {"params": {}, "constraints": {}}
+        self.state: StateDict = {"params": {}, "constraints": {}}
         self.owned = {id(p) for p in owned}
-        self._scope = None
+        self._scope: AbstractContextManager[StateDict] | None = None
 
     def __enter__(self) -> ParamScope:
         self._scope = pyro.get_param_store().scope(self.state)
@@ -133,6 +135,7 @@ class ParamScope:
         return self
 
     def __exit__(self, *exc) -> None:
+        assert self._scope is not None  # __enter__ made it (for the type checker)
         self._scope.__exit__(*exc)
         stray = sorted(
             name

@@ -17,6 +17,7 @@ it works with every estimator, since they all read the sites' scales.
 from __future__ import annotations
 
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 
 
 class AnnealLatents(Messenger):
@@ -28,7 +29,7 @@ class AnnealLatents(Messenger):
         super().__init__()
         self.beta = beta
 
-    def _process_message(self, msg: dict) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] == "sample" and not msg["is_observed"]:
             msg["scale"] = self.beta * msg["scale"]
 

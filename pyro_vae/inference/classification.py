@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+from pyro.nn import PyroModule
 
 from pyro_vae.models.program import member
 
@@ -17,7 +18,7 @@ def classifies(program: torch.nn.Module) -> bool:
 
 @torch.no_grad()
 def classification_error(
-    program: torch.nn.Module,
+    program: PyroModule,
     batches: Iterable[dict[str, torch.Tensor]],
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:

@@ -73,7 +73,8 @@ The model parameters always get the pathwise gradient.
 
 Estimators are registered in :data:`ESTIMATORS` by name; each entry builds
 an :class:`Estimator` for a program (an object with ``model``, ``guide``,
-``max_plate_nesting`` and, for ``score-nvil``, ``x_dim`` and ``data_plate_name``).
+``max_plate_nesting`` and, for ``score-nvil``, ``x_dim``, the size of one datum; it refuses a program
+without one, e.g. a graph model, whose graph is one datum).
 """
 
 from __future__ import annotations
@@ -83,21 +84,21 @@ import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.kl import kl_divergence
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
-from pyro.infer.inspect import get_dependencies
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from pyro_vae.inference.handlers import Baseline, Enumerated, PathDerivative, Pathwise, ScoreFunction
 from pyro_vae.inference.importance_weighted import ImportanceWeighted
+from pyro_vae.inference.log_weights import prior_dependencies, site_distribution
 from pyro_vae.models.nets import MLP
-from pyro_vae.models.program import member
+from pyro_vae.models.program import Program, member
 from pyro_vae.registry import Registry
 
 
@@ -112,13 +113,22 @@ class NeuralBaseline(nn.Module):
         return self.net(x.flatten(start_dim=1)).squeeze(-1)
 
 
+class Objective(Protocol):
+    """What training calls on an estimator's ELBO (a Pyro ``ELBO``, or the
+    :class:`~pyro_vae.inference.jit.CompiledELBO` of one): ``loss_and_grads(model, guide, **batch)``
+    backpropagates the estimator's surrogate and returns the loss. (Pyro's ``ELBO`` base class
+    declares neither ``loss`` nor ``loss_and_grads``, which every ELBO defines.)"""
+
+    def loss_and_grads(self, model: Callable, guide: Callable, **kwargs: Any) -> float: ...
+
+
 @dataclass
 class Estimator:
     """An ELBO and the guide to train with it; ``modules`` holds extra trainable nets;
     ``objective`` names the bound whose gradient it estimates."""
 
     name: str
-    elbo: ELBO
+    elbo: Objective
     guide: Callable
     modules: nn.ModuleDict = field(default_factory=nn.ModuleDict)
     objective: str = "elbo"  # what the loss bounds: "elbo", or "iwae" (the K-sample bound)
@@ -140,7 +150,7 @@ def _data_argument(args: tuple, kwargs: dict) -> torch.Tensor:
     return x
 
 
-def _nvil_guide(program, baseline: NeuralBaseline) -> Callable:
+def _nvil_guide(program: Program, baseline: NeuralBaseline) -> Callable:
     @functools.wraps(program.guide)
     def nvil_guide(*args, **kwargs):
         x = _data_argument(args, kwargs)
@@ -148,14 +158,15 @@ def _nvil_guide(program, baseline: NeuralBaseline) -> Callable:
         # (vectorized particles), as the downstream cost it is compared with.
         shape = [1] * max([1] + [-f.dim for f in get_plates() if f.dim is not None])
         for frame in get_plates():
-            shape[frame.dim] = frame.size
+            if frame.dim is not None:  # a sequential plate has none: it does not broadcast
+                shape[frame.dim] = frame.size
         shape[-1] = x.shape[0]
 
         def nn_baseline(x_detached: torch.Tensor) -> torch.Tensor:
             return baseline(x_detached).expand(shape)
 
         data_options = {"nn_baseline": nn_baseline, "nn_baseline_input": x}
-        with Baseline(DECAYING_AVERAGE, data_options, program.data_plate_name):
+        with Baseline(DECAYING_AVERAGE, data_options, member(program, "data_plate_name")):
             return program.guide(*args, **kwargs)
 
     return nvil_guide
@@ -167,8 +178,8 @@ def check_mean_field(model: Callable, guide: Callable, args: tuple, kwargs: dict
     Pyro's condition for :class:`~pyro.infer.TraceMeanField_ELBO`: for every
     latent z of the guide, no parent of z in the model descends from z in the guide.
     """
-    model_deps = get_dependencies(model, args, kwargs)["prior_dependencies"]
-    guide_deps = get_dependencies(guide, args, kwargs)["prior_dependencies"]
+    model_deps = prior_dependencies(model, args, kwargs)
+    guide_deps = prior_dependencies(guide, args, kwargs)
     for z in guide_deps:
         descendants = {d for d, upstream in guide_deps.items() if z in upstream and d != z}
         parents = set(model_deps.get(z, ())) - {z}
@@ -189,7 +200,7 @@ def monte_carlo_kl_sites(model_trace: poutine.Trace, guide_trace: poutine.Trace)
         if site["type"] != "sample" or site["is_observed"] or name not in model_trace.nodes:
             continue
         try:
-            kl_divergence(site["fn"], model_trace.nodes[name]["fn"])
+            kl_divergence(site_distribution(site), site_distribution(model_trace.nodes[name]))
         except NotImplementedError:
             names.append(name)
     return names
@@ -231,7 +242,7 @@ ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("estimator")
 register_estimator = ESTIMATORS.register
 
 
-def _elbo_options(program, num_particles: int) -> dict:
+def _elbo_options(program: Program, num_particles: int) -> dict:
     return dict(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
@@ -239,10 +250,12 @@ def _elbo_options(program, num_particles: int) -> dict:
     )
 
 
-def _register_handled(name: str, elbo_class: type[ELBO], handler: Callable[[], Messenger], help: str) -> None:
+def _register_handled(
+    name: str, elbo_class: Callable[..., Objective], handler: Callable[[], Messenger], help: str
+) -> None:
     """Register estimator ``name``: ``elbo_class`` with ``handler`` around the program's guide."""
 
-    def build(program, num_particles: int = 1) -> Estimator:
+    def build(program: Program, num_particles: int = 1) -> Estimator:
         return Estimator(name, elbo_class(**_elbo_options(program, num_particles)), _handled(handler, program.guide))
 
     register_estimator(name, build, help=help)
@@ -259,7 +272,7 @@ _register_handled("stl", Trace_ELBO, PathDerivative, 'path derivative, "sticking
 
 
 @register_estimator("enum")
-def enum(program, num_particles: int = 1) -> Estimator:
+def enum(program: Program, num_particles: int = 1) -> Estimator:
     """discrete latents enumerated (TraceEnum_ELBO), continuous ones pathwise"""
     guide = config_enumerate(program.guide, "parallel", expand=False)
     elbo = TraceEnum_ELBO(**_elbo_options(program, num_particles), strict_enumeration_warning=False)
@@ -282,11 +295,13 @@ _register_handled(
 
 
 @register_estimator("score-nvil")
-def score_nvil(program, num_particles: int = 1) -> Estimator:
+def score_nvil(program: Program, num_particles: int = 1) -> Estimator:
     """as score-rb, baseline c + b(x) with a neural b on data-plate sites (NVIL)"""
-    for attribute in ("x_dim", "data_plate_name"):
-        if not hasattr(program, attribute):
-            raise ValueError(f"score-nvil needs a program with {attribute!r} (the size of one datum and its plate)")
+    if not hasattr(program, "x_dim"):
+        raise ValueError(
+            f"score-nvil needs a per-datum input for its baseline network b(x): a program with x_dim, the size of "
+            f"one datum, and {type(program).__name__} has none (a graph is one datum); use another estimator"
+        )
     baseline = NeuralBaseline(program.x_dim)
     device = next((p.device for p in program.parameters()), None) if hasattr(program, "parameters") else None
     if device is not None:
@@ -300,7 +315,7 @@ def score_nvil(program, num_particles: int = 1) -> Estimator:
 
 
 def _register_importance_weighted(name: str, handler: Callable[[], Messenger], doubly: bool, help: str) -> None:
-    def build(program, num_particles: int = 1) -> Estimator:
+    def build(program: Program, num_particles: int = 1) -> Estimator:
         elbo = ImportanceWeighted(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), doubly)
         return Estimator(name, elbo, _handled(handler, program.guide), objective="iwae")
 
@@ -318,7 +333,9 @@ _register_importance_weighted(
 )
 
 
-def make_estimator(name: str, program, num_particles: int = 1, options: dict[str, Any] | None = None) -> Estimator:
+def make_estimator(
+    name: str, program: Program, num_particles: int = 1, options: dict[str, Any] | None = None
+) -> Estimator:
     """Build the registered estimator ``name`` for ``program`` (see the module docstring);
     ``options`` are the keyword arguments its builder takes beyond ``(program,
     num_particles)`` (e.g. the ``beta`` of a user's beta-ELBO: ``--estimator-option beta=4``)."""

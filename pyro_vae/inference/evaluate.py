@@ -43,7 +43,7 @@ from pyro_vae.inference.algorithms import ParamScope
 from pyro_vae.inference.joint import global_sites, joint_bounds
 from pyro_vae.inference.log_weights import log_weights
 from pyro_vae.models.program import member
-from pyro_vae.validation import MemoryRefusal, check_arguments, check_pass_fits
+from pyro_vae.validation import COUNT, MemoryRefusal, check_arguments, check_pass_fits
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ def importance_bounds(
         max_plate_nesting=max_plate_nesting,
         data_plate_name=data_plate_name,
     )
+    COUNT.check(num_samples=num_samples, chunk_size=chunk_size)
     _check_batch(model, guide, x, max_plate_nesting, data_plate_name, kwargs)
     return _importance_bounds(model, guide, x, num_samples, chunk_size, max_plate_nesting, data_plate_name, kwargs)
 
@@ -214,6 +215,7 @@ def evaluate(
     With ``progress``, a tqdm bar on stderr counts the batches as they are read.
     """
     check_arguments(evaluate, program=program, num_samples=num_samples, chunk_size=chunk_size)
+    COUNT.check(num_samples=num_samples, chunk_size=chunk_size)
     batches = tqdm(batches, desc=f"evaluate, K={num_samples}", unit="batch", disable=not progress, leave=False)
     mpn, data_plate_name = program.max_plate_nesting, member(program, "data_plate_name")
     totals = {"elbo": 0.0, "log_px": 0.0}

@@ -10,10 +10,9 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
-from pyro.infer.inspect import get_dependencies
 from pyro.poutine.util import prune_subsample_sites
 
-from pyro_vae.inference.log_weights import particle_plate, sum_per_datum
+from pyro_vae.inference.log_weights import particle_plate, prior_dependencies, sum_per_datum
 
 
 class ImportanceWeighted(ELBO):
@@ -68,7 +67,7 @@ class ImportanceWeighted(ELBO):
     def _check_guide(self, guide: Callable, args: tuple, kwargs: dict) -> None:
         if self._checked or not self.doubly_reparameterized:
             return
-        for z, upstream in get_dependencies(guide, args, kwargs)["prior_dependencies"].items():
+        for z, upstream in prior_dependencies(guide, args, kwargs).items():
             parents = sorted(set(upstream) - {z})
             if parents:
                 raise ValueError(

@@ -39,12 +39,12 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from pyro.infer import JitTrace_ELBO, Trace_ELBO
+from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 
 from pyro_vae.inference.algorithms import ALGORITHMS, algorithm_member
-from pyro_vae.inference.estimators import Estimator
-from pyro_vae.models.program import member
+from pyro_vae.inference.estimators import Estimator, Objective
+from pyro_vae.models.program import Program, member
 
 #: (model, estimator) pairs of the built-in models whose compiled step equals the eager one
 #: (``tests/inference/test_jit.py``); ``train`` compiles these by default (:func:`compiles_by_default`).
@@ -60,7 +60,7 @@ CHECKED: tuple[tuple[str, str], ...] = (
 )
 
 
-def compiles_by_default(config, model_class: type) -> bool:
+def compiles_by_default(config, model_class: type | Callable) -> bool:
     """Whether a run of ``config`` (a ``TrainConfig``) whose program is ``model_class`` trains
     compiled when ``jit`` is not given: a checked built-in pair (:data:`CHECKED`, and the class
     pyro_vae registered under that name, not a user's), one particle, the aevb algorithm, no
@@ -83,9 +83,9 @@ class CompiledELBO:
     """``loss_and_grads(model, guide, **batch)`` of ``elbo``, compiled once per batch layout
     (see the module docstring); ``check(batch)`` runs on every batch first."""
 
-    def __init__(self, elbo: Trace_ELBO, check: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, elbo: Objective, check: Callable[[dict], None] | None = None) -> None:
         jit_class = JIT_ELBOS.get(type(elbo))
-        if jit_class is None:
+        if jit_class is None or not isinstance(elbo, ELBO):  # each key of JIT_ELBOS is one (for the type checker)
             raise ValueError(
                 f"{type(elbo).__name__} has no compiled counterpart in Pyro; compiled ELBOs: "
                 f"{sorted(c.__name__ for c in JIT_ELBOS)}"
@@ -160,7 +160,7 @@ def compile_estimator(estimator: Estimator, check: Callable[[dict], None] | None
     return dataclasses.replace(estimator, elbo=elbo)
 
 
-def data_check(program) -> Callable[[dict], None] | None:
+def data_check(program: Program) -> Callable[[dict], None] | None:
     """The program's per-batch data check for :class:`CompiledELBO`, where it has one: the
     checks its model runs on a call, ``program.batch_size(x, None, context)`` (the data's
     shape, dtype and range, and the context's labels, as :class:`~pyro_vae.models.VAE`'s)."""

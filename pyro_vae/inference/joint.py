@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import pyro.poutine as poutine
 import torch
 
-from pyro_vae.inference.log_weights import in_plate, log_weights, particle_plate, sample_sites
+from pyro_vae.inference.log_weights import in_plate, log_weights, particle_plate, sample_sites, site_value
 from pyro_vae.validation import check_pass_fits
 
 
@@ -88,7 +88,9 @@ def joint_bounds(
         with torch.no_grad(), particle_plate(k, max_plate_nesting):
             trace = poutine.trace(guide).get_trace(x, **first)
         values = {
-            name: trace.nodes[name]["value"] for name in sites if name in trace and not trace.nodes[name]["is_observed"]
+            name: site_value(trace.nodes[name])
+            for name in sites
+            if name in trace and not trace.nodes[name]["is_observed"]
         }
         log_w_data = elbo_data = torch.zeros(k, device=x.device)
         for i, batch in enumerate(batches):

@@ -24,14 +24,17 @@ density per particle where the estimate is joint over the data.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import config_enumerate
+from pyro.infer.inspect import get_dependencies
 from pyro.poutine import Trace
 from pyro.poutine.indep_messenger import CondIndepStackFrame
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 
 #: The name of the particle plate: Pyro's own for vectorized particles (``ELBO(vectorize_particles=True)``).
@@ -45,19 +48,35 @@ def particle_plate(num_particles: int, max_plate_nesting: int) -> pyro.plate:
     return pyro.plate(PARTICLE_PLATE, num_particles, dim=-1 - max_plate_nesting)
 
 
-def in_plate(site: dict, plate: str) -> CondIndepStackFrame | None:
+def in_plate(site: Message, plate: str) -> CondIndepStackFrame | None:
     """The vectorized frame of the plate named ``plate`` around ``site``, or ``None``."""
     return next((f for f in site["cond_indep_stack"] if f.vectorized and f.name == plate), None)
 
 
-def sample_sites(trace: Trace) -> list[tuple[str, dict]]:
+def sample_sites(trace: Trace) -> list[tuple[str, Message]]:
     """The ``(name, site)`` pairs of the sample sites of ``trace``, subsample sites left out."""
     return [
         (name, site) for name, site in trace.nodes.items() if site["type"] == "sample" and not site_is_subsample(site)
     ]
 
 
-def unscaled_log_prob(site: dict) -> torch.Tensor:
+def site_distribution(site: Message) -> torch.distributions.Distribution:
+    """A sample site's distribution, ``site["fn"]`` (which Pyro's ``Message`` types as any callable)."""
+    return cast(torch.distributions.Distribution, site["fn"])
+
+
+def site_value(site: Message) -> torch.Tensor:
+    """A traced sample site's value (Pyro's ``Message`` types it optional, as before the site runs)."""
+    return cast(torch.Tensor, site["value"])
+
+
+def prior_dependencies(program: Callable, args: tuple, kwargs: dict) -> dict[str, dict[str, set]]:
+    """Each latent of ``program``'s one run on ``args``, ``kwargs`` and the latents upstream of it
+    (itself included): Pyro's ``get_dependencies(...)["prior_dependencies"]``, which Pyro types ``object``."""
+    return cast("dict[str, dict[str, set]]", get_dependencies(program, args, kwargs)["prior_dependencies"])
+
+
+def unscaled_log_prob(site: Message) -> torch.Tensor:
     """A site's log density with its mask applied and without its scale (``trace.compute_log_prob()``
     must have run)."""
     return scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
@@ -71,7 +90,7 @@ def _left_padded(log_prob: torch.Tensor, max_plate_nesting: int) -> torch.Tensor
 
 
 def per_datum(
-    site: dict, max_plate_nesting: int, data_plate_name: str, needed_by: str = "log p(x) per datum"
+    site: Message, max_plate_nesting: int, data_plate_name: str, needed_by: str = "log p(x) per datum"
 ) -> torch.Tensor:
     """A site's unscaled log density per (enumerated value, particle, datum): summed over its
     inner plates. ``needed_by`` names what needs the per-datum weight, for the error a site
@@ -89,7 +108,7 @@ def per_datum(
     return log_prob.sum(dim=inner) if inner else log_prob
 
 
-def per_particle(site: dict, max_plate_nesting: int) -> torch.Tensor:
+def per_particle(site: Message, max_plate_nesting: int) -> torch.Tensor:
     """A global site's unscaled log density per particle, ``(num_particles or 1,)``: summed over
     its other plates."""
     log_prob = _left_padded(unscaled_log_prob(site), max_plate_nesting)
@@ -103,11 +122,12 @@ def sum_per_datum(
     max_plate_nesting: int,
     data_plate_name: str,
     needed_by: str,
-) -> tuple[torch.Tensor | float, object]:
+) -> tuple[torch.Tensor, object]:
     """``(sum_s per_datum(s), scale)``: the per-datum log density of all sample sites of
-    ``trace``, ``(K or 1, M)``, and their common scale N/M. Sites of one datum with different
-    scales are refused by name: a bound per datum needs one scale for all of its terms."""
-    total: torch.Tensor | float = 0.0
+    ``trace``, ``(K or 1, M)`` (a zero of shape ``()`` without sites), and their common scale N/M.
+    Sites of one datum with different scales are refused by name: a bound per datum needs one
+    scale for all of its terms."""
+    total = torch.zeros(())
     scale, first = None, None
     for name, site in sample_sites(trace):
         total = total + per_datum(site, max_plate_nesting, data_plate_name, needed_by)
@@ -161,7 +181,7 @@ def log_weights(
                 log_w_global = log_w_global + sign * per_particle(site, max_plate_nesting)
                 continue
             term = per_datum(site, max_plate_nesting, data_plate_name)
-            if sign < 0 and site["infer"].get("enumerate") == "parallel":
+            if sign < 0 and (site["infer"] or {}).get("enumerate") == "parallel":
                 log_qy = log_qy + term
             else:
                 log_w = log_w + sign * term

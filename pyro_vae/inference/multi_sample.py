@@ -35,8 +35,14 @@ from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 
 from pyro_vae.inference.estimators import Estimator, register_estimator
-from pyro_vae.inference.log_weights import particle_plate, per_datum, sample_sites, sum_per_datum
-from pyro_vae.models.program import member
+from pyro_vae.inference.log_weights import (
+    particle_plate,
+    per_datum,
+    sample_sites,
+    site_distribution,
+    sum_per_datum,
+)
+from pyro_vae.models.program import Program, member
 
 
 class MultiSampleScore(ELBO):
@@ -73,7 +79,7 @@ class MultiSampleScore(ELBO):
             (
                 per_datum(site, self.max_plate_nesting, self.data_plate_name, needed_by)
                 for _, site in sample_sites(guide_trace)
-                if not site["is_observed"] and not site["fn"].has_rsample
+                if not site["is_observed"] and not site_distribution(site).has_rsample
             ),
             torch.zeros(()),
         )
@@ -149,7 +155,7 @@ class LeaveOneOut(MultiSampleScore):
 
 
 def _register(name: str, elbo_class: type[MultiSampleScore], help: str) -> None:
-    def build(program, num_particles: int = 2) -> Estimator:
+    def build(program: Program, num_particles: int = 2) -> Estimator:
         elbo = elbo_class(num_particles, program.max_plate_nesting, member(program, "data_plate_name"))
         return Estimator(name, elbo, program.guide, objective=elbo_class.bound)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -44,7 +44,7 @@ from pyro_vae.inference.schedules import LR_SCHEDULES, make_schedule
 from pyro_vae.inference.schedules import iwae_factor as iwae_factor  # where tests/training/test_train.py finds it
 from pyro_vae.inference.schedules import schedule_spans_the_run as schedule_spans_the_run  # training.folder's
 from pyro_vae.inference.torch_classes import TorchClassRegistry, public_subclasses
-from pyro_vae.validation import check_step_size
+from pyro_vae.validation import NON_NEGATIVE, POSITIVE
 
 #: The optimizers by name (``--optimizer``): :class:`torch.optim.Optimizer` classes, built by
 #: :func:`build_optimizer` over the program's parameters with ``lr``, ``weight_decay`` and their own
@@ -76,7 +76,8 @@ def build_optimizer(
     options: dict[str, Any] | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``params`` with ``lr``, ``weight_decay`` and its own keyword ``options``."""
-    check_step_size(lr, weight_decay)
+    POSITIVE.check(lr=lr)
+    NON_NEGATIVE.check(weight_decay=weight_decay)
     params, cls, options = list(params), OPTIMIZERS[name], dict(options or {})
     arguments = inspect.signature(cls).parameters
     taken = set(arguments) - {"params", "lr", "weight_decay"}
@@ -87,8 +88,9 @@ def build_optimizer(
     decay = {"weight_decay": weight_decay} if "weight_decay" in arguments else {}
     if weight_decay and not decay:
         raise ValueError(f"optimizer {name!r} takes no weight_decay; give weight_decay 0 (--weight-decay 0)")
+    build: Callable[..., torch.optim.Optimizer] = cls  # a subclass's constructor, with lr (Optimizer's has none)
     try:
-        return cls(params, lr=lr, **decay, **{**fused_option(cls, params), **options})
+        return build(params, lr=lr, **decay, **{**fused_option(cls, params), **options})
     except (TypeError, ValueError, RuntimeError, IndexError) as err:
         raise ValueError(f"optimizer {name!r} with options {options}: {err}") from None
 

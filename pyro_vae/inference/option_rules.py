@@ -157,11 +157,19 @@ def check_options(kind: str, name: str, options: Mapping[str, Any]) -> None:
 _ANNOTATION_NAMES = {"Callable": abc.Callable, "Iterable": abc.Iterable, "Sequence": abc.Sequence}
 
 
+def _constructor(fn: Callable) -> Callable:
+    """``fn``'s ``__init__`` where ``fn`` is a class (whose annotations type its options), else ``fn``."""
+    if isinstance(fn, type):
+        cls: type[object] = fn  # a class, not an instance of one (mypy reads isinstance(fn, type) as the latter)
+        return cls.__init__
+    return fn
+
+
 def check_option_types(kind: str, name: str, fn: Callable, options: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the first of ``options`` whose value is not of the type that
     ``fn`` (a torch class or a factory) annotates for it; options it does not annotate pass."""
     try:
-        hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn, localns=_ANNOTATION_NAMES)
+        hints = typing.get_type_hints(_constructor(fn), localns=_ANNOTATION_NAMES)
     except NameError:  # an annotation naming what no namespace here holds: torch checks the value itself
         hints = {}
     for key, value in options.items():

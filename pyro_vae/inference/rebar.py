@@ -1,5 +1,5 @@
-r"""REBAR (Tucker et al. 2017) and RELAX (Grathwohl et al. 2018) for one layer of Bernoulli latents, as
-Pyro ELBOs.
+r"""REBAR (Tucker et al. 2017) and RELAX (Grathwohl et al. 2018) for Bernoulli latents in one or more
+layers, as Pyro ELBOs.
 
 For datum x_i with a factorized guide q(b|x_i) = prod_j Bernoulli(b_j; theta_j), theta = sigmoid(phi),
 and f(b) = log p(x_i, b) - log q(b|x_i), one draw takes uniform u, v ~ U(0, 1)^d and
@@ -24,27 +24,40 @@ its logits stopped, f(s) = log p(x_i, s) - log q_{stop(phi)}(s|x_i): the explici
 ELBO on phi through -log q contributes E_q[-grad_phi log q(b|x)] = 0 and is dropped, so g is unbiased
 for the gradient of the ELBO E_q[f]. The relaxed terms give only the guide's logits a gradient
 (``torch.autograd.grad`` with respect to them); the model's parameters get the pathwise gradient of
-log p(x_i, b) at the hard draws. With K = ``num_particles`` independent draws per datum, g is their
-mean, and the surrogate is AntitheticELBO's,
+log p(x_i, b) at the hard draws.
 
-    (N/M) sum_i [ (1/K) sum_k (log p(x_i, b_ik) - stop(log q(b_ik|x_i))) + sum_j stop(g_ij) phi_ij ],
+**Several layers** (``sbn`` with ``layers=2``; :mod:`pyro_vae.inference.layerwise`): layer l's
+estimate holds the layers above at the main (hard) chain's draws; f(b) is the main chain's, continued
+below by its hard draws, and the control variate c(z_l) = eta f(s(z_l), s_{>l}) continues the relaxed
+value below by relaxed draws s_m = sigmoid((phi_m(s_{m-1}) - logit(u_m)) / lambda) with the main
+chain's noise u_m: a smooth function of z_l, the same for z_l and z~_l, whose noise is independent
+of the layer's, so each layer's g stays unbiased (continuing with hard draws, as the DisARM
+authors' RELAX code does, would make c jump with z_l and its pathwise term miss the jumps). log q of
+those continued layers keeps its logits' dependence on the relaxed values above (only the layer's own
+logits are stopped).
+
+With K = ``num_particles`` independent draws per datum, g is their mean, and the surrogate is
+
+    (N/M) sum_i [ (1/K) sum_k (log p(x_i, b_ik) - stop(log q(b_ik|x_i))) + sum_{l, j} stop(g_lij) phi_lij ],
 
 whose value is the ELBO estimate (the mean of f over the K hard draws).
 
 eta and lambda are fixed options (``--estimator-option eta=1 --estimator-option temperature=0.5``, the paper's default
 temperature); REBAR's adaptation of both by minimizing the estimate's variance is not implemented.
 
-``relax`` replaces eta f(s(z)) by c(z) = eta f(s(z)) + r(z) (:class:`RelaxControl`, r an MLP on z; the
-same estimate with c in place of eta f(s(.)) is unbiased for any c), and learns eta, lambda and r by
-minimizing the variance: each training step also gives them the gradient of sum_j g_ij^2 (through the
-estimate, by double backpropagation); they live in the estimator's ``modules`` (checkpointed, stepped
-by the run's optimizer).
+``relax`` replaces eta f(s(z)) by c(z) = eta f(s(z)) + r(z) (:class:`RelaxControl`, r an MLP on the
+layer's z, one net for every layer; the same estimate with c in place of eta f(s(.)) is unbiased for
+any c), and learns eta, lambda and r by minimizing the variance: each training step also gives them
+the gradient of sum g^2 over every layer (through the estimate, by double backpropagation); they
+live in the estimator's ``modules`` (checkpointed, stepped by the run's optimizer).
 
-**Cost:** each draw evaluates f three times (the decoder on 3K codes per datum: b, s(z), s(z~)) and
-backpropagates the relaxed ones once more, so a step costs about as much as 3K-particle VIMCO.
+**Cost:** with L layers each draw evaluates f 2L + 1 times (the decoder on K (2L + 1) codes per datum:
+b, and s(z_l), s(z~_l) continued below for each layer; 3K for one layer) and backpropagates the
+relaxed ones once more, so a one-layer step costs about as much as 3K-particle VIMCO. The guide
+runs once more (one chain per datum, without gradients) to find the layers.
 
-**Scope:** as ARM's: exactly one latent site in the guide, a Bernoulli (possibly ``.to_event``) in the
-data plate (``sbn`` with ``layers=1``); any other latent is refused by name.
+**Scope:** as ARM's: every latent site of the guide a Bernoulli (possibly ``.to_event``) in the data
+plate; any other latent is refused by name.
 """
 
 from __future__ import annotations
@@ -55,15 +68,18 @@ from typing import cast
 
 import pyro.distributions as dist
 import torch
-from pyro.infer import ELBO
-from pyro.infer.enum import get_importance_trace
 from pyro.poutine.runtime import Message
-from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from pyro_vae.inference.antithetic import AntitheticELBO, AntitheticPairs, bernoulli_base
 from pyro_vae.inference.estimators import Estimator, register_estimator
-from pyro_vae.inference.log_weights import particle_plate, sum_per_datum
+from pyro_vae.inference.layerwise import (
+    LayerwiseDraws,
+    LayerwiseELBO,
+    latent_sites,
+    open_uniform,
+    per_datum_sum,
+    per_unit,
+)
 from pyro_vae.inference.relaxed import Relaxed, SoftBernoulli
 from pyro_vae.models.nets import MLP
 from pyro_vae.models.program import member
@@ -81,50 +97,60 @@ def conditional_logistic(phi: torch.Tensor, b: torch.Tensor, v: torch.Tensor) ->
     return torch.where(b > 0, one, zero)
 
 
-class RebarDraws(AntitheticPairs):
-    """Handler around a guide traced in a particle plate of 3K: its one latent Bernoulli site (the
-    refusals and the draws u, b = 1[u < sigmoid(phi)] are :class:`AntitheticPairs`') takes the values
-    ``(b_1..b_K, s(z_1)..s(z_K), s(z~_1)..s(z~_K))`` (module docstring), and the log density of the
-    continuous extension with its logits stopped. Keeps ``phi`` ``(K, ...)``, ``b``, ``leaf`` (a
-    detached copy of phi requiring grad, through which the relaxed values are computed), ``z``, ``z_tilde``."""
+class RebarDraws(LayerwiseDraws):
+    """The chains of REBAR's estimate per layer (module docstring): group 0 the K main chains of hard
+    draws b; groups 2l + 1 and 2l + 2 the chains whose layer l is s(z_l) and s(z~_l), the layers above
+    it the main chains' values, those below it relaxed with the main chains' noise. Each site's log
+    density becomes the continuous extension's, its logits stopped except in the relaxed chains of
+    the layers above. Keeps per layer ``leaf`` (a detached copy of phi requiring grad, through which
+    the relaxed values are computed), ``z`` and ``z_tilde``."""
 
-    def __init__(self, num_draws: int, temperature: float | torch.Tensor, estimator: str) -> None:
-        super().__init__(num_draws, estimator)
+    def __init__(self, sites: list[str], num_draws: int, temperature: float | torch.Tensor, estimator: str) -> None:
+        super().__init__(sites, num_draws, estimator)
         self.temperature = temperature
+        self.leaf: list[torch.Tensor] = []
+        self.z: list[torch.Tensor] = []
+        self.z_tilde: list[torch.Tensor] = []
 
-    def _pyro_sample(self, msg: Message) -> None:
-        if msg["is_observed"] or site_is_subsample(msg):
-            return
-        super()._pyro_sample(msg)
-        self.leaf = self.phi.detach().requires_grad_()
-        self.z = self.leaf - torch.logit(self.u)
-        self.z_tilde = conditional_logistic(self.leaf, self.b, torch.rand_like(self.u))
-        relaxed = [torch.sigmoid(self.z / self.temperature), torch.sigmoid(self.z_tilde / self.temperature)]
-        msg["value"] = torch.cat([self.b, *relaxed])
-        fn, base = cast(dist.TorchDistribution, msg["fn"]), cast(dist.Bernoulli, bernoulli_base(msg["fn"]))
-        event_dim = fn.event_dim  # the base, a Bernoulli (refused otherwise above), has none
-        soft = SoftBernoulli(base.logits.detach(), float(torch.as_tensor(self.temperature).detach()))
-        msg["fn"] = soft.to_event(event_dim) if event_dim else soft
+    @staticmethod
+    def groups(layers: int) -> int:
+        return 2 * layers + 1
+
+    def values(self, layer: int, logits: torch.Tensor, msg: Message) -> torch.Tensor:
+        b, u = self.b[layer], self.u[layer]
+        self.leaf.append(self.phi[layer].detach().requires_grad_())
+        self.z.append(self.leaf[layer] - torch.logit(u))
+        self.z_tilde.append(conditional_logistic(self.leaf[layer], b, open_uniform(u)))
+        above = logits[1 : 2 * layer + 1]  # the relaxed chains of the layers above, continued through this one
+        below = self.groups(len(self.sites)) - 2 * layer - 3  # the chains that branch at a later layer
+        relaxed = [above - torch.logit(u), self.z[layer][None], self.z_tilde[layer][None]]
+        stopped = logits.detach()
+        fn = cast(dist.TorchDistribution, msg["fn"])
+        soft = SoftBernoulli(
+            torch.cat([stopped[:1], above, stopped[2 * layer + 1 :]]).flatten(0, 1),
+            float(torch.as_tensor(self.temperature).detach()),
+        )
+        msg["fn"] = soft.to_event(fn.event_dim) if fn.event_dim else soft  # the base, a Bernoulli, has none
+        return torch.cat([b[None], *(torch.sigmoid(z / self.temperature) for z in relaxed), b.expand(below, *b.shape)])
 
 
-class RebarELBO(AntitheticELBO):
+class RebarELBO(LayerwiseELBO):
     """The ELBO with the guide's Bernoulli logits' gradient estimated by REBAR from K draws per datum
-    (the module docstring), at the fixed control-variate scale ``eta`` and ``temperature`` lambda.
-    Its loss, surrogate and backward are :class:`AntitheticELBO`'s, from its ``_terms``."""
+    and layer (the module docstring), at the fixed control-variate scale ``eta`` and ``temperature``
+    lambda."""
+
+    name = "rebar"
 
     def __init__(
-        self, num_draws: int, max_plate_nesting: int, data_plate: str, eta: float = 1.0, temperature: float = 0.5
+        self, num_draws: int, max_plate_nesting: int, data_plate_name: str, eta: float = 1.0, temperature: float = 0.5
     ) -> None:
-        if num_draws < 1:
-            raise ValueError(f"rebar needs K >= 1 draws (--num-particles), got {num_draws}")
+        super().__init__(num_draws, max_plate_nesting, data_plate_name, "elbo", "draws")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"rebar's temperature must be a finite number > 0, got {temperature!r}")
         if not (isinstance(eta, (int, float)) and math.isfinite(eta)):
             raise ValueError(f"rebar's eta (the control variate's scale) must be a finite number, got {eta!r}")
-        ELBO.__init__(self, num_particles=num_draws, max_plate_nesting=max_plate_nesting)
-        self.name, self.data_plate = "rebar", data_plate
         self.eta, self.temperature = float(eta), float(temperature)
-        self.estimate: torch.Tensor | None = None
+        self.estimate: list[torch.Tensor] = []
 
     def relaxation_temperature(self) -> float | torch.Tensor:
         """lambda of s(z) = sigmoid(z / lambda)."""
@@ -139,49 +165,43 @@ class RebarELBO(AntitheticELBO):
         return self.eta * f_relaxed
 
     def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
-        """``(f (K, M) at the hard draws with log q detached, the guide's surrogate sum_j stop(g_ij) phi_ij
-        (M,), scale)``; without autograd (``loss``) the guide's term is zero. Keeps g in ``estimate``, with
-        its graph to the control variate's parameters (if it has any)."""
+        """``(the mean of f (M,) over the hard draws, log q detached, the guide's surrogate sum_l sum_j
+        stop(g_lj) phi_lj per datum (M,), scale)``; without autograd (``loss``) the guide's term is zero.
+        Keeps g per layer in ``estimate``, with its graph to the control variate's parameters (if any)."""
         k, nesting = self.num_particles, self.max_plate_nesting
         temperature = self.relaxation_temperature()
-        draws = RebarDraws(k, temperature, self.name)
-        particles = particle_plate(3 * k, nesting)
+        draws = RebarDraws(latent_sites(guide, args, kwargs, self.name), k, temperature, self.name)
         relaxed_model = Relaxed(lambda: float(torch.as_tensor(temperature).detach()))(model)
-        model_trace, guide_trace = get_importance_trace(
-            "flat", nesting + 1, particles(relaxed_model), draws(particles(guide)), args, kwargs
-        )
-        if draws.name is None:
-            raise ValueError(f"the guide has no latent site: {self.name} needs one Bernoulli latent")
-        needed_by = f"the {self.name} estimator"
-        log_p, scale = sum_per_datum(model_trace, nesting, self.data_plate, needed_by)
-        log_q, _ = sum_per_datum(guide_trace, nesting, self.data_plate, needed_by)
-        f = torch.as_tensor(log_p) - torch.as_tensor(log_q)  # log q: stopped logits, the relaxed values' gradient
-        f_hard, f_z, f_tilde = f.split(k)
-        phi, m = draws.phi, f.shape[-1]
+        log_p, log_q, scale = self._log_densities(relaxed_model, guide, draws, args, kwargs)
+        f = log_p - log_q  # log q: stopped logits (the layer's own), the relaxed values' gradient
+        objective = self.bound(f[0])
         if not torch.is_grad_enabled():
-            return f_hard, torch.zeros(m, dtype=f.dtype, device=f.device), scale
-        # f per (draw, datum) against phi's (draw, inner plates..., datum, units...); the data plate is at dim -1
-        c_z, c_tilde = self.control_variate(f_z, draws.z), self.control_variate(f_tilde, draws.z_tilde)
-        per_unit = (f_hard.detach() - c_tilde).reshape(k, *[1] * (nesting - 1), m, *[1] * (phi.dim() - nesting - 1))
-        tuned = c_tilde.requires_grad and any(p.requires_grad for p in self.tuned_parameters())
-        (relaxed,) = torch.autograd.grad((c_z - c_tilde).sum(), draws.leaf, retain_graph=True, create_graph=tuned)
-        self.estimate = (per_unit * (draws.b - torch.sigmoid(phi.detach())) + relaxed) / k
-        guide_term = (self.estimate.detach() * phi).movedim(nesting, 0).reshape(m, -1).sum(-1)
-        return f_hard, guide_term, scale
+            return objective, torch.zeros_like(objective), scale
+        c_z = [self.control_variate(f[2 * layer + 1], z) for layer, z in enumerate(draws.z)]
+        c_tilde = [self.control_variate(f[2 * layer + 2], z) for layer, z in enumerate(draws.z_tilde)]
+        tuned = any(c.requires_grad for c in c_tilde) and any(p.requires_grad for p in self.tuned_parameters())
+        difference = torch.stack([(a - b).sum() for a, b in zip(c_z, c_tilde, strict=True)]).sum()
+        relaxed = torch.autograd.grad(difference, draws.leaf, retain_graph=True, create_graph=tuned)
+        self.estimate = [
+            (per_unit(f[0].detach() - c, phi, nesting) * (b - torch.sigmoid(phi.detach())) + g) / k
+            for c, phi, b, g in zip(c_tilde, draws.phi, draws.b, relaxed, strict=True)
+        ]
+        guide_term = sum(per_datum_sum(g.detach() * phi, nesting) for g, phi in zip(self.estimate, draws.phi))
+        return objective, torch.as_tensor(guide_term), scale
 
 
 @register_estimator("rebar")
 def rebar(program, num_particles: int = 1, eta: float = 1.0, temperature: float = 0.5) -> Estimator:
-    """REBAR (Tucker et al. 2017) for one layer of Bernoulli latents: unbiased, a relaxed control variate
-    at fixed eta and temperature; K = num_particles draws, 3K evaluations"""
+    """REBAR (Tucker et al. 2017) for Bernoulli latents, layer-wise for several layers: unbiased, a relaxed
+    control variate at fixed eta and temperature; K = num_particles draws, K (2L + 1) evaluations for L layers"""
     elbo = RebarELBO(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), eta, temperature)
     return Estimator("rebar", elbo, program.guide)
 
 
 class RelaxControl(nn.Module):
     """RELAX's control variate c(z) = eta f(s(z)) + r(z) (Grathwohl et al. 2018): REBAR's with eta, the
-    temperature lambda = exp(log_temperature) and a net r (an MLP on the ``units`` values of z, tanh)
-    all learned by minimizing the estimate's variance."""
+    temperature lambda = exp(log_temperature) and a net r (an MLP on the ``units`` values of a layer's z,
+    tanh, shared by the layers) all learned by minimizing the estimate's variance."""
 
     def __init__(self, units: int, hidden: tuple[int, ...], eta: float, temperature: float) -> None:
         super().__init__()
@@ -196,15 +216,17 @@ class RelaxControl(nn.Module):
 
 
 class RelaxELBO(RebarELBO):
-    """RELAX for one layer of Bernoulli latents: REBAR's estimate with the control variate
-    :class:`RelaxControl`, unbiased for any of its parameters. Each ``loss_and_grads`` also gives those
-    parameters the gradient of sum (g_ij)^2, the variance of the estimate up to the (fixed) squared
-    mean, so that the optimizer that steps the estimator's modules minimizes it (the paper's
-    single-sample variance gradient)."""
+    """RELAX for Bernoulli latents: REBAR's estimate with the control variate :class:`RelaxControl`,
+    unbiased for any of its parameters. Each ``loss_and_grads`` also gives those parameters the gradient
+    of sum g^2 over the layers, the variance of the estimate up to the (fixed) squared mean, so that the
+    optimizer that steps the estimator's modules minimizes it (the paper's single-sample variance
+    gradient)."""
 
-    def __init__(self, num_draws: int, max_plate_nesting: int, data_plate: str, control: RelaxControl) -> None:
-        super().__init__(num_draws, max_plate_nesting, data_plate)
-        self.name, self.control = "relax", control
+    name = "relax"
+
+    def __init__(self, num_draws: int, max_plate_nesting: int, data_plate_name: str, control: RelaxControl) -> None:
+        super().__init__(num_draws, max_plate_nesting, data_plate_name)
+        self.control = control
 
     def relaxation_temperature(self) -> torch.Tensor:
         return self.control.log_temperature.exp()
@@ -218,8 +240,8 @@ class RelaxELBO(RebarELBO):
     def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
         """Backpropagate the variance of the estimate into the control variate, then the surrogate."""
         surrogate, loss = self._surrogate(*self._terms(model, guide, args, kwargs))
-        if self.estimate is not None and self.estimate.requires_grad:
-            variance = self.estimate.pow(2).sum()
+        if any(g.requires_grad for g in self.estimate):
+            variance = torch.stack([g.pow(2).sum() for g in self.estimate]).sum()
             torch.autograd.backward(variance, inputs=self.tuned_parameters(), retain_graph=True)
         if surrogate.requires_grad:
             surrogate.backward()
@@ -230,7 +252,7 @@ class RelaxELBO(RebarELBO):
 def relax(
     program, num_particles: int = 1, eta: float = 1.0, temperature: float = 0.5, hidden: tuple[int, ...] = (50,)
 ) -> Estimator:
-    """RELAX (Grathwohl et al. 2018) for one layer of Bernoulli latents: REBAR plus a learned net r(z) in the
+    """RELAX (Grathwohl et al. 2018) for Bernoulli latents, layer-wise: REBAR plus a learned net r(z) in the
     control variate, eta, temperature and r trained to minimize the variance; K = num_particles draws"""
     units = member(program, "z_dim")
     if units is None:

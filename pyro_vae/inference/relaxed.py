@@ -26,18 +26,21 @@ by name.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import constraints
 
 from pyro_vae.inference.estimators import Estimator, register_estimator
+from pyro_vae.models.program import Program
 
 
 class _Relaxation:
@@ -64,8 +67,8 @@ class _Relaxation:
     def harden(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
+    def rsample(self, sample_shape: Sequence[int] = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
         u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device).clamp(1e-6, 1 - 1e-6)
         y = self.relax(self.logits.expand(shape), u)
         # hard + (y - stop(y)): exactly the hard value forward ((hard + y) - stop(y) would round off 1),
@@ -98,7 +101,7 @@ class SoftOneHotCategorical(_Relaxation, dist.OneHotCategorical):
     forward, y backward."""
 
     arg_constraints = {"logits": constraints.real_vector}
-    support = constraints.simplex
+    support = constraints.simplex  # type: ignore[assignment]  # torch types a OneHotCategorical's support as one-hot only
 
     def relax(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return torch.softmax((logits - (-u.log()).log()) / self.temperature, -1)
@@ -135,10 +138,10 @@ class Relaxed(Messenger):
         super().__init__()
         self.temperature, self.straight_through = temperature, straight_through
 
-    def _pyro_sample(self, msg: dict) -> None:
+    def _pyro_sample(self, msg: Message) -> None:
         if msg["is_observed"] or site_is_subsample(msg):
             return
-        base, dims = _base(msg["fn"])
+        base, dims = _base(cast(TorchDistributionMixin, msg["fn"]))  # a Pyro distribution (Message: any callable)
         if isinstance(base, _Relaxation):
             return
         relaxed = next((soft for family, soft in RELAXATIONS if isinstance(base, family)), None)
@@ -156,6 +159,8 @@ class Relaxed(Messenger):
 class Temperature(nn.Module):
     """tau_t = max(min_temperature, temperature * exp(-anneal_rate * t)) after t steps; ``t`` is a
     buffer, so it is saved and restored with the estimator's state."""
+
+    steps: torch.Tensor  # the buffer t
 
     def __init__(self, temperature: float, anneal_rate: float, min_temperature: float) -> None:
         super().__init__()
@@ -192,7 +197,7 @@ class RelaxedELBO(Trace_ELBO):
 
 def _register(name: str, straight_through: bool, help: str) -> None:
     def build(
-        program,
+        program: Program,
         num_particles: int = 1,
         temperature: float = 1.0,
         anneal_rate: float = 0.0,

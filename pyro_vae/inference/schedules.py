@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.optim import lr_scheduler
@@ -48,15 +48,18 @@ def torch_schedule(cls: type[lr_scheduler.LRScheduler]) -> Schedule:
         return cls(optimizer, **options)
 
     own = [p.replace(kind=p.KEYWORD_ONLY) for p in list(inspect.signature(cls).parameters.values())[1:]]
-    factory.__signature__ = inspect.Signature(
+    signature = inspect.Signature(
         [
             inspect.Parameter("optimizer", inspect.Parameter.POSITIONAL_ONLY),
             inspect.Parameter("length", inspect.Parameter.POSITIONAL_ONLY),
             *(p for p in own if p.name != "last_epoch"),
         ]
     )
+    # attributes of the function object, which mypy does not model: what inspect.signature reads, and
+    # the class whose annotations type the options (option_rules.check_option_types)
+    setattr(factory, "__signature__", signature)
     factory.__doc__ = f"{cls.__module__}.{cls.__name__}"
-    factory.torch_class = cls  # whose annotations type the options (option_rules.check_option_types)
+    setattr(factory, "torch_class", cls)
     return factory
 
 
@@ -121,7 +124,7 @@ def cosine(optimizer: torch.optim.Optimizer, epochs: int, eta_min: float = 0.0) 
     return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=eta_min)
 
 
-cosine.spans_the_run = True  # its shape depends on the run's length
+setattr(cosine, "spans_the_run", True)  # its shape depends on the run's length (an attribute mypy does not model)
 
 
 @register_schedule("step")
@@ -145,7 +148,7 @@ def plateau(
     factor: float = 0.1,
     patience: int = 10,
     threshold: float = 1e-4,
-    threshold_mode: str = "rel",
+    threshold_mode: Literal["rel", "abs"] = "rel",
     cooldown: int = 0,
     min_lr: float = 0.0,
     eps: float = 1e-8,

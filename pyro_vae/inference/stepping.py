@@ -35,7 +35,6 @@ one-process gradient.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -66,18 +65,6 @@ def steps_per_epoch(config: Any, total_size: int) -> int:
     if config.labelled_per_batch:
         return max(1, (total_size - config.num_labels) // (config.batch_size - config.labelled_per_batch))
     return max(1, total_size // config.batch_size)
-
-
-def check_stepping(config: Any) -> None:
-    """Refuse a ``schedule_interval``, ``loss_scale`` or ``clip_norm`` of ``config`` outside its range."""
-    if config.schedule_interval not in SCHEDULE_INTERVALS:
-        raise ValueError(
-            f"schedule_interval must be one of {list(SCHEDULE_INTERVALS)}, got {config.schedule_interval!r}"
-        )
-    if config.loss_scale not in LOSS_SCALES:
-        raise ValueError(f"loss_scale must be one of {list(LOSS_SCALES)}, got {config.loss_scale!r}")
-    if config.clip_norm is not None and not (math.isfinite(config.clip_norm) and config.clip_norm > 0):
-        raise ValueError(f"clip_norm must be a finite number > 0 (or None: no clipping), got {config.clip_norm}")
 
 
 class Stepping:

@@ -26,9 +26,10 @@ import torch
 
 from pyro_vae.inference.algorithms import ParamScope, register_algorithm
 from pyro_vae.inference.annealing import AnnealLatents, warmup_factor
+from pyro_vae.inference.estimators import Estimator
 from pyro_vae.inference.optim import configured_optimizer
 from pyro_vae.inference.stepping import Stepping
-from pyro_vae.models.program import member
+from pyro_vae.models.program import Program, member
 
 
 @register_algorithm("aevb")
@@ -39,7 +40,7 @@ class AEVB:
     compiles = True  # steps estimator.elbo.loss_and_grads alone, which inference.jit can compile
     global_latents = True  # an ELBO estimator scales the data plate by N/M and the global sites by 1
 
-    def __init__(self, program, estimator, config) -> None:
+    def __init__(self, program: Program, estimator: Estimator, config) -> None:
         self.program, self.estimator = program, estimator
         params = [*program.parameters(), *estimator.modules.parameters()]
         self.optimizer = configured_optimizer(params, config)

@@ -139,7 +139,7 @@ def draw_gradients(
         draw_scope.load_state_dict(frozen)
         start = time.perf_counter()
         with draw_scope:
-            estimator.elbo.loss_and_grads(vae.model, estimator.guide, x, **kwargs)
+            estimator.elbo.loss_and_grads(vae.model, estimator.guide, x=x, **kwargs)
         elapsed += time.perf_counter() - start
         for name, p in named.items():
             grad = torch.zeros_like(p) if p.grad is None else p.grad
@@ -191,7 +191,8 @@ def refusal(
     try:
         estimator = make_estimator(name, program, num_particles, options)
         with torch.random.fork_rng(), torch.no_grad(), ParamScope([*named, *estimator.modules.parameters()]):
-            estimator.elbo.loss(program.model, estimator.guide, x, **kwargs)
+            loss = estimator.elbo.loss  # type: ignore[attr-defined]  # a Pyro ELBO's (its base class does not declare it)
+            loss(program.model, estimator.guide, x, **kwargs)
     except (ValueError, NotImplementedError) as err:
         return str(err).splitlines()[0]
     return None

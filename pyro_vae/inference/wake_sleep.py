@@ -85,9 +85,9 @@ def wake_loss(vae: VAE, x: torch.Tensor, total_size: int | None = None) -> tuple
     """
     with torch.no_grad():
         guide_trace = poutine.trace(vae.guide).get_trace(x, total_size=total_size)
-        log_q = guide_trace.log_prob_sum()
+        log_q = torch.as_tensor(guide_trace.log_prob_sum())  # log_prob_sum is a float 0 for a trace without sites
     model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x, total_size=total_size)
-    return -model_trace.log_prob_sum(), log_q
+    return -torch.as_tensor(model_trace.log_prob_sum()), log_q
 
 
 def dream(vae: VAE, num_generated: int) -> poutine.Trace:
@@ -105,7 +105,7 @@ def sleep_loss(vae: VAE, num_generated: int, total_size: int | None = None) -> t
     dreams = dream(vae, num_generated)
     x = dreams.nodes[vae.site("x")]["value"]
     guide_trace = poutine.trace(poutine.replay(vae.guide, trace=dreams)).get_trace(x, total_size=total_size)
-    return -guide_trace.log_prob_sum()
+    return -torch.as_tensor(guide_trace.log_prob_sum())  # log_prob_sum is a float 0 for a trace without sites
 
 
 def _minimize(loss: torch.Tensor, optim: torch.optim.Optimizer) -> None:

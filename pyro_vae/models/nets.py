@@ -14,7 +14,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vae.registry import Registry
-from pyro_vae.validation import check_arguments, check_parameters_fit, check_sizes, mlp_weight_count
+from pyro_vae.validation import COUNT, Rule, check_arguments, check_parameters_fit, finite, is_int
+
+#: The largest ``init_std`` taken: wider weights saturate every unit (see :data:`INIT_STD`).
+MAX_INIT_STD = 1.0
+#: The range of an ``init_std`` (``None``: PyTorch's initialisation), declared once for the
+#: :class:`~pyro_vae.models.vae.VAE`'s argument and ``TrainConfig``'s field.
+INIT_STD: tuple[Rule, ...] = (
+    finite("> 0 (or None)", lambda std: std > 0),
+    Rule(
+        f"be <= {MAX_INIT_STD}: weights that large saturate every unit and overflow the encoder's scale "
+        "exp(log sigma^2 / 2) at the first step (the paper: 0.01)",
+        lambda std: std <= MAX_INIT_STD,
+    ),
+)
+
+
+def check_sizes(x_shape: Sequence[int], z_dim: int, hidden: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless every data dimension, ``z_dim`` and hidden size is an integer >= 1."""
+    if not all(is_int(d) and d >= 1 for d in x_shape) or len(x_shape) == 0:
+        raise ValueError(f"x_shape must be positive integers, got {tuple(x_shape)}")
+    if not is_int(z_dim) or z_dim < 1:
+        raise ValueError(f"z_dim must be an integer >= 1, got {z_dim!r}")
+    if not all(is_int(h) and h >= 1 for h in hidden):
+        raise ValueError(f"hidden layer sizes must be integers >= 1, got {tuple(hidden)}")
+
+
+def mlp_weight_count(sizes: Sequence[int]) -> int:
+    """Weights and biases of an MLP with layer sizes ``sizes`` (input, hidden..., output)."""
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
 
 #: The activations of the networks' hidden layers by name (``activation=``).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -158,6 +187,7 @@ class GaussianEncoder(nn.Module):
         init_std: float | None = None,
     ) -> None:
         super().__init__()
+        COUNT.check(z_dim=z_dim)
         self.z_dim = z_dim
         self.net = MLP(x_dim, hidden, 2 * z_dim, activation_name, init_std)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from pyro_vae.models.program import register_model
 from pyro_vae.models.vae import VAE
-from pyro_vae.validation import InputError
+from pyro_vae.validation import COUNT, InputError
 
 
 class DiagonalNormalMixture(dist.MixtureSameFamily):
@@ -77,6 +77,7 @@ class MixturePriorVAE(VAE):
     """
 
     def __init__(self, x_shape: int | Sequence[int], z_dim: int = 20, num_components: int = 10, **kwargs) -> None:
+        COUNT.check(num_components=num_components)
         super().__init__(x_shape, z_dim, **kwargs)
         self.component_loc = nn.Parameter(torch.randn(num_components, z_dim))
         self.component_log_scale = nn.Parameter(torch.zeros(num_components, z_dim))

@@ -29,7 +29,7 @@ from torch import nn
 from pyro_vae.models.nets import MLP
 from pyro_vae.models.program import register_model
 from pyro_vae.models.vae import VAE
-from pyro_vae.validation import InputError
+from pyro_vae.validation import COUNT, InputError
 
 
 @register_model("sbn")
@@ -56,6 +56,7 @@ class SigmoidBeliefVAE(VAE):
     ) -> None:
         if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
             raise ValueError(f"layers must be an int >= 1, got {layers!r}")
+        COUNT.check(z_dim=z_dim)
         x_dim = x_shape if isinstance(x_shape, int) else math.prod(x_shape)
         hidden = tuple(hidden)
         super().__init__(

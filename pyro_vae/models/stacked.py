@@ -48,7 +48,7 @@ from pyro_vae.models.likelihoods import Likelihood
 from pyro_vae.models.m2 import M2
 from pyro_vae.models.program import DataSpec, register_model
 from pyro_vae.models.vae import VAE
-from pyro_vae.validation import InputError
+from pyro_vae.validation import COUNT, InputError
 
 
 @register_model("m1-m2")
@@ -103,6 +103,7 @@ class StackedM1M2(PyroModule):
                 f"M1 must be a VAE of unlabelled images (data x), got a {type(m1).__name__} "
                 f"of the data {list(m1.data_keys)}"
             )
+        COUNT.check(m1_z_dim=m1_z_dim)
         self.m1 = m1 or VAE(x_shape, m1_z_dim, m1_hidden, activation, likelihood, init_std)
         if self.m1.x_shape != x_shape:
             raise ValueError(

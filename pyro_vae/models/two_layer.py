@@ -26,7 +26,7 @@ from pyro.nn import pyro_method
 from pyro_vae.models.nets import GaussianEncoder
 from pyro_vae.models.program import register_model
 from pyro_vae.models.vae import VAE
-from pyro_vae.validation import InputError
+from pyro_vae.validation import COUNT, InputError
 
 
 @register_model("two-layer")
@@ -51,6 +51,7 @@ class TwoLayerVAE(VAE):
         **kwargs,
     ) -> None:
         super().__init__(x_shape, z_dim, hidden, activation, init_std=init_std, **kwargs)
+        COUNT.check(z2_dim=z2_dim)
         self.z2_dim = z2_dim
         self.encoder2 = GaussianEncoder(z_dim, z2_dim, tuple(hidden2), activation, init_std)
         self.decoder2 = GaussianEncoder(z2_dim, z_dim, tuple(reversed(hidden2)), activation, init_std)

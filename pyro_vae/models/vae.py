@@ -54,16 +54,9 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
-from pyro_vae.models.nets import MLP, GaussianEncoder
+from pyro_vae.models.nets import INIT_STD, MLP, GaussianEncoder, check_sizes, mlp_weight_count
 from pyro_vae.models.program import DataSpec, register_model
-from pyro_vae.validation import (
-    InputError,
-    check_arguments,
-    check_init_std,
-    check_parameters_fit,
-    check_sizes,
-    parameter_count,
-)
+from pyro_vae.validation import InputError, check_arguments, check_parameters_fit, check_rules
 
 
 class PosteriorMean(Messenger):
@@ -99,6 +92,11 @@ def generated_keyword(model) -> str:
         )
         return "num_samples"
     return "num_generated"
+
+
+def parameter_count(x_dim: int, z_dim: int, hidden: Sequence[int]) -> int:
+    """Weights and biases of the :class:`VAE`'s encoder ``x-hidden-2z`` and decoder ``z-reversed(hidden)-x``."""
+    return mlp_weight_count([x_dim, *hidden, 2 * z_dim]) + mlp_weight_count([z_dim, *reversed(hidden), x_dim])
 
 
 @register_model("vae")
@@ -165,7 +163,7 @@ class VAE(PyroModule):
         super().__init__(name=prefix)
         self.x_shape = (x_shape,) if isinstance(x_shape, int) else tuple(x_shape)
         check_sizes(self.x_shape, z_dim, tuple(hidden))
-        check_init_std(init_std)
+        check_rules(INIT_STD, init_std=init_std)
         self.x_dim = math.prod(self.x_shape)
         sizes = "-".join(map(str, (self.x_dim, *hidden, z_dim)))
         check_parameters_fit(parameter_count(self.x_dim, z_dim, tuple(hidden)), f"the VAE {sizes}")
@@ -371,7 +369,8 @@ class VAE(PyroModule):
     @torch.no_grad()
     def embed(self, x: torch.Tensor, site: str = "z", **context) -> torch.Tensor:
         """The posterior mean (or a draw, see :meth:`posterior_latents`) of latent ``site`` for each datum."""
-        return self.sample_node(self.posterior_latents(x, **context), site, "embed", "pass site=NAME")["value"]
+        node = self.sample_node(self.posterior_latents(x, **context), site, "embed", "pass site=NAME")
+        return cast(torch.Tensor, node["value"])  # pyro's Message types it optional, as before the site runs
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, **context) -> torch.Tensor:

@@ -35,7 +35,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_vae.graph_tensors import check_graph, pyg
 from pyro_vae.models.program import DataSpec, register_model
-from pyro_vae.validation import InputError
+from pyro_vae.validation import COUNT, InputError
 
 
 @dataclass
@@ -131,16 +131,13 @@ class VGAE(PyroModule):
 
     @staticmethod
     def check_config(config) -> None:
-        """Refuse the training settings a graph model cannot use (a ``TrainConfig``)."""
+        """Refuse the training settings a graph model cannot use (a ``TrainConfig``): more than one
+        hidden layer, and the settings of data points it ignores. An estimator or algorithm that
+        cannot train a graph refuses it itself, from what the program declares: ``score-nvil``
+        a program without ``x_dim`` (one datum's size, the input of its baseline b(x)), the
+        wake-sleep algorithms a program whose ``data_keys`` are more than ``("x",)``."""
         if len(config.hidden) != 1:
             raise ValueError(f"a graph model has one hidden GCN layer: give one --hidden size, got {config.hidden}")
-        if config.estimator == "score-nvil":
-            raise ValueError(
-                "estimator 'score-nvil' needs a per-datum input for its baseline network b(x), and a graph is "
-                "one datum; use another estimator"
-            )
-        if config.algorithm != "aevb":
-            raise ValueError(f"a graph model trains with the aevb algorithm, not {config.algorithm!r}")
         unused = {
             "likelihood": None,
             "num_train": None,
@@ -160,6 +157,7 @@ class VGAE(PyroModule):
 
     def __init__(self, in_features: int, hidden: int = 32, z_dim: int = 16, prefix: str = "") -> None:
         super().__init__(name=prefix)
+        COUNT.check(in_features=in_features, hidden=hidden, z_dim=z_dim)
         self.in_features, self.z_dim = in_features, z_dim
         # tkipf/gae's GCN layers have no bias; GCNConv normalizes as D^-1/2 (A + I) D^-1/2.
         GCNConv = pyg("nn").GCNConv

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from pyro.nn import PyroModule
 
-from pyro_vae.models.vae import VAE
 from pyro_vae.plots.figure import save_figure
 
 
@@ -51,21 +51,21 @@ def save_image_grid(
     return save_figure(fig, path)
 
 
-def plot_samples(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 100, **context) -> Path:
+def plot_samples(vae: PyroModule, image_shape: Sequence[int], path: str | Path, n: int = 100, **context) -> Path:
     """Means of p(x|latents) for latents drawn from the model's prior (paper Fig. 5);
     ``context`` (e.g. labels ``y``, one per sample) conditions the model."""
     return save_image_grid(vae.generate(n, **context), image_shape, path, title=f"samples, z_dim={vae.z_dim}")
 
 
 def plot_reconstructions(
-    vae: VAE, x: torch.Tensor, image_shape: Sequence[int], path: str | Path, n: int = 50, **context
+    vae: PyroModule, x: torch.Tensor, image_shape: Sequence[int], path: str | Path, n: int = 50, **context
 ) -> Path:
     """Rows alternate data and reconstructions (mean of p(x|latents) at the posterior means of the guide)."""
     pairs = reconstruction_rows(vae, x[:n], **{k: v[:n] for k, v in context.items()})
     return save_image_grid(pairs, image_shape, path, title="data (odd rows) and reconstructions (even rows)")
 
 
-def reconstruction_rows(vae: VAE, x: torch.Tensor, nrow: int = 10, **context) -> torch.Tensor:
+def reconstruction_rows(vae: PyroModule, x: torch.Tensor, nrow: int = 10, **context) -> torch.Tensor:
     """``(2 N, D)``: rows of ``nrow`` data images alternating with rows of their reconstructions
     (``N`` a multiple of ``nrow``)."""
     recon = vae.reconstruct(x, **context)
@@ -74,7 +74,7 @@ def reconstruction_rows(vae: VAE, x: torch.Tensor, nrow: int = 10, **context) ->
 
 
 @torch.no_grad()
-def plot_manifold(vae: VAE, image_shape: Sequence[int], path: str | Path, n: int = 20, **context) -> Path:
+def plot_manifold(vae: PyroModule, image_shape: Sequence[int], path: str | Path, n: int = 20, **context) -> Path:
     """Decoder means over z = Phi^-1(u) for u on an n x n grid of the unit square (paper Fig. 4);
     ``context`` (e.g. ``y``, one label per grid point) conditions the model."""
     if vae.z_dim != 2:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from pyro.nn import PyroModule
 
-from pyro_vae.models.vae import VAE
 from pyro_vae.plots.figure import save_figure
 
 
 @torch.no_grad()
-def plot_latents(vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path, **context) -> Path:
-    """Posterior means of z (:meth:`VAE.embed`) coloured by label. When z has more than 2
+def plot_latents(vae: PyroModule, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path, **context) -> Path:
+    """Posterior means of z (:meth:`~pyro_vae.models.vae.VAE.embed`) coloured by label. When z has more than 2
     dimensions they are embedded by t-SNE where there are labels (classes overlapping in a linear
     projection stay apart: :mod:`pyro_vae.plots.tsne`), else projected on 2 principal axes."""
     loc = vae.embed(x, **context).reshape(len(x), -1).cpu()

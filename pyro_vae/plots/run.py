@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -21,6 +22,7 @@ from pyro_vae.plots.curves import plot_curves
 from pyro_vae.plots.images import plot_analogies, plot_manifold, plot_reconstructions, plot_samples
 from pyro_vae.plots.latents import plot_latents
 from pyro_vae.registry import Registry
+from pyro_vae.training.build import Run
 from pyro_vae.training.kinds import run_kind
 
 
@@ -40,7 +42,7 @@ class FigureInputs:
     """What every figure of a run draws from: the run, the folder, the first test data, their
     labels and the keywords that condition a labelled model (:func:`label_context`)."""
 
-    run: object
+    run: Run
     out_dir: Path
     x: torch.Tensor
     labels: torch.Tensor | None
@@ -54,11 +56,11 @@ class RunFigure:
     it in words (``None`` when it has all it needs)."""
 
     draw: Callable[[FigureInputs], Path]
-    lacks: Callable[[object], str | None]
+    lacks: Callable[[Run], str | None]
 
 
-def _missing_methods(*names: str) -> Callable[[object], str | None]:
-    def lacks(run) -> str | None:
+def _missing_methods(*names: str) -> Callable[[Run], str | None]:
+    def lacks(run: Run) -> str | None:
         missing = [name for name in names if not callable(getattr(run.program, name, None))]
         return f"the program has no {', '.join(missing)} method" if missing else None
 
@@ -67,7 +69,7 @@ def _missing_methods(*names: str) -> Callable[[object], str | None]:
 
 def _manifold(inputs: FigureInputs) -> Path:
     device = inputs.x.device
-    one_class = {"y": torch.zeros(400, dtype=torch.long, device=device)} if inputs.generated else {}
+    one_class: dict[str, Any] = {"y": torch.zeros(400, dtype=torch.long, device=device)} if inputs.generated else {}
     return plot_manifold(
         inputs.run.program, inputs.run.dataset.image_shape, inputs.out_dir / "manifold.png", **one_class
     )
@@ -145,7 +147,7 @@ RUN_FIGURES.register(
 
 
 def write_figures(
-    run,
+    run: Run,
     out_dir: str | Path,
     num_points: int = 2000,
     names: Sequence[str] | None = None,

@@ -26,11 +26,15 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from pyro_vae.plots.images import image_grid, reconstruction_rows
 from pyro_vae.plots.run import label_context
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 #: Entries of a metrics row or report that are its place on the step axis, not a metric.
 STEP_KEYS = ("epoch", "samples_seen")
@@ -49,7 +53,7 @@ def step_of(row: dict) -> int:
     return int(row.get("samples_seen", row["epoch"]))
 
 
-def hparams(config: object) -> dict[str, bool | int | float | str]:
+def hparams(config: DataclassInstance) -> dict[str, bool | int | float | str]:
     """A run's config (a dataclass, e.g. ``TrainConfig``) as TensorBoard hyperparameters: each
     field, a dict field's entries as ``FIELD.KEY``; a value that is not a number, string or
     boolean (a tuple of hidden sizes, ``None``) as its JSON text."""
@@ -91,7 +95,8 @@ class TensorBoard:
 
         self._started = True
         self.writer.add_text("config", json_text(asdict(run.config)), step)
-        self.writer.file_writer.add_summary(hparams_pb(hparams(run.config)), step)
+        # torch infers file_writer's type as None (its __init__ sets it None before opening it)
+        self.writer.file_writer.add_summary(hparams_pb(hparams(run.config)), step)  # type: ignore[attr-defined]
 
     def _scalars(self, prefix: str, entries: dict, step: int) -> None:
         """Every finite number of ``entries`` (not a step key) as scalar ``prefix + name``."""

@@ -167,7 +167,7 @@ def load_pretrained_run(
     must be the one the record describes (:class:`DataDescription`), else one
     :class:`PretrainedError`."""
     path, record, config, data, state = _load(source)
-    run = build_run(config, data_dir, device)
+    run = build_run(config, None if data_dir is None else Path(data_dir), device)
     found = DataDescription.of(run.dataset)
     if found != data:
         raise PretrainedError(

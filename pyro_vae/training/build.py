@@ -15,13 +15,17 @@ such options in ``program_options``, and :func:`build_program` loads each one gi
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyro.nn
 import torch
+from pyro.nn import PyroModule
 
 from pyro_vae.data import USER_DATASET, Dataset, as_dataset, load_dataset
 from pyro_vae.inference import ALGORITHMS, Estimator, make_estimator
@@ -29,13 +33,14 @@ from pyro_vae.inference.algorithms import ParamScope, algorithm_member
 from pyro_vae.inference.evaluate import evaluate
 from pyro_vae.inference.joint import global_sites
 from pyro_vae.models import MODELS, DataSpec, build_model
-from pyro_vae.models.likelihoods import Gaussian
+from pyro_vae.models.likelihoods import LIKELIHOODS, Likelihood
 from pyro_vae.models.nets import initialize
 from pyro_vae.models.program import member
+from pyro_vae.models.vae import parameter_count
 from pyro_vae.registry import Registry
 from pyro_vae.training.checkpoint import CheckpointError
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.validation import check_model_fits
+from pyro_vae.validation import check_metrics_fit, device_memory
 
 
 @dataclass
@@ -45,14 +50,16 @@ class Run:
 
     config: TrainConfig
     dataset: Dataset
-    program: torch.nn.Module  # a registered model (a VAE or a relative), or a user's own
+    # a registered model (a VAE or a relative) or a user's own: a torch module for the trainer and,
+    # through PyroModule's __getattr__, a Program for the inference layer (typing has no intersection)
+    program: pyro.nn.PyroModule  # written in full: the API reference resolves a field's type without the module's names
     estimator: Estimator
     metrics: list[dict] = field(default_factory=list)
     folder: Path | None = None
 
     @property
-    def vae(self) -> torch.nn.Module:
-        """The old name of :attr:`program` (pyro_vae 0.2), kept one release with a warning."""
+    def vae(self) -> PyroModule:
+        """The old name of ``program`` (pyro_vae 0.2), kept one release with a warning."""
         warnings.warn("Run.vae is now Run.program", DeprecationWarning, stacklevel=2)
         return self.program
 
@@ -60,18 +67,16 @@ class Run:
 #: Where a trained program named by a model option comes from, by scheme: ``SCHEME:NAME`` is
 #: ``PROGRAM_SOURCES[SCHEME](NAME, data_dir, device)``; a string without a registered scheme is a
 #: run folder (``run``). :mod:`pyro_vae.pretrained` registers ``pretrained`` (the shipped weights).
-PROGRAM_SOURCES: Registry[Callable[[str, str | Path | None, str], torch.nn.Module]] = Registry(
+PROGRAM_SOURCES: Registry[Callable[[str, str | Path | None, str], pyro.nn.PyroModule]] = Registry(
     "source of a trained program"
 )
 
 
-def _source_scheme(source: str) -> tuple[str, str]:
-    """``(scheme, name)`` of a trained program's ``source``: a registered ``SCHEME:NAME``, else
-    ``("run", source)``, a run folder."""
+def _source_scheme(source: str) -> tuple[str, str] | None:
+    """``(scheme, name)`` of a trained program's ``source`` of a registered scheme (``SCHEME:NAME``),
+    ``None`` for a source without one: a run folder's path."""
     scheme, sep, name = source.partition(":")
-    if not sep or scheme not in PROGRAM_SOURCES:
-        return "run", source
-    return scheme, name
+    return (scheme, name) if sep and scheme in PROGRAM_SOURCES else None
 
 
 def with_absolute_sources(config: TrainConfig) -> TrainConfig:
@@ -83,17 +88,17 @@ def with_absolute_sources(config: TrainConfig) -> TrainConfig:
     options = dict(config.model_options)
     for key in member(MODELS[config.model], "program_options"):
         source = options.get(key)
-        if isinstance(source, str) and _source_scheme(source)[0] == "run":
+        if isinstance(source, str) and _source_scheme(source) is None:
             options[key] = str(Path(source).resolve())
     return config if options == config.model_options else dataclasses.replace(config, model_options=options)
 
 
-def load_program(source: str, data_dir: str | Path | None = None, device: str = "cpu") -> torch.nn.Module:
+def load_program(source: str, data_dir: str | Path | None = None, device: str = "cpu") -> PyroModule:
     """The trained program ``source`` names: ``pretrained:NAME`` (or ``SCHEME:NAME`` of another
     registered scheme), else a run folder, rebuilt from its config and last checkpoint
     (:func:`~pyro_vae.training.kinds.load_run`). Torch's RNG is restored afterwards (building a run seeds it), so the
     caller's random stream, e.g. the initial weights of the program being built, is unchanged."""
-    scheme, name = _source_scheme(source)
+    scheme, name = _source_scheme(source) or ("run", source)
     with torch.random.fork_rng():
         return PROGRAM_SOURCES[scheme](name, data_dir, device)
 
@@ -115,27 +120,37 @@ def program_options(config: TrainConfig, data_dir: str | Path | None = None, dev
 
 def build_program(
     config: TrainConfig, dataset: Dataset, data_dir: str | Path | None = None, device: str = "cpu"
-) -> torch.nn.Module:
+) -> PyroModule:
     """The registered model ``config.model`` a config describes, shaped for ``dataset``: its
     datum's shape, number of classes and likelihood (:func:`build_program_for`)."""
     spec = DataSpec(dataset.x_shape, dataset.num_classes)
     return build_program_for(config, spec, dataset.likelihood, data_dir, device)
 
 
+def _bounded_decoder(name: str, x_shape: tuple[int, ...]) -> Likelihood | str:
+    """The decoder of the registered likelihood ``name`` for data in [0, 1]: built with
+    ``squash_mean=True`` where its class takes that option (its means squashed into (0, 1) by a
+    sigmoid, e.g. :class:`~pyro_vae.models.likelihoods.Gaussian`), else ``name`` for the model to build."""
+    likelihood: Callable[..., Likelihood] = LIKELIHOODS[name]  # a subclass may take options the base does not
+    if "squash_mean" in inspect.signature(likelihood).parameters:
+        return likelihood(x_shape, squash_mean=True)
+    return name
+
+
 def build_program_for(
     config: TrainConfig, spec: DataSpec, likelihood: str, data_dir: str | Path | None = None, device: str = "cpu"
-) -> torch.nn.Module:
+) -> PyroModule:
     """The registered model ``config.model`` a config describes, for data of ``spec`` (one
     datum's shape, the number of classes) whose own decoder is ``likelihood`` (a registered
     likelihood's name; ``config.likelihood`` wins over it), without a data set: the weights are
     the model's initial ones. A trained program one of its options names is loaded
     (:func:`program_options`, a run folder's data set from ``data_dir``, onto ``device``).
 
-    A Gaussian decoder squashes its means into (0, 1) with a sigmoid, like the
-    paper's Frey Face decoder (all bundled data sets lie in [0, 1]).
+    Every data set lies in [0, 1] (:class:`~pyro_vae.data.Dataset`), so a likelihood that can keep
+    its means there does (``_bounded_decoder``): a Gaussian decoder squashes them into (0, 1)
+    with a sigmoid, like the paper's Frey Face decoder.
     """
-    name = config.likelihood or likelihood
-    decoder = Gaussian(spec.x_shape, squash_mean=True) if name == "gaussian" else name
+    decoder = _bounded_decoder(config.likelihood or likelihood, spec.x_shape)
     return build_model(
         config.model,
         spec,
@@ -146,6 +161,33 @@ def build_program_for(
         init_std=config.init_std,
         **program_options(config, data_dir, device),
     )
+
+
+def check_model_fits(config: TrainConfig, x_shape: Sequence[int], device: str | torch.device = "cpu") -> None:
+    """Refuse a run whose training state cannot fit in ``device``'s memory.
+
+    Counts four float tensors per weight of a VAE of ``config``'s sizes on data of ``x_shape``
+    (the weight, its gradient and two optimizer moments) plus the hidden activations of one
+    minibatch: a lower bound, so a run refused here could never have trained.
+    """
+    check_metrics_fit(config.epochs, device)
+    memory = device_memory(device)
+    if memory is None:
+        return
+    x_dim = math.prod(x_shape)
+    hidden = tuple(config.hidden)
+    size = torch.tensor([], dtype=torch.get_default_dtype()).element_size()
+    params = parameter_count(x_dim, config.z_dim, hidden)
+    rows = config.batch_size * config.num_particles
+    activations = rows * (2 * sum(hidden) + 2 * x_dim + 3 * config.z_dim)
+    need = size * (4 * params + activations)
+    if need > memory:
+        sizes = "-".join(map(str, (x_dim, *hidden, config.z_dim)))
+        raise ValueError(
+            f"the model {sizes} (--hidden {' '.join(map(str, hidden))} --z-dim {config.z_dim}, "
+            f"{params:,} weights, batch {config.batch_size}) needs at least {need / 2**30:,.1f} GiB to train, "
+            f"more than the {memory / 2**30:,.1f} GiB of memory of {device}; choose smaller sizes"
+        )
 
 
 def build_vector_run(

@@ -313,7 +313,7 @@ def _check_optimizer(saved: Any, live: Mapping, field: str, optimizers: list, pa
     shapes of the parameters it steps (those of the algorithm's optimizers with the same groups)."""
     if not (isinstance(saved, Mapping) and isinstance(saved.get("state"), Mapping)):
         raise _bad(path, field, "an optimizer state dict", saved)
-    sizes, expected = _group_sizes(saved.get("param_groups")), _group_sizes(live["param_groups"])
+    sizes, expected = _group_sizes(saved.get("param_groups")), [len(g["params"]) for g in live["param_groups"]]
     if sizes is None:
         raise _bad(path, f"{field}.param_groups", "a list of parameter groups", saved.get("param_groups"))
     if len(sizes) != len(expected):

@@ -28,12 +28,12 @@ from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.inference.algorithms import algorithm_member
 from pyro_vae.inference.estimators import check_estimator_options
 from pyro_vae.inference.optim import check_optimizer_settings
-from pyro_vae.inference.stepping import check_stepping
+from pyro_vae.inference.stepping import LOSS_SCALES, SCHEDULE_INTERVALS
 from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
-from pyro_vae.models.nets import ACTIVATIONS, INITIALIZATIONS
+from pyro_vae.models.nets import ACTIVATIONS, INIT_STD, INITIALIZATIONS
 from pyro_vae.models.program import member
-from pyro_vae.validation import check_fields, check_train_config
+from pyro_vae.validation import COUNT, NON_NEGATIVE, POSITIVE, Rule, at_least, check_fields, finite, one_of, rules
 
 #: Named sets of config values from the papers (``--preset``): architecture, optimizer and batch size.
 PRESETS: dict[str, dict] = {
@@ -59,6 +59,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
+#: A seed torch takes, with room for the per-process streams ``seed + rank * 2**32``.
+SEED = Rule("lie in [-2**62, 2**62)", lambda seed: -(2**62) <= seed < 2**62)
+#: Layer sizes, each >= 1.
+SIZES = Rule("be sizes >= 1, one per hidden layer", lambda sizes: all(size >= 1 for size in sizes))
+
+
 #: Config entries renamed since runs were first saved, old name -> new name: a saved config
 #: (a checkpoint's, a pretrained record's) with an old name is read under the new one by
 #: :meth:`TrainConfig.from_dict`.
@@ -69,52 +75,68 @@ RENAMED_KEYS: dict[str, str] = {"eval_samples": "metrics_num_samples"}
 class TrainConfig:
     """Everything that defines a training run (not where it runs).
 
-    Frozen: every field is checked when the config is made, so a field cannot change after
+    Each field's range is declared with it (``metadata=rules(...)``, :func:`pyro_vae.validation.rules`)
+    and checked, with its type, by :func:`~pyro_vae.validation.check_fields` when the config is made;
+    then the names against their registries and the fields against each other.
+    Frozen: a field cannot change after its checks
     (``config.lr = -1.0`` raises ``dataclasses.FrozenInstanceError``); make a changed copy with
     ``dataclasses.replace(config, lr=...)``, which checks it again."""
 
     dataset: str = "mnist"
-    z_dim: int = 20
-    hidden: tuple[int, ...] = (500,)
+    z_dim: int = field(default=20, metadata=rules(COUNT))
+    hidden: tuple[int, ...] = field(default=(500,), metadata=rules(SIZES))
     activation: str = "tanh"
     likelihood: str | None = None  # None: the data set's own
-    init_std: float | None = None
+    init_std: float | None = field(default=None, metadata=rules(*INIT_STD))
     init: str = "torch"  # the affine layers' start (models.nets.INITIALIZATIONS); init_std draws N(0, std^2) instead
     estimator: str = "reparam"
-    num_particles: int = 1
+    num_particles: int = field(default=1, metadata=rules(COUNT))
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata=rules(POSITIVE))
     lr_schedule: str = "constant"
     estimator_options: dict = field(default_factory=dict)  # a registered estimator's own keywords (a user's beta)
     optimizer_options: dict = field(default_factory=dict)  # the torch optimizer's own keywords (momentum, betas, ...)
     schedule_options: dict = field(default_factory=dict)  # the schedule's keywords (gamma, step_size, warmup, ...)
-    weight_decay: float = 0.0
-    batch_size: int = 100
-    epochs: int = 10
-    seed: int = 0
-    metrics_num_samples: int = 1  # z per test datum of each metrics row's test ELBO
+    weight_decay: float = field(default=0.0, metadata=rules(NON_NEGATIVE))
+    batch_size: int = field(default=100, metadata=rules(COUNT))
+    epochs: int = field(default=10, metadata=rules(COUNT))
+    seed: int = field(default=0, metadata=rules(SEED))
+    # z per test datum of each metrics row's test ELBO
+    metrics_num_samples: int = field(default=1, metadata=rules(COUNT))
     algorithm: str = "aevb"
-    num_train: int | None = None  # train on the first num_train points only
+    # train on the first num_train points only
+    num_train: int | None = field(default=None, metadata=rules(COUNT))
     model: str = "vae"
     model_options: dict = field(default_factory=dict)
-    num_labels: int | None = None  # keep this many training labels (balanced), the rest unlabelled
-    labelled_per_batch: int = 0  # > 0: each minibatch holds this many labelled points (data.MixedBatches)
-    evals_per_decade: int = 0  # 0: a metrics row each epoch; d > 0: d rows per decade of samples (loop.EvalSchedule)
-    kl_warmup: int = 0  # W > 0: the latent terms weighted by min(1, epoch / W) (inference.annealing)
-    split_seed: int = 0  # the seed of a graph's link split (data.graphs.link_split) and of the validation split
-    validation_fraction: float = 0.0  # > 0: hold this part of the training set out; rows get val_elbo
+    # keep this many training labels (balanced), the rest unlabelled
+    num_labels: int | None = field(default=None, metadata=rules(COUNT))
+    # > 0: each minibatch holds this many labelled points (data.MixedBatches)
+    labelled_per_batch: int = field(default=0, metadata=rules(at_least(0)))
+    # 0: a metrics row each epoch; d > 0: d rows per decade of samples (loop.EvalSchedule)
+    evals_per_decade: int = field(default=0, metadata=rules(at_least(0)))
+    # W > 0: the latent terms weighted by min(1, epoch / W) (inference.annealing)
+    kl_warmup: int = field(default=0, metadata=rules(at_least(0)))
+    # the seed of a graph's link split (data.graphs.link_split) and of the validation split
+    split_seed: int = field(default=0, metadata=rules(SEED))
+    # > 0: hold this part of the training set out; rows get val_elbo
+    validation_fraction: float = field(
+        default=0.0,
+        metadata=rules(Rule("lie in [0, 1) (the part of the training set held out)", lambda part: 0 <= part < 1)),
+    )
     # How the optimizer steps (inference.stepping): "step" steps the schedule after every optimizer step,
     # over the run's steps (warmup=W then counts steps), "epoch" at each epoch's end.
-    schedule_interval: str = "epoch"
+    schedule_interval: str = field(default="epoch", metadata=rules(one_of(SCHEDULE_INTERVALS)))
     # c > 0: the gradient rescaled to an L2 norm <= c before each optimizer step. On the default loss scale,
     # the whole-data negative ELBO, the norm is N times a per-datum one: 2e6 to 4e6 for the default VAE on MNIST.
-    clip_norm: float | None = None
+    clip_norm: float | None = field(
+        default=None, metadata=rules(finite("> 0 (or None: no clipping)", lambda norm: norm > 0))
+    )
     # "sum": the gradient of the whole-data negative ELBO (N/M x the minibatch sum, the paper's Algorithm 1);
     # "mean": divided by N, the per-datum mean's, so that an SGD learning rate does not depend on N.
-    loss_scale: str = "sum"
+    loss_scale: str = field(default="sum", metadata=rules(one_of(LOSS_SCALES)))
 
     def __post_init__(self) -> None:
-        check_fields(self)  # every field against its annotation: ints are ints, counts >= 1
+        check_fields(self)  # every field against its annotation and its declared rules
         object.__setattr__(self, "hidden", tuple(self.hidden))  # frozen: the one normalization of a field
         for registry, name in (
             (DATASETS, self.dataset),
@@ -139,18 +161,6 @@ class TrainConfig:
                 check(self)
         if self.num_train is not None and self.num_train < self.batch_size:
             raise ValueError(f"num_train={self.num_train} is smaller than batch_size={self.batch_size}")
-        for name in ("z_dim", "num_particles", "batch_size", "epochs", "metrics_num_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (0.0 <= self.validation_fraction < 1.0):
-            raise ValueError(
-                f"validation_fraction must lie in [0, 1) (the part of the training set held out), "
-                f"got {self.validation_fraction}"
-            )
-        if self.evals_per_decade < 0:
-            raise ValueError(f"evals_per_decade must be >= 0, got {self.evals_per_decade}")
-        if self.kl_warmup < 0:
-            raise ValueError(f"kl_warmup must be >= 0, got {self.kl_warmup}")
         if self.kl_warmup > self.epochs:
             raise ValueError(
                 f"kl_warmup={self.kl_warmup} epochs is longer than the run's epochs={self.epochs}: the latent terms "
@@ -162,13 +172,8 @@ class TrainConfig:
             raise ValueError(
                 f"labelled_per_batch={self.labelled_per_batch} needs num_labels and must lie in [1, batch_size)"
             )
-        for name in ("model_options", "estimator_options", "optimizer_options", "schedule_options"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"{name} must be a dict, got {getattr(self, name)!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
-        check_train_config(self)
-        check_stepping(self)
         check_optimizer_settings(self)
         check_estimator_options(self.estimator, self.estimator_options)
 

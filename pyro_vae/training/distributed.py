@@ -230,6 +230,7 @@ class DistributedContext:
         (nothing on one process); every process must call it."""
         if not self.active:
             return {}
+        assert isinstance(algorithm, DistributedAlgorithm)  # wrap made it one (for the type checker)
         mine = {"rng": rng, "param_stores": algorithm.rank_state()}
         return {"distributed": {"world_size": self.world_size, "ranks": self.gather(mine)}}
 
@@ -350,8 +351,7 @@ def lost_peer_message(err: BaseException, command: str, run_dir: str | os.PathLi
     if cause is None and not isinstance(err, dist.DistError):
         return None
     rank, world_size = os.environ["RANK"], os.environ["WORLD_SIZE"]
-    checkpoint = None if run_dir is None else os.path.join(run_dir, "checkpoint.pt")
-    if command == "train" and checkpoint is not None and os.path.isfile(checkpoint):
+    if command == "train" and run_dir is not None and os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
         how = f"resume with {resume_command(run_dir)} (the same number of processes)"
     else:
         how = f"nothing to resume; start {command} again"

@@ -44,6 +44,7 @@ class GraphRun(Run):
         split = self.dataset
         device = next(self.program.parameters()).device
         pairs = paper_pairs(split.train_edge_index, split.graph.num_nodes)
+        assert pairs.target is not None and pairs.weight is not None  # paper_pairs sets both (for the type checker)
         return {
             "x": split.graph.x.to(device),
             "edge_index": split.train_edge_index.to(device),

@@ -19,11 +19,13 @@ run folder from a checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
 import torch
+from pyro.nn import PyroModule
 
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS
 from pyro_vae.models import MODELS
@@ -46,6 +48,15 @@ from pyro_vae.training.report import evaluate_run, report_path
 from pyro_vae.validation import check_device
 
 OnEval = Callable[[Run], dict] | None
+
+
+class EpochBatches(Protocol):
+    """The batches of one epoch (a :class:`~pyro_vae.data.batches.Batches`, a list): how many,
+    and each a dict of the data the program takes."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]: ...
 
 
 class RunKind:
@@ -75,7 +86,7 @@ class RunKind:
 
     def batches(
         self, run: Run, generator: torch.Generator, device: str, distributed: DistributedContext
-    ) -> Sequence[dict]:
+    ) -> EpochBatches:
         """The batches of one epoch, each a dict of the data the program takes."""
         raise NotImplementedError
 
@@ -111,9 +122,10 @@ class RunKind:
         ``None`` where the run has none."""
         return None
 
-    def report(self, run: Run, run_dir: str | Path, **options) -> tuple[dict, Path, str]:
+    def report(self, run: Run, run_dir: str | Path, *, num_samples: int, **options) -> tuple[dict, Path, str]:
         """The final evaluation of a trained run on its test data: ``(report, path, line)``, the
-        numbers, the file of ``run_dir`` to write them to, and the line that says them."""
+        numbers, the file of ``run_dir`` to write them to, and the line that says them
+        (``num_samples``: K importance samples per datum, for a kind that samples)."""
         raise NotImplementedError
 
 
@@ -128,7 +140,7 @@ class Minibatches(RunKind):
 
     def batches(
         self, run: Run, generator: torch.Generator, device: str, distributed: DistributedContext
-    ) -> Sequence[dict]:
+    ) -> EpochBatches:
         return run.dataset.train_batches(
             run.config.batch_size,
             generator,
@@ -204,7 +216,8 @@ class FullGraph(RunKind):
 
     def batches(
         self, run: Run, generator: torch.Generator, device: str, distributed: DistributedContext
-    ) -> Sequence[dict]:
+    ) -> EpochBatches:
+        assert isinstance(run, GraphRun)  # build makes one (for the type checker)
         return [run.batch()]
 
     def total_size(self, run: Run) -> int:
@@ -231,9 +244,12 @@ class FullGraph(RunKind):
     def validation_metric(self, config: TrainConfig) -> str | None:
         return "val_auc"
 
-    def report(self, run: Run, run_dir: str | Path, **options) -> tuple[dict, Path, str]:
-        """Test AUC and AP of the posterior means (``options``, the evaluation settings of data
-        points, do not apply)."""
+    def report(
+        self, run: Run, run_dir: str | Path, *, num_samples: int | None = None, **options
+    ) -> tuple[dict, Path, str]:
+        """Test AUC and AP of the posterior means (``num_samples`` and ``options``, the evaluation
+        settings of data points, do not apply)."""
+        assert isinstance(run, GraphRun)  # build makes one (for the type checker)
         report, path = graph_report(run, run_dir)
         line = (
             f"epoch {report['epoch']}: test AUC {100 * report['auc']:.2f}, AP {100 * report['ap']:.2f} "
@@ -299,7 +315,7 @@ def load_run(
     return run
 
 
-def _run_folder_program(path: str, data_dir: str | Path | None, device: str) -> torch.nn.Module:
+def _run_folder_program(path: str, data_dir: str | Path | None, device: str) -> PyroModule:
     """The program of the run folder ``path``."""
     if not (Path(path) / CHECKPOINT).is_file():
         raise ValueError(

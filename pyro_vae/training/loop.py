@@ -68,7 +68,7 @@ from pyro_vae.training.checkpoint import (
     set_rng_state,
 )
 from pyro_vae.training.config import PRESETS, TrainConfig
-from pyro_vae.training.distributed import SINGLE, DistributedContext, to_device
+from pyro_vae.training.distributed import SINGLE, DistributedAlgorithm, DistributedContext, to_device
 from pyro_vae.training.folder import (
     CHECKPOINT,
     CONFIG,
@@ -308,7 +308,7 @@ def _train_prepared(
         load_algorithm_state(algorithm, state["algorithm"], checkpoint_path)
         own = distributed.rank_entry(state)
         set_rng_state(state["rng"] if own is None else own["rng"], generator)
-        if own is not None:
+        if own is not None and isinstance(algorithm, DistributedAlgorithm):  # several processes: wrap made it one
             restore_state(algorithm.load_rank_state, own["param_stores"], "per-process", checkpoint_path)
         start_epoch, run.metrics = state["epoch"], state["metrics"]
         wall = state.get("wall_seconds", run.metrics[-1]["wall_seconds"] if run.metrics else 0.0)
@@ -324,7 +324,7 @@ def _train_prepared(
     bar = None
 
     def save(epoch: int) -> None:  # the checkpoint of the epoch that just ended (a collective: every process calls it)
-        checkpoint = {
+        checkpoint: dict = {
             "config": asdict(config),
             "epoch": epoch,
             "model": vae.state_dict(),
@@ -343,7 +343,7 @@ def _train_prepared(
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             batches = kind.batches(run, generator, device, distributed)
-            if schedule is None:
+            if schedule is None or bar is None:  # the first epoch: both are made here
                 schedule = kind.schedule(config, len(batches))
                 steps = (config.epochs - start_epoch) * len(batches)  # on a pipe (a log) no bar, the rows' lines only
                 bar = tqdm(total=steps, disable=None if show else True, leave=False)

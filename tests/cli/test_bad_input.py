@@ -43,7 +43,7 @@ CLI = [
         ["train", *SYNTHETIC, "--model", "mog-prior", "--model-option", "num_components=0"],
         "num_components must be >= 1, got 0",
     ),
-    (["train", *SYNTHETIC, "--init-std", "1e6"], "init_std=1000000.0 is above 1.0"),
+    (["train", *SYNTHETIC, "--init-std", "1e6"], "init_std must be <= 1.0: weights that large saturate every unit"),
     (["train", *SYNTHETIC, "--seed", str(HUGE)], f"seed must lie in [-2**62, 2**62), got {HUGE}"),
     (["train", *SYNTHETIC, "--epochs", str(10**20)], "epochs=100,000,000,000,000,000,000 (one metrics row each) needs"),
     (

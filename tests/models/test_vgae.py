@@ -220,14 +220,12 @@ def test_training_leaves_no_global_state(tmp_path):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"estimator": "score-nvil"}, "score-nvil.*one datum"),
         (
             {"dataset": "mnist"},
             r"'vgae' trains on graph data and the data set 'mnist' holds vectors; use one of .*'cora'",
         ),
         ({"model": "vae"}, r"'vae' trains on vectors data and the data set 'planted-partition' holds graph"),
         ({"hidden": (32, 32)}, "one hidden GCN layer"),
-        ({"algorithm": "rws"}, "trains with the aevb algorithm"),
         ({"kl_warmup": 5}, r"does not use \['kl_warmup'\]"),
         ({"activation": "elu", "init_std": 0.5}, r"does not use \['activation', 'init_std'\]: .* a ReLU GCN"),
         ({"init": "glorot"}, r"does not use \['init'\]"),
@@ -236,6 +234,23 @@ def test_training_leaves_no_global_state(tmp_path):
 def test_config_errors(settings, message):
     with pytest.raises(ValueError, match=message):
         graph_config(**settings)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"estimator": "score-nvil"}, r"^score-nvil needs a per-datum input .* VGAE has none \(a graph is one datum\)"),
+        ({"algorithm": "rws", "num_particles": 2}, r"^rws trains a VAE of x alone .* use --algorithm aevb$"),
+        ({"algorithm": "mcem"}, r"^mcem trains a VAE of x alone .* use --algorithm aevb$"),
+    ],
+)
+def test_the_estimator_or_algorithm_refuses_a_graph_itself(tmp_path, settings, message):
+    """No graph model names them: score-nvil refuses a program without a datum's size x_dim, the
+    wake-sleep algorithms a program of more than x, each in one line, before any step."""
+    with pytest.raises(ValueError, match=message) as caught:
+        train(graph_config(epochs=1, **settings), tmp_path, progress=False)
+    assert "\n" not in str(caught.value)
+    assert not list(tmp_path.rglob("checkpoint.pt"))
 
 
 def test_graph_runs_refuse_jit_and_several_processes(tmp_path):
@@ -374,3 +389,12 @@ def test_embedding_figure(tmp_path):
     assert max(map(abs, ax.get_xlim())) < 100
     figure.savefig(tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "sizes, message", [(dict(z_dim=0), "z_dim must be >= 1, got 0"), (dict(hidden=-2), "hidden must be >= 1, got -2")]
+)
+@pytest.mark.parametrize("cls", [VGAE, GAE])
+def test_sizes_below_one_are_refused_when_built_directly(cls, sizes, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        cls(5, **sizes)
