@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_vae.inference.log_weights import particle_plate, prior_dependencies, sum_per_datum
+from pyro_vae.inference.surrogate import SurrogateELBO
 
 
-class ImportanceWeighted(ELBO):
+class ImportanceWeighted(SurrogateELBO):
     r"""The K-sample importance-weighted bound (IWAE, Burda et al. 2016), per datum, and its gradients.
 
     For datum i of a minibatch of M out of N and K particles :math:`z_{ik} \sim q(z \mid x_i)`
@@ -98,22 +98,9 @@ class ImportanceWeighted(ELBO):
         log_w = log_p - log_q
         return log_w.expand(self.num_particles, log_w.shape[-1]), detached, scale
 
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError("ImportanceWeighted draws its K particles jointly; see _terms")
-
     def _bound(self, log_w: torch.Tensor, scale) -> torch.Tensor:
         lme = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
         return (torch.as_tensor(scale, dtype=lme.dtype, device=lme.device) * lme).sum()
-
-    def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """-L_K, an estimate of the negative K-sample bound."""
-        with torch.no_grad():
-            log_w, _, scale = self._terms(model, guide, args, kwargs)
-            return -self._bound(log_w, scale).item()
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        """The surrogate loss whose gradient is the estimator's (its value is -L_K only for ``iwae``)."""
-        return self._surrogate(*self._terms(model, guide, args, kwargs))[0]
 
     def _surrogate(self, log_w: torch.Tensor, detached, scale) -> tuple[torch.Tensor, float]:
         bound = self._bound(log_w, scale)
@@ -123,10 +110,3 @@ class ImportanceWeighted(ELBO):
         per_datum = (w * detached + w**2 * (log_w - detached)).sum(0)
         surrogate = (torch.as_tensor(scale, dtype=log_w.dtype, device=log_w.device) * per_datum).sum()
         return -surrogate, -bound.item()
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """Backpropagate the surrogate; return -L_K."""
-        surrogate, loss = self._surrogate(*self._terms(model, guide, args, kwargs))
-        if surrogate.requires_grad:
-            surrogate.backward()
-        return loss

@@ -40,13 +40,13 @@ from typing import cast
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.inference.log_weights import particle_plate, sample_sites, sum_per_datum
+from pyro_vae.inference.surrogate import SurrogateELBO
 
 
 def bernoulli_base(fn: object) -> object:
@@ -198,7 +198,7 @@ class ImportanceWeightedBound(Bound):
 BOUNDS: dict[str, Bound] = {bound.objective: bound for bound in (ELBOBound(), ImportanceWeightedBound())}
 
 
-class LayerwiseELBO(ELBO):
+class LayerwiseELBO(SurrogateELBO):
     """The shared loss of the layer-wise estimators: subclasses' ``_terms`` give ``(the bound's
     estimate (M,), the guide's surrogate sum_l per datum of stop(g_l) phi_l (M,), scale)``; the
     loss is -(N/M) sum_i of the estimate, the surrogate -(N/M) sum_i of both terms, whose gradient
@@ -211,9 +211,6 @@ class LayerwiseELBO(ELBO):
             raise ValueError(f"{self.name} needs K >= 1 {draws} (--num-particles), got {num_draws}")
         super().__init__(num_particles=num_draws, max_plate_nesting=max_plate_nesting)
         self.data_plate_name, self.bound = data_plate_name, BOUNDS[bound]
-
-    def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
-        raise NotImplementedError
 
     def _log_densities(self, model: Callable, guide: Callable, draws: LayerwiseDraws, args: tuple, kwargs: dict):
         """``(log p, log q, scale)``, each log density per (group, chain, datum) ``(G, K, M)``, of the
@@ -231,22 +228,3 @@ class LayerwiseELBO(ELBO):
     def _surrogate(self, objective: torch.Tensor, guide_term: torch.Tensor, scale) -> tuple[torch.Tensor, float]:
         scale = torch.as_tensor(scale, dtype=objective.dtype, device=objective.device)
         return -(scale * (objective + guide_term)).sum(), -(scale * objective).sum().item()
-
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(f"{type(self).__name__} draws its chains jointly; see _terms")
-
-    def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """-(N/M) sum_i of the bound's estimate."""
-        with torch.no_grad():
-            return self._surrogate(*self._terms(model, guide, args, kwargs))[1]
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        """The surrogate loss, whose gradient is the estimator's."""
-        return self._surrogate(*self._terms(model, guide, args, kwargs))[0]
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """Backpropagate the surrogate; return -(N/M) sum_i of the bound's estimate."""
-        surrogate, loss = self._surrogate(*self._terms(model, guide, args, kwargs))
-        if surrogate.requires_grad:
-            surrogate.backward()
-        return loss

@@ -31,7 +31,6 @@ import math
 from collections.abc import Callable
 
 import torch
-from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 
 from pyro_vae.inference.estimators import Estimator, register_estimator
@@ -42,10 +41,11 @@ from pyro_vae.inference.log_weights import (
     site_distribution,
     sum_per_datum,
 )
+from pyro_vae.inference.surrogate import SurrogateELBO
 from pyro_vae.models.program import Program, member
 
 
-class MultiSampleScore(ELBO):
+class MultiSampleScore(SurrogateELBO):
     """The shared machinery of the module docstring; subclasses define :meth:`objective` and :meth:`signal`."""
 
     #: what the loss bounds, for :class:`~pyro_vae.inference.estimators.Estimator`
@@ -95,27 +95,6 @@ class MultiSampleScore(ELBO):
         scale = torch.as_tensor(scale, dtype=log_w.dtype, device=log_w.device)
         surrogate = (scale * (objective + (signal * log_q_score).sum(0))).sum()
         return -surrogate, -(scale * objective).sum().item()
-
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(f"{type(self).__name__} draws its K particles jointly; see _terms")
-
-    def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """-(N/M) sum_i L_i."""
-        with torch.no_grad():
-            log_w, _, scale = self._terms(model, guide, args, kwargs)
-            scale = torch.as_tensor(scale, dtype=log_w.dtype, device=log_w.device)
-            return -(scale * self.objective(log_w)).sum().item()
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        """The surrogate loss, whose gradient is the estimator's."""
-        return self._surrogate(*self._terms(model, guide, args, kwargs))[0]
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """Backpropagate the surrogate; return -(N/M) sum_i L_i."""
-        surrogate, loss = self._surrogate(*self._terms(model, guide, args, kwargs))
-        if surrogate.requires_grad:
-            surrogate.backward()
-        return loss
 
 
 def leave_one_out_mean(log_w: torch.Tensor) -> torch.Tensor:
