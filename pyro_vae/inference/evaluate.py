@@ -42,7 +42,7 @@ from tqdm import tqdm
 from pyro_vae.inference.algorithms import ParamScope
 from pyro_vae.inference.joint import global_sites, joint_bounds
 from pyro_vae.inference.log_weights import log_weights
-from pyro_vae.models.program import member
+from pyro_vae.models.program import Program, member
 from pyro_vae.validation import COUNT, MemoryRefusal, check_arguments, check_pass_fits
 
 
@@ -190,7 +190,7 @@ def _vectorized(num_samples: int, max_plate_nesting: int) -> Iterator[None]:
 
 
 def evaluate(
-    program: torch.nn.Module,
+    program: Program,
     batches: Iterable[torch.Tensor | dict[str, torch.Tensor]],
     num_samples: int = 5000,
     chunk_size: int = 500,
@@ -214,7 +214,9 @@ def evaluate(
 
     With ``progress``, a tqdm bar on stderr counts the batches as they are read.
     """
-    check_arguments(evaluate, program=program, num_samples=num_samples, chunk_size=chunk_size)
+    if not isinstance(program, torch.nn.Module):  # a Program is a module: its parameters, its mode
+        raise TypeError(f"program must be a torch.nn.Module with model and guide, got {type(program).__name__}")
+    check_arguments(evaluate, num_samples=num_samples, chunk_size=chunk_size)
     COUNT.check(num_samples=num_samples, chunk_size=chunk_size)
     batches = tqdm(batches, desc=f"evaluate, K={num_samples}", unit="batch", disable=not progress, leave=False)
     mpn, data_plate_name = program.max_plate_nesting, member(program, "data_plate_name")
@@ -241,19 +243,20 @@ def evaluate(
             if sites:
                 if reduce is not None:
                     raise ValueError(f"a program with global latents {sites} is evaluated on one process, not sharded")
-                batches = [first, *data]
+                assert first is not None  # the sites were looked for on it (for the type checker)
+                shared = [first, *data]
                 with _vectorized(num_samples, mpn):
                     elbo, log_p = joint_bounds(
                         program.model,
                         program.guide,
-                        batches,
+                        shared,
                         num_samples,
                         sites,
                         chunk_size,
                         mpn,
                         data_plate_name=data_plate_name,
                     )
-                return Evaluation(elbo, log_p, True, sum(b["x"].shape[0] for b in batches), num_samples)
+                return Evaluation(elbo, log_p, True, sum(b["x"].shape[0] for b in shared), num_samples)
             for i, batch in enumerate(itertools.chain([first] if first else [], data)):
                 x = batch.pop("x")
                 # Pyro's validation checks the first batch (as training checks its first step)

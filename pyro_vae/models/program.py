@@ -64,16 +64,22 @@ class Program(Protocol):
     """The members every program has (the optional ones are in :data:`PROGRAM_DEFAULTS`):
     ``model(x, **context)`` and ``guide(x, **context)``, the Pyro programs; ``data_keys``, the
     batch keys they take (``("x",)``, or ``("x", "y")`` with labels); ``max_plate_nesting``,
-    for Pyro's ELBOs."""
+    for Pyro's ELBOs; and what every ``nn.Module`` has that the library uses (its parameters,
+    its training mode)."""
 
     data_keys: tuple[str, ...]
     max_plate_nesting: int
+    training: bool
 
     def model(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any: ...
 
     def guide(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any: ...
 
     def parameters(self, recurse: bool = True) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
 
 
 #: The optional members of a program (or its class) and what a program without one means.

@@ -82,3 +82,17 @@ def test_an_old_joint_report_reads_under_the_one_name(tmp_path):
     path.write_text('{"k": 5, "test_log_p_data": -1.5, "test_elbo": -2.0}')
     assert read_report(path) == {"num_samples": 5, "test_log_px": -1.5, "test_elbo": -2.0}
     assert math.isfinite(read_report(path)["test_log_px"])
+
+
+def test_evaluate_refuses_a_program_that_is_not_a_module():
+    class Functions:  # model and guide, but no parameters or training mode
+        data_keys, max_plate_nesting = ("x",), 1
+
+        def model(self, x):
+            pass
+
+        def guide(self, x):
+            pass
+
+    with pytest.raises(TypeError, match="^program must be a torch.nn.Module with model and guide, got Functions$"):
+        evaluate(Functions(), [torch.zeros(2, 3)])
