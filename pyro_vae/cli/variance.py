@@ -13,6 +13,7 @@ from pyro_vae.cli.args import (
     add_progress,
     at_least,
     data_file,
+    key_value,
     positive_int,
     resolve_device,
     show_progress,
@@ -52,9 +53,29 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
         "discrete latent, vimco not to one particle). " + ESTIMATORS.describe(),
     )
     p.add_argument(
+        "--estimator-particles",
+        type=estimator_particles,
+        nargs="+",
+        default=[],
+        metavar="NAME=K",
+        help="an estimator's own number of particles K in its training run and its comparisons (the others: the "
+        "config's, default 1), e.g. vimco=2 score-loo=2 for a discrete latent",
+    )
+    p.add_argument(
+        "--estimator-option",
+        dest="estimator_option",
+        type=estimator_option,
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="a keyword of estimator NAME's builder in the study, e.g. gumbel:temperature=0.5 (repeatable; "
+        "default: each estimator's own defaults, and with --run-dir the run's options for its estimator)",
+    )
+    p.add_argument(
         "--reference",
         choices=ESTIMATORS.names(),
-        help="the estimator each variance is divided by (default: reparam; with --run-dir, the run's own "
+        help="the estimator each variance is divided by, whose run gives the points of step 2 (default: "
+        "reparam, e.g. disarm for a discrete latent; with --run-dir, the run's own "
         "estimator with its options, e.g. enum or vimco for a discrete latent)",
     )
     p.add_argument("--draws", type=at_least(2), default=100, help="gradient draws R per estimator (default 100)")
@@ -85,6 +106,27 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
+def estimator_particles(text: str) -> tuple[str, int]:
+    """``NAME=K``: a registered estimator's name and a number of particles K >= 1."""
+    name, sep, value = text.partition("=")
+    if not sep or name not in ESTIMATORS or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=K with a registered estimator NAME and K >= 1 (e.g. vimco=2), got {text!r}"
+        )
+    return name, int(value)
+
+
+def estimator_option(text: str) -> tuple[str, str, object]:
+    """``NAME:KEY=VALUE``: a registered estimator's name and one keyword of its builder, ``KEY=VALUE``
+    read as ``pyro-vae train --estimator-option`` reads it."""
+    name, sep, option = text.partition(":")
+    if not sep or name not in ESTIMATORS:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME:KEY=VALUE with a registered estimator NAME (e.g. gumbel:temperature=0.5), got {text!r}"
+        )
+    return (name, *key_value(option))
+
+
 def cmd_variance(args) -> None:
     from pyro_vae.experiments.variance_study import StudyConfig, compare_at_run, run_study
 
@@ -98,6 +140,9 @@ def cmd_variance(args) -> None:
         },
     }
     values.setdefault("dataset", "mnist")
+    options: dict[str, dict] = {}
+    for name, key, value in args.estimator_option:
+        options.setdefault(name, {})[key] = value
     study = StudyConfig(
         base=TrainConfig.from_dict(values),
         estimators=args.estimators,
@@ -105,6 +150,8 @@ def cmd_variance(args) -> None:
         num_draws=args.draws,
         adapt_steps=args.adapt_steps,
         z_dims=args.z_dims,
+        estimator_particles=dict(args.estimator_particles),
+        estimator_options=options,
         **({"num_particles": args.num_particles} if args.num_particles else {}),
     )
     print(f"variance study -> {args.out}\nmachine: {machine()}")

@@ -3,36 +3,55 @@ and training curves for every estimator. Driven by ``pyro-vae variance``.
 
 Steps, all written under ``out_dir``:
 
-1. Train one VAE per estimator for the same number of epochs
+1. Train one VAE per estimator for the same number of epochs, each with its own number of
+   particles (``estimator_particles``, else the base config's)
    (``train-<estimator>/``, resumable); ``training.csv`` and ``elbo_curves.png``
-   give the test ELBO against steps and against wall-clock time.
-2. At the ``reparam`` run's initialization, after its first epoch and at its
-   last epoch, compare all estimators on one fixed test minibatch
-   (``experiment = training`` rows of ``variance.csv``; ``variance_training.png``,
+   give the test ELBO against steps, against wall-clock time (which counts whatever else ran
+   on the machine then) and against ``estimate_seconds``: the steps times the estimator's
+   ``ms_per_estimate`` measured in step 2 at the last epoch, the same load for all.
+2. At the reference estimator's run (``reference``: ``reparam`` unless named, e.g. ``disarm``
+   for a discrete latent), at its initialization, after its first epoch and at its
+   last epoch, compare all estimators on one fixed test minibatch, each with its own number
+   of particles (``experiment = training`` rows of ``variance.csv``; ``variance_training.png``,
    ``snr_training.png``).
-3. At the last epoch, repeat with L = each of ``num_particles`` samples per datum
-   (``experiment = particles``; ``variance_particles.png``).
-4. For each latent size in ``z_dims``, train a ``reparam`` VAE for one epoch and
+3. At the last epoch, repeat with L = each of ``num_particles`` samples per datum, every
+   estimator that takes L (``experiment = particles``; ``variance_particles.png``).
+4. For each latent size in ``z_dims``, train the reference for one epoch and
    compare there (``experiment = latent``; ``variance_latent.png``).
+
+What a user pays for the variance: every row also holds ``evaluations_per_datum``, the values of
+log p(x | z) one gradient estimate computes per datum (:func:`model_evaluations`, counted: 1 for
+``score``, K for VIMCO with K particles, 2K for K antithetic pairs, 3 for REBAR), the estimate's
+wall time ``ms_per_estimate`` (one training step less the optimizer's update, measured on the same
+parameters in the same process for all) and ``variance_x_seconds`` = tr Cov x seconds per
+estimate: the variance of the mean of the estimates one second of compute buys, lower is better
+(``variance_time.png``).
 
 ``summary.md`` holds the table at the last epoch.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
+from pyro_vae.experiments.variance_report import (
+    particles_table,
+    plot_elbo_curves,
+    plot_variance,
+    plot_variance_time,
+    summary_table,
+)
 from pyro_vae.files import write_csv
-from pyro_vae.inference.estimators import ESTIMATORS
+from pyro_vae.inference.algorithms import ParamScope
+from pyro_vae.inference.estimators import ESTIMATORS, make_estimator
 from pyro_vae.inference.variance import compare_estimators, refusal
-from pyro_vae.plots import save_figure
 from pyro_vae.training import TrainConfig, build_run, load_run, train_or_resume
 from pyro_vae.training.kinds import run_kind
 from pyro_vae.validation import check_distinct, check_fields
@@ -50,6 +69,8 @@ class StudyConfig:
     z_dims: Sequence[int] = (2, 5, 10, 20, 50)
     reference: str | None = None  # None: reparam; at a trained run (compare_at_run), the run's own estimator
     estimator_options: dict[str, dict] = dataclasses.field(default_factory=dict)  # estimator -> its options
+    # estimator -> its number of particles in steps 1, 2 and 4 (e.g. {"vimco": 2}); others: base.num_particles
+    estimator_particles: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.estimators is not None:
@@ -57,20 +78,66 @@ class StudyConfig:
             check_distinct("estimators", self.estimators, "each estimator is one row of the study")
         if self.reference is not None:
             ESTIMATORS.check(self.reference)
+        for name, particles in self.estimator_particles.items():
+            ESTIMATORS.check(name)
+            if particles < 1:
+                raise ValueError(f"estimator_particles[{name!r}] must be >= 1, got {particles}")
         check_fields(self)
         if self.num_draws < 2:
             raise ValueError(f"num_draws must be >= 2 (a variance needs two draws), got {self.num_draws}")
 
 
-def _compare(run, study: StudyConfig, num_particles: int, generator: torch.Generator) -> list[dict]:
+def particles_of(study: StudyConfig, name: str) -> int:
+    """The number of particles the study trains and measures estimator ``name`` with."""
+    return study.estimator_particles.get(name, study.base.num_particles)
+
+
+class _ObservedValues(Messenger):
+    """Counts, per observed site, the values of its log density that are computed (the number of
+    elements of its batch shape, particles included), over every run of the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def _postprocess_message(self, msg) -> None:
+        if msg["type"] == "sample" and msg["is_observed"]:
+            self.counts[msg["name"]] += msg["fn"].batch_shape.numel()
+
+
+def model_evaluations(
+    program, name: str, x: torch.Tensor, num_particles: int = 1, options: dict | None = None
+) -> float:
+    """The values of log p(x | z) per datum that one gradient estimate of the registered estimator
+    ``name`` computes on ``x``: the observed site evaluated most, its log densities counted over every
+    run of the model during one ``loss_and_grads`` (e.g. 2K for K antithetic pairs, K for VIMCO with
+    K particles, 3 for REBAR: b, its relaxation and the conditional one), divided by the ``len(x)``
+    data. The parameters' gradients and torch's RNG are left as they were."""
+    estimator = make_estimator(name, program, num_particles, options)
+    params = [*program.parameters(), *estimator.modules.parameters()]
+    grads = [p.grad for p in params]
+    counter = _ObservedValues()
+    with torch.random.fork_rng(), ParamScope(params), counter:
+        estimator.elbo.loss_and_grads(program.model, estimator.guide, x=x)
+    for p, grad in zip(params, grads):
+        p.grad = grad
+    return max(counter.counts.values(), default=0) / len(x)
+
+
+def _compare(
+    run, study: StudyConfig, names: Sequence[str] | None, num_particles: int, generator: torch.Generator
+) -> list[dict]:
+    """The rows of :func:`compare_estimators` for ``names`` (``None``: every one that applies) at
+    ``num_particles`` on the first test minibatch, each with its cost (``evaluations_per_datum``,
+    ``variance_x_seconds``)."""
     data, bs = run.dataset, study.base.batch_size
-    device = next(run.vae.parameters()).device
+    device = next(run.program.parameters()).device
     x = data.test[:bs].to(device)
     adapt = [b for _, b in zip(range(study.adapt_steps), _cycle(data, bs, generator, device))]
-    return compare_estimators(
-        run.vae,
+    rows = compare_estimators(
+        run.program,
         x,
-        study.estimators,
+        names,
         study.num_draws,
         num_particles,
         adapt,
@@ -78,6 +145,23 @@ def _compare(run, study: StudyConfig, num_particles: int, generator: torch.Gener
         generator,
         study.estimator_options,
     )
+    evaluations = {
+        name: model_evaluations(run.program, name, x, num_particles, study.estimator_options.get(name))
+        for name in dict.fromkeys(row["estimator"] for row in rows)
+    }
+    for row in rows:
+        row["evaluations_per_datum"] = evaluations[row["estimator"]]
+        row["variance_x_seconds"] = row["total_variance"] * row["ms_per_estimate"] / 1e3
+    return rows
+
+
+def _compare_each(run, study: StudyConfig, generator: torch.Generator) -> list[dict]:
+    """Every estimator of the study with its own number of particles (:func:`particles_of`); the
+    reference is drawn at each of those numbers, so each ratio is to the reference with as many."""
+    groups: dict[int, list[str]] = {}
+    for name in study.estimators or ():  # run_study has named them all
+        groups.setdefault(particles_of(study, name), []).append(name)
+    return [row for k, names in groups.items() for row in _compare(run, study, names, k, generator)]
 
 
 def _cycle(data, batch_size, generator, device):
@@ -85,14 +169,16 @@ def _cycle(data, batch_size, generator, device):
         yield from data.train_batches(batch_size, generator, device)
 
 
-def applicable_estimators(run, study: StudyConfig, num_particles: int) -> list[str]:
+def applicable_estimators(run, study: StudyConfig, num_particles: int | None = None) -> list[str]:
     """The registered estimators that can estimate the gradient of ``run``'s program with
-    ``num_particles`` particles (:func:`~pyro_vae.inference.variance.refusal`), on its first test batch."""
-    x = run.dataset.test[: study.base.batch_size].to(next(run.vae.parameters()).device)
+    ``num_particles`` particles (``None``: each with its own, :func:`particles_of`)
+    (:func:`~pyro_vae.inference.variance.refusal`), on its first test batch."""
+    x = run.dataset.test[: study.base.batch_size].to(next(run.program.parameters()).device)
     return [
         name
         for name in ESTIMATORS
-        if refusal(run.vae, name, x, num_particles, study.estimator_options.get(name)) is None
+        if refusal(run.program, name, x, num_particles or particles_of(study, name), study.estimator_options.get(name))
+        is None
     ]
 
 
@@ -105,15 +191,28 @@ def run_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     base = study.base
     generator = torch.Generator().manual_seed(base.seed)
+    reference = study.reference or "reparam"
+    study = dataclasses.replace(study, reference=reference)
+
+    def config_of(name: str, **changes) -> TrainConfig:
+        return dataclasses.replace(
+            base,
+            estimator=name,
+            num_particles=particles_of(study, name),
+            estimator_options=study.estimator_options.get(name, {}),
+            **changes,
+        )
 
     # 1. training curves of every estimator (by default every one that applies to the program)
-    start = build_run(dataclasses.replace(base, estimator="reparam"), data_dir, device)
-    names = study.estimators or applicable_estimators(start, study, base.num_particles)
-    if "reparam" not in names or (study.reference or "reparam") != "reparam":
+    start = build_run(config_of(reference), data_dir, device)
+    applicable = applicable_estimators(start, study)
+    names = study.estimators or applicable
+    if reference not in names or reference not in applicable:
         raise ValueError(
-            "the full study measures every estimator at points of a reparam run against reparam, which this "
-            f"program or study leaves out (estimators {names}, reference {study.reference!r}); train the "
-            "program with its own estimator and compare there: pyro-vae variance --run-dir RUN [--reference NAME]"
+            f"the full study measures every estimator at points of the run of its reference {reference!r}, "
+            f"which this program or study leaves out (estimators {names}, applicable {applicable}); name a "
+            "reference among them: --reference NAME (e.g. disarm for a discrete latent), or train the program "
+            "with its own estimator and compare there: pyro-vae variance --run-dir RUN [--reference NAME]"
         )
     study = dataclasses.replace(study, estimators=names)
     epochs = sorted({1, base.epochs})
@@ -122,24 +221,17 @@ def run_study(
     runs = {}
     for name in names:
         bar.set_description(f"variance: train {name}")
-        config = dataclasses.replace(base, estimator=name, estimator_options=study.estimator_options.get(name, {}))
         runs[name] = train_or_resume(
-            config,
+            config_of(name),
             out_dir / f"train-{name}",
             data_dir=data_dir,
             device=device,
             progress=False,
-            keep_every=1 if name == "reparam" else 0,
+            keep_every=int(name == reference),  # the reference's epochs are the points of step 2
         )
         bar.update()
-    training_rows = [{"estimator": n, **m} for n, r in runs.items() for m in r.metrics]
-    for row in training_rows:
-        row["steps"] = row["samples_seen"] // base.batch_size
-    write_csv(training_rows, out_dir / "training.csv")
-    plot_elbo_curves(training_rows, out_dir / "elbo_curves.png")
-
-    # 2. variance at points of the reparam run
-    reference_dir = out_dir / "train-reparam"
+    # 2. variance at points of the reference's run
+    reference_dir = out_dir / f"train-{reference}"
     points = {0: start}
     for epoch in epochs:
         points[epoch] = load_run(
@@ -148,23 +240,35 @@ def run_study(
     rows = []
     for epoch, run in points.items():
         bar.set_description(f"variance: compare at epoch {epoch}")
-        for row in _compare(run, study, 1, generator):
+        for row in _compare_each(run, study, generator):
             rows.append({"experiment": "training", "epoch": epoch, "z_dim": base.z_dim, **row})
         bar.update()
 
-    # 3. number of particles, at the last epoch
+    # the training curves, with the time each run's steps take at its estimator's measured cost
+    seconds_per_step = {
+        r["estimator"]: r["ms_per_estimate"] / 1e3 for r in rows if r["epoch"] == base.epochs and r["params"] == "guide"
+    }
+    training_rows = [{"estimator": n, **m} for n, r in runs.items() for m in r.metrics]
+    for row in training_rows:
+        row["steps"] = row["samples_seen"] // base.batch_size
+        row["estimate_seconds"] = row["steps"] * seconds_per_step[row["estimator"]]
+    write_csv(training_rows, out_dir / "training.csv")
+    plot_elbo_curves(training_rows, out_dir / "elbo_curves.png")
+
+    # 3. number of particles, at the last epoch: every estimator that takes that many
     for particles in study.num_particles:
         bar.set_description(f"variance: compare with {particles} particles")
-        for row in _compare(points[base.epochs], study, particles, generator):
+        taking = set(applicable_estimators(points[base.epochs], study, particles))
+        for row in _compare(points[base.epochs], study, [n for n in names if n in taking], particles, generator):
             rows.append({"experiment": "particles", "epoch": base.epochs, "z_dim": base.z_dim, **row})
         bar.update()
 
     # 4. latent size, after one epoch of training each
     for z_dim in study.z_dims:
         bar.set_description(f"variance: train and compare z_dim={z_dim}")
-        config = dataclasses.replace(base, estimator="reparam", z_dim=z_dim, epochs=1)
+        config = config_of(reference, z_dim=z_dim, epochs=1)
         run = train_or_resume(config, out_dir / f"latent-z{z_dim}", data_dir=data_dir, device=device, progress=False)
-        for row in _compare(run, study, 1, generator):
+        for row in _compare_each(run, study, generator):
             rows.append({"experiment": "latent", "epoch": 1, "z_dim": z_dim, **row})
         bar.update()
     bar.close()
@@ -174,6 +278,7 @@ def run_study(
     plot_variance(rows, "training", "epoch", out_dir / "snr_training.png", stat="snr")
     plot_variance(rows, "particles", "num_particles", out_dir / "variance_particles.png")
     plot_variance(rows, "latent", "z_dim", out_dir / "variance_latent.png")
+    plot_variance_time(rows, base.epochs, out_dir / "variance_time.png")
     (out_dir / "summary.md").write_text(summary_table(rows, base.epochs))
     return rows
 
@@ -216,91 +321,14 @@ def compare_at_run(
     for experiment, particles in tqdm(comparisons, desc="variance: compare", disable=not progress, leave=False):
         rows += [
             {"experiment": experiment, "epoch": epoch, "z_dim": config.z_dim, **row}
-            for row in _compare(run, study, particles, generator)
+            for row in _compare(run, study, study.estimators, particles, generator)
         ]
     write_csv(rows, out_dir / "variance.csv")
     summary = summary_table(rows, epoch)
+    plot_variance_time(rows, epoch, out_dir / "variance_time.png")
     if num_particles:
         plot_variance(rows, "particles", "num_particles", out_dir / "variance_particles.png")
         plot_variance(rows, "particles", "num_particles", out_dir / "snr_particles.png", stat="snr")
         summary += "\n" + particles_table(rows)
     (out_dir / "summary.md").write_text(summary)
     return rows
-
-
-def particles_table(rows: list[dict]) -> str:
-    """Markdown table of the ``particles`` rows: the guide's and the model's SNR and the
-    guide's tr Cov per estimator and number of particles K."""
-    lines = [
-        "| estimator | K | guide (phi) SNR | guide tr Cov | model (theta) SNR |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    selected = {(r["estimator"], r["num_particles"], r["params"]): r for r in rows if r["experiment"] == "particles"}
-    for name, k in dict.fromkeys((e, n) for e, n, _ in selected):
-        guide, model = selected[name, k, "guide"], selected[name, k, "model"]
-        lines.append(f"| {name} | {k} | {guide['snr']:.3g} | {guide['total_variance']:.3g} | {model['snr']:.3g} |")
-    return "\n".join(lines) + "\n"
-
-
-def summary_table(rows: list[dict], epoch: int) -> str:
-    """Markdown table of the ``training`` rows at ``epoch``."""
-    final = {(r["estimator"], r["params"]): r for r in rows if r["experiment"] == "training" and r["epoch"] == epoch}
-    reference = next((r["reference"] for r in final.values()), "reparam")
-    lines = [
-        f"| estimator (options) | guide (phi) tr Cov | ratio to {reference} [95% CI] | guide SNR "
-        "| model (theta) ratio [95% CI] | ms / estimate |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for name in dict.fromkeys(e for e, _ in final):
-        enc, dec = final[name, "guide"], final[name, "model"]
-        lines.append(
-            f"| {name}{_options(enc['options'])} | {enc['total_variance']:.3g} | {enc['ratio']:.3g} [{enc['ratio_lo']:.3g}, {enc['ratio_hi']:.3g}] "
-            f"| {enc['snr']:.3g} | {dec['ratio']:.3g} [{dec['ratio_lo']:.3g}, {dec['ratio_hi']:.3g}] "
-            f"| {enc['ms_per_estimate']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _options(options: dict) -> str:
-    """`` (beta=4.0)``: an estimator's options as the table shows them, nothing for none."""
-    return " (" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")" if options else ""
-
-
-def plot_variance(rows: list[dict], experiment: str, x_key: str, path: Path, stat: str = "total_variance") -> Path:
-    """One panel each for the guide's and the model's parameters: ``stat`` (log scale) against ``x_key`` per estimator."""
-    selected = [r for r in rows if r["experiment"] == experiment]
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2, sharex=True)
-    for ax, group in zip(axes, ("guide", "model")):
-        for name in dict.fromkeys(r["estimator"] for r in selected):
-            pts = sorted((r[x_key], r[stat]) for r in selected if r["estimator"] == name and r["params"] == group)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-        ax.set_yscale("log")
-        ax.set_title(f"{group} parameters")
-        ax.set_xlabel(x_key.replace("_", " "))
-        ax.set_ylabel({"total_variance": "tr Cov(gradient)", "snr": "||E g|| / sqrt(tr Cov g) (bias-corrected)"}[stat])
-        ax.grid(alpha=0.3)
-    if x_key in ("num_particles", "z_dim"):  # a log axis labelled at the values measured
-        values = sorted({r[x_key] for r in selected})
-        axes[0].set_xscale("log")
-        axes[0].set_xticks(values, [f"{v:g}" for v in values])
-        axes[0].xaxis.set_minor_formatter(NullFormatter())
-    axes[1].legend(fontsize=8)
-    return save_figure(fig, path)
-
-
-def plot_elbo_curves(rows: list[dict], path: Path) -> Path:
-    """Test ELBO against SVI steps and against wall-clock seconds, per estimator."""
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2, sharey=True)
-    for name in dict.fromkeys(r["estimator"] for r in rows):
-        mine = [r for r in rows if r["estimator"] == name]
-        for ax, key in zip(axes, ("steps", "wall_seconds")):
-            ax.plot([r[key] for r in mine], [r["test_elbo"] for r in mine], marker="o", label=name)
-    axes[0].set_xlabel("SVI steps")
-    axes[1].set_xlabel("wall-clock seconds")
-    axes[0].set_ylabel("test ELBO (nats per datum)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    return save_figure(fig, path)

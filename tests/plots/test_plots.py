@@ -77,7 +77,7 @@ def test_curves_add_the_classifier_error_where_the_rows_carry_it(tmp_path, monke
 def test_variance_panels_label_the_particle_counts(tmp_path, monkeypatch):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    import pyro_vae.experiments.variance_study as study
+    import pyro_vae.experiments.variance_report as study
 
     rows = [
         {"experiment": "particles", "estimator": e, "params": g, "num_particles": k, "total_variance": v * k}
