@@ -40,6 +40,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
@@ -136,11 +137,13 @@ class AnnealingPath:
 
     def trace(self, program: Callable, flat: torch.Tensor) -> Trace:
         """A trace of ``program`` on the batch with the latents ``flat`` ``(chains, batch, D)``
-        conditioned, its log densities computed."""
-        with particle_plate(flat.shape[0], self.mpn):
+        conditioned, its log densities computed. Distribution arguments are not validated: a
+        leapfrog step far into the tails can make a network's output invalid (a scale that is
+        NaN), whose log density is then NaN and the proposal rejected (:func:`anneal`), not an error."""
+        with particle_plate(flat.shape[0], self.mpn), pyro.validation_enabled(False):
             conditioned = poutine.condition(program, self.layout.unflatten(flat))
             trace = poutine.trace(conditioned).get_trace(self.x, **self.kwargs)
-        trace.compute_log_prob()
+            trace.compute_log_prob()  # unvalidated too: no warning for a NaN density, which is rejected
         return trace
 
     def per_datum(self, trace: Trace, num_chains: int, names: list[str] | None = None) -> torch.Tensor:

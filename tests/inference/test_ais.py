@@ -8,7 +8,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae.inference.ais import STARTS, AnnealingPath, ais_bounds, bdmc_bounds, sigmoid_schedule
+from pyro_vae.inference.ais import STARTS, AnnealingPath, ais_bounds, anneal, bdmc_bounds, sigmoid_schedule
 from pyro_vae.inference.amortization import amortization_gap
 from pyro_vae.inference.evaluate import importance_bounds
 from pyro_vae.models.linear_gaussian import exact_log_marginal, linear_gaussian_vae, set_exact_guide
@@ -163,3 +163,22 @@ def test_bad_counts_are_refused_in_one_line(method, settings, message):
     vae, x = _linear_gaussian()
     with pytest.raises(ValueError, match=f"^{message}"):
         method(vae.model, vae.guide, x, **settings)
+
+
+def _scale_invalid_in_the_tails(x):
+    """z ~ N(0, 0.3^2) per datum; x ~ N(z, s) with s NaN where abs(z) > 1 (a network's output gone bad)."""
+    with pyro.plate("data", x.shape[0], dim=-1):
+        z = pyro.sample("z", dist.Normal(0.0, 0.3))
+        scale = torch.where(z.abs() < 1, torch.ones_like(z), torch.full_like(z, math.nan))
+        pyro.sample("x", dist.Normal(z, scale), obs=x)
+
+
+def test_a_proposal_where_the_model_is_invalid_is_rejected_not_raised():
+    x = torch.tensor([0.5, -0.5, 0.0])
+    path = AnnealingPath(_scale_invalid_in_the_tails, _empty_guide, x, {})
+    torch.manual_seed(0)
+    z = path.draw(8)
+    assert (z.abs() < 1).all()  # the start is valid
+    result = anneal(path, z, sigmoid_schedule(20), leapfrog_steps=5, step_size=3.0)  # steps far into the tails
+    assert torch.isfinite(result.log_px).all()
+    assert (result.accept < 0.9).all()  # proposals beyond abs(z) = 1 were turned down
