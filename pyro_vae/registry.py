@@ -9,8 +9,8 @@ registered from Python (``@register_model("mine")``) is at once a valid
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar, overload
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # a name a shell passes as is: --model my-model
@@ -98,3 +98,14 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def declared_member(obj: object, name: str, defaults: Mapping[str, Any], what: str, table: str) -> Any:
+    """``obj``'s (or its class's) optional member ``name``, or its default in ``defaults``, the
+    table (named ``table``) that declares the optional members of a ``what`` (``"program"``,
+    ``"algorithm"``); a name not declared there is refused."""
+    if name not in defaults:
+        raise AttributeError(
+            f"{name!r} is not a declared {what} member; declare it in {table} or use one of {sorted(defaults)}"
+        )
+    return getattr(obj, name, defaults[name])

@@ -56,7 +56,7 @@ import pyro
 import torch
 from pyro.params.param_store import StateDict
 
-from pyro_vae.registry import Registry
+from pyro_vae.registry import Registry, declared_member
 
 
 class Algorithm(Protocol):
@@ -94,12 +94,9 @@ ALGORITHM_DEFAULTS: dict[str, object] = {
 def algorithm_member(algorithm: object, name: str) -> Any:
     """``algorithm``'s (an algorithm class's or instance's) optional member ``name``, or its default in
     :data:`ALGORITHM_DEFAULTS` where it has none; a name not declared there is refused."""
-    if name not in ALGORITHM_DEFAULTS:
-        raise AttributeError(
-            f"{name!r} is not a declared algorithm member; declare it in ALGORITHM_DEFAULTS "
-            f"(pyro_vae.inference.algorithms) or use one of {sorted(ALGORITHM_DEFAULTS)}"
-        )
-    return getattr(algorithm, name, ALGORITHM_DEFAULTS[name])
+    return declared_member(
+        algorithm, name, ALGORITHM_DEFAULTS, "algorithm", "ALGORITHM_DEFAULTS (pyro_vae.inference.algorithms)"
+    )
 
 
 #: The training algorithms by name (``--algorithm``): classes built as ``ALGORITHMS[name](program,

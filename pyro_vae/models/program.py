@@ -56,7 +56,7 @@ from typing import Any, Protocol
 import torch
 from pyro.nn import PyroModule
 
-from pyro_vae.registry import Registry
+from pyro_vae.registry import Registry, declared_member
 from pyro_vae.validation import check_arguments
 
 
@@ -110,12 +110,7 @@ PROGRAM_DEFAULTS: dict[str, object] = {
 def member(program: object, name: str) -> Any:
     """``program``'s (or its class's) optional member ``name``, or its default in
     :data:`PROGRAM_DEFAULTS` where it has none; a name not declared there is refused."""
-    if name not in PROGRAM_DEFAULTS:
-        raise AttributeError(
-            f"{name!r} is not a declared program member; declare it in PROGRAM_DEFAULTS "
-            f"(pyro_vae.models.program) or use one of {sorted(PROGRAM_DEFAULTS)}"
-        )
-    return getattr(program, name, PROGRAM_DEFAULTS[name])
+    return declared_member(program, name, PROGRAM_DEFAULTS, "program", "PROGRAM_DEFAULTS (pyro_vae.models.program)")
 
 
 def _check_model(name: str, obj: object) -> None:
