@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import math
 import re
 import sys
@@ -20,8 +21,9 @@ from typing import Any
 
 import torch
 
+from pyro_vae.data import USER_DATASET
 from pyro_vae.registry import Registry
-from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.config import RENAMED_KEYS, TrainConfig
 
 #: ``TrainConfig``'s default of each field, for the help of the flags that set one.
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -158,15 +160,16 @@ def add_pass_sizes(p: argparse.ArgumentParser, batch_help: str) -> None:
     )
 
 
-def add_data_file(p: argparse.ArgumentParser) -> None:
-    """``--data FILE``: the user's own data a run was trained on (``train --data FILE``)."""
-    p.add_argument(
-        "--data",
-        type=Path,
-        metavar="FILE",
-        help="the data file (or image folder) a run trained with `train --data FILE` was trained on; its "
-        "fingerprint must match the checkpoint's (default: the run's --dataset)",
-    )
+#: The help of :func:`add_data_file`'s ``--data``.
+DATA_FILE_HELP = (
+    "the data file (or image folder) a run trained with `train --data FILE` was trained on; its "
+    "fingerprint must match the checkpoint's (default: the run's --dataset)"
+)
+
+
+def add_data_file(p: argparse.ArgumentParser, help: str = DATA_FILE_HELP) -> None:
+    """``--data FILE``: the user's own data (by default: the data a run was trained on, ``train --data FILE``)."""
+    p.add_argument("--data", type=Path, metavar="FILE", help=help)
 
 
 def data_file(args: argparse.Namespace) -> object:
@@ -201,3 +204,34 @@ def add_choice(p: argparse.ArgumentParser, flag: str, registry: Registry, defaul
     """``--flag NAME`` with the registry's names as choices, their help lines and ``default`` (what a
     flag not given means, in words) as help."""
     p.add_argument(flag, choices=registry.names(), help=f"{registry.describe()} (default: {default})", **kwargs)
+
+
+def read_config_file(path: Path) -> dict:
+    """The settings in ``path``: a JSON object of ``TrainConfig``'s fields (a run's ``config.json``,
+    old names of :data:`~pyro_vae.training.config.RENAMED_KEYS` included); an entry of another
+    name is refused, naming it."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config {path} is not JSON: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path} holds a {type(values).__name__}, not a JSON object of TrainConfig's fields")
+    unknown = sorted(set(values) - set(CONFIG_DEFAULTS) - set(RENAMED_KEYS))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown entries {unknown} (not fields of TrainConfig)")
+    return values
+
+
+def settings_given(args: argparse.Namespace, option_flags: tuple[str, ...]) -> dict[str, Any]:
+    """The ``TrainConfig`` settings given on the command line: each flag named as a field and given,
+    each ``--X-option KEY=VALUE`` list of ``option_flags`` (``X``) as the dict ``X_options``, and
+    ``dataset`` = the user's data for ``--data FILE`` (refused beside another ``--dataset``)."""
+    given = {k: v for k, v in vars(args).items() if k in CONFIG_DEFAULTS and v is not None}
+    for flag in option_flags:
+        if getattr(args, f"{flag}_option"):
+            given[f"{flag}_options"] = dict(getattr(args, f"{flag}_option"))
+    if getattr(args, "data", None) is not None:
+        if given.get("dataset", USER_DATASET) != USER_DATASET:
+            raise ValueError(f"--data {args.data} and --dataset {given['dataset']} both name the data; give one")
+        given["dataset"] = USER_DATASET
+    return given

@@ -4,7 +4,6 @@ evaluate it and draw its figures."""
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,12 +20,14 @@ from pyro_vae.cli.args import (
     non_negative_float,
     positive_float,
     positive_int,
+    read_config_file,
     resolve_device,
+    settings_given,
     show_progress,
 )
 from pyro_vae.cli.commands import machine, register_command
 from pyro_vae.cli.reports import final_report, write_run_figures
-from pyro_vae.data import DATASETS, TEST_FRACTION, USER_DATASET, read_data
+from pyro_vae.data import DATASETS, TEST_FRACTION, read_data
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.inference.stepping import LOSS_SCALES, SCHEDULE_INTERVALS
 from pyro_vae.models import MODELS
@@ -34,7 +35,7 @@ from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS, INITIALIZATIONS
 from pyro_vae.training import EarlyStopping, train
 from pyro_vae.training.build import with_absolute_sources
-from pyro_vae.training.config import PRESETS, RENAMED_KEYS, TrainConfig
+from pyro_vae.training.config import PRESETS, TrainConfig
 from pyro_vae.training.distributed import DistributedContext, session
 from pyro_vae.training.kinds import run_kind
 from pyro_vae.training.resume import resume_config
@@ -257,34 +258,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
-def read_config_file(path: Path) -> dict:
-    """The settings in ``path``: a JSON object of ``TrainConfig``'s fields (a run's ``config.json``,
-    old names of :data:`~pyro_vae.training.config.RENAMED_KEYS` included); an entry of another
-    name is refused, naming it."""
-    try:
-        values = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--config {path} is not JSON: {err}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"--config {path} holds a {type(values).__name__}, not a JSON object of TrainConfig's fields")
-    unknown = sorted(set(values) - set(CONFIG_DEFAULTS) - set(RENAMED_KEYS))
-    if unknown:
-        raise ValueError(f"--config {path}: unknown entries {unknown} (not fields of TrainConfig)")
-    return values
-
-
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config ``pyro-vae train`` trains with: each setting from its flag, else from ``--preset``,
     else from ``--config FILE``, else ``TrainConfig``'s default; with ``--resume``, the checkpoint's
     (:func:`~pyro_vae.training.resume.resume_config`, the settings given checked against it)."""
-    given = {k: v for k, v in vars(args).items() if k in CONFIG_DEFAULTS and v is not None}
-    for flag in ("model", "estimator", "optimizer", "schedule"):
-        if getattr(args, f"{flag}_option"):
-            given[f"{flag}_options"] = dict(getattr(args, f"{flag}_option"))
-    if args.data is not None:
-        if given.get("dataset", USER_DATASET) != USER_DATASET:
-            raise ValueError(f"--data {args.data} and --dataset {given['dataset']} both name the data; give one")
-        given["dataset"] = USER_DATASET
+    given = settings_given(args, ("model", "estimator", "optimizer", "schedule"))
     if args.resume:  # the checkpoint's config, see pyro_vae.training.resume
         if args.run_dir is None:
             raise ValueError("--resume needs --run-dir")

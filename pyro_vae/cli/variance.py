@@ -15,14 +15,21 @@ from pyro_vae.cli.args import (
     data_file,
     key_value,
     positive_int,
+    read_config_file,
     resolve_device,
+    settings_given,
     show_progress,
 )
 from pyro_vae.cli.commands import machine, register_command
 from pyro_vae.cli.reports import report_written
 from pyro_vae.data import DATASETS
 from pyro_vae.inference import ESTIMATORS
+from pyro_vae.models import MODELS
 from pyro_vae.training.config import PRESETS, TrainConfig
+
+#: The flags that set the study's base config (``--epochs`` too, which always has a value); with
+#: ``--run-dir`` the run's own config is the base, and giving one of these is refused.
+BASE_FLAGS = ("config", "preset", "model", "model_option", "dataset", "z_dim", "hidden", "batch_size", "seed")
 
 
 def add_variance_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,8 +40,26 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
         default=Path("runs/variance"),
         help="the study's folder: tables, figures and its training runs (default: runs/variance)",
     )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the base settings of every training run of the study from FILE: a run's config.json, or any JSON "
+        "object of TrainConfig's fields (model, optimizer, ...); --preset and the flags given override them "
+        "(default: none)",
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), help="the architecture of a train --preset (default: none)")
-    add_choice(p, "--dataset", DATASETS, "mnist")
+    add_choice(p, "--model", MODELS, d["model"])
+    p.add_argument(
+        "--model-option",
+        dest="model_option",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of the model's constructor, e.g. --model-option layers=2 (repeatable; default: the "
+        "model's own defaults)",
+    )
+    add_choice(p, "--dataset", DATASETS, d["dataset"])
     p.add_argument("--z-dim", type=positive_int, help=f"dimensions of the latent z of steps 1-3 (default {d['z_dim']})")
     p.add_argument(
         "--hidden",
@@ -84,6 +109,7 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--num-particles",
+        dest="particle_counts",
         type=positive_int,
         nargs="+",
         help="samples L per datum of step 3 (default 1 4 16; with --run-dir, none unless given)",
@@ -101,7 +127,12 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
         help="only compare the estimators at this trained run's last checkpoint, "
         "as the run was trained (its particles and estimator options; default: the whole study)",
     )
-    add_data_file(p)
+    add_data_file(
+        p,
+        help="train and compare on your own data instead of --dataset (a file or image folder as `train --data "
+        "FILE` takes); with --run-dir, the data the run was trained on, whose fingerprint must match the "
+        "checkpoint's (default: none)",
+    )
     add_progress(p)
     add_common(p)
 
@@ -127,24 +158,29 @@ def estimator_option(text: str) -> tuple[str, str, object]:
     return (name, *key_value(option))
 
 
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    """The config every training run of the study starts from: each setting from its flag, else from
+    ``--preset``, else from ``--config FILE``, else ``TrainConfig``'s default (as ``pyro-vae train``)."""
+    given = settings_given(args, ("model",))
+    from_file = read_config_file(args.config) if args.config is not None else {}
+    return TrainConfig.from_dict({**from_file, **PRESETS.get(args.preset, {}), **given})
+
+
 def cmd_variance(args) -> None:
     from pyro_vae.experiments.variance_study import StudyConfig, compare_at_run, run_study
 
-    preset = dict(PRESETS.get(args.preset, {}))
-    values = {
-        **preset,
-        **{
-            k: v
-            for k, v in vars(args).items()
-            if k in ("dataset", "z_dim", "hidden", "epochs", "batch_size", "seed") and v is not None
-        },
-    }
-    values.setdefault("dataset", "mnist")
+    if args.run_dir is not None:
+        given = [f"--{name.replace('_', '-')}" for name in BASE_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise ValueError(
+                f"--run-dir {args.run_dir} compares at the run as it was trained (its model, data and settings); "
+                f"drop {' '.join(given)}"
+            )
     options: dict[str, dict] = {}
     for name, key, value in args.estimator_option:
         options.setdefault(name, {})[key] = value
     study = StudyConfig(
-        base=TrainConfig.from_dict(values),
+        base=base_config(args),
         estimators=args.estimators,
         reference=args.reference,
         num_draws=args.draws,
@@ -152,7 +188,7 @@ def cmd_variance(args) -> None:
         z_dims=args.z_dims,
         estimator_particles=dict(args.estimator_particles),
         estimator_options=options,
-        **({"num_particles": args.num_particles} if args.num_particles else {}),
+        **({"num_particles": args.particle_counts} if args.particle_counts else {}),
     )
     print(f"variance study -> {args.out}\nmachine: {machine()}")
     device, progress = resolve_device(args.device), show_progress(args)
@@ -164,12 +200,12 @@ def cmd_variance(args) -> None:
                 args.out,
                 args.data_dir,
                 device,
-                args.num_particles or (),
+                args.particle_counts or (),
                 progress=progress,
                 data=data_file(args),
             )
         else:
-            run_study(study, args.out, args.data_dir, device, progress=progress)
+            run_study(study, args.out, args.data_dir, device, progress=progress, data=data_file(args))
         print((args.out / "summary.md").read_text())
 
 

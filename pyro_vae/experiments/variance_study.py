@@ -183,10 +183,18 @@ def applicable_estimators(run, study: StudyConfig, num_particles: int | None = N
 
 
 def run_study(
-    study: StudyConfig, out_dir: str | Path, data_dir=None, device: str = "cpu", *, progress: bool = False
+    study: StudyConfig,
+    out_dir: str | Path,
+    data_dir=None,
+    device: str = "cpu",
+    *,
+    progress: bool = False,
+    data: object = None,
 ) -> list[dict]:
     """Run every step of the study (see the module docstring); return the variance rows. With
-    ``progress``, a tqdm bar on stderr counts the trainings and comparisons, naming the one running."""
+    ``progress``, a tqdm bar on stderr counts the trainings and comparisons, naming the one running.
+    ``data``: the user's own data (:func:`~pyro_vae.data.read_data`'s), for a base config whose
+    ``dataset`` is the user's."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = study.base
@@ -204,7 +212,7 @@ def run_study(
         )
 
     # 1. training curves of every estimator (by default every one that applies to the program)
-    start = build_run(config_of(reference), data_dir, device)
+    start = build_run(config_of(reference), data_dir, device, data=data)
     applicable = applicable_estimators(start, study)
     names = study.estimators or applicable
     if reference not in names or reference not in applicable:
@@ -225,6 +233,7 @@ def run_study(
             config_of(name),
             out_dir / f"train-{name}",
             data_dir=data_dir,
+            data=data,
             device=device,
             progress=False,
             keep_every=int(name == reference),  # the reference's epochs are the points of step 2
@@ -235,7 +244,11 @@ def run_study(
     points = {0: start}
     for epoch in epochs:
         points[epoch] = load_run(
-            reference_dir, data_dir, device, checkpoint=reference_dir / "checkpoints" / f"epoch-{epoch:04d}.pt"
+            reference_dir,
+            data_dir,
+            device,
+            checkpoint=reference_dir / "checkpoints" / f"epoch-{epoch:04d}.pt",
+            data=data,
         )
     rows = []
     for epoch, run in points.items():
@@ -267,7 +280,9 @@ def run_study(
     for z_dim in study.z_dims:
         bar.set_description(f"variance: train and compare z_dim={z_dim}")
         config = config_of(reference, z_dim=z_dim, epochs=1)
-        run = train_or_resume(config, out_dir / f"latent-z{z_dim}", data_dir=data_dir, device=device, progress=False)
+        run = train_or_resume(
+            config, out_dir / f"latent-z{z_dim}", data_dir=data_dir, data=data, device=device, progress=False
+        )
         for row in _compare_each(run, study, generator):
             rows.append({"experiment": "latent", "epoch": 1, "z_dim": z_dim, **row})
         bar.update()

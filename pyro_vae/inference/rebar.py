@@ -42,14 +42,18 @@ With K = ``num_particles`` independent draws per datum, g is their mean, and the
 
 whose value is the ELBO estimate (the mean of f over the K hard draws).
 
-eta and lambda are fixed options (``--estimator-option eta=1 --estimator-option temperature=0.5``, the paper's default
-temperature); REBAR's adaptation of both by minimizing the estimate's variance is not implemented.
+eta and lambda are options (``--estimator-option eta=1 --estimator-option temperature=0.5``, the paper's default
+temperature), fixed by default. With ``tune=True`` (``--estimator-option tune=True``) they are REBAR's online
+tuning (Tucker et al. 2017, section 3.3): eta and log lambda become parameters (:class:`RebarControl`) that each
+training step moves down the single-sample gradient of the estimate's variance, E[2 g dg/d(eta, lambda)] (the
+squared mean does not depend on them since g is unbiased for every eta and lambda), as RELAX does.
 
 ``relax`` replaces eta f(s(z)) by c(z) = eta f(s(z)) + r(z) (:class:`RelaxControl`, r an MLP on the
 layer's z, one net for every layer; the same estimate with c in place of eta f(s(.)) is unbiased for
 any c), and learns eta, lambda and r by minimizing the variance: each training step also gives them
-the gradient of sum g^2 over every layer (through the estimate, by double backpropagation); they
-live in the estimator's ``modules`` (checkpointed, stepped by the run's optimizer).
+the gradient of sum g^2 over every layer (through the estimate, by double backpropagation). The learned
+parameters (tuned REBAR's and RELAX's) live in the estimator's ``modules`` (checkpointed, stepped by the
+run's optimizer).
 
 **Cost:** with L layers each draw evaluates f 2L + 1 times (the decoder on K (2L + 1) codes per datum:
 b, and s(z_l), s(z~_l) continued below for each layer; 3K for one layer) and backpropagates the
@@ -95,6 +99,15 @@ def conditional_logistic(phi: torch.Tensor, b: torch.Tensor, v: torch.Tensor) ->
     one = phi + torch.log1p(-theta * (1 - v)) - log_theta - torch.log1p(-v)
     zero = phi + v.log() + log_1m_theta - torch.log1p(-v * (1 - theta))
     return torch.where(b > 0, one, zero)
+
+
+def check_relaxation(name: str, eta: float, temperature: float) -> None:
+    """Refuse, naming the estimator ``name``, an ``eta`` that is not a finite number or a ``temperature``
+    that is not a finite number > 0."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"{name}'s temperature must be a finite number > 0, got {temperature!r}")
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta)):
+        raise ValueError(f"{name}'s eta (the control variate's scale) must be a finite number, got {eta!r}")
 
 
 class RebarDraws(LayerwiseDraws):
@@ -145,10 +158,7 @@ class RebarELBO(LayerwiseELBO):
         self, num_draws: int, max_plate_nesting: int, data_plate_name: str, eta: float = 1.0, temperature: float = 0.5
     ) -> None:
         super().__init__(num_draws, max_plate_nesting, data_plate_name, "elbo", "draws")
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"rebar's temperature must be a finite number > 0, got {temperature!r}")
-        if not (isinstance(eta, (int, float)) and math.isfinite(eta)):
-            raise ValueError(f"rebar's eta (the control variate's scale) must be a finite number, got {eta!r}")
+        check_relaxation(self.name, eta, temperature)
         self.eta, self.temperature = float(eta), float(temperature)
         self.estimate: list[torch.Tensor] = []
 
@@ -190,41 +200,45 @@ class RebarELBO(LayerwiseELBO):
         return objective, torch.as_tensor(guide_term), scale
 
 
-@register_estimator("rebar")
-def rebar(program, num_particles: int = 1, eta: float = 1.0, temperature: float = 0.5) -> Estimator:
-    """REBAR (Tucker et al. 2017) for Bernoulli latents, layer-wise for several layers: unbiased, a relaxed
-    control variate at fixed eta and temperature; K = num_particles draws, K (2L + 1) evaluations for L layers"""
-    elbo = RebarELBO(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), eta, temperature)
-    return Estimator("rebar", elbo, program.guide)
+class RebarControl(nn.Module):
+    """Tuned REBAR's control variate c(z) = eta f(s(z)), with eta and the temperature
+    lambda = exp(log_temperature) learned by minimizing the estimate's variance."""
 
-
-class RelaxControl(nn.Module):
-    """RELAX's control variate c(z) = eta f(s(z)) + r(z) (Grathwohl et al. 2018): REBAR's with eta, the
-    temperature lambda = exp(log_temperature) and a net r (an MLP on the ``units`` values of a layer's z,
-    tanh, shared by the layers) all learned by minimizing the estimate's variance."""
-
-    def __init__(self, units: int, hidden: tuple[int, ...], eta: float, temperature: float) -> None:
+    def __init__(self, eta: float, temperature: float) -> None:
         super().__init__()
         self.eta = nn.Parameter(torch.tensor(float(eta)))
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
-        self.net = MLP(units, hidden, 1, "tanh")
 
     def forward(self, f_relaxed: torch.Tensor, z: torch.Tensor, nesting: int) -> torch.Tensor:
         """c(z) ``(K, M)`` from f at s(z) ``(K, M)`` and z ``(K, inner plates..., M, units...)``."""
+        return self.eta * f_relaxed
+
+
+class RelaxControl(RebarControl):
+    """RELAX's control variate c(z) = eta f(s(z)) + r(z) (Grathwohl et al. 2018): tuned REBAR's plus a net
+    r (an MLP on the ``units`` values of a layer's z, tanh, shared by the layers), all learned by
+    minimizing the estimate's variance."""
+
+    def __init__(self, units: int, hidden: tuple[int, ...], eta: float, temperature: float) -> None:
+        super().__init__(eta, temperature)
+        self.net = MLP(units, hidden, 1, "tanh")
+
+    def forward(self, f_relaxed: torch.Tensor, z: torch.Tensor, nesting: int) -> torch.Tensor:
         k, m = f_relaxed.shape
-        return self.eta * f_relaxed + self.net(z.movedim(nesting, 1).reshape(k, m, -1)).squeeze(-1)
+        return super().forward(f_relaxed, z, nesting) + self.net(z.movedim(nesting, 1).reshape(k, m, -1)).squeeze(-1)
 
 
-class RelaxELBO(RebarELBO):
-    """RELAX for Bernoulli latents: REBAR's estimate with the control variate :class:`RelaxControl`,
-    unbiased for any of its parameters. Each ``loss_and_grads`` also gives those parameters the gradient
-    of sum g^2 over the layers, the variance of the estimate up to the (fixed) squared mean, so that the
-    optimizer that steps the estimator's modules minimizes it (the paper's single-sample variance
-    gradient)."""
+class TunedRebarELBO(RebarELBO):
+    """REBAR's estimate with a learned control variate (:class:`RebarControl`: tuned REBAR;
+    :class:`RelaxControl`: RELAX), unbiased for any of its parameters. Each ``loss_and_grads`` also gives
+    those parameters the gradient of sum g^2 over the layers, the variance of the estimate up to the
+    (fixed) squared mean, so that the optimizer that steps the estimator's modules minimizes it (the
+    papers' single-sample variance gradient). ``name``: the estimator's, in its refusals."""
 
-    name = "relax"
-
-    def __init__(self, num_draws: int, max_plate_nesting: int, data_plate_name: str, control: RelaxControl) -> None:
+    def __init__(
+        self, num_draws: int, max_plate_nesting: int, data_plate_name: str, control: RebarControl, name: str
+    ) -> None:
+        self.name = name  # before the checks of the base class, which name the estimator
         super().__init__(num_draws, max_plate_nesting, data_plate_name)
         self.control = control
 
@@ -248,6 +262,29 @@ class RelaxELBO(RebarELBO):
         return loss
 
 
+def tuned_estimator(program, num_particles: int, control: RebarControl, name: str) -> Estimator:
+    """The estimator ``name``: :class:`TunedRebarELBO` with ``control``, moved to the program's dtype and device,
+    as the estimator's ``modules``."""
+    first = next(iter(program.parameters()), None)
+    if first is not None:
+        control.to(first)
+    elbo = TunedRebarELBO(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), control, name)
+    return Estimator(name, elbo, program.guide, nn.ModuleDict({"control": control}))
+
+
+@register_estimator("rebar")
+def rebar(program, num_particles: int = 1, eta: float = 1.0, temperature: float = 0.5, tune: bool = False) -> Estimator:
+    """REBAR (Tucker et al. 2017) for Bernoulli latents, layer-wise for several layers: unbiased, a relaxed
+    control variate at fixed eta and temperature, or with tune=True both learned online by minimizing the
+    variance (the paper's); K = num_particles draws, K (2L + 1) evaluations for L layers"""
+    if not isinstance(tune, bool):
+        raise ValueError(f"rebar's tune must be True or False, got {tune!r}")
+    elbo = RebarELBO(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), eta, temperature)
+    if tune:  # eta and temperature checked by RebarELBO, then learned
+        return tuned_estimator(program, num_particles, RebarControl(eta, temperature), "rebar")
+    return Estimator("rebar", elbo, program.guide)
+
+
 @register_estimator("relax")
 def relax(
     program, num_particles: int = 1, eta: float = 1.0, temperature: float = 0.5, hidden: tuple[int, ...] = (50,)
@@ -257,9 +294,5 @@ def relax(
     units = member(program, "z_dim")
     if units is None:
         raise ValueError("relax needs a program with one code of known size (z_dim) for its net r(z); use rebar")
-    control = RelaxControl(units, tuple(hidden), eta, temperature)
-    first = next(iter(program.parameters()), None)
-    if first is not None:
-        control.to(first)  # the program's dtype and device
-    elbo = RelaxELBO(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), control)
-    return Estimator("relax", elbo, program.guide, nn.ModuleDict({"control": control}))
+    check_relaxation("relax", eta, temperature)
+    return tuned_estimator(program, num_particles, RelaxControl(units, tuple(hidden), eta, temperature), "relax")

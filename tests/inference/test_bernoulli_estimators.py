@@ -29,6 +29,7 @@ CASES = [
     ("rebar", 1, {}),
     ("rebar", 3, {}),
     ("rebar", 1, {"eta": 0.3, "temperature": 2.0}),
+    ("rebar", 1, {"tune": True, "eta": 0.3, "temperature": 2.0}),
     ("relax", 1, {}),
     ("disarm-k", 2, {}),
     ("disarm-k", 3, {}),
@@ -37,7 +38,7 @@ CASES = [
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize(
-    "name, num_particles, options", CASES, ids=[f"{n}-K{k}{'-opt' * bool(o)}" for n, k, o in CASES]
+    "name, num_particles, options", CASES, ids=[f"{n}-K{k}" + "".join(f"-{key}" for key in o) for n, k, o in CASES]
 )
 def test_the_mean_gradient_is_the_exact_one(name, num_particles, options, layers):
     sbn = small_sbn(layers)
