@@ -72,6 +72,11 @@ def one_of(choices: Iterable[Any]) -> Rule:
     return Rule(f"be one of {list(choices)}", lambda value: value in choices)
 
 
+def each(rule: Rule) -> Rule:
+    """A sequence whose every value passes ``rule`` (``z_dims must each be >= 1``)."""
+    return Rule(f"each {rule.means}", lambda values: all(rule.accepts(value) for value in values))
+
+
 #: An int >= 1: a size, a count of samples, epochs, ...
 COUNT = at_least(1)
 #: A finite number > 0 (a learning rate, ...).

@@ -54,7 +54,7 @@ from pyro_vae.inference.estimators import ESTIMATORS, make_estimator
 from pyro_vae.inference.variance import compare_estimators, refusal
 from pyro_vae.training import TrainConfig, build_run, load_run, train_or_resume
 from pyro_vae.training.kinds import run_kind
-from pyro_vae.validation import check_distinct, check_fields
+from pyro_vae.validation import COUNT, Rule, at_least, check_distinct, check_fields, each, rules
 
 
 @dataclasses.dataclass
@@ -63,14 +63,20 @@ class StudyConfig:
 
     base: TrainConfig
     estimators: Sequence[str] | None = None  # None: every registered estimator that applies to the program
-    num_draws: int = 100
-    adapt_steps: int = 300
-    num_particles: Sequence[int] = (1, 4, 16)  # the sample counts L per datum of step 3
-    z_dims: Sequence[int] = (2, 5, 10, 20, 50)
+    num_draws: int = dataclasses.field(
+        default=100, metadata=rules(Rule("be >= 2 (a variance needs two draws)", lambda n: n >= 2))
+    )
+    adapt_steps: int = dataclasses.field(default=300, metadata=rules(at_least(0)))
+    # the sample counts L per datum of step 3
+    num_particles: Sequence[int] = dataclasses.field(default=(1, 4, 16), metadata=rules(each(COUNT)))
+    z_dims: Sequence[int] = dataclasses.field(default=(2, 5, 10, 20, 50), metadata=rules(each(COUNT)))
     reference: str | None = None  # None: reparam; at a trained run (compare_at_run), the run's own estimator
     estimator_options: dict[str, dict] = dataclasses.field(default_factory=dict)  # estimator -> its options
     # estimator -> its number of particles in steps 1, 2 and 4 (e.g. {"vimco": 2}); others: base.num_particles
-    estimator_particles: dict[str, int] = dataclasses.field(default_factory=dict)
+    estimator_particles: dict[str, int] = dataclasses.field(
+        default_factory=dict,
+        metadata=rules(Rule("give each estimator >= 1 particles", lambda counts: all(k >= 1 for k in counts.values()))),
+    )
 
     def __post_init__(self) -> None:
         if self.estimators is not None:
@@ -78,13 +84,9 @@ class StudyConfig:
             check_distinct("estimators", self.estimators, "each estimator is one row of the study")
         if self.reference is not None:
             ESTIMATORS.check(self.reference)
-        for name, particles in self.estimator_particles.items():
+        for name in self.estimator_particles:
             ESTIMATORS.check(name)
-            if particles < 1:
-                raise ValueError(f"estimator_particles[{name!r}] must be >= 1, got {particles}")
         check_fields(self)
-        if self.num_draws < 2:
-            raise ValueError(f"num_draws must be >= 2 (a variance needs two draws), got {self.num_draws}")
 
 
 def particles_of(study: StudyConfig, name: str) -> int:

@@ -1,23 +1,30 @@
-"""Each ``TrainConfig`` field's range is declared with the field (``metadata=rules(...)``) and
-checked in one place, :func:`~pyro_vae.validation.check_fields`. The tests are generated from
-the declarations: a field given a rule is tested without a new test, and a numeric field
-without one fails here."""
+"""Each field's range of ``TrainConfig`` and of the variance study's ``StudyConfig`` is declared with
+the field (``metadata=rules(...)``) and checked in one place, :func:`~pyro_vae.validation.check_fields`.
+The tests are generated from the declarations: a field given a rule is tested without a new test, and
+a numeric field without one fails here."""
 
 import math
 import typing
 
 import pytest
 
+from pyro_vae.experiments.variance_study import StudyConfig
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.validation import check_value, declared_rules
 
-HINTS = typing.get_type_hints(TrainConfig)
+#: Each dataclass with declared rules, and how to build one with the given fields.
+BUILD = {
+    TrainConfig: lambda **fields: TrainConfig(dataset="synthetic", **fields),
+    StudyConfig: lambda **fields: StudyConfig(base=TrainConfig(dataset="synthetic"), **fields),
+}
+HINTS = {cls: typing.get_type_hints(cls) for cls in BUILD}
 #: Values of every kind near and far from the fields' ranges; a rule is tested with those of its
 #: field's type that it refuses.
 CANDIDATES = (
     -(2**70),
     -1,
     0,
+    1,
     2**70,
     -0.5,
     0.0,
@@ -30,39 +37,40 @@ CANDIDATES = (
     (0,),
     (4, -1),
     "nope",
+    {"vimco": 0},
 )
-RULES = declared_rules(TrainConfig)
-RULED = [(name, index) for name, declared in RULES.items() for index in range(len(declared))]
+RULES = {cls: declared_rules(cls) for cls in BUILD}
+RULED = [(cls, name, index) for cls in BUILD for name, declared in RULES[cls].items() for index in range(len(declared))]
 
 
-def _of_type(name: str, value: object) -> bool:
+def _of_type(cls: type, name: str, value: object) -> bool:
     try:
-        check_value(name, value, HINTS[name])
+        check_value(name, value, HINTS[cls][name])
     except ValueError:
         return False
     return True
 
 
-def _refused(name: str, index: int) -> list:
+def _refused(cls: type, name: str, index: int) -> list:
     """The candidates of the field's type that its rule ``index`` refuses and the rules before it accept."""
-    declared = RULES[name]
+    declared = RULES[cls][name]
     return [
         value
         for value in CANDIDATES
-        if _of_type(name, value)
+        if _of_type(cls, name, value)
         and all(rule.accepts(value) for rule in declared[:index])
         and not declared[index].accepts(value)
     ]
 
 
-@pytest.mark.parametrize("name, index", RULED, ids=[f"{name}-{index}" for name, index in RULED])
-def test_a_value_outside_a_declared_rule_is_refused_by_name(name, index):
-    rule = RULES[name][index]
-    refused = _refused(name, index)
+@pytest.mark.parametrize("cls, name, index", RULED, ids=[f"{c.__name__}-{n}-{i}" for c, n, i in RULED])
+def test_a_value_outside_a_declared_rule_is_refused_by_name(cls, name, index):
+    rule = RULES[cls][name][index]
+    refused = _refused(cls, name, index)
     assert refused, f"no candidate lies outside {name}'s rule {rule.means!r}: add one to CANDIDATES"
     for value in refused:
         with pytest.raises(ValueError) as err:
-            TrainConfig(dataset="synthetic", **{name: value})
+            BUILD[cls](**{name: value})
         assert str(err.value) == f"{name} must {rule.means}, got {value!r}"
 
 
@@ -71,15 +79,23 @@ def _numeric(hint: object) -> bool:
     return hint in (int, float) or any(_numeric(arg) for arg in typing.get_args(hint))
 
 
-def test_every_numeric_field_declares_its_range():
-    numeric = [name for name in RULES if _numeric(HINTS[name])]
-    assert {"z_dim", "hidden", "lr", "init_std", "clip_norm"} <= set(numeric)  # the test sees what it should
-    assert [name for name in numeric if not RULES[name]] == []
+@pytest.mark.parametrize(
+    "cls, expected",
+    [
+        (TrainConfig, {"z_dim", "hidden", "lr", "init_std", "clip_norm"}),
+        (StudyConfig, {"num_draws", "adapt_steps", "num_particles", "z_dims", "estimator_particles"}),
+    ],
+)
+def test_every_numeric_field_declares_its_range(cls, expected):
+    numeric = [name for name in RULES[cls] if _numeric(HINTS[cls][name])]
+    assert expected <= set(numeric)  # the test sees what it should
+    assert [name for name in numeric if not RULES[cls][name]] == []
 
 
-def test_the_defaults_pass_their_rules():
-    config = TrainConfig(dataset="synthetic")
-    for name, declared in RULES.items():
+@pytest.mark.parametrize("cls", BUILD)
+def test_the_defaults_pass_their_rules(cls):
+    config = BUILD[cls]()
+    for name, declared in RULES[cls].items():
         value = getattr(config, name)
         assert value is None or all(rule.accepts(value) for rule in declared), name
 
