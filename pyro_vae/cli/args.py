@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from pyro_vae.data import USER_DATASET
+from pyro_vae.data import DATASETS, USER_DATASET
+from pyro_vae.models import MODELS
 from pyro_vae.registry import Registry
-from pyro_vae.training.config import RENAMED_KEYS, TrainConfig
+from pyro_vae.training.config import PRESETS, RENAMED_KEYS, TrainConfig
 
 #: ``TrainConfig``'s default of each field, for the help of the flags that set one.
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -235,3 +236,34 @@ def settings_given(args: argparse.Namespace, option_flags: tuple[str, ...]) -> d
             raise ValueError(f"--data {args.data} and --dataset {given['dataset']} both name the data; give one")
         given["dataset"] = USER_DATASET
     return given
+
+
+def add_program_arguments(p: argparse.ArgumentParser, config_help: str) -> None:
+    """``--config FILE`` (help ``config_help``), ``--preset``, ``--model``, ``--model-option KEY=VALUE``
+    and ``--dataset``: the flags that choose the program and its data (read by :func:`settings_given`)."""
+    d = CONFIG_DEFAULTS
+    p.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50; "
+        "kipf: Kipf & Welling's graph autoencoder (GCN 32-16, Adam 0.01, 200 epochs); sbn-linear, "
+        "sbn-nonlinear: the discrete-estimator papers' sigmoid belief networks (200 binary units, linear "
+        "or two tanh layers of 200) (default: none)",
+    )
+    add_choice(p, "--model", MODELS, d["model"])
+    add_option_flag(
+        p,
+        "model",
+        "an option of the model's constructor, e.g. --model-option num_components=10 (repeatable; "
+        "default: the model's own defaults)",
+    )
+    add_choice(p, "--dataset", DATASETS, d["dataset"])
+
+
+def add_option_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
+    """``--NAME-option KEY=VALUE``, repeatable, kept as the list ``NAME_option`` of pairs
+    (:func:`settings_given` makes it the config's dict ``NAME_options``)."""
+    p.add_argument(
+        f"--{name}-option", dest=f"{name}_option", type=key_value, action="append", metavar="KEY=VALUE", help=help
+    )

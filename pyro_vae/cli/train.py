@@ -13,10 +13,11 @@ from pyro_vae.cli.args import (
     add_choice,
     add_common,
     add_num_samples,
+    add_option_flag,
+    add_program_arguments,
     add_progress,
     at_least,
     fraction,
-    key_value,
     non_negative_float,
     positive_float,
     positive_int,
@@ -27,10 +28,9 @@ from pyro_vae.cli.args import (
 )
 from pyro_vae.cli.commands import machine, register_command
 from pyro_vae.cli.reports import final_report, write_run_figures
-from pyro_vae.data import DATASETS, TEST_FRACTION, read_data
+from pyro_vae.data import TEST_FRACTION, read_data
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
 from pyro_vae.inference.stepping import LOSS_SCALES, SCHEDULE_INTERVALS
-from pyro_vae.models import MODELS
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS, INITIALIZATIONS
 from pyro_vae.training import EarlyStopping, train
@@ -50,32 +50,11 @@ DESCRIPTION = (
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = CONFIG_DEFAULTS
     p.description = DESCRIPTION
-    p.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="start from the settings in FILE: a run's config.json, or any JSON object of TrainConfig's "
+    add_program_arguments(
+        p,
+        "start from the settings in FILE: a run's config.json, or any JSON object of TrainConfig's "
         "fields; the flags given override them (default: none)",
     )
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="paper: AEVB MNIST setting; iwae: Burda et al. 784-200-200-50; "
-        "kipf: Kipf & Welling's graph autoencoder (GCN 32-16, Adam 0.01, 200 epochs); sbn-linear, "
-        "sbn-nonlinear: the discrete-estimator papers' sigmoid belief networks (200 binary units, linear "
-        "or two tanh layers of 200) (default: none)",
-    )
-    add_choice(p, "--model", MODELS, d["model"])
-    p.add_argument(
-        "--model-option",
-        dest="model_option",
-        type=key_value,
-        action="append",
-        metavar="KEY=VALUE",
-        help="an option of the model's constructor, e.g. --model-option num_components=10 (repeatable; "
-        "default: the model's own defaults)",
-    )
-    add_choice(p, "--dataset", DATASETS, d["dataset"])
     p.add_argument(
         "--data",
         type=Path,
@@ -104,35 +83,26 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_choice(p, "--init", INITIALIZATIONS, d["init"])
     add_choice(p, "--estimator", ESTIMATORS, d["estimator"])
-    p.add_argument(
-        "--estimator-option",
-        dest="estimator_option",
-        type=key_value,
-        action="append",
-        metavar="KEY=VALUE",
-        help="a keyword of the estimator's builder, e.g. the beta of a user's "
+    add_option_flag(
+        p,
+        "estimator",
+        "a keyword of the estimator's builder, e.g. the beta of a user's "
         "beta-ELBO: --estimator-option beta=4.0 (repeatable; default: the estimator's own defaults)",
     )
     p.add_argument("--num-particles", type=positive_int, help=f"samples L per datum (default {d['num_particles']})")
     add_choice(p, "--optimizer", OPTIMIZERS, d["optimizer"])
     p.add_argument("--lr", type=positive_float, help=f"the optimizer's learning rate (default {d['lr']})")
-    p.add_argument(
-        "--optimizer-option",
-        dest="optimizer_option",
-        type=key_value,
-        action="append",
-        metavar="KEY=VALUE",
-        help="a keyword of the torch optimizer, e.g. --optimizer-option momentum=0.9 or betas=(0.9,0.999) "
+    add_option_flag(
+        p,
+        "optimizer",
+        "a keyword of the torch optimizer, e.g. --optimizer-option momentum=0.9 or betas=(0.9,0.999) "
         "(repeatable; default: torch's defaults)",
     )
     add_choice(p, "--lr-schedule", LR_SCHEDULES, d["lr_schedule"])
-    p.add_argument(
-        "--schedule-option",
-        dest="schedule_option",
-        type=key_value,
-        action="append",
-        metavar="KEY=VALUE",
-        help="a keyword of the schedule, e.g. --schedule-option gamma=0.5, or warmup=W for a linear "
+    add_option_flag(
+        p,
+        "schedule",
+        "a keyword of the schedule, e.g. --schedule-option gamma=0.5, or warmup=W for a linear "
         "warm-up over the first W epochs in front of any schedule (repeatable; default: the schedule's own)",
     )
     p.add_argument(

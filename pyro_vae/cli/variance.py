@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pyro_vae.cli.args import (
     CONFIG_DEFAULTS,
-    add_choice,
     add_common,
     add_data_file,
+    add_program_arguments,
     add_progress,
     at_least,
     data_file,
@@ -22,9 +22,7 @@ from pyro_vae.cli.args import (
 )
 from pyro_vae.cli.commands import machine, register_command
 from pyro_vae.cli.reports import report_written
-from pyro_vae.data import DATASETS
 from pyro_vae.inference import ESTIMATORS
-from pyro_vae.models import MODELS
 from pyro_vae.training.config import PRESETS, TrainConfig
 
 #: The flags that set the study's base config (``--epochs`` too, which always has a value); with
@@ -40,26 +38,12 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
         default=Path("runs/variance"),
         help="the study's folder: tables, figures and its training runs (default: runs/variance)",
     )
-    p.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="the base settings of every training run of the study from FILE: a run's config.json, or any JSON "
+    add_program_arguments(
+        p,
+        "the base settings of every training run of the study from FILE: a run's config.json, or any JSON "
         "object of TrainConfig's fields (model, optimizer, ...); --preset and the flags given override them "
         "(default: none)",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), help="the architecture of a train --preset (default: none)")
-    add_choice(p, "--model", MODELS, d["model"])
-    p.add_argument(
-        "--model-option",
-        dest="model_option",
-        type=key_value,
-        action="append",
-        metavar="KEY=VALUE",
-        help="an option of the model's constructor, e.g. --model-option layers=2 (repeatable; default: the "
-        "model's own defaults)",
-    )
-    add_choice(p, "--dataset", DATASETS, d["dataset"])
     p.add_argument("--z-dim", type=positive_int, help=f"dimensions of the latent z of steps 1-3 (default {d['z_dim']})")
     p.add_argument(
         "--hidden",
