@@ -27,21 +27,25 @@ def particles_table(rows: list[dict]) -> str:
 
 
 def summary_table(rows: list[dict], epoch: int) -> str:
-    """Markdown table of the ``training`` rows at ``epoch``: each estimator's variance, SNR and
-    cost (K, log p(x | z) evaluations per datum, ms per estimate, guide tr Cov x seconds)."""
+    """Markdown table of the ``training`` rows at ``epoch``: each estimator's variance, SNR, the
+    bias of its guide gradient relative to the reference's (``rel_bias``, a bias only where the
+    reference is unbiased) and cost (K, log p(x | z) evaluations per datum, ms per estimate, guide
+    tr Cov x seconds)."""
     final = {(r["estimator"], r["params"]): r for r in rows if r["experiment"] == "training" and r["epoch"] == epoch}
     reference = next((r["reference"] for r in final.values()), "reparam")
     lines = [
         f"| estimator (options) | K | guide (phi) tr Cov | ratio to {reference} [95% CI] | guide SNR "
+        f"| guide rel. bias to {reference} [95% CI] "
         "| model (theta) ratio [95% CI] | evals / datum | ms / estimate | guide tr Cov x s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in dict.fromkeys(e for e, _ in final):
         enc, dec = final[name, "guide"], final[name, "model"]
         lines.append(
             f"| {name}{_options(enc['options'])} | {enc['num_particles']} | {enc['total_variance']:.3g} "
-            f"| {enc['ratio']:.3g} [{enc['ratio_lo']:.3g}, {enc['ratio_hi']:.3g}] "
-            f"| {enc['snr']:.3g} | {dec['ratio']:.3g} [{dec['ratio_lo']:.3g}, {dec['ratio_hi']:.3g}] "
+            f"| {enc['ratio']:.3g} [{enc['ratio_lo']:.3g}, {enc['ratio_hi']:.3g}] | {enc['snr']:.3g} "
+            f"| {enc['rel_bias']:.3g} [{enc['rel_bias_lo']:.3g}, {enc['rel_bias_hi']:.3g}] "
+            f"| {dec['ratio']:.3g} [{dec['ratio_lo']:.3g}, {dec['ratio_hi']:.3g}] "
             f"| {enc['evaluations_per_datum']:g} | {enc['ms_per_estimate']:.1f} | {enc['variance_x_seconds']:.3g} |"
         )
     return "\n".join(lines) + "\n"

@@ -24,6 +24,14 @@ also gives cheap bootstrap resamples: for resampling counts c,
 estimator's total variance to that of ``reparam`` comes with a bootstrap
 percentile interval.
 
+Each row also holds the bias against the reference (:mod:`pyro_vae.inference.bias`):
+``sq_bias``, the unbiased estimate of ||E g - E g_ref||^2 (0 for the reference's own rows), and
+``rel_bias``, its root over ||E g_ref||, with a jackknife interval. It is a bias only when the
+reference is unbiased (``disarm``, ``score``, ``reparam``, ...): it is meant for the biased
+relaxations ``gumbel`` and ``gumbel-st`` (:mod:`pyro_vae.inference.relaxed`) and their
+``temperature``. It needs the cross-Gram of the two sets of draws: the reference's draws (R x P,
+in the program's own dtype) are kept while the others are drawn, then dropped.
+
 Adaptive baselines (``score-baseline``, ``score-nvil``) are first adapted on
 training minibatches with the VAE frozen, as they would be during training,
 then held fixed while the R draws are taken on the fixed minibatch (otherwise
@@ -35,18 +43,21 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro.poutine as poutine
 import torch
 
 from pyro_vae.inference.algorithms import ParamScope
+from pyro_vae.inference.bias import relative_bias
 from pyro_vae.inference.estimators import ESTIMATORS, Estimator, make_estimator
 
 
 @dataclass
 class GradientDraws:
-    """R gradient draws of one estimator, summarized per parameter group."""
+    """R gradient draws of one estimator, summarized per parameter group; ``cross`` holds the
+    cross-Gram matrices against the draws of another estimator (``against`` of
+    :func:`draw_gradients`), ``values`` the draws themselves when kept (``keep``)."""
 
     estimator: str
     num_draws: int
@@ -54,6 +65,8 @@ class GradientDraws:
     grams: dict[str, torch.Tensor]  # group -> R x R Gram matrix
     sums: dict[str, torch.Tensor]  # group -> per-coordinate sum of draws
     sq_sums: dict[str, torch.Tensor]  # group -> per-coordinate sum of squares
+    cross: dict[str, torch.Tensor] = field(default_factory=dict)  # group -> R x R' Gram against the other's draws
+    values: dict[str, torch.Tensor] | None = None  # parameter -> R x numel draws (in the parameter's dtype)
 
     def total_variance(self, group: str, counts: torch.Tensor | None = None) -> torch.Tensor:
         """tr Cov of the draws (or of a bootstrap resample given by ``counts``)."""
@@ -62,6 +75,10 @@ class GradientDraws:
         c = torch.ones(r, dtype=k.dtype) if counts is None else counts.to(k.dtype)
         return ((c * k.diagonal()).sum(-1) - torch.einsum("...i,ij,...j->...", c, k, c) / r) / (r - 1)
 
+    def mean_sq_norm(self, group: str) -> torch.Tensor:
+        """||mean||^2 - tr Cov / R, the unbiased estimate of ||E g||^2."""
+        return (self.sums[group] / self.num_draws).square().sum() - self.total_variance(group) / self.num_draws
+
     def summary(self, group: str) -> dict[str, float]:
         r = self.num_draws
         mean = self.sums[group] / r
@@ -69,7 +86,7 @@ class GradientDraws:
         total = self.total_variance(group).item()
         sd = var.sqrt()
         nonzero = sd > 0
-        mean_sq_norm = (mean**2).sum().item() - total / r
+        mean_sq_norm = self.mean_sq_norm(group).item()
         coord_mean_sq = (mean**2 - var / r).clamp_min(0)
         return {
             "total_variance": total,
@@ -101,7 +118,7 @@ def _zero_grads(params: Iterable[torch.Tensor]) -> None:
 
 
 def adapt_baseline(
-    vae, estimator: Estimator, batches: Iterable[dict[str, torch.Tensor]], scope: ParamScope, lr: float = 1e-2
+    program, estimator: Estimator, batches: Iterable[dict[str, torch.Tensor]], scope: ParamScope, lr: float = 1e-2
 ) -> None:
     """Run the estimator on ``batches`` with the program frozen: this updates a decaying
     average baseline (kept in ``scope``), and trains a neural baseline's parameters with Adam."""
@@ -109,47 +126,87 @@ def adapt_baseline(
     optimizer = torch.optim.Adam(params, lr=lr) if params else None
     for batch in batches:
         with scope:
-            estimator.elbo.loss_and_grads(vae.model, estimator.guide, **batch)
+            estimator.elbo.loss_and_grads(program.model, estimator.guide, **batch)
         if optimizer is not None:
             optimizer.step()
-        _zero_grads([*vae.parameters(), *params])
+        _zero_grads([*program.parameters(), *params])
 
 
 def draw_gradients(
-    vae, estimator: Estimator, x: torch.Tensor, num_draws: int, scope: ParamScope | None = None, **kwargs
+    program,
+    estimator: Estimator,
+    x: torch.Tensor,
+    num_draws: int,
+    scope: ParamScope | None = None,
+    *,
+    keep: bool = False,
+    against: GradientDraws | None = None,
+    **kwargs,
 ) -> GradientDraws:
     """``num_draws`` independent estimates of the gradient of -ELBO(x) w.r.t. the program's parameters.
 
-    ``scope`` holds baseline state adapted beforehand (:func:`adapt_baseline`);
+    ``scope`` holds baseline state adapted beforehand (:func:`adapt_baseline`); ``keep`` keeps the
+    draws themselves (``values``, R x P in the parameters' dtype); ``against``, draws kept so,
+    adds the cross-Gram matrices against them (``cross``, for :func:`relative_bias`);
     ``kwargs`` (labels) go to model and guide.
     """
     if num_draws < 2:
         raise ValueError(f"need at least 2 draws to estimate a variance, got num_draws={num_draws}")
-    named = dict(vae.named_parameters())
+    if against is not None and against.values is None:
+        raise ValueError(
+            f"the draws of {against.estimator!r} given as against= were not kept; draw them with keep=True"
+        )
+    named = dict(program.named_parameters())
     extra = list(estimator.modules.parameters())
     # State that estimators update as they run (TraceGraph_ELBO's decaying
     # averages) is reset before each draw, so that the draws are independent.
     owned = [*named.values(), *extra]
     frozen = (scope or ParamScope()).state_dict()
-    rows: dict[str, list[torch.Tensor]] = {name: [] for name in named}
+    values = {name: torch.zeros(num_draws, p.numel(), dtype=p.dtype) for name, p in named.items()}  # on the CPU
     elapsed = 0.0
-    for _ in range(num_draws):
+    for i in range(num_draws):
         _zero_grads([*named.values(), *extra])
         draw_scope = ParamScope(owned)
         draw_scope.load_state_dict(frozen)
         start = time.perf_counter()
         with draw_scope:
-            estimator.elbo.loss_and_grads(vae.model, estimator.guide, x=x, **kwargs)
+            estimator.elbo.loss_and_grads(program.model, estimator.guide, x=x, **kwargs)
         elapsed += time.perf_counter() - start
         for name, p in named.items():
-            grad = torch.zeros_like(p) if p.grad is None else p.grad
-            rows[name].append(grad.detach().flatten().double().cpu())
+            if p.grad is not None:
+                values[name][i] = p.grad.detach().flatten()
     _zero_grads([*named.values(), *extra])
-    grams, sums, sq_sums = {}, {}, {}
-    for group, names in parameter_groups(vae, x, **kwargs).items():
-        g = torch.cat([torch.stack(rows[n]) for n in names], dim=1)  # R x P
-        grams[group], sums[group], sq_sums[group] = g @ g.T, g.sum(0), (g**2).sum(0)
-    return GradientDraws(estimator.name, num_draws, elapsed / num_draws, grams, sums, sq_sums)
+    others = None if against is None else against.values
+    stats = {name: _statistics(values[name], None if others is None else others[name]) for name in named}
+    draws = GradientDraws(estimator.name, num_draws, elapsed / num_draws, {}, {}, {}, values=values if keep else None)
+    for group, names in parameter_groups(program, x, **kwargs).items():
+        draws.grams[group] = sum((stats[n][0] for n in names), torch.zeros(num_draws, num_draws, dtype=torch.float64))
+        draws.sums[group] = torch.cat([torch.zeros(0, dtype=torch.float64), *(stats[n][2] for n in names)])
+        draws.sq_sums[group] = torch.cat([torch.zeros(0, dtype=torch.float64), *(stats[n][3] for n in names)])
+        if against is not None:
+            zero = torch.zeros(num_draws, against.num_draws, dtype=torch.float64)
+            draws.cross[group] = sum((stats[n][1] for n in names), zero)
+    return draws
+
+
+def _statistics(
+    g: torch.Tensor, h: torch.Tensor | None, chunk: int = 2**22
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(G G^T, G H^T, sums, sums of squares)`` of the draws G (R x P) and H (R' x P; ``None``: no
+    cross-Gram, an empty tensor), in float64, a block of about ``chunk`` numbers of G at a time (the
+    draws are kept in their own dtype: a float64 copy of them all would double the memory)."""
+    gram, sums, sq_sums = torch.zeros(len(g), len(g), dtype=torch.float64), [], []
+    cross = torch.zeros(len(g), 0 if h is None else len(h), dtype=torch.float64)
+    step = max(1, chunk // max(len(g), 1))
+    for start in range(0, g.shape[1], step):
+        block = g[:, start : start + step].double()
+        gram += block @ block.T
+        if h is not None:
+            cross += block @ h[:, start : start + step].double().T
+        sums.append(block.sum(0))
+        sq_sums.append(block.square().sum(0))
+    empty = torch.zeros(0, dtype=torch.float64)
+    return gram, cross, torch.cat([empty, *sums]), torch.cat([empty, *sq_sums])
 
 
 def variance_ratio(
@@ -199,7 +256,7 @@ def refusal(
 
 
 def compare_estimators(
-    vae,
+    program,
     x: torch.Tensor,
     estimators: Sequence[str] | None = None,
     num_draws: int = 100,
@@ -210,9 +267,13 @@ def compare_estimators(
     options: Mapping[str, dict] | None = None,
 ) -> list[dict]:
     """One row per (estimator, parameter group): the statistics of :class:`GradientDraws`
-    plus ``ratio`` (with ``ratio_lo``, ``ratio_hi``) of total variance to ``reference``, and the
-    ``options`` each estimator was built with (``options[name]``, as a run trained with
-    ``--estimator-option``; none by default).
+    plus ``ratio`` (with ``ratio_lo``, ``ratio_hi``) of total variance to ``reference``, the bias
+    against it (:func:`relative_bias`: ``sq_bias``, the unbiased estimate of ||E g - E g_ref||^2,
+    exactly 0 for the reference's own rows; ``rel_bias``, its root over the reference's ||E g_ref||,
+    with ``rel_bias_lo``, ``rel_bias_hi``; a bias only when the reference is unbiased, e.g.
+    ``disarm``, ``score``, ``reparam``: it is meant for the relaxations ``gumbel`` and ``gumbel-st``
+    and their ``temperature``), and the ``options`` each estimator was built with (``options[name]``,
+    as a run trained with ``--estimator-option``; none by default).
 
     ``estimators`` ``None`` means every registered estimator that can estimate this program's
     gradient (:func:`refusal`: the pathwise ones leave a discrete latent out); a named one that
@@ -222,7 +283,7 @@ def compare_estimators(
 
     @functools.cache
     def refused(name: str) -> str | None:  # each estimator tried once
-        return refusal(vae, name, x, num_particles, options.get(name))
+        return refusal(program, name, x, num_particles, options.get(name))
 
     if estimators is None:
         estimators = [n for n in ESTIMATORS if refused(n) is None]
@@ -243,16 +304,20 @@ def compare_estimators(
             role = "the reference estimator" if name == reference else "the estimator"
             raise ValueError(f"{role} {name!r} cannot be measured on this program with K = {num_particles}: {why}")
     adapt_batches = list(adapt_batches)
-    results = {}
-    for name in names:
-        estimator = make_estimator(name, vae, num_particles, options.get(name))
-        scope = ParamScope([*vae.parameters(), *estimator.modules.parameters()])
-        adapt_baseline(vae, estimator, adapt_batches, scope)
-        results[name] = draw_gradients(vae, estimator, x, num_draws, scope)
+    results: dict[str, GradientDraws] = {}
+    for name in names:  # the reference first, its draws kept for the others' cross-Gram matrices
+        estimator = make_estimator(name, program, num_particles, options.get(name))
+        scope = ParamScope([*program.parameters(), *estimator.modules.parameters()])
+        adapt_baseline(program, estimator, adapt_batches, scope)
+        results[name] = draw_gradients(
+            program, estimator, x, num_draws, scope, keep=name == reference, against=results.get(reference)
+        )
+    results[reference].values = None
     rows = []
     for name in estimators:
         for group in results[name].grams:
             ratio, lo, hi = variance_ratio(results[name], results[reference], group, generator=generator)
+            sq_bias, rel_bias, bias_lo, bias_hi = relative_bias(results[name], results[reference], group)
             rows.append(
                 {
                     "estimator": name,
@@ -265,6 +330,10 @@ def compare_estimators(
                     "ratio": ratio,
                     "ratio_lo": lo,
                     "ratio_hi": hi,
+                    "sq_bias": sq_bias,
+                    "rel_bias": rel_bias,
+                    "rel_bias_lo": bias_lo,
+                    "rel_bias_hi": bias_hi,
                 }
             )
     return rows

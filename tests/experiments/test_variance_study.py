@@ -85,8 +85,14 @@ def test_a_run_is_measured_with_its_estimators_options(scaled, tmp_path):
     assert rows["test-scaled", "guide"]["options"] == "{'factor': 4.0}"
     # measured at factor 4, not the builder's default 1: reparam has 1/16 of its variance
     assert 1 / 16 / 1.6 < float(rows["reparam", "guide"]["ratio"]) < 1 / 16 * 1.6
+    # and 4 times its mean: against it, reparam's mean is off by 3/4 of the reference's
+    for group in ("guide", "model"):
+        lo, hi = float(rows["reparam", group]["rel_bias_lo"]), float(rows["reparam", group]["rel_bias_hi"])
+        assert lo <= 0.75 <= hi < lo + 0.1, (group, lo, hi)
+        assert float(rows["test-scaled", group]["sq_bias"]) == 0.0
     assert "| test-scaled (factor=4.0) |" in (out / "summary.md").read_text()
     assert "ratio to test-scaled" in (out / "summary.md").read_text()
+    assert "| guide rel. bias to test-scaled [95% CI] |" in (out / "summary.md").read_text()
 
 
 @pytest.mark.slow
