@@ -25,9 +25,12 @@ from pyro_vae.cli.reports import report_written
 from pyro_vae.inference import ESTIMATORS
 from pyro_vae.training.config import PRESETS, TrainConfig
 
-#: The flags that set the study's base config (``--epochs`` too, which always has a value); with
-#: ``--run-dir`` the run's own config is the base, and giving one of these is refused.
-BASE_FLAGS = ("config", "preset", "model", "model_option", "dataset", "z_dim", "hidden", "batch_size", "seed")
+#: The flags that set the study's base config; with ``--run-dir`` the run's own config is the base,
+#: and giving one of these is refused.
+BASE_FLAGS = ("config", "preset", "model", "model_option", "dataset", "z_dim", "hidden", "epochs", "batch_size", "seed")
+#: The training epochs per estimator of a study without ``--epochs`` (a preset's or a config file's
+#: epochs are a long run's, not a study's).
+STUDY_EPOCHS = 5
 
 
 def add_variance_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +54,11 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         help=f"hidden layer sizes (default {' '.join(map(str, d['hidden']))})",
     )
-    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per estimator (default 5)")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        help=f"training epochs per estimator (default {STUDY_EPOCHS}, whatever --preset or --config say)",
+    )
     p.add_argument("--batch-size", type=positive_int, help=f"minibatch size M (default {d['batch_size']})")
     p.add_argument("--seed", type=int, help=f"seeds the runs and the gradient draws (default {d['seed']})")
     p.add_argument(
@@ -144,8 +151,9 @@ def estimator_option(text: str) -> tuple[str, str, object]:
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
     """The config every training run of the study starts from: each setting from its flag, else from
-    ``--preset``, else from ``--config FILE``, else ``TrainConfig``'s default (as ``pyro-vae train``)."""
-    given = settings_given(args, ("model",))
+    ``--preset``, else from ``--config FILE``, else ``TrainConfig``'s default (as ``pyro-vae train``);
+    the epochs from ``--epochs`` alone, else :data:`STUDY_EPOCHS`."""
+    given = {"epochs": STUDY_EPOCHS, **settings_given(args, ("model",))}
     from_file = read_config_file(args.config) if args.config is not None else {}
     return TrainConfig.from_dict({**from_file, **PRESETS.get(args.preset, {}), **given})
 

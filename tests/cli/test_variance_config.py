@@ -19,13 +19,17 @@ def parse(*argv: str):
 
 def test_flags_override_the_preset_which_overrides_the_config_file(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"model": "vae", "z_dim": 7, "hidden": [5], "lr": 0.01, "activation": "relu"}))
+    path.write_text(
+        json.dumps({"model": "vae", "z_dim": 7, "hidden": [5], "lr": 0.01, "activation": "relu", "epochs": 90})
+    )
     config = base_config(
         parse("--config", str(path), "--preset", "sbn-linear", "--z-dim", "3", "--model-option", "layers=2")
     )
-    # the preset's model and hidden over the file's, the flag's z_dim over the preset's, the file's lr
+    # the preset's model and hidden over the file's, the flag's z_dim over the preset's, the file's lr;
+    # the study's epochs, not the file's (a long run's)
     assert (config.model, config.hidden, config.z_dim, config.model_options) == ("sbn", (), 3, {"layers": 2})
     assert (config.lr, config.activation, config.epochs) == (0.01, "relu", 5)
+    assert base_config(parse("--config", str(path), "--epochs", "2")).epochs == 2
 
 
 def test_a_config_file_with_an_unknown_entry_is_refused_by_name(tmp_path, capsys):
@@ -37,7 +41,14 @@ def test_a_config_file_with_an_unknown_entry_is_refused_by_name(tmp_path, capsys
 
 @pytest.mark.parametrize(
     "flags",
-    [["--model", "sbn"], ["--preset", "sbn-linear"], ["--model-option", "layers=2"], ["--seed", "3"], ["--z-dim", "4"]],
+    [
+        ["--model", "sbn"],
+        ["--preset", "sbn-linear"],
+        ["--model-option", "layers=2"],
+        ["--seed", "3"],
+        ["--z-dim", "4"],
+        ["--epochs", "2"],
+    ],
 )
 def test_a_comparison_at_a_run_refuses_the_settings_of_a_new_study(flags, tmp_path, capsys):
     assert main(["variance", "--run-dir", str(tmp_path / "run"), *flags, "--out", str(tmp_path / "out")]) == 2
