@@ -279,9 +279,10 @@ def rebar(program, num_particles: int = 1, eta: float = 1.0, temperature: float 
     variance (the paper's); K = num_particles draws, K (2L + 1) evaluations for L layers"""
     if not isinstance(tune, bool):
         raise ValueError(f"rebar's tune must be True or False, got {tune!r}")
-    elbo = RebarELBO(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), eta, temperature)
-    if tune:  # eta and temperature checked by RebarELBO, then learned
+    if tune:  # eta and temperature become parameters, learned
+        check_relaxation("rebar", eta, temperature)
         return tuned_estimator(program, num_particles, RebarControl(eta, temperature), "rebar")
+    elbo = RebarELBO(num_particles, program.max_plate_nesting, member(program, "data_plate_name"), eta, temperature)
     return Estimator("rebar", elbo, program.guide)
 
 
