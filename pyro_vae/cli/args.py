@@ -24,12 +24,18 @@ import torch
 from pyro_vae.data import DATASETS, USER_DATASET
 from pyro_vae.models import MODELS
 from pyro_vae.registry import Registry
-from pyro_vae.training.config import PRESETS, RENAMED_KEYS, TrainConfig
+from pyro_vae.training.config import PRESETS, RENAMED_KEYS, TrainConfig, model_default
 
 #: ``TrainConfig``'s default of each field, for the help of the flags that set one.
 CONFIG_DEFAULTS: dict[str, Any] = {
     f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(TrainConfig)
 }
+
+
+def model_default_help(name: str) -> str:
+    """The help's default of a field a config takes from its model (:data:`~pyro_vae.training.config.MODEL_DEFAULTED`)."""
+    value = model_default("vae", name)
+    return f"default: the model's own, {' '.join(map(str, value)) if isinstance(value, tuple) else value} for vae"
 
 
 def at_least(low: int) -> Callable[[str], int]:

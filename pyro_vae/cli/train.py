@@ -18,6 +18,7 @@ from pyro_vae.cli.args import (
     add_progress,
     at_least,
     fraction,
+    model_default_help,
     non_negative_float,
     positive_float,
     positive_int,
@@ -65,17 +66,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         f"seeded {round(100 * TEST_FRACTION)}%% is held out as one, and --validation-fraction holds a part of the rest out "
         "(default: none)",
     )
-    p.add_argument("--z-dim", type=positive_int, help=f"dimensions of the latent z (default {d['z_dim']})")
+    p.add_argument("--z-dim", type=positive_int, help=f"dimensions of the latent z ({model_default_help('z_dim')})")
     p.add_argument(
         "--hidden",
         type=positive_int,
         nargs="+",
-        help=f"hidden layer sizes, e.g. --hidden 200 200 (default {' '.join(map(str, d['hidden']))})",
+        help=f"hidden layer sizes, e.g. --hidden 200 200 ({model_default_help('hidden')})",
     )
     p.add_argument(
         "--activation",
         choices=sorted(ACTIVATIONS),
-        help=f"the hidden layers' nonlinearity (default {d['activation']})",
+        help=f"the hidden layers' nonlinearity ({model_default_help('activation')})",
     )
     add_choice(p, "--likelihood", LIKELIHOODS, "the data set's own")
     p.add_argument(

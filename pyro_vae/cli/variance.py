@@ -14,6 +14,7 @@ from pyro_vae.cli.args import (
     at_least,
     data_file,
     key_value,
+    model_default_help,
     positive_int,
     read_config_file,
     resolve_device,
@@ -47,12 +48,14 @@ def add_variance_arguments(p: argparse.ArgumentParser) -> None:
         "object of TrainConfig's fields (model, optimizer, ...); --preset and the flags given override them "
         "(default: none)",
     )
-    p.add_argument("--z-dim", type=positive_int, help=f"dimensions of the latent z of steps 1-3 (default {d['z_dim']})")
+    p.add_argument(
+        "--z-dim", type=positive_int, help=f"dimensions of the latent z of steps 1-3 ({model_default_help('z_dim')})"
+    )
     p.add_argument(
         "--hidden",
         type=positive_int,
         nargs="+",
-        help=f"hidden layer sizes (default {' '.join(map(str, d['hidden']))})",
+        help=f"hidden layer sizes ({model_default_help('hidden')})",
     )
     p.add_argument(
         "--epochs",

@@ -195,4 +195,4 @@ def run_name(config: TrainConfig) -> str:
     settings = {old_names.get(k, k): v for k, v in asdict(config).items() if k != "epochs" and v != defaults[k]}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     subset = f"-n{config.num_train}" if config.num_train else ""
-    return f"{config.dataset}-{config.algorithm}-z{config.z_dim}-h{'x'.join(map(str, config.hidden))}{subset}-{digest}"
+    return f"{config.dataset}-{config.algorithm}-z{config.z_dim}-h{'x'.join(map(str, config.hidden or ()))}{subset}-{digest}"

@@ -161,3 +161,22 @@ def build_model(name: str, spec: DataSpec, **options) -> PyroModule:
     if not isinstance(program, PyroModule):
         raise TypeError(f"model {name!r}: its factory returned {program!r}, not a PyroModule (e.g. a VAE)")
     return program
+
+
+def constructor_default(obj: type | Callable, option: str) -> Any:
+    """The default of keyword ``option`` where ``obj`` (a model class or factory) takes it: the first
+    ``__init__`` along the class's MRO that names it, passing by the ones that forward ``**kwargs``
+    (:class:`~pyro_vae.models.priors.VampPriorVAE` takes ``hidden`` from
+    :class:`~pyro_vae.models.vae.VAE`), or the factory's own; ``None`` where none declares one."""
+    if inspect.isclass(obj):
+        functions = [vars(cls)["__init__"] for cls in obj.__mro__ if "__init__" in vars(cls)]
+    else:
+        functions = [obj]
+    for function in functions:
+        parameters = inspect.signature(function).parameters
+        if option in parameters:
+            default = parameters[option].default
+            return None if default is inspect.Parameter.empty else default
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return None
+    return None

@@ -175,16 +175,16 @@ def check_model_fits(config: TrainConfig, x_shape: Sequence[int], device: str | 
     if memory is None:
         return
     x_dim = math.prod(x_shape)
-    hidden = tuple(config.hidden)
+    hidden, z_dim = tuple(config.hidden or ()), config.z_dim or 0  # both set by TrainConfig (model_default)
     size = torch.tensor([], dtype=torch.get_default_dtype()).element_size()
-    params = parameter_count(x_dim, config.z_dim, hidden)
+    params = parameter_count(x_dim, z_dim, hidden)
     rows = config.batch_size * config.num_particles
-    activations = rows * (2 * sum(hidden) + 2 * x_dim + 3 * config.z_dim)
+    activations = rows * (2 * sum(hidden) + 2 * x_dim + 3 * z_dim)
     need = size * (4 * params + activations)
     if need > memory:
-        sizes = "-".join(map(str, (x_dim, *hidden, config.z_dim)))
+        sizes = "-".join(map(str, (x_dim, *hidden, z_dim)))
         raise ValueError(
-            f"the model {sizes} (--hidden {' '.join(map(str, hidden))} --z-dim {config.z_dim}, "
+            f"the model {sizes} (--hidden {' '.join(map(str, hidden))} --z-dim {z_dim}, "
             f"{params:,} weights, batch {config.batch_size}) needs at least {need / 2**30:,.1f} GiB to train, "
             f"more than the {memory / 2**30:,.1f} GiB of memory of {device}; choose smaller sizes"
         )

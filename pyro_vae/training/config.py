@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from pyro_vae.data import DATASETS
 from pyro_vae.inference import ALGORITHMS, ESTIMATORS, LR_SCHEDULES, OPTIMIZERS
@@ -29,10 +30,10 @@ from pyro_vae.inference.algorithms import algorithm_member
 from pyro_vae.inference.estimators import check_estimator_options
 from pyro_vae.inference.optim import check_optimizer_settings
 from pyro_vae.inference.stepping import LOSS_SCALES, SCHEDULE_INTERVALS
-from pyro_vae.models import MODELS
+from pyro_vae.models import MODELS, VAE
 from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.models.nets import ACTIVATIONS, INIT_STD, INITIALIZATIONS
-from pyro_vae.models.program import member
+from pyro_vae.models.program import constructor_default, member
 from pyro_vae.validation import COUNT, NON_NEGATIVE, POSITIVE, Rule, at_least, check_fields, finite, one_of, rules
 
 #: Named sets of config values from the papers (``--preset``): architecture, optimizer and batch size.
@@ -65,6 +66,18 @@ SEED = Rule("lie in [-2**62, 2**62)", lambda seed: -(2**62) <= seed < 2**62)
 SIZES = Rule("be sizes >= 1, one per hidden layer", lambda sizes: all(size >= 1 for size in sizes))
 
 
+#: The fields a config left ``None`` takes from its model's constructor (:func:`model_default`).
+MODEL_DEFAULTED = ("z_dim", "hidden", "activation")
+
+
+def model_default(model: str, name: str) -> Any:
+    """The default of registered model ``model``'s constructor option ``name`` (a field of
+    :data:`MODEL_DEFAULTED`), or :class:`~pyro_vae.models.vae.VAE`'s where the model declares
+    none (``categorical-vae``'s ``z_dim``, the code's width, follows from its other options)."""
+    default = constructor_default(MODELS[model], name)
+    return constructor_default(VAE, name) if default is None else default
+
+
 #: Config entries renamed since runs were first saved, old name -> new name: a saved config
 #: (a checkpoint's, a pretrained record's) with an old name is read under the new one by
 #: :meth:`TrainConfig.from_dict`.
@@ -83,9 +96,10 @@ class TrainConfig:
     ``dataclasses.replace(config, lr=...)``, which checks it again."""
 
     dataset: str = "mnist"
-    z_dim: int = field(default=20, metadata=rules(COUNT))
-    hidden: tuple[int, ...] = field(default=(500,), metadata=rules(SIZES))
-    activation: str = "tanh"
+    # None: the model's own default (model_default), e.g. categorical-vae's hidden (512, 256) and ReLU
+    z_dim: int | None = field(default=None, metadata=rules(COUNT))
+    hidden: tuple[int, ...] | None = field(default=None, metadata=rules(SIZES))
+    activation: str | None = None
     likelihood: str | None = None  # None: the data set's own
     init_std: float | None = field(default=None, metadata=rules(*INIT_STD))
     init: str = "torch"  # the affine layers' start (models.nets.INITIALIZATIONS); init_std draws N(0, std^2) instead
@@ -136,8 +150,13 @@ class TrainConfig:
     loss_scale: str = field(default="sum", metadata=rules(one_of(LOSS_SCALES)))
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, str) and self.model in MODELS:  # frozen: the fields' one normalization
+            for name in MODEL_DEFAULTED:
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, model_default(self.model, name))
+            hidden = self.hidden
+            object.__setattr__(self, "hidden", (hidden,) if isinstance(hidden, int) else tuple(hidden or ()))
         check_fields(self)  # every field against its annotation and its declared rules
-        object.__setattr__(self, "hidden", tuple(self.hidden))  # frozen: the one normalization of a field
         for registry, name in (
             (DATASETS, self.dataset),
             (ESTIMATORS, self.estimator),
