@@ -10,7 +10,7 @@ from pyro.nn import PyroModule
 
 from pyro_vae import VAE
 from pyro_vae.data import make_synthetic
-from pyro_vae.models import MODELS
+from pyro_vae.models import MODELS, CategoricalVAE
 from pyro_vae.pretrained import (
     PRETRAINED,
     DataDescription,
@@ -125,6 +125,13 @@ def test_save_without_a_config_takes_the_registered_name_and_checks_the_defaults
     ):
         save_pretrained(VAE((64,), z_dim=2, hidden=(500,)), tmp_path / "b", data=SYNTHETIC)
     assert not (tmp_path / "b").exists()
+
+
+def test_save_without_a_config_rebuilds_a_model_with_its_own_defaults(tmp_path):
+    program = CategoricalVAE((64,))  # its defaults: 512-256 ReLU networks, not the VAE's 500 tanh units
+    loaded = load_pretrained(save_pretrained(program, tmp_path, data=SYNTHETIC))
+    assert all(torch.equal(p, q) for p, q in zip(program.state_dict().values(), loaded.state_dict().values()))
+    assert pretrained_record(tmp_path)["config"]["activation"] == "relu"
 
 
 def test_save_a_run_keeps_its_config_data_and_curve(tmp_path):
