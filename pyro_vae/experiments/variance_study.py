@@ -171,17 +171,22 @@ def _cycle(data, batch_size, generator, device):
         yield from data.train_batches(batch_size, generator, device)
 
 
-def applicable_estimators(run, study: StudyConfig, num_particles: int | None = None) -> list[str]:
-    """The registered estimators that can estimate the gradient of ``run``'s program with
-    ``num_particles`` particles (``None``: each with its own, :func:`particles_of`)
-    (:func:`~pyro_vae.inference.variance.refusal`), on its first test batch."""
+def refusals(run, study: StudyConfig, num_particles: int | None = None) -> dict[str, str | None]:
+    """Why each registered estimator cannot estimate the gradient of ``run``'s program with
+    ``num_particles`` particles (``None``: each with its own, :func:`particles_of`), on its first test
+    batch (:func:`~pyro_vae.inference.variance.refusal`); ``None`` for one that can."""
     x = run.dataset.test[: study.base.batch_size].to(next(run.program.parameters()).device)
-    return [
-        name
+    return {
+        name: refusal(
+            run.program, name, x, num_particles or particles_of(study, name), study.estimator_options.get(name)
+        )
         for name in ESTIMATORS
-        if refusal(run.program, name, x, num_particles or particles_of(study, name), study.estimator_options.get(name))
-        is None
-    ]
+    }
+
+
+def applicable_estimators(run, study: StudyConfig, num_particles: int | None = None) -> list[str]:
+    """The registered estimators that :func:`refusals` lets estimate ``run``'s gradient."""
+    return [name for name, why in refusals(run, study, num_particles).items() if why is None]
 
 
 def run_study(
@@ -215,8 +220,12 @@ def run_study(
 
     # 1. training curves of every estimator (by default every one that applies to the program)
     start = build_run(config_of(reference), data_dir, device, data=data)
-    applicable = applicable_estimators(start, study)
+    why_not = refusals(start, study)
+    applicable = [name for name, why in why_not.items() if why is None]
     names = study.estimators or applicable
+    for name in names:  # before any training, not at the comparison
+        if name != reference and why_not[name] is not None:
+            raise ValueError(f"the estimator {name!r} cannot be measured on this program: {why_not[name]}")
     if reference not in names or reference not in applicable:
         raise ValueError(
             f"the full study measures every estimator at points of the run of its reference {reference!r}, "

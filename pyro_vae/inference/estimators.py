@@ -125,13 +125,16 @@ class Objective(Protocol):
 @dataclass
 class Estimator:
     """An ELBO and the guide to train with it; ``modules`` holds extra trainable nets;
-    ``objective`` names the bound whose gradient it estimates."""
+    ``objective`` names the bound whose gradient it estimates; ``varies`` says why its estimates
+    change in distribution from one step to the next (an annealed temperature), which a variance
+    comparison (:func:`~pyro_vae.inference.variance.refusal`) refuses, empty where they do not."""
 
     name: str
     elbo: Objective
     guide: Callable
     modules: nn.ModuleDict = field(default_factory=nn.ModuleDict)
     objective: str = "elbo"  # what the loss bounds: "elbo", or "iwae" (the K-sample bound)
+    varies: str = ""
 
 
 def _handled(handler: Callable[[], Messenger], guide: Callable) -> Callable:

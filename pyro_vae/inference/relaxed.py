@@ -211,7 +211,13 @@ def _register(name: str, straight_through: bool, help: str) -> None:
             vectorize_particles=num_particles > 1,
             max_plate_nesting=program.max_plate_nesting,
         )
-        return Estimator(name, elbo, program.guide, nn.ModuleDict({"temperature": schedule}))
+        varies = (
+            f"its temperature anneals (anneal_rate={anneal_rate}), so its draws differ in distribution from step "
+            "to step; compare it at one temperature: temperature=T (anneal_rate=0)"
+            if anneal_rate > 0 and min_temperature < temperature
+            else ""
+        )
+        return Estimator(name, elbo, program.guide, nn.ModuleDict({"temperature": schedule}), varies=varies)
 
     register_estimator(name, build, help=help)
 

@@ -242,11 +242,14 @@ def refusal(
     program, name: str, x: torch.Tensor, num_particles: int = 1, options: dict | None = None, **kwargs
 ) -> str | None:
     """Why the registered estimator ``name`` (with its ``options``) cannot estimate a gradient for
-    ``program`` on ``x`` (a pathwise one on a discrete latent, VIMCO with one particle, ...), in
-    the estimator's own words; ``None`` if it can. One loss is computed, torch's RNG restored."""
+    ``program`` on ``x`` (a pathwise one on a discrete latent, VIMCO with one particle, an annealed
+    temperature, whose draws are not alike: ``Estimator.varies``), in the estimator's own words;
+    ``None`` if it can. One loss is computed, torch's RNG restored."""
     named = list(program.parameters())
     try:
         estimator = make_estimator(name, program, num_particles, options)
+        if estimator.varies:
+            return estimator.varies
         with torch.random.fork_rng(), torch.no_grad(), ParamScope([*named, *estimator.modules.parameters()]):
             loss = estimator.elbo.loss  # type: ignore[attr-defined]  # a Pyro ELBO's (its base class does not declare it)
             loss(program.model, estimator.guide, x, **kwargs)

@@ -213,6 +213,20 @@ def test_a_study_whose_reference_does_not_apply_asks_for_one(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "estimators, options, message",
+    [
+        (["disarm", "reparam"], {}, "the estimator 'reparam' cannot be measured on this program: "),
+        (["disarm", "gumbel"], {"gumbel": {"anneal_rate": 0.1}}, "'gumbel' cannot .*: its temperature anneals"),
+    ],
+)
+def test_a_study_refuses_an_estimator_it_cannot_measure_before_any_training(estimators, options, message, tmp_path):
+    study = StudyConfig(base=SBN, estimators=estimators, reference="disarm", estimator_options=options, z_dims=(2,))
+    with pytest.raises(ValueError, match=message):
+        run_study(study, tmp_path)
+    assert not list(tmp_path.iterdir())  # no run trained
+
+
+@pytest.mark.parametrize(
     "flag, value, message",
     [
         ("--estimator-particles", "vimco=0", "expected NAME=K with a registered estimator NAME and K >= 1"),

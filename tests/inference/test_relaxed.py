@@ -85,3 +85,23 @@ def test_a_categorical_of_indices_is_refused_by_name():
     estimator = make_estimator("gumbel", program, 1)
     with pytest.raises(ValueError, match="site 'c' is a Categorical, which has no relaxation here"):
         estimator.elbo.loss_and_grads(program.model, estimator.guide, torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize(
+    "options, refused",
+    [
+        ({"anneal_rate": 1e-3}, True),  # 1 -> 0.5: each draw at another temperature
+        ({"temperature": 0.5, "anneal_rate": 1e-3}, False),  # already at its floor: one temperature
+        ({"temperature": 0.3}, False),
+    ],
+)
+def test_a_variance_comparison_refuses_an_annealed_temperature(options, refused):
+    from pyro_vae.inference.variance import compare_estimators, refusal
+
+    sbn, x = small_sbn(), torch.ones(2, 3, dtype=torch.float64)
+    why = refusal(sbn, "gumbel", x, options=options)
+    assert (why is not None) == refused
+    if refused:
+        assert why.startswith("its temperature anneals (anneal_rate=0.001)") and "temperature=T (anneal_rate=0)" in why
+        with pytest.raises(ValueError, match="the estimator 'gumbel' cannot be measured .*temperature anneals"):
+            compare_estimators(sbn, x, ["gumbel"], num_draws=2, reference="score", options={"gumbel": options})
