@@ -75,7 +75,8 @@ def model_default(model: str, name: str) -> Any:
     :data:`MODEL_DEFAULTED`), or :class:`~pyro_vae.models.vae.VAE`'s where the model declares
     none (``categorical-vae``'s ``z_dim``, the code's width, follows from its other options)."""
     default = constructor_default(MODELS[model], name)
-    return constructor_default(VAE, name) if default is None else default
+    value = constructor_default(VAE, name) if default is None else default
+    return (value,) if name == "hidden" and isinstance(value, int) else value  # a graph model's one layer
 
 
 #: Config entries renamed since runs were first saved, old name -> new name: a saved config
@@ -150,13 +151,13 @@ class TrainConfig:
     loss_scale: str = field(default="sum", metadata=rules(one_of(LOSS_SCALES)))
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, str) and self.model in MODELS:  # frozen: the fields' one normalization
+        if isinstance(self.model, str) and self.model in MODELS:  # unset: the model's own (frozen: set here)
             for name in MODEL_DEFAULTED:
                 if getattr(self, name) is None:
                     object.__setattr__(self, name, model_default(self.model, name))
-            hidden = self.hidden
-            object.__setattr__(self, "hidden", (hidden,) if isinstance(hidden, int) else tuple(hidden or ()))
         check_fields(self)  # every field against its annotation and its declared rules
+        if self.hidden is not None:  # None only beside an unknown model, refused below
+            object.__setattr__(self, "hidden", tuple(self.hidden))  # frozen: the one normalization of a field
         for registry, name in (
             (DATASETS, self.dataset),
             (ESTIMATORS, self.estimator),

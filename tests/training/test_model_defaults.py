@@ -64,6 +64,12 @@ def test_given_values_win_and_a_changed_copy_keeps_them():
     assert dataclasses.replace(config, model="vae").hidden == (64,)
 
 
+@pytest.mark.parametrize("hidden", [5, "abc"])
+def test_a_given_hidden_is_checked_as_given_not_normalized_like_a_models_default(hidden):
+    with pytest.raises(ValueError, match=f"hidden must be a sequence of int or None, got {hidden!r}"):
+        TrainConfig(hidden=hidden)
+
+
 def test_constructor_default_stops_at_a_class_that_does_not_forward_keywords():
     class Closed(VAE):
         def __init__(self, x_shape) -> None:
